@@ -1,0 +1,242 @@
+"""The shared transformer backbone: ``Block``, ``Encoder`` (bidirectional or causal) and ``Decoder``.
+
+A backbone reads a :class:`~mmformer.tokenizers.TokenBatch` and nothing else, so one instance can
+serve any tokenizer of the right width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal, NamedTuple
+
+import torch
+from timm.layers import DropPath
+from torch import Tensor, nn
+
+from mmformer.layers.attention import CrossAttention, SelfAttention
+from mmformer.layers.kv_cache import DecoderCache, LayerCache
+from mmformer.layers.mlp import MlpSpec, make_mlp
+from mmformer.layers.norms import NormSpec, make_norm
+from mmformer.layers.positions import RotaryEmbedding
+from mmformer.tokenizers.base import TokenBatch
+
+
+@dataclass
+class BackboneConfig:
+    """Size and layer choices of a backbone; names, not classes, so it round-trips through YAML."""
+
+    dim: int = 256  # model width D
+    depth: int = 6  # number of blocks
+    num_heads: int = 8  # query heads H (D must be divisible by H)
+    num_kv_heads: int | None = None  # key/value heads: None = H, 1 = multi-query, else grouped-query
+    mlp_ratio: float = 4.0  # MLP hidden width = mlp_ratio * D
+    mlp: MlpSpec = "gelu"  # "gelu" | "swiglu" | dotted import path of a (dim, hidden, bias, drop) class
+    norm: NormSpec = "layernorm"  # "layernorm" | "rmsnorm" | dotted import path of a (dim) class
+    norm_eps: float = 1e-6  # epsilon of named norms (timm ViT: 1e-6; torch.nn.Transformer: 1e-5)
+    norm_position: Literal["pre", "post"] = "pre"  # pre-norm (GPT-2/ViT) or post-norm (Vaswani et al.)
+    bias: bool = True  # biases in attention and MLP projections
+    qk_norm: NormSpec | None = None  # norm applied per head to q and k (e.g. "rmsnorm"), or None
+    rope: bool = False  # rotary positions on q/k inside self-attention
+    rope_base: float = 10000.0  # RoPE frequency base
+    causal: bool = False  # Encoder only: causal self-attention (decoder-only / decision transformer)
+    memory_dim: int | None = None  # Decoder only: width of the cross-attended memory (None = D)
+    drop_path: float = 0.0  # stochastic depth rate of the last block; earlier blocks scale linearly
+    attn_drop: float = 0.0  # dropout on attention weights (0 keeps the fused kernels)
+    proj_drop: float = 0.0  # dropout after attention/MLP output projections
+
+
+class BlockOutput(NamedTuple):
+    hidden: Tensor  # (B, N, D)
+    self_weights: Tensor | None  # (B, H, N, S) when need_weights
+    cross_weights: Tensor | None  # (B, H, N, S_mem) when need_weights and cross-attending
+
+
+class Block(nn.Module):
+    """One transformer layer: self-attention, optional cross-attention, MLP; each a residual branch.
+
+    The sublayers are injected; ``norm_position`` picks pre-norm ``x + f(norm(x))`` or the
+    original paper's post-norm ``norm(x + f(x))``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        self_attn: SelfAttention,
+        mlp: nn.Module,
+        norm_layer: Callable[[int], nn.Module],
+        cross_attn: CrossAttention | None = None,
+        drop_path: float = 0.0,
+        norm_position: Literal["pre", "post"] = "pre",
+    ) -> None:
+        super().__init__()
+        if norm_position not in ("pre", "post"):
+            raise ValueError(f"norm_position must be 'pre' or 'post', got {norm_position!r}")
+        self.prenorm = norm_position == "pre"
+        self.norm1, self.attn = norm_layer(dim), self_attn
+        self.norm_cross = norm_layer(dim) if cross_attn is not None else None
+        self.cross_attn = cross_attn
+        self.norm2, self.mlp = norm_layer(dim), mlp
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def _residual(self, x: Tensor, norm: nn.Module, branch: Callable[[Tensor], Tensor]) -> Tensor:
+        if self.prenorm:
+            return x + self.drop_path(branch(norm(x)))
+        return norm(x + self.drop_path(branch(x)))
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        *,
+        positions: Tensor | None = None,
+        memory: Tensor | None = None,
+        memory_mask: Tensor | None = None,
+        cache: LayerCache | None = None,
+        need_weights: bool = False,
+    ) -> BlockOutput:
+        """x: ``(B, N, D)``, mask ``(B, N)``; memory ``(B, S, D_mem)`` with memory_mask ``(B, S)``."""
+        weights: list[Tensor | None] = [None, None]
+
+        def self_branch(h: Tensor) -> Tensor:
+            out = self.attn(h, mask, positions=positions, cache=None if cache is None else cache.self_kv,
+                            need_weights=need_weights)
+            weights[0] = out.weights
+            return out.out
+
+        def cross_branch(h: Tensor) -> Tensor:
+            out = self.cross_attn(h, memory, memory_mask,  # type: ignore[misc]
+                                  cache=None if cache is None else cache.cross_kv, need_weights=need_weights)
+            weights[1] = out.weights
+            return out.out
+
+        x = self._residual(x, self.norm1, self_branch)
+        if self.cross_attn is not None:
+            if memory is None:
+                raise ValueError("this block cross-attends: pass memory=(B, S, D_mem)")
+            x = self._residual(x, self.norm_cross, cross_branch)  # type: ignore[arg-type]
+        x = self._residual(x, self.norm2, self.mlp)
+        return BlockOutput(x, weights[0], weights[1])
+
+
+class BackboneOutput(NamedTuple):
+    hidden: Tensor  # (B, N, D) final hidden states (after the final norm in pre-norm stacks)
+    mask: Tensor | None  # (B, N) the input mask, passed through for heads and memories
+    attentions: tuple[Tensor, ...] | None  # per block (B, H, N, N) self-attention weights
+    cross_attentions: tuple[Tensor, ...] | None = None  # per block (B, H, N, S) cross-attention weights
+
+
+class _Stack(nn.Module):
+    """Blocks plus final norm; the shared body of Encoder and Decoder."""
+
+    def __init__(self, config: BackboneConfig, causal: bool, cross: bool) -> None:
+        super().__init__()
+        c = self.config = config
+        self.causal = causal
+        if c.depth <= 0:
+            raise ValueError(f"depth must be positive, got {c.depth}")
+        norm = lambda d: make_norm(c.norm, d, c.norm_eps)  # noqa: E731
+        qk_norm = (lambda d: make_norm(c.qk_norm, d, c.norm_eps)) if c.qk_norm else None  # noqa: E731
+        head_dim = c.dim // c.num_heads if c.num_heads > 0 else 0
+        rope = RotaryEmbedding(head_dim, c.rope_base) if c.rope else None
+        rates = torch.linspace(0, c.drop_path, c.depth).tolist()
+        self.blocks = nn.ModuleList(
+            Block(
+                c.dim,
+                SelfAttention(c.dim, c.num_heads, c.num_kv_heads, causal=causal, bias=c.bias, rope=rope,
+                              qk_norm=qk_norm, attn_drop=c.attn_drop, proj_drop=c.proj_drop),
+                make_mlp(c.mlp, c.dim, int(c.dim * c.mlp_ratio), bias=c.bias, drop=c.proj_drop),
+                norm,
+                CrossAttention(c.dim, c.num_heads, c.num_kv_heads, kv_dim=c.memory_dim, bias=c.bias,
+                               qk_norm=qk_norm, attn_drop=c.attn_drop, proj_drop=c.proj_drop) if cross else None,
+                drop_path=rate,
+                norm_position=c.norm_position,
+            )
+            for rate in rates
+        )
+        # Pre-norm leaves the residual stream unnormalized, so the stack ends with a norm.
+        self.norm = norm(c.dim) if c.norm_position == "pre" else nn.Identity()
+        self.apply(_init_weights)
+
+    def new_cache(self, capacity: int = 64) -> DecoderCache:
+        """An empty cache for step-by-step decoding with ``forward(..., cache=cache)``."""
+        return DecoderCache(len(self.blocks), capacity)
+
+    def _run(
+        self,
+        batch: TokenBatch,
+        memory: Tensor | None,
+        memory_mask: Tensor | None,
+        cache: DecoderCache | None,
+        need_weights: bool,
+    ) -> BackboneOutput:
+        if not isinstance(batch, TokenBatch):
+            raise TypeError(f"the backbone takes a TokenBatch, got {type(batch).__name__}")
+        if batch.dim != self.config.dim:
+            raise ValueError(f"tokens have width {batch.dim} but the backbone's dim is {self.config.dim}")
+        x, self_w, cross_w = batch.tokens, [], []
+        for i, block in enumerate(self.blocks):
+            x, sw, cw = block(x, batch.mask, positions=batch.positions, memory=memory, memory_mask=memory_mask,
+                              cache=None if cache is None else cache.layers[i], need_weights=need_weights)
+            self_w.append(sw)
+            cross_w.append(cw)
+        return BackboneOutput(
+            self.norm(x),
+            batch.mask,
+            tuple(self_w) if need_weights else None,  # type: ignore[arg-type]
+            tuple(cross_w) if need_weights and memory is not None else None,  # type: ignore[arg-type]
+        )
+
+
+def _init_weights(m: nn.Module) -> None:
+    """ViT/GPT-style init: truncated normal(0.02) linear weights, zero biases."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+class Encoder(_Stack):
+    """Self-attention blocks over one token sequence; bidirectional unless ``config.causal``.
+
+    Args:
+        config: sizes and layer choices.
+    """
+
+    def __init__(self, config: BackboneConfig) -> None:
+        super().__init__(config, causal=config.causal, cross=False)
+
+    def forward(
+        self, batch: TokenBatch, *, cache: DecoderCache | None = None, need_weights: bool = False
+    ) -> BackboneOutput:
+        """batch.tokens ``(B, N, D)`` → hidden ``(B, N, D)``. A cache is only meaningful when causal."""
+        if cache is not None and not self.causal:
+            raise ValueError("a KV cache needs causal attention: set config.causal=True")
+        return self._run(batch, None, None, cache, need_weights)
+
+
+class Decoder(_Stack):
+    """Causal self-attention plus cross-attention to a memory (an encoder's output), in every block.
+
+    Args:
+        config: sizes and layer choices; ``config.causal`` is ignored (a decoder is always causal)
+            and ``config.memory_dim`` sets the memory width.
+    """
+
+    def __init__(self, config: BackboneConfig) -> None:
+        super().__init__(config, causal=True, cross=True)
+
+    def forward(
+        self,
+        batch: TokenBatch,
+        memory: Tensor,
+        memory_mask: Tensor | None = None,
+        *,
+        cache: DecoderCache | None = None,
+        need_weights: bool = False,
+    ) -> BackboneOutput:
+        """Decodes ``batch.tokens (B, T, D)`` against ``memory (B, S, D_mem)``.
+
+        With a cache, ``batch`` holds only the new positions; their mask covers only them, and RoPE
+        positions continue from ``cache.length``.
+        """
+        return self._run(batch, memory, memory_mask, cache, need_weights)

@@ -1,0 +1,11 @@
+"""Modality tokenizers: raw inputs → :class:`TokenBatch`."""
+
+from mmformer.tokenizers.base import (
+    ENTRY_POINT_GROUP,
+    ModalityTokenizer,
+    TokenBatch,
+    list_tokenizers,
+    register_tokenizer,
+)
+
+__all__ = ["ENTRY_POINT_GROUP", "ModalityTokenizer", "TokenBatch", "list_tokenizers", "register_tokenizer"]
