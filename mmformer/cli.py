@@ -1,0 +1,79 @@
+"""The ``mmformer`` command: a thin LightningCLI over any task module and DataModule.
+
+    mmformer fit  --config tasks/<recipe>.yaml [--config configs/model/small.yaml] [--trainer configs/trainer/ddp.yaml]
+    mmformer test --config tasks/<recipe>.yaml --ckpt_path runs/<recipe>/version_0/checkpoints/last.ckpt
+
+Everything else (``--print_config``, dotted overrides, the saved ``config.yaml`` beside the logs)
+is LightningCLI's own behaviour; class signatures are the schema.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
+
+# Every run logs to TensorBoard and CSV under runs/ and keeps its last and best checkpoints.
+DEFAULT_ROOT = "runs"
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "default_root_dir": DEFAULT_ROOT,
+    "logger": [
+        {"class_path": "pytorch_lightning.loggers.TensorBoardLogger", "init_args": {"save_dir": DEFAULT_ROOT, "name": ""}},
+        {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": DEFAULT_ROOT, "name": ""}},
+    ],
+    "callbacks": [
+        {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {"save_last": True}},
+        {"class_path": "pytorch_lightning.callbacks.LearningRateMonitor", "init_args": {"logging_interval": "step"}},
+    ],
+}
+
+
+def _limit_threads() -> None:
+    """Use the CPUs this process may run on (cgroup/affinity), not every core of the host."""
+    if "OMP_NUM_THREADS" in os.environ or not hasattr(os, "sched_getaffinity"):
+        return
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+
+
+class MMFormerCLI(LightningCLI):
+    """LightningCLI with mmformer's defaults: seeded runs, TensorBoard + CSV logs, weights-only checkpoint loading."""
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config.get(self.subcommand) if self.subcommand else self.config
+        # Checkpoints given by --ckpt_path are read with torch.load(weights_only=True): never unpickle code.
+        if cfg.get("weights_only", False) is None:
+            cfg.weights_only = True
+        # Default loggers write under the run's root, so --trainer.default_root_dir moves everything.
+        trainer = cfg.trainer
+        loggers = trainer.logger if isinstance(trainer.logger, list) else []
+        for logger in loggers:
+            args = getattr(logger, "init_args", None)
+            if args is not None and args.get("save_dir") == DEFAULT_ROOT:
+                args.save_dir = trainer.default_root_dir or DEFAULT_ROOT
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # Defaults set on the parser (not trainer_defaults) stay configurable and show in --print_config.
+        parser.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
+
+
+def main(args: ArgsType = None, run: bool = True) -> MMFormerCLI:
+    """Entry point of the ``mmformer`` console script (also callable from Python with ``args``)."""
+    _limit_threads()
+    return MMFormerCLI(
+        pl.LightningModule,
+        pl.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
+        args=args,
+        run=run,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""AdamW with linear warm-up and cosine decay, shared by every task module."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and schedule; every field is a YAML key under ``model.init_args.optim``."""
+
+    lr: float = 1e-3  # peak learning rate
+    weight_decay: float = 0.05  # decoupled decay, applied to matrices only (not biases, norms, 1-D params)
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
+    warmup_steps: int = 0  # linear warm-up steps; when 0, warmup_fraction of the run is used
+    warmup_fraction: float = 0.05  # warm-up as a fraction of all optimizer steps
+    min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
+    schedule: str = "cosine"  # "cosine" or "constant" (after warm-up)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Decays weight matrices and conv kernels; leaves biases, norm scales and 1-D parameters alone."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_factor(step: int, total: int, warmup: int, min_ratio: float, schedule: str) -> float:
+    """Multiplier of the peak lr at ``step`` (0-based) of ``total`` optimizer steps."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig, total_steps: int) -> dict:
+    """Lightning's ``configure_optimizers`` return value: AdamW plus a per-step LambdaLR."""
+    if cfg.schedule not in ("cosine", "constant"):
+        raise ValueError(f"schedule must be 'cosine' or 'constant', got {cfg.schedule!r}")
+    if total_steps <= 0 or total_steps == float("inf"):
+        raise ValueError(
+            f"the schedule needs a finite number of steps, got {total_steps}; set trainer.max_steps or max_epochs"
+        )
+    total = int(total_steps)
+    warmup = cfg.warmup_steps or int(cfg.warmup_fraction * total)
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, total, warmup, cfg.min_lr_ratio, cfg.schedule)
+    )
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,91 @@
+"""Every YAML under tasks/ and configs/ parses through the CLI (presets are data; litgpt's config-hub test)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mmformer.cli import main
+from tests.tokenizers.test_plugin import RECIPE
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "tasks").glob("*.yaml"))
+MODEL_PRESETS = sorted((ROOT / "configs" / "model").glob("*.yaml"))
+TRAINER_PRESETS = sorted((ROOT / "configs" / "trainer").glob("*.yaml"))
+
+
+def _printed_config(args: list[str], capsys: pytest.CaptureFixture[str]) -> dict:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *args, "--print_config"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code in (0, None), out
+    return yaml.safe_load(out)
+
+
+@pytest.fixture
+def base_recipe(tmp_path: Path) -> str:
+    path = tmp_path / "sensor.yaml"
+    path.write_text(RECIPE)
+    return str(path)
+
+
+def test_presets_exist() -> None:
+    assert {p.stem for p in MODEL_PRESETS} >= {"tiny", "small", "base"}
+    assert {p.stem for p in TRAINER_PRESETS} >= {"cpu", "gpu_bf16", "ddp", "fsdp"}
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_recipe_parses(recipe: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _printed_config(["--config", str(recipe)], capsys)
+    assert cfg["model"]["class_path"] and cfg["data"]["class_path"]
+
+
+@pytest.mark.parametrize("preset", MODEL_PRESETS, ids=lambda p: p.name)
+def test_model_preset_composes_after_a_recipe(preset: Path, base_recipe: str, capsys) -> None:
+    wanted = yaml.safe_load(preset.read_text())["model"]["init_args"]["backbone"]
+    cfg = _printed_config(["--config", base_recipe, "--config", str(preset)], capsys)
+    backbone = cfg["model"]["init_args"]["backbone"]
+    assert {k: backbone[k] for k in wanted} == wanted
+    assert cfg["model"]["init_args"]["num_classes"] == 3  # the recipe's own keys survive the merge
+
+
+@pytest.mark.parametrize("preset", TRAINER_PRESETS, ids=lambda p: p.name)
+def test_trainer_preset_composes(preset: Path, base_recipe: str, capsys) -> None:
+    wanted = yaml.safe_load(preset.read_text())
+    cfg = _printed_config(["--config", base_recipe, "--trainer", str(preset)], capsys)
+    for key, value in wanted.items():
+        got = cfg["trainer"][key]
+        if isinstance(value, dict):  # class_path + init_args: the given init_args survive
+            assert got["class_path"] == value["class_path"]
+            for arg in value.get("init_args", {}):
+                assert arg in got["init_args"]
+        else:
+            assert got == value, key
+
+
+def test_dotted_override_wins_over_files(base_recipe: str, capsys) -> None:
+    cfg = _printed_config(
+        ["--config", base_recipe, "--config", str(ROOT / "configs/model/small.yaml"),
+         "--model.init_args.backbone.depth=3"], capsys,
+    )
+    assert cfg["model"]["init_args"]["backbone"]["depth"] == 3
+    assert cfg["model"]["init_args"]["backbone"]["dim"] == 384
+
+
+def test_unknown_key_is_a_clear_error(base_recipe: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", base_recipe, "--model.init_args.backbone.width=3"])
+    assert exit_info.value.code != 0
+    assert "width" in capsys.readouterr().err
+
+
+def test_runs_log_to_tensorboard_and_csv_and_save_config(base_recipe: str, tmp_path: Path) -> None:
+    cli = main(["fit", "--config", base_recipe, "--trainer.default_root_dir", str(tmp_path),
+                "--trainer.max_steps=2", "--trainer.limit_val_batches=1", "--trainer.log_every_n_steps=1"])
+    kinds = {type(lg).__name__ for lg in cli.trainer.loggers}
+    assert kinds == {"TensorBoardLogger", "CSVLogger"}
+    assert all(Path(lg.save_dir) == tmp_path for lg in cli.trainer.loggers)
+    assert list(tmp_path.rglob("metrics.csv")) and list(tmp_path.rglob("events.out.tfevents.*"))
+    assert list(tmp_path.rglob("config.yaml")), "the run's full config is saved beside its logs"
