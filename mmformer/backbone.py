@@ -13,7 +13,7 @@ import torch
 from timm.layers import DropPath
 from torch import Tensor, nn
 
-from mmformer.layers.attention import CrossAttention, SelfAttention
+from mmformer.layers.attention import CrossAttention, SelfAttention, check_heads
 from mmformer.layers.kv_cache import DecoderCache, LayerCache
 from mmformer.layers.mlp import MlpSpec, make_mlp
 from mmformer.layers.norms import NormSpec, make_norm
@@ -136,7 +136,7 @@ class _Stack(nn.Module):
             raise ValueError(f"depth must be positive, got {c.depth}")
         norm = lambda d: make_norm(c.norm, d, c.norm_eps)  # noqa: E731
         qk_norm = (lambda d: make_norm(c.qk_norm, d, c.norm_eps)) if c.qk_norm else None  # noqa: E731
-        head_dim = c.dim // c.num_heads if c.num_heads > 0 else 0
+        _, head_dim = check_heads(c.dim, c.num_heads, c.num_kv_heads)  # before RoPE needs head_dim
         rope = RotaryEmbedding(head_dim, c.rope_base) if c.rope else None
         rates = torch.linspace(0, c.drop_path, c.depth).tolist()
         self.blocks = nn.ModuleList(

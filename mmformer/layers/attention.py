@@ -46,20 +46,24 @@ def _build_mask(mask: Tensor | None, causal: bool, t: int, s: int, device: torch
 
     Returns ``(attn_mask, is_causal)``. Causal attention with no padding and T == S uses the
     kernel's ``is_causal`` (no materialized mask). A single new query (KV-cache decoding)
-    may see every cached key, so it needs no causal mask at all.
+    may see every cached key, so it needs only the padding mask.
     """
     attn_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, S)
-    if not causal or t == 1:
+    if not causal:
         return attn_mask, False
-    if attn_mask is None and t == s:
-        return None, True
+    if attn_mask is None:
+        if t == s:
+            return None, True
+        if t == 1:
+            return None, False
     # Queries are the last t of s positions: query i sees keys 0 .. s - t + i.
     tri = torch.ones(t, s, dtype=torch.bool, device=device).tril(diagonal=s - t)
-    attn_mask = tri if attn_mask is None else attn_mask & tri
-    # A padded query can lose every key (left padding); letting it see itself keeps its
-    # row finite, so no NaN reaches real tokens through later layers.
+    if attn_mask is None:
+        return tri, False
+    # A padded query can lose every key (left padding); letting it see itself keeps its row
+    # finite on every kernel, so no NaN reaches real tokens through later layers.
     own = torch.arange(s, device=device)[None, :] == torch.arange(s - t, s, device=device)[:, None]  # (T, S)
-    return attn_mask | own, False
+    return (attn_mask & tri) | own, False
 
 
 def attend(
