@@ -10,6 +10,7 @@ is LightningCLI's own behaviour; class signatures are the schema.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -31,6 +32,12 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 }
 
 
+def _next_version(folder: Path) -> int:
+    """The first unused ``version_N`` under ``folder`` (Lightning's own numbering)."""
+    used = [int(p.name.split("_")[1]) for p in folder.glob("version_*") if p.name.split("_")[1].isdigit()]
+    return max(used, default=-1) + 1
+
+
 def _limit_threads() -> None:
     """Use the CPUs this process may run on (cgroup/affinity), not every core of the host."""
     if "OMP_NUM_THREADS" in os.environ or not hasattr(os, "sched_getaffinity"):
@@ -46,13 +53,20 @@ class MMFormerCLI(LightningCLI):
         # Checkpoints given by --ckpt_path are read with torch.load(weights_only=True): never unpickle code.
         if cfg.get("weights_only", False) is None:
             cfg.weights_only = True
-        # Default loggers write under the run's root, so --trainer.default_root_dir moves everything.
+        # Default loggers write under the run's root, so --trainer.default_root_dir moves everything,
+        # and share one version folder: runs/version_N holds events, metrics.csv, config and checkpoints.
         trainer = cfg.trainer
-        loggers = trainer.logger if isinstance(trainer.logger, list) else []
+        loggers = [lg for lg in (trainer.logger if isinstance(trainer.logger, list) else [])
+                   if getattr(lg, "init_args", None) is not None]
         for logger in loggers:
-            args = getattr(logger, "init_args", None)
-            if args is not None and args.get("save_dir") == DEFAULT_ROOT:
-                args.save_dir = trainer.default_root_dir or DEFAULT_ROOT
+            if logger.init_args.get("save_dir") == DEFAULT_ROOT:
+                logger.init_args.save_dir = trainer.default_root_dir or DEFAULT_ROOT
+        places = {(lg.init_args.get("save_dir"), lg.init_args.get("name")) for lg in loggers}
+        if len(loggers) > 1 and len(places) == 1 and all(lg.init_args.get("version") is None for lg in loggers):
+            save_dir, name = places.pop()
+            version = _next_version(Path(save_dir) / (name or ""))
+            for logger in loggers:
+                logger.init_args.version = version
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Defaults set on the parser (not trainer_defaults) stay configurable and show in --print_config.
@@ -75,5 +89,10 @@ def main(args: ArgsType = None, run: bool = True) -> MMFormerCLI:
     )
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The ``mmformer`` console script (returns nothing, so no object is printed on exit)."""
     main()
+
+
+if __name__ == "__main__":
+    console()

@@ -50,9 +50,18 @@ class ClassificationHead(nn.Module):
             or ``attention`` (a learned query cross-attending to all tokens).
         dropout: dropout before the linear classifier.
         num_heads: heads of the attention pool.
+        pool_norm: LayerNorm after pooling (timm's ``fc_norm``, used with mean pooling).
     """
 
-    def __init__(self, dim: int, num_classes: int, pool: Pool = "mean", dropout: float = 0.0, num_heads: int = 4):
+    def __init__(
+        self,
+        dim: int,
+        num_classes: int,
+        pool: Pool = "mean",
+        dropout: float = 0.0,
+        num_heads: int = 4,
+        pool_norm: bool = False,
+    ) -> None:
         super().__init__()
         if pool not in ("cls", "mean", "attention"):
             raise ValueError(f"pool must be 'cls', 'mean' or 'attention', got {pool!r}")
@@ -60,15 +69,21 @@ class ClassificationHead(nn.Module):
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
         self.pool = pool
         self.attn_pool = AttentionPool(dim, num_heads) if pool == "attention" else None
+        self.norm = nn.LayerNorm(dim, eps=1e-6) if pool_norm else nn.Identity()
         self.drop = nn.Dropout(dropout)
         self.fc = nn.Linear(dim, num_classes)
 
-    def forward(self, hidden: Tensor, mask: Tensor | None = None) -> Tensor:
-        """hidden ``(B, N, D)``, mask ``(B, N)`` → logits ``(B, C)``."""
+    def forward(self, hidden: Tensor, mask: Tensor | None = None, num_prefix_tokens: int = 0) -> Tensor:
+        """hidden ``(B, N, D)``, mask ``(B, N)`` → logits ``(B, C)``.
+
+        Mean and attention pooling read only the tokens after the ``num_prefix_tokens`` (CLS) ones.
+        """
         if self.pool == "cls":
+            if num_prefix_tokens < 1:
+                raise ValueError("pool='cls' needs a tokenizer that prepends a CLS token (e.g. cls_token: true)")
             pooled = hidden[:, 0]
-        elif self.pool == "mean":
-            pooled = masked_mean(hidden, mask)
         else:
-            pooled = self.attn_pool(hidden, mask)  # type: ignore[misc]
-        return self.fc(self.drop(pooled))
+            hidden = hidden[:, num_prefix_tokens:]
+            mask = None if mask is None else mask[:, num_prefix_tokens:]
+            pooled = masked_mean(hidden, mask) if self.pool == "mean" else self.attn_pool(hidden, mask)  # type: ignore[misc]
+        return self.fc(self.drop(self.norm(pooled)))

@@ -71,6 +71,8 @@ def check_tokenizer(
     if inputs is None:
         inputs, padded_inputs = tokenizer.dummy_inputs(), tokenizer.dummy_inputs(pad=3)
     was_training = tokenizer.training
+    param = next(tokenizer.parameters(), None)
+    home = (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
     tokenizer.eval()
     try:
         with torch.no_grad():
@@ -82,7 +84,6 @@ def check_tokenizer(
             real = out.real_mask()
             _require(bool(real.any(dim=1).all()), name, "every sample needs at least one real token (mask True)")
             _require(bool(torch.isfinite(out.tokens).all()), name, "tokens contain NaN or inf")
-            param = next(tokenizer.parameters(), None)
             if param is not None:
                 _require(out.tokens.dtype == param.dtype, name,
                          f"tokens are {out.tokens.dtype} but the module's parameters are {param.dtype}")
@@ -96,7 +97,7 @@ def check_tokenizer(
         if torch.cuda.is_available():
             _check_move(name, tokenizer, inputs, out, torch.float32, "cuda", atol=1e-3)
     finally:
-        tokenizer.float().cpu().train(was_training)
+        tokenizer.to(*home).train(was_training)
     return out
 
 
@@ -116,6 +117,7 @@ def _check_padding(name: str, out: TokenBatch, padded: TokenBatch, atol: float) 
 def _check_gradients(name: str, tokenizer: ModalityTokenizer, inputs: Any) -> None:
     if not any(p.requires_grad for p in tokenizer.parameters()):
         return  # nothing to train (a fixed feature extractor)
+    saved = {n: b.detach().clone() for n, b in tokenizer.named_buffers()}  # BatchNorm running stats
     tokenizer.zero_grad(set_to_none=True)
     tokenizer.train()
     torch.manual_seed(0)
@@ -125,6 +127,10 @@ def _check_gradients(name: str, tokenizer: ModalityTokenizer, inputs: Any) -> No
     (out.tokens[out.real_mask()] * weight).sum().backward()
     missing = [n for n, p in tokenizer.named_parameters() if p.requires_grad and p.grad is None]
     _require(not missing, name, f"no gradient reaches parameters {missing}")
+    with torch.no_grad():  # a training-mode forward must not change the module it checks
+        for n, b in tokenizer.named_buffers():
+            b.copy_(saved[n])
+    tokenizer.zero_grad(set_to_none=True)
     tokenizer.eval()
 
 

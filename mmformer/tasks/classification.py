@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
 from typing import Any, Callable
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from mmformer.backbone import BackboneConfig, Encoder
+from mmformer.backbone import BackboneConfig, BackboneOutput, Encoder
 from mmformer.heads import ClassificationHead, Pool
+from mmformer.tasks.base import TaskModule
 from mmformer.tasks.optim import OptimConfig, build_optimizer
 from mmformer.tokenizers.base import ModalityTokenizer
 
@@ -23,17 +25,25 @@ class Classifier(nn.Module):
         super().__init__()
         self.tokenizer, self.backbone, self.head = tokenizer, backbone, head
 
-    def forward_features(self, inputs: Any) -> tuple[Tensor, Tensor | None]:
-        """inputs → backbone hidden ``(B, N, D)`` and mask ``(B, N)``."""
-        out = self.backbone(self.tokenizer(inputs))
-        return out.hidden, out.mask
+    def forward_features(self, inputs: Any, need_weights: bool = False) -> tuple[BackboneOutput, int]:
+        """inputs → backbone output (hidden ``(B, N, D)``, mask) and the number of prefix (CLS) tokens."""
+        batch = self.tokenizer(inputs)
+        return self.backbone(batch, need_weights=need_weights), batch.num_prefix_tokens
+
+    def forward_head(self, out: BackboneOutput, num_prefix_tokens: int = 0) -> Tensor:
+        """Backbone output → logits ``(B, C)``."""
+        return self.head(out.hidden, out.mask, num_prefix_tokens)
 
     def forward(self, inputs: Any) -> Tensor:
-        return self.head(*self.forward_features(inputs))
+        return self.forward_head(*self.forward_features(inputs))
 
 
-class ClassificationTask(pl.LightningModule):
+class ClassificationTask(TaskModule):
     """Cross-entropy classification over any tokenizer; batches are ``(inputs, labels)``.
+
+    At test time it also writes a confusion matrix and, for patch tokenizers, attention-rollout
+    overlays of a few test images (PNG beside the logs, and to TensorBoard). ``predict`` batches
+    are ``(inputs, ids)``; the predictions go to ``predictions.csv`` in the run's log folder.
 
     Args:
         tokenizer: builds the tokenizer from the backbone width, ``tokenizer(dim)``; in YAML a
@@ -43,7 +53,10 @@ class ClassificationTask(pl.LightningModule):
         pool: ``cls``, ``mean`` or ``attention`` pooling.
         head_dropout: dropout before the classifier.
         label_smoothing: cross-entropy label smoothing.
+        mixup, cutmix: alphas of timm's Mixup/CutMix in training (0 = off; batch size must be even).
         optim: AdamW and warm-up/cosine schedule settings.
+        class_names: names for plots and predictions (default: the DataModule's ``classes``).
+        num_overlays: test images drawn with attention overlays.
     """
 
     def __init__(
@@ -54,60 +67,131 @@ class ClassificationTask(pl.LightningModule):
         pool: Pool = "mean",
         head_dropout: float = 0.0,
         label_smoothing: float = 0.0,
+        mixup: float = 0.0,
+        cutmix: float = 0.0,
         optim: OptimConfig | None = None,
+        class_names: list[str] | None = None,
+        num_overlays: int = 8,
     ) -> None:
         super().__init__()
         backbone = backbone or BackboneConfig()
-        self.optim = optim or OptimConfig()
-        self.label_smoothing = label_smoothing
+        self.optim, self.label_smoothing = optim or OptimConfig(), label_smoothing
         self.model = Classifier(
             tokenizer(backbone.dim),
             Encoder(backbone),
             ClassificationHead(backbone.dim, num_classes, pool, head_dropout, num_heads=backbone.num_heads),
         )
-        self.num_classes = num_classes
-        topk = min(5, num_classes)
-        self.metrics = nn.ModuleDict(
-            {
-                f"{stage}_acc": MulticlassAccuracy(num_classes, average="micro")
-                for stage in ("train", "val", "test")
-            }
-            | {f"test_acc_top{topk}": MulticlassAccuracy(num_classes, top_k=topk, average="micro")}
-        )
-        self._topk = topk
+        self.num_classes, self.class_names, self.num_overlays = num_classes, class_names, num_overlays
+        self.mixup = None
+        if mixup > 0 or cutmix > 0:
+            from timm.data import Mixup
+
+            self.mixup = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing,
+                               num_classes=num_classes)
+        self.topk = min(5, num_classes)
+        self.metrics = nn.ModuleDict({f"{s}_acc": MulticlassAccuracy(num_classes, average="micro")
+                                      for s in ("train", "val", "test")})
+        self.metrics["test_topk"] = MulticlassAccuracy(num_classes, top_k=self.topk, average="micro")
+        self.confusion = MulticlassConfusionMatrix(num_classes)
+        self._overlay_inputs: Tensor | None = None
+        self._predictions: list[tuple[str, int, float]] = []
 
     def forward(self, inputs: Any) -> Tensor:
         return self.model(inputs)
 
-    def _step(self, batch: tuple[Any, Tensor], stage: str) -> Tensor:
-        inputs, labels = batch
-        logits = self(inputs)
-        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing if stage == "train" else 0.0)
-        acc = self.metrics[f"{stage}_acc"]
-        acc(logits, labels)
-        bs = labels.shape[0]
-        self.log(f"{stage}/loss", loss, prog_bar=stage != "test", batch_size=bs, sync_dist=stage != "train")
-        self.log(f"{stage}/acc", acc, prog_bar=True, batch_size=bs)
-        if stage == "test":
-            top = self.metrics[f"test_acc_top{self._topk}"]
-            top(logits, labels)
-            self.log(f"test/acc_top{self._topk}", top, batch_size=bs)
-        return loss
+    def _names(self) -> list[str]:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        names = self.class_names or getattr(dm, "classes", None)
+        return list(names) if names else [str(i) for i in range(self.num_classes)]
 
     def training_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
+        inputs, labels = batch
+        if self.mixup is not None:
+            inputs, soft = self.mixup(inputs, labels)
+            logits = self(inputs)
+            loss = torch.sum(-soft * F.log_softmax(logits, dim=-1), dim=-1).mean()
+        else:
+            logits = self(inputs)
+            loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        self.metrics["train_acc"](logits, labels)
+        self.log("train/loss", loss, prog_bar=True, batch_size=labels.shape[0])
+        self.log("train/acc", self.metrics["train_acc"], prog_bar=True, batch_size=labels.shape[0])
+        return loss
+
+    def _eval_step(self, batch: tuple[Any, Tensor], stage: str) -> Tensor:
+        inputs, labels = batch
+        logits = self(inputs)
+        bs = labels.shape[0]
+        self.metrics[f"{stage}_acc"](logits, labels)
+        self.log(f"{stage}/loss", F.cross_entropy(logits, labels), batch_size=bs, sync_dist=True)
+        self.log(f"{stage}/acc", self.metrics[f"{stage}_acc"], prog_bar=True, batch_size=bs)
+        return logits
 
     def validation_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
+        self._eval_step(batch, "val")
 
     def test_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
+        logits = self._eval_step(batch, "test")
+        self.metrics["test_topk"](logits, batch[1])
+        self.log(f"test/acc_top{self.topk}", self.metrics["test_topk"], batch_size=batch[1].shape[0])
+        self.confusion.update(logits, batch[1])
+        if batch_idx == 0 and isinstance(batch[0], Tensor):
+            self._overlay_inputs = batch[0][: self.num_overlays]
+
+    def on_test_epoch_end(self) -> None:
+        matrix = self.confusion.compute()  # synced across processes
+        self.confusion.reset()
+        if self.trainer.is_global_zero and self.trainer.log_dir is not None:
+            self._write_test_plots(matrix, Path(self.trainer.log_dir))
+
+    def _write_test_plots(self, matrix: Tensor, folder: Path) -> None:
+        from mmformer.viz import patch_saliency, plot_attention_overlays, save_figure
+
+        names = self._names()
+        fig, _ = self.confusion.plot(val=matrix, labels=names)
+        fig.set_size_inches(1.0 + 0.6 * len(names), 1.0 + 0.6 * len(names))
+        save_figure(fig, folder / "confusion_matrix.png")
+        self._to_tensorboard("test/confusion_matrix", fig)
+        images = self._overlay_inputs
+        if images is None:
+            return
+        out, prefix = self.model.forward_features(images, need_weights=True)
+        grid = self.model.tokenizer(images).grid
+        if grid is None or out.attentions is None:
+            return  # not a patch tokenizer: no spatial map to draw
+        pred = self.model.forward_head(out, prefix).softmax(-1).max(-1)
+        titles = [f"{names[int(c)]} {p:.2f}" for p, c in zip(pred.values.tolist(), pred.indices.tolist())]
+        fig = plot_attention_overlays(images, patch_saliency(out.attentions, grid, prefix), titles,
+                                      folder / "attention_overlays.png")
+        self._to_tensorboard("test/attention_overlays", fig)
+
+    def _to_tensorboard(self, tag: str, fig: Any) -> None:
+        for logger in self.loggers:
+            if hasattr(logger.experiment, "add_figure"):
+                logger.experiment.add_figure(tag, fig, global_step=self.global_step)
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
-        inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+        inputs, ids = batch if isinstance(batch, (tuple, list)) else (batch, None)
         probs = self(inputs).softmax(dim=-1)
         conf, label = probs.max(dim=-1)
-        return {"label": label, "prob": conf, "probs": probs}
+        if ids is not None:
+            self._predictions += zip([str(i) for i in ids], label.tolist(), conf.tolist())
+        return {"label": label, "prob": conf}
+
+    def on_predict_epoch_end(self) -> None:
+        if not self._predictions:
+            return
+        names = self._names()
+        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "predictions.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["id", "label", "class", "probability"])
+            for id_, label, prob in self._predictions:
+                writer.writerow([id_, label, names[label], f"{prob:.4f}"])
+                print(f"{id_}\t{names[label]}\t{prob:.4f}")
+        print(f"wrote {len(self._predictions)} predictions to {folder / 'predictions.csv'}")
+        self._predictions = []
 
     def configure_optimizers(self) -> dict:
         return build_optimizer(self.model, self.optim, self.trainer.estimated_stepping_batches)

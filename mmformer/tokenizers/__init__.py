@@ -7,5 +7,9 @@ from mmformer.tokenizers.base import (
     list_tokenizers,
     register_tokenizer,
 )
+from mmformer.tokenizers.image import ImagePatchTokenizer
 
-__all__ = ["ENTRY_POINT_GROUP", "ModalityTokenizer", "TokenBatch", "list_tokenizers", "register_tokenizer"]
+__all__ = [
+    "ENTRY_POINT_GROUP", "ImagePatchTokenizer", "ModalityTokenizer", "TokenBatch", "list_tokenizers",
+    "register_tokenizer",
+]

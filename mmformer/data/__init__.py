@@ -1,0 +1,12 @@
+"""DataModules, dataset readers and the builders of the offline embedded defaults."""
+
+from mmformer.data.image_sources import DigitsData, FashionMNISTData, IdxImageData, TorchvisionImageData
+from mmformer.data.images import ImageClassificationData, TensorImageDataset
+
+__all__ = [
+    "DigitsData", "FashionMNISTData", "IdxImageData", "TorchvisionImageData",
+    "ImageClassificationData", "TensorImageDataset",
+]
+from mmformer.data.image_files import ImageFolderData, load_image  # noqa: E402
+
+__all__ += ["ImageFolderData", "load_image"]

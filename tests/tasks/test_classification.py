@@ -1,0 +1,136 @@
+"""Image classification end to end through the CLI: learning, plots, predict, exact resume, DDP."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+
+from mmformer.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+DIGITS = str(ROOT / "tasks" / "image_classification_digits.yaml")
+QUIET = ["--trainer.enable_progress_bar=false"]
+
+
+def _metrics(run_dir: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(open(run_dir / "metrics.csv")))
+
+
+def test_digits_recipe_learns_and_writes_its_plots(tmp_path: Path) -> None:
+    fit = main(["fit", "--config", DIGITS, "--trainer.default_root_dir", str(tmp_path), *QUIET])
+    ckpt = fit.trainer.checkpoint_callback.last_model_path
+    test = main(["test", "--config", DIGITS, "--trainer.default_root_dir", str(tmp_path), "--ckpt_path", ckpt])
+    acc = float(test.trainer.callback_metrics["test/acc"])
+    assert acc >= 0.95, f"digits test accuracy {acc:.3f} (chance 0.10)"
+    log_dir = Path(test.trainer.log_dir)
+    for png in ("confusion_matrix.png", "attention_overlays.png"):
+        assert (log_dir / png).stat().st_size > 1000, png
+
+    # predict: one row per image file, with label and probability
+    folder = tmp_path / "to_predict"
+    folder.mkdir()
+    dm = test.datamodule
+    for i in range(3):
+        img = dm.test_set.images[i, 0].numpy()
+        Image.fromarray(img).save(folder / f"digit{i}.png")
+    pred = main(["predict", "--config", DIGITS, "--trainer.default_root_dir", str(tmp_path), "--ckpt_path", ckpt,
+                 "--data.init_args.predict_dir", str(folder)])
+    rows = list(csv.DictReader(open(Path(pred.trainer.log_dir) / "predictions.csv")))
+    assert [Path(r["id"]).name for r in rows] == ["digit0.png", "digit1.png", "digit2.png"]
+    labels = dm.test_set.labels[:3].tolist()
+    assert sum(int(r["label"]) == y for r, y in zip(rows, labels)) >= 2
+    assert all(0.0 < float(r["probability"]) <= 1.0 for r in rows)
+
+
+class StopAt(pl.Callback):
+    """Simulates an interruption: stops training after ``step`` optimizer steps."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+
+RESUME_TRAINER = """
+trainer:
+  max_steps: 30
+  deterministic: true
+  log_every_n_steps: 1
+  num_sanity_val_steps: 0
+  callbacks:
+    - class_path: pytorch_lightning.callbacks.ModelCheckpoint
+      init_args: {{every_n_train_steps: 11, save_top_k: -1, filename: "{{step}}"}}
+{extra}
+"""
+
+
+def test_interrupted_run_resumes_with_identical_losses(tmp_path: Path) -> None:
+    """Stop at step 11 (mid-epoch: 18 batches per epoch), resume, and compare every later loss."""
+    args = ["--config", DIGITS, *QUIET, "--model.init_args.backbone.drop_path=0.2"]  # RNG in the model too
+    full_cfg, cut_cfg = tmp_path / "full.yaml", tmp_path / "cut.yaml"
+    full_cfg.write_text(RESUME_TRAINER.format(extra=""))
+    cut_cfg.write_text(RESUME_TRAINER.format(
+        extra="    - class_path: tests.tasks.test_classification.StopAt\n      init_args: {step: 11}"))
+    main(["fit", *args, "--trainer", str(full_cfg), "--trainer.default_root_dir", str(tmp_path / "full")])
+    cut = main(["fit", *args, "--trainer", str(cut_cfg), "--trainer.default_root_dir", str(tmp_path / "cut")])
+    assert cut.trainer.global_step == 11
+    ckpt = next((tmp_path / "cut").rglob("step=11.ckpt"))
+    resumed = main(["fit", *args, "--trainer", str(full_cfg), "--trainer.default_root_dir", str(tmp_path / "cut"),
+                    "--ckpt_path", str(ckpt)])
+    assert resumed.trainer.global_step == 30
+
+    def losses(run_dir: Path) -> dict[int, float]:
+        return {int(r["step"]): float(r["train/loss"]) for r in _metrics(run_dir) if r.get("train/loss")}
+
+    full = losses(tmp_path / "full" / "version_0")
+    after = losses(Path(resumed.trainer.log_dir))
+    assert sorted(after) == list(range(11, 30)), "the resumed run continues at step 11"
+    for step in after:
+        assert after[step] == pytest.approx(full[step], abs=1e-6), f"step {step}"
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_train_and_test_accuracy_equals_single_process(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cli = [sys.executable, "-m", "mmformer.cli"]
+    common = ["--config", DIGITS, "--trainer.default_root_dir", str(tmp_path), *QUIET]
+    subprocess.run([*cli, "fit", *common, "--trainer", str(ROOT / "configs/trainer/ddp.yaml"),
+                    "--trainer.max_epochs=2", "--trainer.accelerator=cpu"],
+                   check=True, env=env, cwd=ROOT, timeout=300, capture_output=True)
+    ckpt = str(next(tmp_path.rglob("last.ckpt")))
+    accs = {}
+    for name, extra in (("ddp", ["--trainer", str(ROOT / "configs/trainer/ddp.yaml"), "--trainer.accelerator=cpu"]),
+                        ("single", ["--trainer.devices=1"])):
+        out = subprocess.run([*cli, "test", *common, *extra, "--ckpt_path", ckpt],
+                             check=True, env=env, cwd=ROOT, timeout=300, capture_output=True, text=True)
+        line = next(ln for ln in out.stdout.splitlines() if "test/acc " in ln)
+        accs[name] = float(re.findall(r"\d*\.\d+", line)[-1])
+    assert accs["ddp"] == accs["single"], accs
+    assert accs["single"] > 0.3, "two epochs already beat chance (0.10)"
+
+
+def test_wrong_channel_count_is_a_clear_error(tmp_path: Path) -> None:
+    cli = main(["fit", "--config", DIGITS, "--trainer.default_root_dir", str(tmp_path), "--data.init_args.channels=3",
+                "--trainer.fast_dev_run=true", *QUIET], run=False)
+    with pytest.raises(ValueError, match=r"expected images of shape \(B, 1, H, W\), got \(64, 3, 16, 16\)"):
+        cli.trainer.fit(cli.model, cli.datamodule)
+
+
+def test_model_runs_without_lightning() -> None:
+    from mmformer.tasks import ClassificationTask
+    from mmformer.tokenizers import ImagePatchTokenizer
+
+    task = ClassificationTask(lambda d: ImagePatchTokenizer(d, image_size=8, patch_size=2, in_chans=1), num_classes=4)
+    logits = task.model(torch.randn(3, 1, 8, 8))
+    assert logits.shape == (3, 4)
