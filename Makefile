@@ -30,14 +30,22 @@ system-packages:
 	( $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null ) \
 	  || echo "warning: could not install$$missing; recipes that need them will say so"
 
+# The default recipe end to end: train ViT on Fashion-MNIST, test it, print the metrics and
+# write confusion_matrix.png + attention_overlays.png beside the test run's logs.
+DEMO_RECIPE ?= tasks/image_classification.yaml
+DEMO_DIR ?= runs/demo
 demo: setup
-	$(PY) bench/backbone.py
+	$(VENV)/bin/mmformer fit --config $(DEMO_RECIPE) --trainer.default_root_dir $(DEMO_DIR)
+	@ckpt=$$(ls -t $(DEMO_DIR)/version_*/checkpoints/last.ckpt | head -1); \
+	$(VENV)/bin/mmformer test --config $(DEMO_RECIPE) --trainer.default_root_dir $(DEMO_DIR) --ckpt_path $$ckpt; \
+	out=$$(ls -td $(DEMO_DIR)/version_* | head -1); echo "plots: $$(ls $$out/*.png | tr '\n' ' ')"
 
 test: setup
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) bench/backbone.py
+	$(PY) bench/vit.py
 
 # Re-pin the dev environment from what .venv holds now.
 lock: $(STAMP)

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from typing import Callable
 
 import torch
 from timm.models.vision_transformer import Block as TimmBlock
 from torch import Tensor, nn
 
+from common import interleaved_times, print_ratios
 from mmformer import BackboneConfig, Encoder, TokenBatch
 
 
@@ -48,12 +48,6 @@ def make_step(name: str, model: nn.Module, x: Tensor) -> Callable[[], None]:
         forward().pow(2).mean().backward()
 
     return step
-
-
-def timed(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def step_flops(b: int, n: int, d: int, depth: int) -> float:
@@ -91,15 +85,7 @@ def main() -> None:
     steps = {k: make_step(k, m.train(), x) for k, m in models.items()}
     ma, mb = torch.randn(a.matmul, a.matmul), torch.randn(a.matmul, a.matmul)
     steps["matmul"] = lambda: torch.mm(ma, mb)
-    for step in steps.values():
-        for _ in range(a.warmup):
-            step()
-
-    names = list(steps)
-    times: dict[str, list[float]] = {k: [] for k in names}
-    for r in range(a.repeats):
-        for k in names[r % len(names):] + names[: r % len(names)]:  # rotate the order each round
-            times[k].append(timed(steps[k]))
+    times = interleaved_times(steps, a.repeats, a.warmup)
     med = {k: statistics.median(v) for k, v in times.items()}
 
     peak = 2.0 * a.matmul**3 / med["matmul"] / 1e9
@@ -110,13 +96,7 @@ def main() -> None:
         gf = flops / med[k] / 1e9
         spread = f"[{min(times[k]) * 1e3:.1f}-{max(times[k]) * 1e3:.1f}]"
         print(f"{k}: median {med[k] * 1e3:.1f} ms {spread}, {gf:.1f} GFLOP/s = {gf / peak:.0%} of matmul peak")
-    if max(max(times[k]) / min(times[k]) for k in models) > 1.5:  # another process took the CPU for a while
-        paired = {k: statistics.median(t / o for t, o in zip(times[k], times["mmformer"])) for k in models}
-        print("warning: timings spread > 1.5x (shared CPU?); per-round paired ratios: "
-              + ", ".join(f"{k} {v:.2f}" for k, v in paired.items() if k != "mmformer"))
-    for k in models:
-        if k != "mmformer":
-            print(f"ratio vs {k}: {med[k] / med['mmformer']:.2f}")
+    print_ratios(times, [k for k in models if k != "mmformer"])
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The ``mmformer`` command: a thin LightningCLI over any task module and DataModule.
 
     mmformer fit  --config tasks/<recipe>.yaml [--config configs/model/small.yaml] [--trainer configs/trainer/ddp.yaml]
-    mmformer test --config tasks/<recipe>.yaml --ckpt_path runs/<recipe>/version_0/checkpoints/last.ckpt
+    mmformer test --config tasks/<recipe>.yaml --ckpt_path runs/version_0/checkpoints/last.ckpt
 
 Everything else (``--print_config``, dotted overrides, the saved ``config.yaml`` beside the logs)
 is LightningCLI's own behaviour; class signatures are the schema.

@@ -1,4 +1,4 @@
-"""The README's Python examples run as written."""
+"""The README's ```python examples run as written (```py blocks need a trained checkpoint)."""
 
 import re
 from pathlib import Path

@@ -146,7 +146,7 @@ class ImageClassificationData(pl.LightningDataModule):
             return
         images, labels = self._prepare(*self.load("train"), "train")
         stats = images[: 10000].float().div(255)
-        self.mean = stats.mean(dim=(0, 2, 3)).tolist()  # normalization from training data only
+        self.mean = stats.mean(dim=(0, 2, 3)).tolist()  # normalization from the training file, never test
         self.std = stats.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
         perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed))
         n_val = int(round(self.val_fraction * len(labels)))
@@ -156,13 +156,13 @@ class ImageClassificationData(pl.LightningDataModule):
         self.test_set = TensorImageDataset(*self._prepare(*self.load("test"), "test"), self.transforms(train=False))
         self._ready = True
 
-    def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
+    def _eval_loader(self, ds: Dataset) -> DataLoader:
         sampler = None
         t = self.trainer
         if t is not None and t.world_size > 1:  # exact metrics under DDP: no repeated samples
             sampler = UnpaddedDistributedSampler(ds, t.world_size, t.global_rank)  # type: ignore[arg-type]
-        return DataLoader(ds, self.batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return DataLoader(ds, self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         sampler = ResumableSampler(len(self.train_set), self.seed, shuffle=True)
@@ -184,10 +184,10 @@ class ImageClassificationData(pl.LightningDataModule):
             self._resume = (state["epoch"], state["samples_done"])
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._eval_loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+        return self._eval_loader(self.test_set)
 
     def predict_dataloader(self) -> DataLoader:
         from mmformer.data.image_files import ImageFileDataset, list_images
@@ -198,4 +198,4 @@ class ImageClassificationData(pl.LightningDataModule):
         if not files:
             raise ValueError(f"no image files in {self.predict_dir}")
         ds = ImageFileDataset(files, self.channels, self.image_size, self.transforms(train=False))
-        return self._loader(ds, False)
+        return self._eval_loader(ds)

@@ -15,7 +15,7 @@ from mmformer.backbone import BackboneConfig, BackboneOutput, Encoder
 from mmformer.heads import ClassificationHead, Pool
 from mmformer.tasks.base import TaskModule
 from mmformer.tasks.optim import OptimConfig, build_optimizer
-from mmformer.tokenizers.base import ModalityTokenizer
+from mmformer.tokenizers.base import ModalityTokenizer, TokenBatch
 
 
 class Classifier(nn.Module):
@@ -25,14 +25,14 @@ class Classifier(nn.Module):
         super().__init__()
         self.tokenizer, self.backbone, self.head = tokenizer, backbone, head
 
-    def forward_features(self, inputs: Any, need_weights: bool = False) -> tuple[BackboneOutput, int]:
-        """inputs → backbone output (hidden ``(B, N, D)``, mask) and the number of prefix (CLS) tokens."""
+    def forward_features(self, inputs: Any, need_weights: bool = False) -> tuple[BackboneOutput, TokenBatch]:
+        """inputs → backbone output (hidden ``(B, N, D)``, mask, attentions) and the tokenizer's batch."""
         batch = self.tokenizer(inputs)
-        return self.backbone(batch, need_weights=need_weights), batch.num_prefix_tokens
+        return self.backbone(batch, need_weights=need_weights), batch
 
-    def forward_head(self, out: BackboneOutput, num_prefix_tokens: int = 0) -> Tensor:
-        """Backbone output → logits ``(B, C)``."""
-        return self.head(out.hidden, out.mask, num_prefix_tokens)
+    def forward_head(self, out: BackboneOutput, batch: TokenBatch) -> Tensor:
+        """Backbone output → logits ``(B, C)``; pooling skips the batch's prefix (CLS) tokens."""
+        return self.head(out.hidden, out.mask, batch.num_prefix_tokens)
 
     def forward(self, inputs: Any) -> Tensor:
         return self.forward_head(*self.forward_features(inputs))
@@ -155,14 +155,13 @@ class ClassificationTask(TaskModule):
         images = self._overlay_inputs
         if images is None:
             return
-        out, prefix = self.model.forward_features(images, need_weights=True)
-        grid = self.model.tokenizer(images).grid
-        if grid is None or out.attentions is None:
+        out, batch = self.model.forward_features(images, need_weights=True)
+        if batch.grid is None or out.attentions is None:
             return  # not a patch tokenizer: no spatial map to draw
-        pred = self.model.forward_head(out, prefix).softmax(-1).max(-1)
+        pred = self.model.forward_head(out, batch).softmax(-1).max(-1)
         titles = [f"{names[int(c)]} {p:.2f}" for p, c in zip(pred.values.tolist(), pred.indices.tolist())]
-        fig = plot_attention_overlays(images, patch_saliency(out.attentions, grid, prefix), titles,
-                                      folder / "attention_overlays.png")
+        saliency = patch_saliency(out.attentions, batch.grid, batch.num_prefix_tokens)
+        fig = plot_attention_overlays(images, saliency, titles, folder / "attention_overlays.png")
         self._to_tensorboard("test/attention_overlays", fig)
 
     def _to_tensorboard(self, tag: str, fig: Any) -> None:

@@ -16,13 +16,16 @@ def _pair(x: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return (x, x) if isinstance(x, int) else (int(x[0]), int(x[1]))
 
 
-def conv_stem(in_chans: int, channels: list[int]) -> nn.Sequential:
-    """3x3 stride-2 conv + BatchNorm + ReLU per entry (Xiao et al. 2021, "Early convolutions help
-    transformers see better"): each halves the resolution before patchifying."""
+def conv_stem(in_chans: int, channels: list[int], convs_per_stage: int = 1) -> nn.Sequential:
+    """One stage per entry of ``channels`` (Xiao et al. 2021, "Early convolutions help transformers
+    see better"): a 3x3 stride-2 conv that halves the resolution, then ``convs_per_stage - 1``
+    3x3 stride-1 convs; each conv is followed by BatchNorm and ReLU."""
     layers: list[nn.Module] = []
     for c in channels:
-        layers += [nn.Conv2d(in_chans, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
-        in_chans = c
+        for k in range(convs_per_stage):
+            layers += [nn.Conv2d(in_chans, c, 3, stride=2 if k == 0 else 1, padding=1, bias=False),
+                       nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+            in_chans = c
     return nn.Sequential(*layers)
 
 
@@ -36,7 +39,9 @@ class ImagePatchTokenizer(ModalityTokenizer):
             resized (bicubic) when an input has another grid.
         patch_size: patch side in input pixels (a multiple of ``2 ** len(stem_channels)``).
         in_chans: image channels C (1 grayscale, 3 RGB).
-        stem_channels: widths of the stride-2 conv stem layers; [] = plain linear patchify.
+        stem_channels: widths of the conv stem's stages, each halving the resolution; [] = plain
+            linear patchify.
+        stem_convs_per_stage: 3x3 convs per stem stage (the first strided, the rest stride 1).
         cls_token: prepend a learned CLS token (for ``pool: cls`` heads).
         pos_embed: ``learned`` (timm ViT) or ``sincos`` (fixed 2D table).
         patch_dropout: fraction of patch tokens dropped at random in training (timm PatchDropout).
@@ -49,6 +54,7 @@ class ImagePatchTokenizer(ModalityTokenizer):
         patch_size: int = 16,
         in_chans: int = 3,
         stem_channels: list[int] | None = None,
+        stem_convs_per_stage: int = 1,
         cls_token: bool = True,
         pos_embed: Literal["learned", "sincos"] = "learned",
         patch_dropout: float = 0.0,
@@ -63,7 +69,7 @@ class ImagePatchTokenizer(ModalityTokenizer):
             if side % patch_size:
                 raise ValueError(f"image_size {self.image_size} is not divisible by patch_size {patch_size}")
         self.grid = (self.image_size[0] // patch_size, self.image_size[1] // patch_size)
-        self.stem = conv_stem(in_chans, stem_channels)
+        self.stem = conv_stem(in_chans, stem_channels, stem_convs_per_stage)
         k = patch_size // reduce
         self.proj = nn.Conv2d(stem_channels[-1] if stem_channels else in_chans, dim, k, stride=k)
         self.num_prefix_tokens = int(cls_token)

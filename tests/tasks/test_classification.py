@@ -134,3 +134,23 @@ def test_model_runs_without_lightning() -> None:
     task = ClassificationTask(lambda d: ImagePatchTokenizer(d, image_size=8, patch_size=2, in_chans=1), num_classes=4)
     logits = task.model(torch.randn(3, 1, 8, 8))
     assert logits.shape == (3, 4)
+
+
+def test_load_task_from_python_and_corrupt_checkpoint_errors(tmp_path: Path) -> None:
+    from mmformer.checkpoint import load_task, read_checkpoint
+
+    fit = main(["fit", "--config", DIGITS, "--trainer.default_root_dir", str(tmp_path), "--trainer.max_steps=3",
+                "--trainer.limit_val_batches=1", *QUIET])
+    ckpt = Path(fit.trainer.checkpoint_callback.last_model_path)
+    task, dm = load_task(DIGITS, ckpt)
+    dm.setup("test")
+    x, _ = next(iter(dm.test_dataloader()))
+    with torch.no_grad():
+        assert torch.allclose(task(x), fit.model.eval()(x), atol=1e-6)
+
+    bad = tmp_path / "truncated.ckpt"
+    bad.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    with pytest.raises(ValueError, match="truncated.ckpt cannot be read safely"):
+        read_checkpoint(bad)
+    with pytest.raises(FileNotFoundError, match="nothere.ckpt"):
+        read_checkpoint(tmp_path / "nothere.ckpt")
