@@ -22,8 +22,9 @@ DEFAULT_ROOT = "runs"
 TRAINER_DEFAULTS: dict[str, Any] = {
     "default_root_dir": DEFAULT_ROOT,
     "logger": [
-        {"class_path": "pytorch_lightning.loggers.TensorBoardLogger", "init_args": {"save_dir": DEFAULT_ROOT, "name": ""}},
+        # CSV first: it warns about (and clears only) a metrics.csv in a folder that already has files.
         {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": DEFAULT_ROOT, "name": ""}},
+        {"class_path": "pytorch_lightning.loggers.TensorBoardLogger", "init_args": {"save_dir": DEFAULT_ROOT, "name": ""}},
     ],
     "callbacks": [
         {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {"save_last": True}},

@@ -161,14 +161,14 @@ class ImageClassificationData(pl.LightningDataModule):
         t = self.trainer
         if t is not None and t.world_size > 1:  # exact metrics under DDP: no repeated samples
             sampler = UnpaddedDistributedSampler(ds, t.world_size, t.global_rank)  # type: ignore[arg-type]
-        return DataLoader(ds, self.batch_size, sampler=sampler, num_workers=self.num_workers,
+        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         sampler = ResumableSampler(len(self.train_set), self.seed, shuffle=True)
         if self._resume is not None:
             sampler.resume_at(*self._resume)
-        return DataLoader(self.train_set, self.batch_size, sampler=sampler, num_workers=self.num_workers,
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
     # A checkpoint records where in the epoch training stood; resuming continues from that sample.

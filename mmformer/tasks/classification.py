@@ -141,8 +141,9 @@ class ClassificationTask(TaskModule):
     def on_test_epoch_end(self) -> None:
         matrix = self.confusion.compute()  # synced across processes
         self.confusion.reset()
-        if self.trainer.is_global_zero and self.trainer.log_dir is not None:
-            self._write_test_plots(matrix, Path(self.trainer.log_dir))
+        log_dir = self.trainer.log_dir  # a collective under DDP: every rank must ask
+        if self.trainer.is_global_zero and log_dir is not None:
+            self._write_test_plots(matrix, Path(log_dir))
 
     def _write_test_plots(self, matrix: Tensor, folder: Path) -> None:
         from mmformer.viz import patch_saliency, plot_attention_overlays, save_figure

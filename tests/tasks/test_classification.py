@@ -63,14 +63,13 @@ class StopAt(pl.Callback):
 
 
 RESUME_TRAINER = """
-trainer:
-  max_steps: 30
-  deterministic: true
-  log_every_n_steps: 1
-  num_sanity_val_steps: 0
-  callbacks:
-    - class_path: pytorch_lightning.callbacks.ModelCheckpoint
-      init_args: {{every_n_train_steps: 11, save_top_k: -1, filename: "{{step}}"}}
+max_steps: 30
+deterministic: true
+log_every_n_steps: 1
+num_sanity_val_steps: 0
+callbacks:
+  - class_path: pytorch_lightning.callbacks.ModelCheckpoint
+    init_args: {{every_n_train_steps: 11, save_top_k: -1, filename: "{{step}}"}}
 {extra}
 """
 
@@ -81,7 +80,7 @@ def test_interrupted_run_resumes_with_identical_losses(tmp_path: Path) -> None:
     full_cfg, cut_cfg = tmp_path / "full.yaml", tmp_path / "cut.yaml"
     full_cfg.write_text(RESUME_TRAINER.format(extra=""))
     cut_cfg.write_text(RESUME_TRAINER.format(
-        extra="    - class_path: tests.tasks.test_classification.StopAt\n      init_args: {step: 11}"))
+        extra="  - class_path: tests.tasks.test_classification.StopAt\n    init_args: {step: 11}"))
     main(["fit", *args, "--trainer", str(full_cfg), "--trainer.default_root_dir", str(tmp_path / "full")])
     cut = main(["fit", *args, "--trainer", str(cut_cfg), "--trainer.default_root_dir", str(tmp_path / "cut")])
     assert cut.trainer.global_step == 11
@@ -121,7 +120,7 @@ def test_ddp_two_cpu_processes_train_and_test_accuracy_equals_single_process(tmp
 
 
 def test_wrong_channel_count_is_a_clear_error(tmp_path: Path) -> None:
-    cli = main(["fit", "--config", DIGITS, "--trainer.default_root_dir", str(tmp_path), "--data.init_args.channels=3",
+    cli = main(["--config", DIGITS, "--trainer.default_root_dir", str(tmp_path), "--data.init_args.channels=3",
                 "--trainer.fast_dev_run=true", *QUIET], run=False)
     with pytest.raises(ValueError, match=r"expected images of shape \(B, 1, H, W\), got \(64, 3, 16, 16\)"):
         cli.trainer.fit(cli.model, cli.datamodule)

@@ -18,7 +18,7 @@ from mmformer.tokenizers import ModalityTokenizer, TokenBatch, register_tokenize
 
 
 # --- the whole plugin: under 40 lines ------------------------------------------------------------
-@register_tokenizer("sensor")
+@register_tokenizer("toy_sensor")
 class SensorTokenizer(ModalityTokenizer):
     """``(signal (B, T), lengths (B,))`` → one token per frame of ``frame`` samples."""
 

@@ -10,7 +10,7 @@ import torch
 import mmformer.tokenizers.base as base
 from mmformer.testing import check_tokenizer
 from mmformer.tokenizers import ModalityTokenizer, TokenBatch, list_tokenizers, register_tokenizer
-from tests.tokenizers.test_plugin import SensorTokenizer  # noqa: F401  (registers "sensor")
+from tests.tokenizers.test_plugin import SensorTokenizer  # noqa: F401  (registers "toy_sensor")
 
 
 @pytest.mark.parametrize("name", sorted(list_tokenizers()))
@@ -19,10 +19,10 @@ def test_every_registered_tokenizer_meets_the_contract(name: str) -> None:
 
 
 def test_decorator_registers_and_rejects_name_clashes() -> None:
-    assert list_tokenizers()["sensor"] is SensorTokenizer
+    assert list_tokenizers()["toy_sensor"] is SensorTokenizer
 
     with pytest.raises(ValueError, match="already registered"):
-        @register_tokenizer("sensor")
+        @register_tokenizer("toy_sensor")
         class Other(SensorTokenizer):
             pass
 
