@@ -110,7 +110,30 @@ def _merge_heads(x: Tensor) -> Tensor:  # (B, H, T, hd) → (B, T, H*hd)
     return x.transpose(1, 2).flatten(2)
 
 
-class SelfAttention(nn.Module):
+class _MultiHead(nn.Module):
+    """What self- and cross-attention share: head layout, per-head q/k norms, output projection."""
+
+    def __init__(
+        self, dim: int, num_heads: int, num_kv_heads: int | None, bias: bool,
+        qk_norm: Callable[[int], nn.Module] | None, attn_drop: float, proj_drop: float,
+    ) -> None:
+        super().__init__()
+        self.num_kv_heads, self.head_dim = check_heads(dim, num_heads, num_kv_heads)
+        self.num_heads, self.attn_drop = num_heads, attn_drop
+        self.q_norm = qk_norm(self.head_dim) if qk_norm else nn.Identity()
+        self.k_norm = qk_norm(self.head_dim) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim, bias=bias)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool,
+                need_weights: bool) -> AttentionOutput:
+        """Heads ``(B, H, T, hd)`` against ``(B, Hkv, S, hd)`` → projected ``(B, T, D)`` output."""
+        drop = self.attn_drop if self.training else 0.0
+        out, weights = attend(q, k, v, mask, causal, drop, need_weights)
+        return AttentionOutput(self.proj_drop(self.proj(_merge_heads(out))), weights)
+
+
+class SelfAttention(_MultiHead):
     """Multi-head self-attention with one fused qkv projection.
 
     Args:
@@ -138,15 +161,10 @@ class SelfAttention(nn.Module):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.num_kv_heads, self.head_dim = check_heads(dim, num_heads, num_kv_heads)
-        self.num_heads, self.causal, self.rope, self.attn_drop = num_heads, causal, rope, attn_drop
+        super().__init__(dim, num_heads, num_kv_heads, bias, qk_norm, attn_drop, proj_drop)
+        self.causal, self.rope = causal, rope
         # Output features are [q heads | k heads | v heads], each head hd wide (timm's layout when Hkv == H).
         self.qkv = nn.Linear(dim, (num_heads + 2 * self.num_kv_heads) * self.head_dim, bias=bias)
-        self.q_norm = qk_norm(self.head_dim) if qk_norm else nn.Identity()
-        self.k_norm = qk_norm(self.head_dim) if qk_norm else nn.Identity()
-        self.proj = nn.Linear(dim, dim, bias=bias)
-        self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(
         self,
@@ -177,12 +195,10 @@ class SelfAttention(nn.Module):
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None:
             k, v, mask = cache.append(k, v, mask)
-        drop = self.attn_drop if self.training else 0.0
-        out, weights = attend(q, k, v, mask, self.causal, drop, need_weights)
-        return AttentionOutput(self.proj_drop(self.proj(_merge_heads(out))), weights)
+        return self._attend(q, k, v, mask, self.causal, need_weights)
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(_MultiHead):
     """Multi-head attention from queries ``x`` to a memory (encoder output, latents, ...).
 
     Args:
@@ -203,15 +219,9 @@ class CrossAttention(nn.Module):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.num_kv_heads, self.head_dim = check_heads(dim, num_heads, num_kv_heads)
-        self.num_heads, self.attn_drop = num_heads, attn_drop
+        super().__init__(dim, num_heads, num_kv_heads, bias, qk_norm, attn_drop, proj_drop)
         self.q = nn.Linear(dim, dim, bias=bias)
         self.kv = nn.Linear(kv_dim or dim, 2 * self.num_kv_heads * self.head_dim, bias=bias)  # fused [k | v]
-        self.q_norm = qk_norm(self.head_dim) if qk_norm else nn.Identity()
-        self.k_norm = qk_norm(self.head_dim) if qk_norm else nn.Identity()
-        self.proj = nn.Linear(dim, dim, bias=bias)
-        self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(
         self,
@@ -238,6 +248,4 @@ class CrossAttention(nn.Module):
             k = self.k_norm(k)
             if cache is not None:
                 cache.k, cache.v = k, v
-        drop = self.attn_drop if self.training else 0.0
-        out, weights = attend(q, k, v, memory_mask, False, drop, need_weights)  # type: ignore[arg-type]
-        return AttentionOutput(self.proj_drop(self.proj(_merge_heads(out))), weights)
+        return self._attend(q, k, v, memory_mask, False, need_weights)  # type: ignore[arg-type]
