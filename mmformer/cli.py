@@ -17,6 +17,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 
+from mmformer.checkpoint import read_checkpoint
+
 # Every run logs to TensorBoard and CSV under runs/ and keeps its last and best checkpoints.
 DEFAULT_ROOT = "runs"
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -39,6 +41,12 @@ def _next_version(folder: Path) -> int:
     return max(used, default=-1) + 1
 
 
+def _newest_last_checkpoint(root: Path) -> Path | None:
+    """The most recently written ``version_*/checkpoints/last*.ckpt`` under ``root``, if any."""
+    found = list(root.glob("version_*/checkpoints/last*.ckpt"))
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
 def _limit_threads() -> None:
     """Use the CPUs this process may run on (cgroup/affinity), not every core of the host."""
     if "OMP_NUM_THREADS" in os.environ or not hasattr(os, "sched_getaffinity"):
@@ -54,6 +62,10 @@ class MMFormerCLI(LightningCLI):
         # Checkpoints given by --ckpt_path are read with torch.load(weights_only=True): never unpickle code.
         if cfg.get("weights_only", False) is None:
             cfg.weights_only = True
+        if cfg.get("ckpt_path") == "last":  # resume the newest run under the root, not the new version's
+            found = _newest_last_checkpoint(Path(cfg.trainer.default_root_dir or DEFAULT_ROOT))
+            if found is not None:
+                cfg.ckpt_path = str(found)
         # Default loggers write under the run's root, so --trainer.default_root_dir moves everything,
         # and share one version folder: runs/version_N holds events, metrics.csv, config and checkpoints.
         trainer = cfg.trainer
@@ -68,6 +80,14 @@ class MMFormerCLI(LightningCLI):
             version = _next_version(Path(save_dir) / (name or ""))
             for logger in loggers:
                 logger.init_args.version = version
+
+    def _parse_ckpt_path(self) -> None:
+        # A corrupt or truncated --ckpt_path gets an error that says so (Lightning's is a zip-reader
+        # message); weights-only reading either way.
+        ckpt_path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            read_checkpoint(ckpt_path)
+        super()._parse_ckpt_path()
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Defaults set on the parser (not trainer_defaults) stay configurable and show in --print_config.
@@ -91,7 +111,18 @@ def main(args: ArgsType = None, run: bool = True) -> MMFormerCLI:
 
 
 def console() -> None:
-    """The ``mmformer`` console script (returns nothing, so no object is printed on exit)."""
+    """The ``mmformer`` console script (returns nothing, so no object is printed on exit).
+
+    ``mmformer export --config ... --ckpt_path ... --out ...`` goes to :func:`mmformer.export.main`;
+    every other subcommand is LightningCLI's.
+    """
+    import sys
+
+    if sys.argv[1:2] == ["export"]:
+        from mmformer.export import main as export_main
+
+        export_main(sys.argv[2:])
+        return
     main()
 
 

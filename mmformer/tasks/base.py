@@ -1,4 +1,5 @@
-"""What every mmformer task module shares: exact resume of the random stream."""
+"""What every mmformer task module shares: exact resume of the random stream, and a stop with the
+step and batch named when the loss stops being finite."""
 
 from __future__ import annotations
 
@@ -8,19 +9,53 @@ import pytorch_lightning as pl
 import torch
 
 
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss; the message names where."""
+
+
 class TaskModule(pl.LightningModule):
     """Base of the task modules.
 
     Checkpoints carry torch's RNG states (CPU and CUDA, as uint8 tensors, so they load with
     ``weights_only=True``). A resumed run restores them before its first training batch, so
     dropout and stochastic depth draw the same numbers as an uninterrupted run would.
+
+    A NaN/inf training loss is recorded on the device (no host sync per step) and raised as
+    :class:`NonFiniteLossError` at the next logging step or checkpoint save, whichever comes
+    first, so no checkpoint is written from poisoned weights.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self._rng_to_restore: dict[str, Any] | None = None
+        self._first_nonfinite: torch.Tensor | None = None  # (step, epoch, batch_idx), -1 while all finite
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if not isinstance(loss, torch.Tensor):
+            return
+        if self._first_nonfinite is None or self._first_nonfinite.device != loss.device:
+            self._first_nonfinite = torch.full((3,), -1, dtype=torch.long, device=loss.device)
+        here = torch.tensor([self.global_step, self.current_epoch, batch_idx], device=loss.device)
+        new = (~torch.isfinite(loss.detach())) & (self._first_nonfinite[0] < 0)
+        self._first_nonfinite = torch.where(new, here, self._first_nonfinite)
+        if (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0:
+            self._raise_if_nonfinite()
+
+    def _raise_if_nonfinite(self) -> None:
+        if self._first_nonfinite is None:
+            return
+        step, epoch, batch_idx = self._first_nonfinite.tolist()  # the one host sync, every few steps
+        if step >= 0:
+            raise NonFiniteLossError(
+                f"the training loss became NaN/inf at global step {step} (epoch {epoch}, batch {batch_idx}); "
+                f"training stopped and no checkpoint was written from these weights. Check that batch's inputs "
+                f"for NaN/inf, lower the learning rate, or set trainer.gradient_clip_val, then resume from "
+                f"the last checkpoint"
+            )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._raise_if_nonfinite()
         rng = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             rng["cuda"] = torch.cuda.get_rng_state_all()
