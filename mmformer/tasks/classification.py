@@ -57,6 +57,8 @@ class ClassificationTask(TaskModule):
         optim: AdamW and warm-up/cosine schedule settings.
         class_names: names for plots and predictions (default: the DataModule's ``classes``).
         num_overlays: test images drawn with attention overlays.
+        compile_backbone: ``torch.compile`` the backbone in place (state_dict keys unchanged, so
+            checkpoints move freely between compiled and eager runs).
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class ClassificationTask(TaskModule):
         optim: OptimConfig | None = None,
         class_names: list[str] | None = None,
         num_overlays: int = 8,
+        compile_backbone: bool = False,
     ) -> None:
         super().__init__()
         backbone = backbone or BackboneConfig()
@@ -82,6 +85,8 @@ class ClassificationTask(TaskModule):
             ClassificationHead(backbone.dim, num_classes, pool, head_dropout, num_heads=backbone.num_heads),
         )
         self.num_classes, self.class_names, self.num_overlays = num_classes, class_names, num_overlays
+        if compile_backbone:
+            self.model.backbone.compile()
         self.mixup = None
         if mixup > 0 or cutmix > 0:
             from timm.data import Mixup

@@ -1,0 +1,69 @@
+"""Multi-node on one machine (two launches, one process each) and compiled-vs-eager agreement on CPU."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmformer.checkpoint import read_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+DIGITS = str(ROOT / "tasks" / "image_classification_digits.yaml")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_on_one_machine_train_one_model_and_write_one_checkpoint(tmp_path: Path) -> None:
+    port = _free_port()
+    cmd = [sys.executable, "-m", "mmformer.cli", "fit", "--config", DIGITS, "--trainer.default_root_dir", str(tmp_path),
+           "--trainer", str(ROOT / "configs/trainer/multinode.yaml"), "--trainer.accelerator=cpu",
+           "--trainer.devices=1", "--trainer.precision=32-true", "--trainer.max_steps=6",
+           "--trainer.limit_val_batches=2", "--trainer.enable_progress_bar=false"]
+    procs = []
+    for node in (0, 1):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(port), "NODE_RANK": str(node)}
+        procs.append(subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True))
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    assert "GLOBAL_RANK: 0" in outs[0] + outs[1] and "GLOBAL_RANK: 1" in outs[0] + outs[1]
+    ckpts = list(tmp_path.rglob("*.ckpt"))
+    assert [c.name for c in ckpts if c.name != "last.ckpt"] and len({c.parent for c in ckpts}) == 1
+    assert read_checkpoint(next(c for c in ckpts if c.name == "last.ckpt"))["global_step"] == 6
+
+
+@pytest.mark.slow
+def test_compiled_and_eager_backbones_agree_on_cpu() -> None:
+    from mmformer import BackboneConfig
+    from mmformer.tasks import ClassificationTask
+    from mmformer.tokenizers import ImagePatchTokenizer
+
+    def build(compiled: bool) -> ClassificationTask:
+        torch.manual_seed(0)
+        tok = lambda d: ImagePatchTokenizer(d, image_size=8, patch_size=2, in_chans=1)  # noqa: E731
+        return ClassificationTask(tok, num_classes=3, compile_backbone=compiled,
+                                  backbone=BackboneConfig(dim=32, depth=2, num_heads=2))
+
+    eager, compiled = build(False), build(True)
+    assert eager.state_dict().keys() == compiled.state_dict().keys()
+    x, y = torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 1])
+    losses = []
+    for task in (eager, compiled):
+        loss = torch.nn.functional.cross_entropy(task(x), y)
+        loss.backward()
+        losses.append(loss)
+    assert torch.allclose(losses[0], losses[1], atol=1e-5)
+    for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-5), name
