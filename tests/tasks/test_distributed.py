@@ -67,3 +67,17 @@ def test_compiled_and_eager_backbones_agree_on_cpu() -> None:
     assert torch.allclose(losses[0], losses[1], atol=1e-5)
     for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
         assert torch.allclose(p.grad, q.grad, atol=1e-5), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", sorted((ROOT / "tasks").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_recipe_takes_ddp_steps_on_two_cpu_processes(recipe: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-m", "mmformer.cli", "fit", "--config", str(recipe), "--trainer.default_root_dir",
+         str(tmp_path), "--trainer", str(ROOT / "configs/trainer/ddp.yaml"), "--trainer.accelerator=cpu",
+         "--trainer.max_steps=2", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "GLOBAL_RANK: 1" in out.stdout + out.stderr
+    assert read_checkpoint(next(tmp_path.rglob("last.ckpt")))["global_step"] == 2
