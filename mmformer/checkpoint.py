@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,15 @@ def load_task(config: str | Path, ckpt_path: str | Path, *overrides: str) -> tup
     from mmformer.cli import main
 
     ckpt = read_checkpoint(ckpt_path)
-    cli = main(["--config", str(config), "--trainer.logger=false", "--trainer.enable_checkpointing=false",
-                "--trainer.callbacks=[]", *overrides], run=False)
-    cli.model.load_state_dict(ckpt["state_dict"])
+    with warnings.catch_warnings():  # called from Python: the host program's own sys.argv is not ours
+        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+        cli = main(["--config", str(config), "--trainer.logger=false", "--trainer.enable_checkpointing=false",
+                    "--trainer.callbacks=[]", *overrides], run=False)
+    try:
+        cli.model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise ValueError(
+            f"checkpoint {ckpt_path} does not fit the model {config} builds (were other settings used in "
+            f"training? pass them as overrides): {' '.join(str(e).split())[:1000]}"
+        ) from e
     return cli.model.eval(), cli.datamodule

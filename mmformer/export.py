@@ -68,11 +68,7 @@ def export_model(config: str | Path, ckpt_path: str | Path, out_dir: str | Path,
 
     from mmformer.checkpoint import load_task
 
-    try:
-        task, _ = load_task(config, ckpt_path, *overrides)
-    except RuntimeError as e:  # load_state_dict: the checkpoint is of another model than the recipe builds
-        raise ValueError(f"checkpoint {ckpt_path} does not fit the model {config} builds "
-                         f"(trained with other settings?): {str(e)[:1000]}") from e
+    task, _ = load_task(config, ckpt_path, *overrides)  # ValueError when the checkpoint does not fit
     model_cfg = _model_config(config, *overrides)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -153,3 +153,13 @@ def test_load_task_from_python_and_corrupt_checkpoint_errors(tmp_path: Path) -> 
         read_checkpoint(bad)
     with pytest.raises(FileNotFoundError, match="nothere.ckpt"):
         read_checkpoint(tmp_path / "nothere.ckpt")
+
+
+def test_load_task_names_a_checkpoint_that_does_not_fit_the_recipe(tmp_path: Path) -> None:
+    from mmformer.checkpoint import load_task
+
+    fit = main(["fit", "--config", DIGITS, "--trainer.default_root_dir", str(tmp_path), "--trainer.max_steps=1",
+                "--trainer.limit_val_batches=1", *QUIET])
+    ckpt = fit.trainer.checkpoint_callback.last_model_path
+    with pytest.raises(ValueError, match="does not fit the model"):
+        load_task(DIGITS, ckpt, "--model.init_args.backbone.depth=3")
