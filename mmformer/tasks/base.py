@@ -28,31 +28,36 @@ class TaskModule(pl.LightningModule):
     def __init__(self) -> None:
         super().__init__()
         self._rng_to_restore: dict[str, Any] | None = None
-        self._first_nonfinite: torch.Tensor | None = None  # (step, epoch, batch_idx), -1 while all finite
+        self._first_nonfinite: torch.Tensor | None = None  # global step of the first NaN/inf loss, -1 if none
+        self._where: dict[int, tuple[int, int]] = {}  # step → (epoch, batch_idx) since the last check
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if not isinstance(loss, torch.Tensor):
             return
         if self._first_nonfinite is None or self._first_nonfinite.device != loss.device:
-            self._first_nonfinite = torch.full((3,), -1, dtype=torch.long, device=loss.device)
-        here = torch.tensor([self.global_step, self.current_epoch, batch_idx], device=loss.device)
-        new = (~torch.isfinite(loss.detach())) & (self._first_nonfinite[0] < 0)
-        self._first_nonfinite = torch.where(new, here, self._first_nonfinite)
-        if (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0:
+            self._first_nonfinite = torch.full((), -1, dtype=torch.long, device=loss.device)
+        step = self.global_step
+        self._where[step] = (self.current_epoch, batch_idx)
+        # Device-side bookkeeping only (a python scalar in torch.where needs no host-to-device copy).
+        new = (~torch.isfinite(loss.detach())) & (self._first_nonfinite < 0)
+        self._first_nonfinite = torch.where(new, step, self._first_nonfinite)
+        if (step + 1) % max(1, self.trainer.log_every_n_steps) == 0:
             self._raise_if_nonfinite()
 
     def _raise_if_nonfinite(self) -> None:
         if self._first_nonfinite is None:
             return
-        step, epoch, batch_idx = self._first_nonfinite.tolist()  # the one host sync, every few steps
+        step = int(self._first_nonfinite)  # the one host sync, every few steps
         if step >= 0:
+            epoch, batch_idx = self._where.get(step, (-1, -1))
             raise NonFiniteLossError(
                 f"the training loss became NaN/inf at global step {step} (epoch {epoch}, batch {batch_idx}); "
                 f"training stopped and no checkpoint was written from these weights. Check that batch's inputs "
                 f"for NaN/inf, lower the learning rate, or set trainer.gradient_clip_val, then resume from "
                 f"the last checkpoint"
             )
+        self._where.clear()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._raise_if_nonfinite()

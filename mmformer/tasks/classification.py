@@ -53,7 +53,7 @@ class ClassificationTask(TaskModule):
         pool: ``cls``, ``mean`` or ``attention`` pooling.
         head_dropout: dropout before the classifier.
         label_smoothing: cross-entropy label smoothing.
-        mixup, cutmix: alphas of timm's Mixup/CutMix in training (0 = off; batch size must be even).
+        mixup, cutmix: alphas of timm's Mixup/CutMix in training (0 = off; an odd-sized last batch is left unmixed).
         optim: AdamW and warm-up/cosine schedule settings.
         class_names: names for plots and predictions (default: the DataModule's ``classes``).
         num_overlays: test images drawn with attention overlays.
@@ -111,7 +111,7 @@ class ClassificationTask(TaskModule):
 
     def training_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> Tensor:
         inputs, labels = batch
-        if self.mixup is not None:
+        if self.mixup is not None and labels.shape[0] % 2 == 0:  # timm's batch mixup needs pairs
             inputs, soft = self.mixup(inputs, labels)
             logits = self(inputs)
             loss = torch.sum(-soft * F.log_softmax(logits, dim=-1), dim=-1).mean()

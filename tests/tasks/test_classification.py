@@ -163,3 +163,13 @@ def test_load_task_names_a_checkpoint_that_does_not_fit_the_recipe(tmp_path: Pat
     ckpt = fit.trainer.checkpoint_callback.last_model_path
     with pytest.raises(ValueError, match="does not fit the model"):
         load_task(DIGITS, ckpt, "--model.init_args.backbone.depth=3")
+
+
+def test_mixup_and_cutmix_train_with_even_and_odd_batches(tmp_path: Path) -> None:
+    for batch in (8, 7):  # timm's batch mixup pairs samples; odd batches train unmixed
+        cli = main(["fit", "--config", DIGITS, "--trainer.default_root_dir", str(tmp_path / str(batch)),
+                    "--trainer.max_steps=3", "--trainer.limit_val_batches=1", "--trainer.log_every_n_steps=1",
+                    "--model.init_args.mixup=0.8", "--model.init_args.cutmix=1.0",
+                    f"--data.init_args.batch_size={batch}", *QUIET])
+        assert cli.model.mixup is not None and cli.trainer.global_step == 3
+        assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
