@@ -44,6 +44,7 @@ test: setup
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
 bench: setup
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
 	$(PY) bench/backbone.py
 	$(PY) bench/vit.py
 
