@@ -13,3 +13,7 @@ __all__ = [
     "ENTRY_POINT_GROUP", "ImagePatchTokenizer", "ModalityTokenizer", "TokenBatch", "list_tokenizers",
     "register_tokenizer",
 ]
+from mmformer.tokenizers.sentencepiece_vocab import SentencePieceVocab  # noqa: E402
+from mmformer.tokenizers.text import TextTokenizer  # noqa: E402
+
+__all__ += ["SentencePieceVocab", "TextTokenizer"]

@@ -73,10 +73,14 @@ def test_compiled_and_eager_backbones_agree_on_cpu() -> None:
 @pytest.mark.parametrize("recipe", sorted((ROOT / "tasks").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_recipe_takes_ddp_steps_on_two_cpu_processes(recipe: Path, tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    # tests/tasks/smoke/<recipe>.args: one CLI override a line (``{tmp}`` = this test's folder), so a
+    # recipe whose embedded corpus takes minutes to build can smoke-test on a small one.
+    extra_file = Path(__file__).parent / "smoke" / f"{recipe.stem}.args"
+    extra = extra_file.read_text().replace("{tmp}", str(tmp_path)).split() if extra_file.exists() else []
     out = subprocess.run(
         [sys.executable, "-m", "mmformer.cli", "fit", "--config", str(recipe), "--trainer.default_root_dir",
          str(tmp_path), "--trainer", str(ROOT / "configs/trainer/ddp.yaml"), "--trainer.accelerator=cpu",
-         "--trainer.max_steps=2", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false"],
+         "--trainer.max_steps=2", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false", *extra],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "GLOBAL_RANK: 1" in out.stdout + out.stderr

@@ -1,0 +1,180 @@
+"""Strings ↔ ids with a sentencepiece BPE model: training (cached), encoding, padding, decoding.
+
+This is the gradient-free half of text tokenization; :class:`~mmformer.tokenizers.text.TextTokenizer`
+is the half that embeds ids into a :class:`~mmformer.tokenizers.TokenBatch`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Iterable, Literal, Sequence
+
+import sentencepiece as spm
+import torch
+from torch import Tensor
+
+# Fixed special ids, the same in every model this module trains, so configs can rely on them.
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+Truncation = Literal["right", "error"]
+
+
+class SentencePieceVocab:
+    """A trained sentencepiece model with mmformer's special ids (pad 0, unk 1, bos 2, eos 3).
+
+    Args:
+        model_file: a ``.model`` file written by :meth:`train` (or any sentencepiece model whose
+            pad/unk/bos/eos ids are 0/1/2/3).
+    """
+
+    pad_id, unk_id, bos_id, eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
+
+    def __init__(self, model_file: str | Path) -> None:
+        path = Path(model_file)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"sentencepiece model {path} does not exist; train one with "
+                f"`mmformer train-tokenizer --input <text files> --output {path.with_suffix('')}` or "
+                f"SentencePieceVocab.train(...)"
+            )
+        self.path = path
+        self.sp = spm.SentencePieceProcessor(model_file=str(path))
+        got = (self.sp.pad_id(), self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id())
+        if got != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
+            raise ValueError(
+                f"{path} has pad/unk/bos/eos ids {got}; mmformer needs (0, 1, 2, 3) — retrain it with "
+                f"SentencePieceVocab.train"
+            )
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.get_piece_size()
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    @staticmethod
+    def train(
+        texts: Iterable[str],
+        output: str | Path,
+        vocab_size: int = 8000,
+        model_type: Literal["bpe", "unigram", "char", "word"] = "bpe",
+        byte_fallback: bool = True,
+        character_coverage: float = 1.0,
+        max_sentences: int = 2_000_000,
+        user_symbols: Sequence[str] = (),
+    ) -> "SentencePieceVocab":
+        """Trains a model on ``texts`` and writes ``<output>.model``; reuses it when the same texts
+        and settings were trained before (a fingerprint is kept in ``<output>.json``).
+
+        Args:
+            texts: training sentences, one per item (materialized once to fingerprint them).
+            output: path prefix of the model files.
+            vocab_size: pieces in the vocabulary, special ids and byte pieces included.
+            model_type: sentencepiece algorithm; ``bpe`` by default.
+            byte_fallback: unseen characters become UTF-8 byte pieces instead of ``<unk>``, so any
+                string round-trips (costs 256 ids of the vocabulary).
+            character_coverage: fraction of characters covered by single pieces (1.0 for Latin scripts).
+            max_sentences: sentences sampled for training when there are more (below that,
+                training is deterministic).
+            user_symbols: pieces that must never be split.
+        """
+        sentences = [t.strip() for t in texts if t and t.strip()]
+        if not sentences:
+            raise ValueError("no non-empty sentences to train a sentencepiece model on")
+        settings = dict(vocab_size=vocab_size, model_type=model_type, byte_fallback=byte_fallback,
+                        character_coverage=character_coverage, max_sentences=max_sentences,
+                        user_symbols=list(user_symbols))
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+        for s in sentences:
+            digest.update(s.encode())
+            digest.update(b"\n")
+        fingerprint = digest.hexdigest()
+        output = Path(output)
+        model_path, meta_path = output.with_suffix(".model"), output.with_suffix(".json")
+        if model_path.exists() and meta_path.exists():
+            if json.loads(meta_path.read_text()).get("fingerprint") == fingerprint:
+                return SentencePieceVocab(model_path)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        print(f"training a {vocab_size}-piece {model_type} sentencepiece model on {len(sentences):,} sentences "
+              f"→ {model_path}", file=sys.stderr)
+        model = io.BytesIO()
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(sentences), model_writer=model, vocab_size=vocab_size,
+                model_type=model_type, byte_fallback=byte_fallback, character_coverage=character_coverage,
+                input_sentence_size=max_sentences, shuffle_input_sentence=True, seed_sentencepiece_size=1_000_000,
+                pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+                user_defined_symbols=list(user_symbols), num_threads=1,
+                minloglevel=2,
+            )
+        except RuntimeError as err:
+            raise ValueError(f"sentencepiece could not train a {vocab_size}-piece model: {err}. A vocabulary "
+                             f"larger than the corpus supports, or smaller than its characters "
+                             f"(+256 with byte_fallback), fails; change vocab_size") from err
+        tmp = model_path.with_suffix(".model.tmp")
+        tmp.write_bytes(model.getvalue())
+        tmp.replace(model_path)  # atomic: a crash never leaves a half-written model
+        meta_path.write_text(json.dumps({"fingerprint": fingerprint, **settings}, indent=1))
+        return SentencePieceVocab(model_path)
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Strings → id lists (no bos/eos). An empty string gives an empty list."""
+        if isinstance(texts, str):
+            raise TypeError("encode takes a list of strings; wrap a single string in a list")
+        return self.sp.encode(list(texts))
+
+    def decode(self, ids: Tensor | Sequence[Sequence[int]]) -> list[str]:
+        """Id rows → strings. Stops at the first eos; pad and bos ids are dropped."""
+        rows = ids.tolist() if isinstance(ids, Tensor) else [list(r) for r in ids]
+        out = []
+        for row in rows:
+            if EOS_ID in row:
+                row = row[: row.index(EOS_ID)]
+            out.append(self.sp.decode([i for i in row if i not in (PAD_ID, BOS_ID)]))
+        return out
+
+    def batch(
+        self,
+        texts: Sequence[str],
+        bos: bool = False,
+        eos: bool = True,
+        max_len: int | None = None,
+        truncation: Truncation = "right",
+    ) -> Tensor:
+        """Strings → right-padded ids ``(B, T)`` long, T = the longest row (pad = 0).
+
+        Args:
+            texts: the batch.
+            bos, eos: add the begin/end-of-sequence ids around each row.
+            max_len: longest row kept, bos/eos included; None = no limit.
+            truncation: ``right`` drops pieces past ``max_len`` (eos is kept as the last id), ``error``
+                raises naming the row.
+        """
+        return pad_rows([self.wrap(r, bos, eos, max_len, truncation, i) for i, r in enumerate(self.encode(texts))])
+
+    @staticmethod
+    def wrap(ids: list[int], bos: bool, eos: bool, max_len: int | None, truncation: Truncation = "right",
+             row: int = 0) -> list[int]:
+        """Adds bos/eos to one id list and applies the truncation policy."""
+        budget = None if max_len is None else max_len - int(bos) - int(eos)
+        if budget is not None and len(ids) > budget:
+            if truncation == "error":
+                raise ValueError(f"row {row} has {len(ids)} pieces, more than max_len={max_len} allows "
+                                 f"(with bos/eos); shorten it or set truncation='right'")
+            ids = ids[:budget]
+        return [BOS_ID] * bos + ids + [EOS_ID] * eos
+
+
+def pad_rows(rows: Sequence[Sequence[int]], pad_id: int = PAD_ID) -> Tensor:
+    """Id lists → right-padded ``(B, T)`` long tensor (T ≥ 1)."""
+    width = max(1, max((len(r) for r in rows), default=0))
+    out = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            out[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
+    return out

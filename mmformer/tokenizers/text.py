@@ -1,0 +1,92 @@
+"""Token ids → :class:`TokenBatch`: the embedding half of text tokenization.
+
+Strings become ids with :class:`~mmformer.tokenizers.sentencepiece_vocab.SentencePieceVocab`
+(no gradients); this module embeds them and owns the positional scheme.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from mmformer.layers.positions import LearnedPositions, SinusoidalPositions
+from mmformer.tokenizers.base import ModalityTokenizer, TokenBatch, register_tokenizer
+from mmformer.tokenizers.sentencepiece_vocab import PAD_ID
+
+TextPositions = Literal["learned", "sinusoidal", "rope", "none"]
+
+
+@register_tokenizer("text")
+class TextTokenizer(ModalityTokenizer):
+    """``ids (B, T)`` long, right-padded with ``pad_id`` → ``TokenBatch(tokens (B, T, D), mask (B, T))``.
+
+    Args:
+        dim: token width D.
+        vocab_size: rows of the embedding table (the sentencepiece model's size).
+        max_len: longest sequence the position table accepts (learned / sinusoidal).
+        positions: ``learned`` or ``sinusoidal`` absolute positions added here; ``rope`` adds none
+            here and leaves positions to the backbone's rotary attention (set ``backbone.rope: true``);
+            ``none`` adds nothing.
+        pad_id: the padding id; its embedding row stays zero and its positions are masked out.
+        scale: multiply embeddings by sqrt(D) (Vaswani et al., with sinusoidal positions).
+        dropout: dropout on the embedded tokens.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        vocab_size: int,
+        max_len: int = 512,
+        positions: TextPositions = "learned",
+        pad_id: int = PAD_ID,
+        scale: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__(dim)
+        if positions not in ("learned", "sinusoidal", "rope", "none"):
+            raise ValueError(f"positions must be learned, sinusoidal, rope or none, got {positions!r}")
+        if not 0 <= pad_id < vocab_size:
+            raise ValueError(f"pad_id {pad_id} is outside the vocabulary of {vocab_size}")
+        self.vocab_size, self.pad_id, self.max_len, self.kind = vocab_size, pad_id, max_len, positions
+        self.embed = nn.Embedding(vocab_size, dim, padding_idx=pad_id)
+        nn.init.trunc_normal_(self.embed.weight, std=0.02)
+        with torch.no_grad():
+            self.embed.weight[pad_id].zero_()
+        self.pos: nn.Module | None = {
+            "learned": lambda: LearnedPositions(max_len, dim),
+            "sinusoidal": lambda: SinusoidalPositions(dim, max_len),
+        }.get(positions, lambda: None)()
+        self.scale = math.sqrt(dim) if scale else 1.0
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, ids: Tensor, offset: int = 0, mask: bool = True) -> TokenBatch:
+        """Embeds ``ids (B, T)``; ``offset`` is the position of the first column (KV-cached decoding).
+
+        ``mask=False`` returns ``mask=None`` (all tokens real) — right for a causal decoder fed
+        right-padded rows, where no real token can see a later pad, and it keeps SDPA's
+        ``is_causal`` kernel.
+        """
+        if ids.dim() != 2 or ids.dtype not in (torch.long, torch.int32, torch.int64):
+            raise ValueError(f"TextTokenizer takes integer ids of shape (B, T), got {ids.dtype} {tuple(ids.shape)}")
+        if ids.numel() and not torch.compiler.is_compiling():
+            lo, hi = int(ids.min()), int(ids.max())  # one sync per batch, not per token; catches vocab mismatches
+            if lo < 0 or hi >= self.vocab_size:
+                raise ValueError(f"token id {hi if hi >= self.vocab_size else lo} is outside the embedding table "
+                                 f"of {self.vocab_size}; the tokenizer's vocab_size must match the sentencepiece model")
+        x = self.embed(ids) * self.scale  # (B, T, D)
+        if self.pos is not None:
+            x = self.pos(x, offset)
+        # RoPE needs no positions here: attention counts them from 0, or from the KV cache's length.
+        return TokenBatch(self.drop(x), (ids != self.pad_id) if mask else None)
+
+    def dummy_inputs(self, batch_size: int = 2, pad: int = 0, seed: int = 0) -> Tensor:
+        g = torch.Generator().manual_seed(seed)
+        lengths = [5 + 2 * i for i in range(batch_size)]
+        ids = torch.full((batch_size, max(lengths) + pad), self.pad_id, dtype=torch.long)
+        for i, n in enumerate(lengths):
+            ids[i, :n] = torch.randint(0, self.vocab_size, (n,), generator=g).clamp_min(1)
+            ids[i, :n][ids[i, :n] == self.pad_id] = (self.pad_id + 1) % self.vocab_size
+        return ids.to(self.embed.weight.device)
