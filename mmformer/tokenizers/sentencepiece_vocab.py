@@ -41,12 +41,26 @@ class SentencePieceVocab:
                 f"`mmformer train-tokenizer --input <text files> --output {path.with_suffix('')}` or "
                 f"SentencePieceVocab.train(...)"
             )
-        self.path = path
-        self.sp = spm.SentencePieceProcessor(model_file=str(path))
-        got = (self.sp.pad_id(), self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id())
+        self.path: Path | None = path
+        self._load(spm.SentencePieceProcessor(model_file=str(path)), str(path))
+
+    @classmethod
+    def from_bytes(cls, proto: bytes) -> "SentencePieceVocab":
+        """A vocabulary from a serialized model (as kept inside checkpoints)."""
+        vocab = cls.__new__(cls)
+        vocab.path = None
+        vocab._load(spm.SentencePieceProcessor(model_proto=proto), "the serialized model")
+        return vocab
+
+    def to_bytes(self) -> bytes:
+        return self.sp.serialized_model_proto()
+
+    def _load(self, sp: spm.SentencePieceProcessor, what: str) -> None:
+        self.sp = sp
+        got = (sp.pad_id(), sp.unk_id(), sp.bos_id(), sp.eos_id())
         if got != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
             raise ValueError(
-                f"{path} has pad/unk/bos/eos ids {got}; mmformer needs (0, 1, 2, 3) — retrain it with "
+                f"{what} has pad/unk/bos/eos ids {got}; mmformer needs (0, 1, 2, 3) — retrain it with "
                 f"SentencePieceVocab.train"
             )
 
@@ -121,6 +135,9 @@ class SentencePieceVocab:
         tmp.replace(model_path)  # atomic: a crash never leaves a half-written model
         meta_path.write_text(json.dumps({"fingerprint": fingerprint, **settings}, indent=1))
         return SentencePieceVocab(model_path)
+
+    def id_to_piece(self, i: int) -> str:
+        return self.sp.id_to_piece(int(i))
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Strings → id lists (no bos/eos). An empty string gives an empty list."""

@@ -1,0 +1,199 @@
+"""Autoregressive decoding outside the model: greedy, sampling (temperature / top-k / top-p) and
+batched beam search, all over the decoder's KV cache.
+
+Any model with ``encode(source) -> Memory``, ``decode(ids, memory, cache) -> (logits, _)``,
+``new_cache(capacity)`` and ``max_target_len`` works (see :class:`mmformer.seq2seq.Seq2Seq`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+import torch
+from torch import Tensor
+
+from mmformer.seq2seq import Memory
+from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID
+
+# Finished rows are checked (one host sync) every this many steps, not every step.
+_CHECK_EVERY = 8
+
+
+@dataclass
+class GenerationConfig:
+    """How to decode; every field is a YAML key under ``model.init_args.generation``."""
+
+    strategy: Literal["greedy", "sample", "beam"] = "beam"  # decoding algorithm
+    max_new_tokens: int = 128  # tokens generated after bos at most (eos included)
+    beam_size: int = 4  # hypotheses kept per source (beam)
+    length_penalty: float = 0.6  # GNMT alpha: scores are divided by ((5 + len) / 6) ** alpha (beam)
+    temperature: float = 1.0  # logits are divided by it before sampling (sample)
+    top_k: int = 0  # keep the k most likely tokens, 0 = off (sample)
+    top_p: float = 1.0  # keep the smallest set with this much probability, 1 = off (sample)
+    seed: int = 0  # sampling seed, so samples are reproducible
+    use_cache: bool = True  # KV cache; False recomputes the whole prefix every step (for parity checks)
+
+
+class BeamOutput(NamedTuple):
+    sequences: Tensor  # (B, K, T) generated ids after bos, eos included, pad after it; best first
+    scores: Tensor  # (B, K) sum of token log-probabilities of each hypothesis
+    normalized: Tensor  # (B, K) scores / length penalty; the order of ``sequences``
+    lengths: Tensor  # (B, K) generated tokens, eos included
+
+
+def top_k_filter(logits: Tensor, k: int) -> Tensor:
+    """Keeps the ``k`` largest logits of the last dim, the rest set to -inf (k <= 0: unchanged)."""
+    if k <= 0 or k >= logits.shape[-1]:
+        return logits
+    kth = logits.topk(k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits: Tensor, p: float) -> Tensor:
+    """Nucleus filter (Holtzman et al. 2020): keeps the most likely tokens whose probabilities sum
+    to at least ``p`` (always at least one), the rest set to -inf (p >= 1: unchanged)."""
+    if p >= 1.0:
+        return logits
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    cum = sorted_logits.softmax(-1).cumsum(-1)
+    drop_sorted = (cum - sorted_logits.softmax(-1)) >= p  # mass before this token already reaches p
+    drop = drop_sorted.scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def length_penalty(lengths: Tensor, alpha: float) -> Tensor:
+    """GNMT's ``((5 + len) / 6) ** alpha`` (Wu et al. 2016)."""
+    return ((5.0 + lengths.float()) / 6.0) ** alpha
+
+
+def _check(model: Any, cfg: GenerationConfig) -> int:
+    if cfg.max_new_tokens <= 0:
+        raise ValueError(f"max_new_tokens must be positive, got {cfg.max_new_tokens}")
+    limit = model.max_target_len - 1  # bos takes a position
+    if cfg.max_new_tokens > limit:
+        raise ValueError(f"max_new_tokens={cfg.max_new_tokens} exceeds the decoder's {model.max_target_len}-position "
+                         f"table (bos included); lower it or train with a longer target max_len")
+    return cfg.max_new_tokens
+
+
+def _ban_specials(scores: Tensor) -> Tensor:
+    """pad and bos are never generated: pad only fills rows after eos, bos only starts them."""
+    return scores.index_fill(-1, torch.tensor([PAD_ID, BOS_ID], device=scores.device), float("-inf"))
+
+
+class _Stepper:
+    """Feeds one new token per row and returns next-token log-probs, with or without the KV cache."""
+
+    def __init__(self, model: Any, memory: Memory, rows: int, steps: int, use_cache: bool, device: torch.device):
+        self.model, self.memory = model, memory
+        self.cache = model.new_cache(steps + 1) if use_cache else None
+        self.prefix = torch.full((rows, 1), BOS_ID, dtype=torch.long, device=device)  # (R, t) ids so far
+
+    def logits(self) -> Tensor:
+        ids = self.prefix[:, -1:] if self.cache is not None else self.prefix
+        return self.model.decode(ids, self.memory, self.cache)[0][:, -1].float()  # (R, V)
+
+    def push(self, token: Tensor, rows: Tensor | None = None) -> None:
+        """Appends ``token (R,)``; ``rows (R,)`` first reorders the history (beam search)."""
+        if rows is not None:
+            self.prefix = self.prefix.index_select(0, rows)
+            if self.cache is not None:
+                self.cache.reorder(rows)
+        self.prefix = torch.cat([self.prefix, token[:, None]], dim=1)
+
+
+@torch.no_grad()
+def generate(model: Any, source: Any, cfg: GenerationConfig, memory: Memory | None = None) -> Tensor:
+    """Greedy or sampled decoding: ``(B, T)`` ids after bos (eos included, pad after it)."""
+    if cfg.strategy == "beam":
+        return beam_search(model, source, cfg, memory).sequences[:, 0]
+    steps = _check(model, cfg)
+    memory = model.encode(source) if memory is None else memory
+    b, device = memory.hidden.shape[0], memory.hidden.device
+    gen = torch.Generator(device=device).manual_seed(cfg.seed) if cfg.strategy == "sample" else None
+    stepper = _Stepper(model, memory, b, steps, cfg.use_cache, device)
+    done = torch.zeros(b, dtype=torch.bool, device=device)
+    for t in range(steps):
+        logits = _ban_specials(stepper.logits())
+        if cfg.strategy == "greedy":
+            token = logits.argmax(-1)
+        elif cfg.strategy == "sample":
+            logits = top_p_filter(top_k_filter(logits / max(cfg.temperature, 1e-6), cfg.top_k), cfg.top_p)
+            token = torch.multinomial(logits.softmax(-1), 1, generator=gen)[:, 0]
+        else:
+            raise ValueError(f"strategy must be greedy, sample or beam, got {cfg.strategy!r}")
+        token = token.masked_fill(done, PAD_ID)
+        done |= token == EOS_ID
+        stepper.push(token)
+        if (t + 1) % _CHECK_EVERY == 0 and bool(done.all()):
+            break
+    return stepper.prefix[:, 1:]
+
+
+@torch.no_grad()
+def beam_search(model: Any, source: Any, cfg: GenerationConfig, memory: Memory | None = None) -> BeamOutput:
+    """Batched beam search over the KV cache with GNMT length normalization.
+
+    Every source keeps ``K`` hypotheses as rows ``b*K .. b*K+K-1``. A hypothesis that emits eos is
+    finished: from then on its only continuation is pad at log-prob 0, so its score and length
+    freeze while it competes, length-normalized, with the live ones. Candidates are ranked by
+    ``score / ((5 + len) / 6) ** alpha`` at every step, so the length penalty shapes the search,
+    not only the final order. Stops when every hypothesis has finished or after ``max_new_tokens``.
+    """
+    steps, k = _check(model, cfg), cfg.beam_size
+    if k < 1:
+        raise ValueError(f"beam_size must be >= 1, got {k}")
+    memory = model.encode(source) if memory is None else memory
+    b, device = memory.hidden.shape[0], memory.hidden.device
+    stepper = _Stepper(model, memory.repeat(k), b * k, steps, cfg.use_cache, device)
+    scores = torch.zeros(b, k, device=device)
+    scores[:, 1:] = float("-inf")  # all beams start identical: let only the first one expand at step 0
+    lengths = torch.zeros(b, k, dtype=torch.long, device=device)
+    done = torch.zeros(b, k, dtype=torch.bool, device=device)
+    base = (torch.arange(b, device=device) * k)[:, None]  # (B, 1) first row of each source
+    for t in range(steps):
+        # The model's own log-probs (normalized before the ban), so scores are true sequence log-probs.
+        logp = _ban_specials(stepper.logits().log_softmax(-1)).view(b, k, -1)  # (B, K, V)
+        v = logp.shape[-1]
+        # Finished hypotheses continue only with pad, at no cost.
+        frozen = torch.full_like(logp[0, 0], float("-inf"))
+        frozen[PAD_ID] = 0.0
+        logp = torch.where(done[..., None], frozen, logp)
+        cand = scores[..., None] + logp  # (B, K, V)
+        cand_len = torch.where(done, lengths, lengths + 1)[..., None].expand(-1, -1, v)
+        ranked = cand / length_penalty(cand_len, cfg.length_penalty)
+        top, flat = ranked.view(b, -1).topk(k, dim=-1)  # (B, K) best candidates over K*V
+        beam, token = flat // v, flat % v
+        scores = cand.view(b, -1).gather(1, flat)
+        lengths = cand_len.reshape(b, -1).gather(1, flat)
+        done = done.gather(1, beam) | (token == EOS_ID)
+        stepper.push(token.view(-1), (base + beam).view(-1))
+        if (t + 1) % _CHECK_EVERY == 0 and bool(done.all()):
+            break
+    normalized = scores / length_penalty(lengths, cfg.length_penalty)
+    normalized, order = normalized.sort(dim=-1, descending=True)  # already sorted; kept explicit
+    seq = stepper.prefix[:, 1:].view(b, k, -1)
+    seq = seq.gather(1, order[..., None].expand_as(seq))
+    return BeamOutput(seq, scores.gather(1, order), normalized, lengths.gather(1, order))
+
+
+def sequence_log_probs(model: Any, source: Any, sequences: Tensor) -> Tensor:
+    """Sum of token log-probs of ``sequences (B, T)`` (ids after bos; pads after eos ignored),
+    by one full teacher-forced forward pass: the reference that beam scores must equal."""
+    memory = model.encode(source)
+    bos = torch.full_like(sequences[:, :1], BOS_ID)
+    logits = model.decode(torch.cat([bos, sequences[:, :-1]], 1), memory)[0].float()
+    logp = logits.log_softmax(-1).gather(-1, sequences[..., None])[..., 0]  # (B, T)
+    ended = (sequences == EOS_ID).long().cumsum(1) - (sequences == EOS_ID).long()  # 1 after the first eos
+    return (logp * ((ended == 0) & (sequences != PAD_ID))).sum(1)
+
+
+def strip(ids: Tensor) -> list[list[int]]:
+    """Generated ``(B, T)`` ids → per-row lists without eos and what follows."""
+    rows = ids.tolist()
+    return [r[: r.index(EOS_ID)] if EOS_ID in r else r for r in rows]
+
+
+__all__ = ["BeamOutput", "GenerationConfig", "beam_search", "generate", "length_penalty", "sequence_log_probs",
+           "strip", "top_k_filter", "top_p_filter"]

@@ -1,0 +1,238 @@
+"""Sequence-to-text of any source modality: translation (text source), speech recognition (audio
+source), captioning (image source). Encoder + causal decoder with cross-attention, teacher-forced
+label-smoothed cross-entropy, optional CTC head on the encoder, decoding with mmformer.generation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmformer.backbone import BackboneConfig, Decoder, Encoder
+from mmformer.ctc import ctc_greedy_decode
+from mmformer.generation import GenerationConfig, generate, strip
+from mmformer.seq2seq import Seq2Seq
+from mmformer.tasks.base import TaskModule
+from mmformer.tasks.optim import OptimConfig, build_optimizer
+from mmformer.text_metrics import text_metrics, update
+from mmformer.tokenizers.base import ModalityTokenizer
+from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID, SentencePieceVocab
+from mmformer.tokenizers.text import TextPositions, TextTokenizer
+
+Batch = dict[str, Any]  # {"source": ..., "target": (B, T) [bos] ids [eos] pads, "target_text": [...], ...}
+
+
+class Seq2SeqTask(TaskModule):
+    """Trains and evaluates a :class:`~mmformer.seq2seq.Seq2Seq` model.
+
+    Batches are dicts: ``source`` (whatever the source tokenizer takes), ``target`` ``(B, T)`` long
+    = bos + ids + eos, right-padded with 0, ``target_text`` (reference strings) and optionally
+    ``source_text`` and ``id``. The DataModule exposes ``vocab`` (the target
+    :class:`SentencePieceVocab`); it is also stored in checkpoints so a trained model decodes
+    without the training data.
+
+    Args:
+        source_tokenizer: builds the source tokenizer from the encoder width, ``source_tokenizer(dim)``.
+        target_vocab_size: size of the target sentencepiece vocabulary.
+        encoder, decoder: backbone sizes (the decoder's memory width is the encoder's dim).
+        target_positions: positional scheme of the target embedding.
+        max_target_len: longest target the decoder accepts, bos and eos included.
+        tie_embeddings: tie the target embedding and the output projection.
+        share_source_embedding: with a text source over the same vocabulary, one embedding table
+            for source, target and output (Vaswani et al. 2017, §3.4).
+        label_smoothing: of the decoder's cross-entropy.
+        ctc_weight: weight of a CTC loss on the encoder (blank = pad id); the loss is
+            ``(1 - w) * CE + w * CTC``; 0 = no CTC head.
+        metrics: text metrics on decoded outputs (bleu, chrf, wer, cer), logged as ``{stage}/{name}``.
+        generation: decoding at test and predict time.
+        val_generate_batches: validation batches decoded greedily for ``val/<metric>`` each epoch.
+        num_samples: test samples printed and written to ``samples.txt``.
+        optim: AdamW and schedule.
+    """
+
+    def __init__(
+        self,
+        source_tokenizer: Callable[[int], ModalityTokenizer],
+        target_vocab_size: int,
+        encoder: BackboneConfig | None = None,
+        decoder: BackboneConfig | None = None,
+        target_positions: TextPositions = "learned",
+        max_target_len: int = 256,
+        tie_embeddings: bool = True,
+        share_source_embedding: bool = False,
+        label_smoothing: float = 0.1,
+        ctc_weight: float = 0.0,
+        metrics: list[str] | None = None,
+        generation: GenerationConfig | None = None,
+        val_generate_batches: int = 2,
+        num_samples: int = 5,
+        optim: OptimConfig | None = None,
+    ) -> None:
+        super().__init__()
+        encoder, decoder = encoder or BackboneConfig(), decoder or BackboneConfig()
+        if decoder.memory_dim not in (None, encoder.dim):
+            raise ValueError(f"decoder.memory_dim={decoder.memory_dim} but the encoder's dim is {encoder.dim}")
+        decoder.memory_dim = encoder.dim
+        if not 0.0 <= ctc_weight <= 1.0:
+            raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
+        target = TextTokenizer(decoder.dim, target_vocab_size, max_len=max_target_len, positions=target_positions)
+        self.model = Seq2Seq(source_tokenizer(encoder.dim), Encoder(encoder), target, Decoder(decoder), tie_embeddings)
+        if share_source_embedding:
+            src = self.model.source_tokenizer
+            if not isinstance(src, TextTokenizer) or src.vocab_size != target_vocab_size or encoder.dim != decoder.dim:
+                raise ValueError("share_source_embedding needs a TextTokenizer source over the target vocabulary "
+                                 "and equal encoder/decoder widths")
+            src.embed.weight = target.embed.weight
+        self.ctc_weight = ctc_weight
+        self.ctc_head = nn.Linear(encoder.dim, target_vocab_size) if ctc_weight > 0 else None
+        self.vocab_size, self.label_smoothing = target_vocab_size, label_smoothing
+        self.generation, self.optim = generation or GenerationConfig(), optim or OptimConfig()
+        self.val_generate_batches, self.num_samples = val_generate_batches, num_samples
+        names = list(metrics) if metrics is not None else ["bleu", "chrf"]
+        self.metrics = nn.ModuleDict({s: text_metrics(names) for s in ("val", "test")})
+        self.ctc_metrics = text_metrics(names) if self.ctc_head is not None else None
+        self._vocab: SentencePieceVocab | None = None
+        self._samples: list[tuple[str, str, str]] = []
+        self._predictions: list[tuple[str, str]] = []
+
+    # ---- vocabulary --------------------------------------------------------------------------
+    @property
+    def vocab(self) -> SentencePieceVocab:
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        vocab = getattr(dm, "vocab", None) or self._vocab
+        if vocab is None:
+            raise RuntimeError("no target vocabulary: train with a DataModule that has `vocab`, or load a "
+                               "checkpoint written by this task (it stores the vocabulary)")
+        return vocab
+
+    def setup(self, stage: str) -> None:
+        vocab = getattr(getattr(self.trainer, "datamodule", None), "vocab", None)
+        if vocab is not None and vocab.vocab_size != self.vocab_size:
+            raise ValueError(f"the data's sentencepiece vocabulary has {vocab.vocab_size} pieces but the model was "
+                             f"built for target_vocab_size={self.vocab_size}; set "
+                             f"--model.init_args.target_vocab_size={vocab.vocab_size} (or retrain the vocabulary)")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        proto = self.vocab.to_bytes()
+        checkpoint["mmformer_vocab"] = torch.frombuffer(bytearray(proto), dtype=torch.uint8)  # weights_only-safe
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if "mmformer_vocab" in checkpoint:
+            self._vocab = SentencePieceVocab.from_bytes(bytes(checkpoint["mmformer_vocab"].numpy()))
+
+    # ---- training ----------------------------------------------------------------------------
+    def forward(self, source: Any, target_in: Tensor) -> Tensor:
+        return self.model(source, target_in)
+
+    def _losses(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor], Any]:
+        target = batch["target"]
+        if target.dim() != 2 or target.shape[1] < 2:
+            raise ValueError(f"target must be (B, T>=2) ids = bos + pieces + eos, got shape {tuple(target.shape)}")
+        tgt_in, tgt_out = target[:, :-1], target[:, 1:]  # teacher forcing: predict token t+1 from tokens <= t
+        memory, enc = self.model.encode_source(batch["source"])
+        logits = self.model.decode(tgt_in, memory)[0]  # (B, T-1, V)
+        ce = F.cross_entropy(logits.flatten(0, 1).float(), tgt_out.flatten(), ignore_index=PAD_ID,
+                             label_smoothing=self.label_smoothing)
+        parts = {"ce": ce}
+        loss = ce
+        if self.ctc_head is not None:
+            parts["ctc"] = self._ctc_loss(enc.hidden, enc.mask, tgt_out)
+            loss = (1 - self.ctc_weight) * ce + self.ctc_weight * parts["ctc"]
+        return loss, parts, memory
+
+    def _ctc_loss(self, hidden: Tensor, mask: Tensor | None, tgt_out: Tensor) -> Tensor:
+        log_probs = self.ctc_head(hidden).float().log_softmax(-1)  # (B, S, V)
+        b, s, _ = log_probs.shape
+        in_len = mask.sum(1) if mask is not None else torch.full((b,), s, dtype=torch.long, device=hidden.device)
+        real = (tgt_out != PAD_ID) & (tgt_out != EOS_ID) & (tgt_out != BOS_ID)
+        # zero_infinity: an utterance with more labels than frames contributes 0, not inf.
+        return F.ctc_loss(log_probs.transpose(0, 1), tgt_out, in_len, real.sum(1), blank=PAD_ID,
+                          zero_infinity=True)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        loss, parts, _ = self._losses(batch)
+        bs = batch["target"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        if len(parts) > 1:
+            self.log_dict({f"train/{k}": v for k, v in parts.items()}, batch_size=bs)
+        return loss
+
+    # ---- evaluation --------------------------------------------------------------------------
+    def _decode(self, batch: Batch, memory: Any, cfg: GenerationConfig) -> list[str]:
+        return self.vocab.decode(strip(generate(self.model, None, cfg, memory=memory)))
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        loss, parts, memory = self._losses(batch)
+        bs = batch["target"].shape[0]
+        self.log("val/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
+        if batch_idx < self.val_generate_batches:
+            greedy = GenerationConfig(strategy="greedy", max_new_tokens=self.generation.max_new_tokens)
+            update(self.metrics["val"], self._decode(batch, memory, greedy), batch["target_text"])
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val", self.metrics["val"])
+
+    def _log_metrics(self, stage: str, metrics: nn.ModuleDict, suffix: str = "") -> None:
+        for name, metric in metrics.items():
+            if metric.update_count:  # nothing decoded (e.g. val_generate_batches=0): nothing to log
+                self.log(f"{stage}/{name}{suffix}", metric.compute() * 100, prog_bar=name in ("bleu", "wer"))
+            metric.reset()
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        loss, _, memory = self._losses(batch)
+        self.log("test/loss", loss, batch_size=batch["target"].shape[0], sync_dist=True)
+        hyps = self._decode(batch, memory, self.generation)
+        update(self.metrics["test"], hyps, batch["target_text"])
+        if self.ctc_metrics is not None:
+            update(self.ctc_metrics, self.ctc_transcribe(memory.hidden, memory.mask), batch["target_text"])
+        sources = batch.get("source_text") or [""] * len(hyps)
+        room = self.num_samples - len(self._samples)
+        self._samples += list(zip(sources, batch["target_text"], hyps))[: max(0, room)]
+
+    def ctc_transcribe(self, hidden: Tensor, mask: Tensor | None) -> list[str]:
+        """CTC greedy decoding of encoder states ``(B, S, D)`` → strings."""
+        lengths = mask.sum(1) if mask is not None else None
+        return self.vocab.decode(ctc_greedy_decode(self.ctc_head(hidden), lengths, blank=PAD_ID))
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test", self.metrics["test"])
+        if self.ctc_metrics is not None:
+            self._log_metrics("test", self.ctc_metrics, suffix="_ctc")
+        log_dir = self.trainer.log_dir  # a collective under DDP
+        if self.trainer.is_global_zero and self._samples:
+            lines = [f"source: {s}\nreference: {r}\nhypothesis: {h}\n" for s, r, h in self._samples]
+            print("\n" + "\n".join(lines))
+            if log_dir is not None:
+                Path(log_dir).mkdir(parents=True, exist_ok=True)
+                (Path(log_dir) / "samples.txt").write_text("\n".join(lines))
+            for logger in self.loggers:
+                if hasattr(logger.experiment, "add_text"):
+                    logger.experiment.add_text("test/samples", "\n\n".join(lines).replace("\n", "  \n"),
+                                               global_step=self.global_step)
+        self._samples = []
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> list[str]:
+        memory = self.model.encode(batch["source"])
+        hyps = self._decode(batch, memory, self.generation)
+        ids = batch.get("id") or [str(batch_idx * len(hyps) + i) for i in range(len(hyps))]
+        for id_, hyp in zip(ids, hyps):
+            print(hyp, flush=True)
+            self._predictions.append((str(id_), hyp))
+        return hyps
+
+    def on_predict_epoch_end(self) -> None:
+        if not self._predictions:
+            return
+        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "predictions.tsv").write_text("".join(f"{i}\t{h}\n" for i, h in self._predictions))
+        self._predictions = []
+
+    def configure_optimizers(self) -> dict:
+        return build_optimizer(self, self.optim, self.trainer.estimated_stepping_batches)
