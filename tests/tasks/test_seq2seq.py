@@ -1,0 +1,116 @@
+"""Seq2SeqTask: learns a toy transduction, decodes with the vocabulary it stores in checkpoints,
+checks vocab sizes, and trains a CTC head beside the decoder."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from mmformer.backbone import BackboneConfig
+from mmformer.checkpoint import read_checkpoint
+from mmformer.generation import GenerationConfig
+from mmformer.tasks.optim import OptimConfig
+from mmformer.tasks.seq2seq import Seq2SeqTask
+from mmformer.tokenizers.sentencepiece_vocab import SentencePieceVocab, pad_rows
+from mmformer.tokenizers.text import TextTokenizer
+
+WORDS = "zero one two three four five six seven eight nine".split()
+
+
+def _pairs(n: int, seed: int) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(2, 6))]
+        out.append((" ".join(words), " ".join(reversed(words))))  # the task: reverse the word order
+    return out
+
+
+class ReverseData(pl.LightningDataModule):
+    def __init__(self, folder: Path, n_train: int = 2000) -> None:
+        super().__init__()
+        self.vocab = SentencePieceVocab.train(WORDS * 5, folder / "words", vocab_size=14, model_type="word",
+                                              byte_fallback=False)
+        self.train_pairs, self.test_pairs = _pairs(n_train, 0), _pairs(64, 1)
+
+    def _collate(self, rows: list[tuple[str, str]]) -> dict:
+        src, tgt = zip(*rows)
+        return {"source": self.vocab.batch(src, eos=True), "target": self.vocab.batch(tgt, bos=True, eos=True),
+                "source_text": list(src), "target_text": list(tgt)}
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_pairs, batch_size=32, shuffle=True, collate_fn=self._collate)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.test_pairs, batch_size=32, collate_fn=self._collate)
+
+    test_dataloader = val_dataloader
+
+
+def _task(vocab_size: int = 14, **kw) -> Seq2SeqTask:
+    cfg = BackboneConfig(dim=48, depth=2, num_heads=4, mlp_ratio=2.0)
+    return Seq2SeqTask(lambda d: TextTokenizer(d, vocab_size), vocab_size, encoder=cfg, decoder=cfg,
+                       max_target_len=16, metrics=["bleu", "wer"], share_source_embedding=True,
+                       generation=GenerationConfig(strategy="beam", beam_size=2, max_new_tokens=10),
+                       optim=OptimConfig(lr=3e-3, warmup_steps=20), **kw)
+
+
+def _trainer(tmp_path: Path, steps: int) -> pl.Trainer:
+    return pl.Trainer(max_steps=steps, default_root_dir=tmp_path, enable_progress_bar=False, logger=False,
+                      enable_model_summary=False, accelerator="cpu", limit_val_batches=1, val_check_interval=1.0,
+                      num_sanity_val_steps=0)
+
+
+@pytest.mark.slow
+def test_learns_to_reverse_and_decodes_from_its_checkpoint_alone(tmp_path: Path) -> None:
+    pl.seed_everything(0)
+    data, task = ReverseData(tmp_path), _task()
+    trainer = _trainer(tmp_path, 300)
+    trainer.fit(task, datamodule=data)
+    metrics = trainer.test(task, datamodule=data, verbose=False)[0]
+    assert metrics["test/bleu"] > 90 and metrics["test/wer"] < 5, metrics
+
+    ckpt = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(ckpt)
+    state = read_checkpoint(ckpt)  # weights_only=True
+    assert state["mmformer_vocab"].dtype == torch.uint8
+    fresh = _task().eval()  # no trainer, no DataModule: the vocabulary comes from the checkpoint
+    fresh.load_state_dict(state["state_dict"])
+    fresh.on_load_checkpoint(state)
+    src = ["one two three", "nine eight"]
+    batch = {"source": fresh.vocab.batch(src, eos=True)}
+    assert fresh.predict_step(batch, 0) == ["three two one", "eight nine"]
+
+
+@pytest.mark.slow
+def test_hybrid_ctc_head_trains_and_decodes(tmp_path: Path) -> None:
+    pl.seed_everything(0)
+    # CTC emits at most one label per source frame: copying (no reversal) is what CTC can learn.
+    data = ReverseData(tmp_path)
+    data.train_pairs = [(s, s) for s, _ in data.train_pairs]
+    data.test_pairs = [(s, s) for s, _ in data.test_pairs]
+    task = _task(ctc_weight=0.5)
+    trainer = _trainer(tmp_path, 200)
+    trainer.fit(task, datamodule=data)
+    metrics = trainer.test(task, datamodule=data, verbose=False)[0]
+    assert metrics["test/wer_ctc"] < 10 and metrics["test/wer"] < 10, metrics
+
+
+def test_vocab_size_mismatch_is_named(tmp_path: Path) -> None:
+    data, task = ReverseData(tmp_path, n_train=32), _task(vocab_size=20)
+    with pytest.raises(ValueError, match="target_vocab_size=14"):
+        _trainer(tmp_path, 1).fit(task, datamodule=data)
+
+
+def test_out_of_table_ids_and_bad_targets_are_named() -> None:
+    task = _task()
+    with pytest.raises(ValueError, match="outside the embedding table of 14"):
+        task.model.encode(torch.tensor([[5, 40]]))
+    with pytest.raises(ValueError, match=r"target must be \(B, T>=2\)"):
+        task._losses({"source": torch.tensor([[5, 3]]), "target": torch.tensor([[2]])})
+    assert pad_rows([[], [4]]).tolist() == [[0], [4]]
