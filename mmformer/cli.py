@@ -113,7 +113,8 @@ def main(args: ArgsType = None, run: bool = True) -> MMFormerCLI:
 def console() -> None:
     """The ``mmformer`` console script (returns nothing, so no object is printed on exit).
 
-    ``mmformer export --config ... --ckpt_path ... --out ...`` goes to :func:`mmformer.export.main`;
+    ``mmformer export --config ... --ckpt_path ... --out ...`` goes to :func:`mmformer.export.main`,
+    ``mmformer train-tokenizer --input ... --output ...`` to :func:`mmformer.data.train_tokenizer.main`;
     every other subcommand is LightningCLI's.
     """
     import sys
@@ -122,6 +123,11 @@ def console() -> None:
         from mmformer.export import main as export_main
 
         export_main(sys.argv[2:])
+        return
+    if sys.argv[1:2] == ["train-tokenizer"]:
+        from mmformer.data.train_tokenizer import main as train_tokenizer_main
+
+        train_tokenizer_main(sys.argv[2:])
         return
     main()
 

@@ -26,6 +26,7 @@ class GenerationConfig:
 
     strategy: Literal["greedy", "sample", "beam"] = "beam"  # decoding algorithm
     max_new_tokens: int = 128  # tokens generated after bos at most (eos included)
+    min_new_tokens: int = 0  # eos is banned before this many tokens (fixed-length benchmarks)
     beam_size: int = 4  # hypotheses kept per source (beam)
     length_penalty: float = 0.6  # GNMT alpha: scores are divided by ((5 + len) / 6) ** alpha (beam)
     temperature: float = 1.0  # logits are divided by it before sampling (sample)
@@ -77,9 +78,11 @@ def _check(model: Any, cfg: GenerationConfig) -> int:
     return cfg.max_new_tokens
 
 
-def _ban_specials(scores: Tensor) -> Tensor:
-    """pad and bos are never generated: pad only fills rows after eos, bos only starts them."""
-    return scores.index_fill(-1, torch.tensor([PAD_ID, BOS_ID], device=scores.device), float("-inf"))
+def _ban_specials(scores: Tensor, eos_too: bool = False) -> Tensor:
+    """pad and bos are never generated: pad only fills rows after eos, bos only starts them.
+    ``eos_too`` also bans eos (before ``min_new_tokens``)."""
+    banned = [PAD_ID, BOS_ID, EOS_ID] if eos_too else [PAD_ID, BOS_ID]
+    return scores.index_fill(-1, torch.tensor(banned, device=scores.device), float("-inf"))
 
 
 class _Stepper:
@@ -115,7 +118,7 @@ def generate(model: Any, source: Any, cfg: GenerationConfig, memory: Memory | No
     stepper = _Stepper(model, memory, b, steps, cfg.use_cache, device)
     done = torch.zeros(b, dtype=torch.bool, device=device)
     for t in range(steps):
-        logits = _ban_specials(stepper.logits())
+        logits = _ban_specials(stepper.logits(), eos_too=t < cfg.min_new_tokens)
         if cfg.strategy == "greedy":
             token = logits.argmax(-1)
         elif cfg.strategy == "sample":
@@ -154,7 +157,7 @@ def beam_search(model: Any, source: Any, cfg: GenerationConfig, memory: Memory |
     base = (torch.arange(b, device=device) * k)[:, None]  # (B, 1) first row of each source
     for t in range(steps):
         # The model's own log-probs (normalized before the ban), so scores are true sequence log-probs.
-        logp = _ban_specials(stepper.logits().log_softmax(-1)).view(b, k, -1)  # (B, K, V)
+        logp = _ban_specials(stepper.logits().log_softmax(-1), eos_too=t < cfg.min_new_tokens).view(b, k, -1)
         v = logp.shape[-1]
         # Finished hypotheses continue only with pad, at no cost.
         frozen = torch.full_like(logp[0, 0], float("-inf"))
