@@ -73,3 +73,18 @@ def plot_attention_overlays(
 def save_figure(fig: plt.Figure, path: str | Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
+def plot_alignment(weights: Tensor, source: Sequence[str], target: Sequence[str], path: str | Path,
+                   title: str = "cross-attention") -> plt.Figure:
+    """Heatmap of a decoder's cross-attention: ``weights (T, S)``, target pieces down, source across."""
+    t, s = weights.shape
+    fig, ax = plt.subplots(figsize=(1.5 + 0.35 * s, 1.0 + 0.3 * t))
+    ax.imshow(weights.float().cpu().numpy(), cmap="viridis", aspect="auto", vmin=0)
+    ax.set_xticks(range(s), list(source), rotation=90, fontsize=8)
+    ax.set_yticks(range(t), list(target), fontsize=8)
+    ax.set_xlabel("source")
+    ax.set_ylabel("output")
+    ax.set_title(title)
+    save_figure(fig, path)
+    return fig

@@ -10,3 +10,7 @@ __all__ = [
 from mmformer.data.image_files import ImageFolderData, load_image  # noqa: E402
 
 __all__ += ["ImageFolderData", "load_image"]
+from mmformer.data.text_pairs import read_pairs  # noqa: E402
+from mmformer.data.translation import TranslationData  # noqa: E402
+
+__all__ += ["TranslationData", "read_pairs"]

@@ -98,6 +98,7 @@ class Seq2SeqTask(TaskModule):
         self._vocab: SentencePieceVocab | None = None
         self._samples: list[tuple[str, str, str]] = []
         self._predictions: list[tuple[str, str]] = []
+        self._alignment_input: tuple[Any, list[int]] | None = None
 
     # ---- vocabulary --------------------------------------------------------------------------
     @property
@@ -164,8 +165,9 @@ class Seq2SeqTask(TaskModule):
         return loss
 
     # ---- evaluation --------------------------------------------------------------------------
-    def _decode(self, batch: Batch, memory: Any, cfg: GenerationConfig) -> list[str]:
-        return self.vocab.decode(strip(generate(self.model, None, cfg, memory=memory)))
+    def _generate(self, memory: Any, cfg: GenerationConfig) -> list[list[int]]:
+        """Decoded ids per row, eos and what follows cut."""
+        return strip(generate(self.model, None, cfg, memory=memory))
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         loss, parts, memory = self._losses(batch)
@@ -173,7 +175,7 @@ class Seq2SeqTask(TaskModule):
         self.log("val/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
         if batch_idx < self.val_generate_batches:
             greedy = GenerationConfig(strategy="greedy", max_new_tokens=self.generation.max_new_tokens)
-            update(self.metrics["val"], self._decode(batch, memory, greedy), batch["target_text"])
+            update(self.metrics["val"], self.vocab.decode(self._generate(memory, greedy)), batch["target_text"])
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val", self.metrics["val"])
@@ -184,10 +186,16 @@ class Seq2SeqTask(TaskModule):
                 self.log(f"{stage}/{name}{suffix}", metric.compute() * 100, prog_bar=name in ("bleu", "wer"))
             metric.reset()
 
+    def on_test_epoch_start(self) -> None:
+        self._alignment_input = None
+
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         loss, _, memory = self._losses(batch)
         self.log("test/loss", loss, batch_size=batch["target"].shape[0], sync_dist=True)
-        hyps = self._decode(batch, memory, self.generation)
+        ids = self._generate(memory, self.generation)
+        if self._alignment_input is None:
+            self._alignment_input = (batch["source"], ids[0])  # the first decoded sample, for the plot
+        hyps = self.vocab.decode(ids)
         update(self.metrics["test"], hyps, batch["target_text"])
         if self.ctc_metrics is not None:
             update(self.ctc_metrics, self.ctc_transcribe(memory.hidden, memory.mask), batch["target_text"])
@@ -205,6 +213,8 @@ class Seq2SeqTask(TaskModule):
         if self.ctc_metrics is not None:
             self._log_metrics("test", self.ctc_metrics, suffix="_ctc")
         log_dir = self.trainer.log_dir  # a collective under DDP
+        if self.trainer.is_global_zero and log_dir is not None and self._alignment_input is not None:
+            self._plot_alignment(Path(log_dir) / "cross_attention.png")
         if self.trainer.is_global_zero and self._samples:
             lines = [f"source: {s}\nreference: {r}\nhypothesis: {h}\n" for s, r, h in self._samples]
             print("\n" + "\n".join(lines))
@@ -217,9 +227,32 @@ class Seq2SeqTask(TaskModule):
                                                global_step=self.global_step)
         self._samples = []
 
+    @torch.no_grad()
+    def _plot_alignment(self, path: Path) -> None:
+        """The last decoder layer's cross-attention (heads averaged) for the first test sample."""
+        from mmformer.viz import plot_alignment
+
+        source, hyp = self._alignment_input  # type: ignore[misc]
+        memory = self.model.encode(source)
+        ids = torch.tensor([[BOS_ID, *hyp]], device=memory.hidden.device)
+        row = memory.mask[:1] if memory.mask is not None else None
+        _, out = self.model.decode(ids, type(memory)(memory.hidden[:1], row), need_weights=True)
+        weights = out.cross_attentions[-1][0].mean(0)  # (T, S)
+        n_src = int(row.sum()) if row is not None else weights.shape[1]
+        weights = weights[:, :n_src]
+        src_vocab = getattr(getattr(self.trainer, "datamodule", None), "source_vocab", None)
+        if isinstance(source, Tensor) and source.dtype == torch.long and src_vocab is not None:
+            src_labels = [src_vocab.id_to_piece(i) for i in source[0, :n_src].tolist()]
+        else:  # a non-text source (audio frames, patches): positions
+            src_labels = [str(i) if i % 5 == 0 else "" for i in range(n_src)]
+        tgt_labels = [self.vocab.id_to_piece(i) for i in ids[0].tolist()]
+        fig = plot_alignment(weights, src_labels, tgt_labels, path)
+        for logger in self.loggers:
+            if hasattr(logger.experiment, "add_figure"):
+                logger.experiment.add_figure("test/cross_attention", fig, global_step=self.global_step)
+
     def predict_step(self, batch: Batch, batch_idx: int) -> list[str]:
-        memory = self.model.encode(batch["source"])
-        hyps = self._decode(batch, memory, self.generation)
+        hyps = self.vocab.decode(self._generate(self.model.encode(batch["source"]), self.generation))
         ids = batch.get("id") or [str(batch_idx * len(hyps) + i) for i in range(len(hyps))]
         for id_, hyp in zip(ids, hyps):
             print(hyp, flush=True)

@@ -1,0 +1,415 @@
+"""Translation DataModule: parallel text → pre-encoded ids → token-budget batches, exactly resumable.
+
+Batches are dicts::
+
+    source       (B, S) long  source ids + [eos], right-padded with 0
+    target       (B, T) long  [bos] + target ids + [eos], right-padded with 0   (not in predict batches)
+    source_text  list[str]    the source sentences
+    target_text  list[str]    the reference translations (untruncated)            (not in predict batches)
+    id           list[str]    1-based row number of each pair in its file
+
+Every split is encoded once in ``setup`` and kept as one flat id tensor plus offsets, so a batch is a
+single vectorized gather. Training batches hold up to ``max_tokens`` padded tokens (``B * max(S, T)``):
+the epoch's permutation (seeded by ``seed`` and the epoch) is cut into chunks, each chunk sorted by
+length and cut into batches, and the batches are shuffled — so the order depends only on
+(seed, epoch), and a checkpoint taken mid-epoch resumes at the next batch. Under DDP every rank
+gets a disjoint, equally long list of batches; evaluation shards are disjoint and unpadded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Iterator, Literal, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from mmformer.data.apertium import build_wordnet_corpus
+from mmformer.data.text_pairs import TextPairs, read_pairs, read_sources
+from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID, SentencePieceVocab
+
+PathLike = str | list[str] | None
+
+
+class Ragged:
+    """Variable-length id rows stored flat: ``flat (sum L,)``, ``offsets (N,)``, ``lengths (N,)``."""
+
+    def __init__(self, rows: Sequence[Sequence[int]]) -> None:
+        self.lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+        self.offsets = torch.cumsum(self.lengths, 0) - self.lengths
+        self.flat = torch.tensor([i for r in rows for i in r] or [PAD_ID], dtype=torch.long)
+
+    def pad(self, idx: Tensor) -> Tensor:
+        """Rows ``idx (B,)`` → right-padded ``(B, T)``, T = longest of them, pad = 0."""
+        lens = self.lengths[idx]  # (B,)
+        pos = torch.arange(int(lens.max()) if len(idx) else 1)  # (T,)
+        mask = pos < lens[:, None]  # (B, T)
+        gather = (self.offsets[idx, None] + pos).clamp_max(len(self.flat) - 1)  # (B, T)
+        return torch.where(mask, self.flat[gather], PAD_ID)
+
+
+class EncodedPairs(Dataset):
+    """Encoded pairs read a batch at a time: ``dataset[list_of_indices]`` is the collated batch dict.
+
+    Args:
+        source: ``[ids + eos]`` per pair.
+        target: ``[bos + ids + eos]`` per pair, or None (prediction inputs).
+        pairs: the texts and row numbers.
+    """
+
+    def __init__(self, source: Ragged, target: Ragged | None, pairs: TextPairs) -> None:
+        self.source, self.target, self.pairs = source, target, pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def lengths(self) -> Tensor:
+        """``(N,)`` the longer side of each pair, in tokens: what a batch's padding is sized by."""
+        n = self.source.lengths
+        return n if self.target is None else torch.maximum(n, self.target.lengths)
+
+    def __getitem__(self, batch: list[int]) -> dict:
+        idx = torch.as_tensor(batch, dtype=torch.long)
+        out = {"source": self.source.pad(idx), "source_text": [self.pairs.sources[i] for i in batch],
+               "id": [str(self.pairs.rows[i]) for i in batch]}
+        if self.target is not None:
+            out["target"] = self.target.pad(idx)
+            out["target_text"] = [self.pairs.targets[i] for i in batch]
+        return out
+
+
+def token_budget_batches(lengths: Tensor, max_tokens: int, generator: torch.Generator, chunk: int) -> list[list[int]]:
+    """Shuffled batches whose padded size ``len(batch) * max(lengths[batch])`` stays within ``max_tokens``.
+
+    The permutation is cut into chunks of ``chunk`` samples; each chunk is sorted by length (so
+    batches hold similar lengths and little padding) and cut greedily; the batches are shuffled.
+    A sample longer than ``max_tokens`` gets a batch of its own.
+    """
+    perm = torch.randperm(len(lengths), generator=generator)
+    batches: list[list[int]] = []
+    for part in perm.split(chunk):
+        order = part[torch.argsort(lengths[part], stable=True)].tolist()
+        lens = lengths[order].tolist()  # ascending: the last sample of a batch is its longest
+        batch: list[int] = []
+        for i, n in zip(order, lens):  # once per epoch, not per step
+            if batch and (len(batch) + 1) * n > max_tokens:
+                batches.append(batch)
+                batch = []
+            batch.append(i)
+        if batch:
+            batches.append(batch)
+    shuffle = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in shuffle]
+
+
+class TokenBudgetBatchSampler(DistributedSampler):
+    """Training batches of index lists, resumable, sharded by rank. Yields ``list[int]`` per batch.
+
+    It subclasses ``DistributedSampler`` only so Lightning does not wrap it again under DDP: it
+    shards batches itself. Every epoch has the same number of batches per rank (``len(self)``,
+    fixed by epoch 0 — later epochs repeat or drop their last few batches to match), which keeps
+    the mid-epoch resume arithmetic exact and ranks in step.
+
+    Args:
+        lengths: ``(N,)`` padded-size length of each sample.
+        max_tokens: padded tokens per batch.
+        seed: epoch ``e`` uses the generator seeded by ``seed`` and ``e``.
+        num_replicas, rank: the DDP world size and this process's rank.
+        chunk_batches: a sorting chunk holds about this many batches' worth of samples.
+    """
+
+    def __init__(self, lengths: Tensor, max_tokens: int, seed: int = 0, num_replicas: int = 1, rank: int = 0,
+                 chunk_batches: int = 64) -> None:
+        super().__init__(range(len(lengths)), num_replicas=num_replicas, rank=rank,  # type: ignore[arg-type]
+                         shuffle=True, seed=seed)
+        if len(lengths) == 0:
+            raise ValueError("no training pairs to batch")
+        self.lengths, self.max_tokens = lengths, max_tokens
+        per_batch = max(1, max_tokens // max(1, int(lengths.float().mean())))
+        self.chunk = per_batch * chunk_batches
+        self._resume: tuple[int, int] | None = None
+        self.num_batches = max(1, len(self._batches(0)) // num_replicas)
+
+    def _batches(self, epoch: int) -> list[list[int]]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return token_budget_batches(self.lengths, self.max_tokens, g, self.chunk)
+
+    def resume_at(self, epoch: int, start: int) -> None:
+        """The next iteration over ``epoch`` starts at this rank's ``start``-th batch (mid-epoch checkpoint)."""
+        self._resume = (epoch, start)
+
+    def __iter__(self) -> Iterator[list[int]]:  # type: ignore[override]
+        # A generator, so the epoch is read at the first batch, not when iter() is called: Lightning
+        # creates the first epoch's iterator before it calls set_epoch (a resumed run would otherwise
+        # replay the checkpoint's epoch under the next epoch's number).
+        batches = self._batches(self.epoch)
+        mine = [batches[(self.rank + k * self.num_replicas) % len(batches)] for k in range(self.num_batches)]
+        start = 0
+        if self._resume is not None and self._resume[0] == self.epoch:
+            start, self._resume = self._resume[1], None
+        yield from mine[start:]
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+
+class EvalBatchSampler(DistributedSampler):
+    """Evaluation batches of ``batch_size`` indices: rank ``r`` of ``w`` takes samples ``r::w`` (disjoint,
+    unpadded — each sample evaluated once), longest first when ``lengths`` is given (less padding in
+    generation), else in file order (prediction outputs stay in input order)."""
+
+    def __init__(self, n: int, batch_size: int, lengths: Tensor | None = None, num_replicas: int = 1,
+                 rank: int = 0) -> None:
+        super().__init__(range(n), num_replicas=num_replicas, rank=rank, shuffle=False)  # type: ignore[arg-type]
+        idx = torch.arange(rank, n, num_replicas)
+        if lengths is not None:
+            idx = idx[torch.argsort(lengths[idx], descending=True, stable=True)]
+        self.batches = [b.tolist() for b in idx.split(batch_size)]
+
+    def __iter__(self) -> Iterator[list[int]]:  # type: ignore[override]
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def encode_side(vocab: SentencePieceVocab, texts: list[str], pairs: TextPairs, side: str, bos: bool, max_len: int,
+                truncation: str) -> Ragged:
+    """Encodes one side of a split once: ``[bos] + ids + [eos]`` rows, truncation policy applied.
+
+    ``right`` cuts each over-long row to ``max_len`` (eos kept last) and warns once with the count;
+    ``error`` raises naming the file and row of the first over-long sentence.
+    """
+    rows = vocab.encode(texts)
+    budget = max_len - 1 - int(bos)
+    over = [i for i, r in enumerate(rows) if len(r) > budget]
+    if over and truncation == "error":
+        i = over[0]
+        raise ValueError(f"{pairs.name}, row {pairs.rows[i]}: the {side} has {len(rows[i])} pieces, more than "
+                         f"max_{side}_len={max_len} allows with {'bos/eos' if bos else 'eos'}; shorten it, raise "
+                         f"max_{side}_len, or set truncation='right' ({len(over)} such rows)")
+    if over:
+        warnings.warn(f"{pairs.name}: truncated {len(over)} {side}(s) to max_{side}_len={max_len} tokens "
+                      f"(first at row {pairs.rows[over[0]]})", stacklevel=2)
+    head = [BOS_ID] if bos else []
+    return Ragged([head + r[:budget] + [EOS_ID] for r in rows])
+
+
+def _file_identity(path: PathLike) -> list:
+    paths = [path] if isinstance(path, str) else list(path or [])
+    return [[str(Path(p).resolve()), Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for p in paths]
+
+
+class TranslationData(pl.LightningDataModule):
+    """Parallel text for sequence-to-sequence training; the embedded English→Spanish corpus by default.
+
+    Args:
+        train_path, val_path, test_path: a ``.tsv`` (``source<TAB>target``) or ``.jsonl`` file, or a
+            ``[source_file, target_file]`` pair of line-aligned text files (see
+            :mod:`mmformer.data.text_pairs`). ``train_path=None`` uses the embedded WordNet/Apertium
+            corpus (built once under ``data_dir``), whose val/test splits fill in a None val/test
+            path. With a user ``train_path`` and no ``val_path``, ``val_size`` pairs (at most a tenth)
+            are held out from it (seeded; pairs sharing their sources are removed from training).
+        src_key, tgt_key: JSONL keys (and the TSV header row that is skipped).
+        data_dir: cache folder for the embedded corpus and the sentencepiece models.
+        vocab_size: pieces per sentencepiece model (byte fallback included, so any character encodes).
+        shared_vocab: one model trained on both sides; else one per side (``source_vocab`` ≠ ``vocab``).
+        max_source_len, max_target_len: longest rows in tokens, eos (and bos) included.
+        truncation: ``right`` cuts longer rows (with a warning giving the count); ``error`` raises.
+        max_tokens: padded tokens per training batch (``B * max(S, T)``); batches are length-bucketed.
+        batch_size: sentences per validation/test/predict batch.
+        limit_train: use only the first N training pairs (smoke tests); the tokenizer sees only them.
+        predict_path: source sentences to translate, one per line, or ``-`` for stdin.
+        num_workers: DataLoader worker processes.
+        seed: training order and the held-out validation of a user ``train_path``; epoch ``e``'s order
+            depends only on (seed, e). The embedded corpus and its splits do not depend on it.
+        max_sentences: embedded corpus only: translate just a seeded sample of this many WordNet
+            sentences (a quick build; None = all ~150k, a few minutes once).
+        val_size, test_size: embedded corpus split sizes (and the held-out validation size).
+    """
+
+    def __init__(
+        self,
+        train_path: str | list[str] | None = None,
+        val_path: str | list[str] | None = None,
+        test_path: str | list[str] | None = None,
+        src_key: str = "src",
+        tgt_key: str = "tgt",
+        data_dir: str = "data",
+        vocab_size: int = 8000,
+        shared_vocab: bool = True,
+        max_source_len: int = 128,
+        max_target_len: int = 128,
+        truncation: Literal["right", "error"] = "right",
+        max_tokens: int = 4096,
+        batch_size: int = 64,
+        limit_train: int | None = None,
+        predict_path: str | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        max_sentences: int | None = None,
+        val_size: int = 1000,
+        test_size: int = 1000,
+    ) -> None:
+        super().__init__()
+        if truncation not in ("right", "error"):
+            raise ValueError(f"truncation must be 'right' or 'error', got {truncation!r}")
+        if min(max_source_len, max_target_len) < 3:
+            raise ValueError("max_source_len and max_target_len must be at least 3 (bos, a piece, eos)")
+        for name, value in (("batch_size", batch_size), ("limit_train", limit_train), ("max_sentences", max_sentences)):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if max_tokens < max(max_source_len, max_target_len):
+            raise ValueError(f"max_tokens={max_tokens} cannot hold one pair of max_source_len={max_source_len} / "
+                             f"max_target_len={max_target_len} tokens; raise max_tokens or lower the lengths")
+        self.train_path, self.val_path, self.test_path = train_path, val_path, test_path
+        self.src_key, self.tgt_key, self.data_dir = src_key, tgt_key, data_dir
+        self._vocab_size, self.shared_vocab = vocab_size, shared_vocab
+        self.max_source_len, self.max_target_len, self.truncation = max_source_len, max_target_len, truncation
+        self.max_tokens, self.batch_size, self.limit_train = max_tokens, batch_size, limit_train
+        self.predict_path, self.num_workers, self.seed = predict_path, num_workers, seed
+        self.max_sentences, self.val_size, self.test_size = max_sentences, val_size, test_size
+        self.vocab: SentencePieceVocab | None = None
+        self.source_vocab: SentencePieceVocab | None = None
+        self.datasets: dict[str, EncodedPairs] = {}
+        self._pairs: dict[str, TextPairs] = {}
+        self._resume: tuple[int, int] | None = None
+
+    @property
+    def vocab_size(self) -> int:
+        """Target vocabulary size (the configured one until the model is trained, then the model's)."""
+        return self._vocab_size if self.vocab is None else len(self.vocab)
+
+    @property
+    def source_vocab_size(self) -> int:
+        return self._vocab_size if self.source_vocab is None else len(self.source_vocab)
+
+    # --- reading ------------------------------------------------------------------------------
+    def _corpus(self) -> Path:
+        # the corpus (and so its test set) does not depend on ``seed``: runs with different seeds compare
+        return build_wordnet_corpus(self.data_dir, self.max_sentences, self.val_size, self.test_size)
+
+    def _split(self, split: str) -> TextPairs:
+        """The pairs of ``split`` in {"train", "val", "test"} (train after the held-out carve and limit_train)."""
+        if split not in self._pairs:  # read once: prepare_data and setup both need the training pairs
+            self._pairs[split] = self._read_split(split)
+        return self._pairs[split]
+
+    def _read_split(self, split: str) -> TextPairs:
+        path = {"train": self.train_path, "val": self.val_path, "test": self.test_path}[split]
+        if path is None and self.train_path is None:
+            path = str(self._corpus() / f"{split}.tsv")  # the embedded corpus fills any split left None
+        if path is None and split == "test":
+            raise ValueError("no test data: set data.init_args.test_path (a .tsv/.jsonl file or a "
+                             "[source, target] pair of text files)")
+        if self.train_path is not None and self.val_path is None and split != "test":
+            pairs = self._held_out(split)
+        else:
+            pairs = read_pairs(path, self.src_key, self.tgt_key)  # type: ignore[arg-type]
+        return pairs.head(self.limit_train) if split == "train" else pairs
+
+    def _held_out(self, split: str) -> TextPairs:
+        """A user training file without val_path: ``val_size`` pairs (at most a tenth) held out, seeded;
+        training drops every pair whose source is in the held-out set."""
+        pairs = read_pairs(self.train_path, self.src_key, self.tgt_key)  # type: ignore[arg-type]
+        perm = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(self.seed)).tolist()
+        val = sorted(perm[: min(self.val_size, len(pairs) // 10)])
+        held = {pairs.sources[i] for i in val}
+        keep = val if split == "val" else [i for i in range(len(pairs)) if pairs.sources[i] not in held]
+        name = pairs.name + (" (held-out validation)" if split == "val" else "")
+        return TextPairs([pairs.sources[i] for i in keep], [pairs.targets[i] for i in keep],
+                         [pairs.rows[i] for i in keep], name)
+
+    def _train_vocabs(self, train: TextPairs) -> None:
+        """Trains (or reuses, fingerprinted) the sentencepiece model(s) on the training pairs."""
+        ident = _file_identity(self.train_path) if self.train_path is not None else [self._corpus().name]
+        carved = self.train_path is not None and self.val_path is None  # then seed/val_size pick the training pairs
+        key = json.dumps([ident, [self.seed, self.val_size] if carved else None, self.limit_train, self._vocab_size,
+                          self.src_key, self.tgt_key])
+        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+        prefix = Path(self.data_dir) / "tokenizers" / f"spm{self._vocab_size}-{digest}"
+        if self.shared_vocab:
+            self.vocab = self.source_vocab = SentencePieceVocab.train(
+                train.sources + train.targets, f"{prefix}-shared", self._vocab_size)
+        else:
+            self.source_vocab = SentencePieceVocab.train(train.sources, f"{prefix}-source", self._vocab_size)
+            self.vocab = SentencePieceVocab.train(train.targets, f"{prefix}-target", self._vocab_size)
+
+    def prepare_data(self) -> None:
+        """Builds the embedded corpus and trains the tokenizer(s) once (rank 0; cached on disk)."""
+        self._train_vocabs(self._split("train"))
+
+    def _encode(self, pairs: TextPairs, with_target: bool = True) -> EncodedPairs:
+        assert self.vocab is not None and self.source_vocab is not None
+        src = encode_side(self.source_vocab, pairs.sources, pairs, "source", False, self.max_source_len,
+                          self.truncation)
+        tgt = (encode_side(self.vocab, pairs.targets, pairs, "target", True, self.max_target_len, self.truncation)
+               if with_target else None)
+        return EncodedPairs(src, tgt, pairs)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Loads the tokenizer(s) and encodes the splits ``stage`` needs (each once)."""
+        train = self._split("train")
+        if self.vocab is None:
+            self._train_vocabs(train)
+        has_test = self.test_path is not None or self.train_path is None
+        needed = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": []}.get(
+            stage or "", ["train", "val"] + ["test"] * has_test)
+        for split in needed:
+            if split not in self.datasets:
+                self.datasets[split] = self._encode(train if split == "train" else self._split(split))
+        if stage == "predict" and "predict" not in self.datasets:
+            if self.predict_path is None:
+                raise ValueError("set data.init_args.predict_path to a file of source sentences (one a line), "
+                                 "or - for stdin")
+            self.datasets["predict"] = self._encode(read_sources(self.predict_path), with_target=False)
+
+    # --- loaders ------------------------------------------------------------------------------
+    def _world(self) -> tuple[int, int]:
+        t = self.trainer
+        return (t.world_size, t.global_rank) if t is not None else (1, 0)
+
+    def _loader(self, ds: EncodedPairs, sampler: DistributedSampler) -> DataLoader:
+        # batch_size=None: the sampler yields whole batches and the dataset collates them in one gather
+        return DataLoader(ds, batch_size=None, sampler=sampler, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self.datasets["train"]
+        world, rank = self._world()
+        sampler = TokenBudgetBatchSampler(ds.lengths(), self.max_tokens, self.seed, world, rank)
+        if self._resume is not None:
+            sampler.resume_at(*self._resume)
+        return self._loader(ds, sampler)
+
+    def _eval_loader(self, split: str, sort: bool = True) -> DataLoader:
+        ds = self.datasets[split]
+        world, rank = self._world()
+        return self._loader(ds, EvalBatchSampler(len(ds), self.batch_size, ds.lengths() if sort else None, world, rank))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader("predict", sort=False)
+
+    # A checkpoint records how many of this rank's batches the epoch had consumed; resuming continues there.
+    def state_dict(self) -> dict[str, int]:
+        t = self.trainer
+        if t is None or not math.isfinite(t.num_training_batches):  # not fitting: nothing to resume
+            return {}
+        done = t.global_step * t.accumulate_grad_batches - t.current_epoch * int(t.num_training_batches)
+        return {"epoch": t.current_epoch, "batches_done": max(0, done)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state:
+            self._resume = (state["epoch"], state["batches_done"])
