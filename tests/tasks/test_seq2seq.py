@@ -114,3 +114,29 @@ def test_out_of_table_ids_and_bad_targets_are_named() -> None:
     with pytest.raises(ValueError, match=r"target must be \(B, T>=2\)"):
         task._losses({"source": torch.tensor([[5, 3]]), "target": torch.tensor([[2]])})
     assert pad_rows([[], [4]]).tolist() == [[0], [4]]
+
+
+@pytest.mark.slow
+def test_translation_recipe_trains_and_predict_translates_a_file(tmp_path: Path, capsys) -> None:
+    from mmformer.cli import main
+    from tests.data.test_translation import toy_tsv
+
+    recipe = Path(__file__).resolve().parents[2] / "tasks" / "translation.yaml"
+    small = [f"--data.init_args.train_path={toy_tsv(tmp_path / 'train.tsv', 300)}",
+             f"--data.init_args.test_path={toy_tsv(tmp_path / 'test.tsv', 20, 1)}",
+             f"--data.init_args.data_dir={tmp_path / 'data'}", "--data.init_args.vocab_size=300",
+             "--model.init_args.target_vocab_size=300", "--model.init_args.source_tokenizer.init_args.vocab_size=300",
+             "--model.init_args.encoder.dim=32", "--model.init_args.decoder.dim=32",
+             "--model.init_args.encoder.depth=1", "--model.init_args.decoder.depth=1",
+             f"--trainer.default_root_dir={tmp_path / 'runs'}", "--trainer.enable_progress_bar=false"]
+    main(["fit", "--config", str(recipe), *small, "--trainer.max_steps=3", "--trainer.limit_val_batches=1"])
+    ckpt = next((tmp_path / "runs").rglob("last.ckpt"))
+    sentences = tmp_path / "in.txt"
+    sentences.write_text("the cat sees a dog\n\nred house\n")
+    capsys.readouterr()
+    main(["predict", "--config", str(recipe), *small, f"--ckpt_path={ckpt}",
+          f"--data.init_args.predict_path={sentences}", "--model.init_args.generation.max_new_tokens=8"])
+    printed = [line for line in capsys.readouterr().out.splitlines() if not line.startswith(("┃", "┏", "┡", "└"))]
+    written = next((tmp_path / "runs").rglob("predictions.tsv")).read_text().splitlines()
+    assert [w.split("\t")[0] for w in written] == ["1", "2", "3"]  # one line per input line, the empty one too
+    assert len(printed) >= 3
