@@ -47,6 +47,8 @@ bench: setup
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
 	$(PY) bench/backbone.py
 	$(PY) bench/vit.py
+	$(PY) bench/generation.py
+	$(PY) bench/seq2seq.py
 
 # Re-pin the dev environment from what .venv holds now.
 lock: $(STAMP)

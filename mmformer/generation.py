@@ -1,7 +1,7 @@
 """Autoregressive decoding outside the model: greedy, sampling (temperature / top-k / top-p) and
 batched beam search, all over the decoder's KV cache.
 
-Any model with ``encode(source) -> Memory``, ``decode(ids, memory, cache) -> (logits, _)``,
+Any model with ``encode(source) -> Memory``, ``decode(ids, memory, cache, last_only) -> (logits, _)``,
 ``new_cache(capacity)`` and ``max_target_len`` works (see :class:`mmformer.seq2seq.Seq2Seq`).
 """
 
@@ -95,7 +95,7 @@ class _Stepper:
 
     def logits(self) -> Tensor:
         ids = self.prefix[:, -1:] if self.cache is not None else self.prefix
-        return self.model.decode(ids, self.memory, self.cache)[0][:, -1].float()  # (R, V)
+        return self.model.decode(ids, self.memory, self.cache, last_only=True)[0][:, -1].float()  # (R, V)
 
     def push(self, token: Tensor, rows: Tensor | None = None) -> None:
         """Appends ``token (R,)``; ``rows (R,)`` first reorders the history (beam search)."""
@@ -164,12 +164,12 @@ def beam_search(model: Any, source: Any, cfg: GenerationConfig, memory: Memory |
         frozen[PAD_ID] = 0.0
         logp = torch.where(done[..., None], frozen, logp)
         cand = scores[..., None] + logp  # (B, K, V)
-        cand_len = torch.where(done, lengths, lengths + 1)[..., None].expand(-1, -1, v)
-        ranked = cand / length_penalty(cand_len, cfg.length_penalty)
+        cand_len = torch.where(done, lengths, lengths + 1)  # (B, K): every token of a beam adds the same length
+        ranked = cand / length_penalty(cand_len, cfg.length_penalty)[..., None]
         top, flat = ranked.view(b, -1).topk(k, dim=-1)  # (B, K) best candidates over K*V
         beam, token = flat // v, flat % v
         scores = cand.view(b, -1).gather(1, flat)
-        lengths = cand_len.reshape(b, -1).gather(1, flat)
+        lengths = cand_len.gather(1, beam)
         done = done.gather(1, beam) | (token == EOS_ID)
         stepper.push(token.view(-1), (base + beam).view(-1))
         if (t + 1) % _CHECK_EVERY == 0 and bool(done.all()):

@@ -70,18 +70,21 @@ class Seq2Seq(nn.Module):
         return self.decoder.new_cache(capacity)
 
     def decode(
-        self, ids: Tensor, memory: Memory, cache: DecoderCache | None = None, need_weights: bool = False
+        self, ids: Tensor, memory: Memory, cache: DecoderCache | None = None, need_weights: bool = False,
+        last_only: bool = False,
     ) -> tuple[Tensor, BackboneOutput]:
         """Target ids ``(B, T)`` → logits ``(B, T, V)`` (and the decoder output).
 
         With a cache, ``ids`` are only the new positions and the cache holds the earlier ones.
+        ``last_only`` projects only the last position to the vocabulary: ``(B, 1, V)`` (decoding).
         Rows are right-padded, so under causal attention no real token ever sees a pad: the
         decoder runs without a padding mask and keeps SDPA's ``is_causal`` kernel.
         """
         offset = cache.length if cache is not None else 0
         batch = self.target_tokenizer(ids, offset=offset, mask=False)
         out = self.decoder(batch, memory.hidden, memory.mask, cache=cache, need_weights=need_weights)
-        return self.lm_head(out.hidden), out
+        hidden = out.hidden[:, -1:] if last_only else out.hidden
+        return self.lm_head(hidden), out
 
     def forward(self, source: Any, target_in: Tensor) -> Tensor:
         """Teacher forcing: ``target_in (B, T)`` = [bos] + target[:-1] → logits ``(B, T, V)``."""

@@ -22,6 +22,7 @@ class KVCache:
         self._k: Tensor | None = None
         self._v: Tensor | None = None
         self._mask: Tensor | None = None
+        self._spare: tuple[Tensor, Tensor] | None = None  # reorder's target buffers, swapped each call
 
     def _grow(self, like: Tensor, needed: int) -> None:
         cap = max(self.capacity, needed)
@@ -64,11 +65,26 @@ class KVCache:
         return self._k[:, :, :end], self._v[:, :, :end], self._mask  # type: ignore[index]
 
     def reorder(self, index: Tensor) -> None:
-        """Selects batch rows (beam search keeps the surviving beams). index: ``(B',)`` long."""
+        """Selects batch rows (beam search keeps the surviving beams). index: ``(B',)`` long.
+
+        With the batch size unchanged (beam search), only the filled positions are gathered, into
+        a spare buffer that then swaps with the live one: no allocation and no copy of the unused
+        capacity per step.
+        """
         if self._k is None:
             return
-        self._k = self._k.index_select(0, index)
-        self._v = self._v.index_select(0, index)  # type: ignore[union-attr]
+        n = self.length
+        if index.shape[0] == self._k.shape[0]:
+            if self._spare is None or self._spare[0].shape != self._k.shape:
+                self._spare = (torch.empty_like(self._k), torch.empty_like(self._v))  # type: ignore[arg-type]
+            k, v = self._spare
+            k[:, :, :n] = self._k[:, :, :n].index_select(0, index)
+            v[:, :, :n] = self._v[:, :, :n].index_select(0, index)  # type: ignore[index]
+            self._spare, self._k, self._v = (self._k, self._v), k, v  # type: ignore[assignment]
+        else:
+            self._k = self._k.index_select(0, index)
+            self._v = self._v.index_select(0, index)  # type: ignore[union-attr]
+            self._spare = None
         if self._mask is not None:
             self._mask = self._mask.index_select(0, index)
 

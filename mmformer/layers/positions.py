@@ -59,11 +59,16 @@ class SinusoidalPositions(nn.Module):
         if dim % 2:
             raise ValueError(f"sinusoidal positions need an even dim, got {dim}")
         self.dim, self.max_len, self.base = dim, max_len, base
+        # With a known max_len the table is computed once (not saved: it is a pure function of
+        # the settings), so a decoding step slices it instead of recomputing sin/cos.
+        table = sinusoidal_1d(torch.arange(max_len), dim, base) if max_len is not None else None
+        self.register_buffer("table", table, persistent=False)
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
         """x: ``(B, N, D)`` → x plus the encodings of positions ``offset .. offset+N-1``."""
-        if self.max_len is not None:
-            _check_length(offset + x.shape[1], self.max_len, "sinusoidal position")
+        if self.table is not None:
+            _check_length(offset + x.shape[1], self.max_len, "sinusoidal position")  # type: ignore[arg-type]
+            return x + self.table[offset : offset + x.shape[1]].to(x.dtype)
         pos = torch.arange(offset, offset + x.shape[1], device=x.device)
         return x + sinusoidal_1d(pos, self.dim, self.base).to(x.dtype)
 

@@ -25,7 +25,8 @@ class TextTokenizer(ModalityTokenizer):
 
     Args:
         dim: token width D.
-        vocab_size: rows of the embedding table (the sentencepiece model's size).
+        vocab_size: rows of the embedding table (the sentencepiece model's size; the default
+            matches TranslationData's default vocabulary).
         max_len: longest sequence the position table accepts (learned / sinusoidal).
         positions: ``learned`` or ``sinusoidal`` absolute positions added here; ``rope`` adds none
             here and leaves positions to the backbone's rotary attention (set ``backbone.rope: true``);
@@ -38,7 +39,7 @@ class TextTokenizer(ModalityTokenizer):
     def __init__(
         self,
         dim: int,
-        vocab_size: int,
+        vocab_size: int = 8000,
         max_len: int = 512,
         positions: TextPositions = "learned",
         pad_id: int = PAD_ID,
@@ -71,7 +72,7 @@ class TextTokenizer(ModalityTokenizer):
         """
         if ids.dim() != 2 or ids.dtype not in (torch.long, torch.int32, torch.int64):
             raise ValueError(f"TextTokenizer takes integer ids of shape (B, T), got {ids.dtype} {tuple(ids.shape)}")
-        if ids.numel() and not torch.compiler.is_compiling():
+        if ids.numel() and offset == 0 and not torch.compiler.is_compiling():  # once per sequence, not per step
             lo, hi = int(ids.min()), int(ids.max())  # one sync per batch, not per token; catches vocab mismatches
             if lo < 0 or hi >= self.vocab_size:
                 raise ValueError(f"token id {hi if hi >= self.vocab_size else lo} is outside the embedding table "
