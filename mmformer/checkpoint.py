@@ -52,4 +52,5 @@ def load_task(config: str | Path, ckpt_path: str | Path, *overrides: str) -> tup
             f"checkpoint {ckpt_path} does not fit the model {config} builds (were other settings used in "
             f"training? pass them as overrides): {' '.join(str(e).split())[:1000]}"
         ) from e
+    cli.model.on_load_checkpoint(ckpt)  # what the task keeps beside its weights (e.g. a text vocabulary)
     return cli.model.eval(), cli.datamodule
