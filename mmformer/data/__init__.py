@@ -14,3 +14,7 @@ from mmformer.data.text_pairs import read_pairs  # noqa: E402
 from mmformer.data.translation import TranslationData  # noqa: E402
 
 __all__ += ["TranslationData", "read_pairs"]
+from mmformer.data.control_datasets import build_control_dataset  # noqa: E402
+from mmformer.data.trajectories import TrajectoryData, episodes_from_arrays, read_d4rl  # noqa: E402
+
+__all__ += ["TrajectoryData", "build_control_dataset", "episodes_from_arrays", "read_d4rl"]

@@ -17,3 +17,6 @@ from mmformer.tokenizers.sentencepiece_vocab import SentencePieceVocab  # noqa: 
 from mmformer.tokenizers.text import TextTokenizer  # noqa: E402
 
 __all__ += ["SentencePieceVocab", "TextTokenizer"]
+from mmformer.tokenizers.trajectory import TrajectoryTokenizer  # noqa: E402
+
+__all__ += ["TrajectoryTokenizer"]

@@ -1,0 +1,301 @@
+"""Offline control data: D4RL-style readers (.npz, HDF5), episodes, returns-to-go, K-step segments.
+
+Datasets hold flat per-step arrays in D4RL keys: ``observations (T, S)``, ``actions (T,)`` ids or
+``(T, A)`` vectors, ``rewards (T,)``, ``terminals (T,)``, ``timeouts (T,)``. Episodes end after
+a step flagged terminal or timeout. Training batches are K-step segments starting at any step
+(uniform over steps, i.e. episodes weighted by length), right-padded at the episode's end, gathered
+for a whole batch with one indexing op.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from mmformer.data.sampling import ResumableSampler, UnpaddedDistributedSampler
+
+D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
+
+
+def read_d4rl(path: str | Path) -> dict[str, np.ndarray]:
+    """Reads the D4RL keys (and optional ``ref_min_score``/``ref_max_score``) from ``.npz`` or HDF5."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"trajectory dataset {path} does not exist")
+    if path.suffix == ".npz":
+        with np.load(path) as f:
+            found = {k: f[k] for k in f.files}
+    elif path.suffix in (".h5", ".hdf5"):
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            found = {k: f[k][()] for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+    else:
+        raise ValueError(f"{path}: unknown trajectory format {path.suffix!r}; use .npz or .hdf5/.h5 with D4RL keys")
+    missing = [k for k in D4RL_KEYS if k not in found]
+    if missing:
+        raise ValueError(f"{path} lacks the D4RL key(s) {missing}; a trajectory dataset needs {list(D4RL_KEYS)} "
+                         f"(found {sorted(found)})")
+    return found
+
+
+@dataclass
+class Episodes:
+    """Flat per-step arrays plus episode boundaries (``ends`` exclusive)."""
+
+    observations: Tensor  # (T, S) float32
+    actions: Tensor  # (T,) int64 ids or (T, A) float32
+    rewards: Tensor  # (T,) float32
+    returns_to_go: Tensor  # (T,) float32: reward from this step to the episode's end
+    timesteps: Tensor  # (T,) int64: step index within the episode
+    episode_end: Tensor  # (T,) int64: exclusive end of the step's episode
+    starts: Tensor  # (E,) int64
+    ends: Tensor  # (E,) int64
+    ref_min_score: float | None = None  # mean return of a random policy (normalized score 0)
+    ref_max_score: float | None = None  # mean return of an expert (normalized score 100)
+
+    @property
+    def discrete(self) -> bool:
+        return self.actions.dim() == 1
+
+    @property
+    def returns(self) -> Tensor:
+        """Undiscounted return of every episode ``(E,)``."""
+        return self.returns_to_go[self.starts]
+
+    def select(self, episodes: Tensor) -> Episodes:
+        """The episodes with indices ``episodes`` as a new, contiguous dataset."""
+        lengths = self.ends[episodes] - self.starts[episodes]
+        steps = torch.repeat_interleave(self.starts[episodes] - torch.cumsum(lengths, 0) + lengths, lengths)
+        steps = steps + torch.arange(int(lengths.sum()))
+        new_ends = torch.cumsum(lengths, 0)
+        return Episodes(
+            self.observations[steps], self.actions[steps], self.rewards[steps], self.returns_to_go[steps],
+            self.timesteps[steps], torch.repeat_interleave(new_ends, lengths), new_ends - lengths, new_ends,
+            self.ref_min_score, self.ref_max_score,
+        )
+
+
+def episodes_from_arrays(arrays: dict[str, np.ndarray], source: str = "dataset") -> Episodes:
+    """Validates D4RL arrays, splits them at terminals/timeouts and computes returns-to-go.
+
+    A trailing run of steps without a terminal or timeout flag is kept as a (truncated) episode.
+    """
+    n = len(arrays["rewards"])
+    lengths = {k: len(arrays[k]) for k in D4RL_KEYS}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"{source}: the D4RL arrays must have one entry per step, got lengths {lengths}")
+    if n == 0:
+        raise ValueError(f"{source}: the dataset has no steps")
+    obs = torch.as_tensor(np.asarray(arrays["observations"], dtype=np.float32))
+    if obs.dim() != 2:
+        raise ValueError(f"{source}: observations must be (T, S), got shape {tuple(obs.shape)}")
+    raw_actions = np.asarray(arrays["actions"])
+    if raw_actions.ndim == 1 and np.issubdtype(raw_actions.dtype, np.integer):
+        actions = torch.as_tensor(raw_actions.astype(np.int64))
+    elif raw_actions.ndim == 2:
+        actions = torch.as_tensor(raw_actions.astype(np.float32))
+    else:
+        raise ValueError(f"{source}: actions must be integer ids (T,) or float vectors (T, A), got "
+                         f"{raw_actions.dtype} of shape {raw_actions.shape}")
+    rewards = torch.as_tensor(np.asarray(arrays["rewards"], dtype=np.float32)).reshape(-1)
+    for name, t in (("observations", obs), ("actions", actions.float()), ("rewards", rewards)):
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{source}: {name} contain NaN or inf")
+    done = np.asarray(arrays["terminals"]).astype(bool) | np.asarray(arrays["timeouts"]).astype(bool)
+    ends = np.flatnonzero(done) + 1
+    if len(ends) == 0 or ends[-1] != n:
+        ends = np.append(ends, n)
+    ends_t = torch.as_tensor(ends, dtype=torch.long)
+    starts = torch.cat([torch.zeros(1, dtype=torch.long), ends_t[:-1]])
+    lengths_t = ends_t - starts
+    episode = torch.repeat_interleave(torch.arange(len(starts)), lengths_t)  # (T,) episode id of each step
+    # Returns-to-go without a per-episode loop: C = inclusive prefix sums, rtg[t] = C[end-1] - C[t] + r[t].
+    csum = torch.cumsum(rewards.double(), 0)
+    rtg = (csum[ends_t - 1][episode] - csum + rewards.double()).float()
+    timesteps = torch.arange(n) - starts[episode]
+    ref = {k: float(arrays[k]) if k in arrays else None for k in ("ref_min_score", "ref_max_score")}
+    return Episodes(obs, actions, rewards, rtg, timesteps, ends_t[episode], starts, ends_t, **ref)
+
+
+def gather_segments(data: Episodes, start: Tensor, context: int) -> dict[str, Tensor]:
+    """K-step segments beginning at steps ``start (B,)``, right-padded with zeros past their episode.
+
+    Returns the raw trajectory batch of :class:`~mmformer.tokenizers.trajectory.TrajectoryTokenizer`.
+    """
+    idx = start[:, None] + torch.arange(context)  # (B, K)
+    mask = idx < data.episode_end[start][:, None]  # (B, K) True inside the episode
+    idx = torch.where(mask, idx, start[:, None])  # any valid row; zeroed below
+    actions = data.actions[idx]
+    am = mask if actions.dim() == 2 else mask[..., None]
+    return {
+        "returns_to_go": data.returns_to_go[idx] * mask,
+        "states": data.observations[idx] * mask[..., None],
+        "actions": actions * am,
+        "timesteps": data.timesteps[idx] * mask,
+        "mask": mask,
+    }
+
+
+class SegmentDataset(Dataset):
+    """Segments beginning at ``starts``; batched reads (``__getitems__``) gather a whole batch at once.
+
+    Index ``v >= len`` reads ``v % len`` (the virtual indices of :class:`ResumableSampler`).
+    """
+
+    def __init__(self, data: Episodes, starts: Tensor, context: int) -> None:
+        self.data, self.starts, self.context = data, starts, context
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitems__(self, indices: list[int]) -> dict[str, Tensor]:
+        start = self.starts[torch.as_tensor(indices, dtype=torch.long) % len(self.starts)]
+        return gather_segments(self.data, start, self.context)
+
+    def __getitem__(self, v: int) -> dict[str, Tensor]:
+        return {k: t[0] for k, t in self.__getitems__([v]).items()}
+
+
+def _as_batch(batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    return batch  # __getitems__ already built the batch
+
+
+class TrajectoryData(pl.LightningDataModule):
+    """Offline trajectories for decision transformers, plus the gymnasium env they are evaluated in.
+
+    Without ``path`` the embedded default is generated (scripted controller + ε-random actions,
+    cached under ``data_dir``). Test and predict batches are episode seeds ``(n,)``: the task runs
+    ``eval_episodes`` rollouts per target return.
+
+    Args:
+        env_id: gymnasium id of the evaluation environment (and of the embedded dataset).
+        path: a ``.npz``/``.hdf5`` file with D4RL keys; None = the embedded scripted dataset.
+        data_dir: cache folder of the embedded dataset.
+        episodes_per_level: episodes per ε level of the embedded dataset (None = its default).
+        context: segment length K in timesteps.
+        batch_size: segments per batch.
+        val_fraction: share of episodes held out for the validation loss (seeded).
+        eval_episodes: rollouts per target return in test/predict.
+        random_return, expert_return: returns scored 0 and 100 (default: the file's
+            ``ref_min_score``/``ref_max_score``, else the dataset's lowest/highest episode return).
+        num_workers: DataLoader workers.
+        seed: seed of the split and of the data order.
+    """
+
+    def __init__(
+        self,
+        env_id: str = "CartPole-v1",
+        path: str | None = None,
+        data_dir: str = "data",
+        episodes_per_level: int | None = None,
+        context: int = 20,
+        batch_size: int = 64,
+        val_fraction: float = 0.05,
+        eval_episodes: int = 50,
+        random_return: float | None = None,
+        expert_return: float | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if context <= 0 or batch_size <= 0 or eval_episodes <= 0 or not 0.0 <= val_fraction < 1.0:
+            raise ValueError("context, batch_size and eval_episodes must be positive and val_fraction in [0, 1)")
+        self.env_id, self.path, self.data_dir, self.episodes_per_level = env_id, path, data_dir, episodes_per_level
+        self.context, self.batch_size, self.val_fraction = context, batch_size, val_fraction
+        self.eval_episodes = eval_episodes
+        self.random_return, self.expert_return = random_return, expert_return
+        self.num_workers, self.seed = num_workers, seed
+        self._resume: tuple[int, int] | None = None
+
+    def dataset_path(self) -> Path:
+        """The file read: ``path``, or the embedded dataset (built on first use)."""
+        if self.path is not None:
+            return Path(self.path)
+        from mmformer.data.control_datasets import build_control_dataset, default_spec
+
+        return build_control_dataset(default_spec(self.env_id, self.episodes_per_level, self.seed), self.data_dir)
+
+    def prepare_data(self) -> None:
+        self.dataset_path()  # builds the embedded dataset once (rank 0), before setup on every rank
+
+    def setup(self, stage: str | None = None) -> None:
+        if getattr(self, "_ready", False):
+            return
+        from mmformer.rollout import check_action_space, make_env
+
+        path = self.dataset_path()
+        data = episodes_from_arrays(read_d4rl(path), str(path))
+        env = make_env(self.env_id)  # a clear error now if the env is missing
+        check_action_space(env.action_space, data.discrete, self.act_dim_of(data), f"dataset {path}")
+        env.close()
+        perm = torch.randperm(len(data.starts), generator=torch.Generator().manual_seed(self.seed))
+        n_val = int(round(self.val_fraction * len(perm)))
+        self.train_episodes = data.select(perm[n_val:].sort().values)
+        self.val_episodes = data.select(perm[:n_val].sort().values)
+        self.all_episodes = data
+        obs = self.train_episodes.observations  # statistics from the training episodes only
+        self.state_mean, self.state_std = obs.mean(0), obs.std(0).clamp_min(1e-6)
+        returns = data.returns
+        lo = self.random_return if self.random_return is not None else data.ref_min_score
+        hi = self.expert_return if self.expert_return is not None else data.ref_max_score
+        self.ref_returns = (float(returns.min()) if lo is None else lo, float(returns.max()) if hi is None else hi)
+        self.dataset_returns = returns
+        train_starts = torch.arange(len(self.train_episodes.rewards))  # every step starts a segment
+        self.train_set = SegmentDataset(self.train_episodes, train_starts, self.context)
+        val = self.val_episodes
+        # Validation loss on segments every K/2 steps of the held-out episodes (cheap and fixed).
+        val_starts = torch.arange(0, len(val.rewards), max(1, self.context // 2))
+        self.val_set = SegmentDataset(val, val_starts, self.context)
+        self._ready = True
+
+    @staticmethod
+    def act_dim_of(data: Episodes) -> int:
+        """Discrete: number of action ids seen (max id + 1); continuous: the action vector size."""
+        return int(data.actions.max()) + 1 if data.discrete else data.actions.shape[1]
+
+    @property
+    def state_dim(self) -> int:
+        return self.train_episodes.observations.shape[1]
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = ResumableSampler(len(self.train_set), self.seed, shuffle=True)
+        if self._resume is not None:
+            sampler.resume_at(*self._resume)
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, collate_fn=_as_batch,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0, drop_last=True)
+
+    def _eval_loader(self, ds: Dataset | Tensor, batch_size: int, collate: Callable = _as_batch) -> DataLoader:
+        t = self.trainer
+        sampler = None
+        if t is not None and t.world_size > 1:  # exact metrics under DDP: no repeated samples
+            sampler = UnpaddedDistributedSampler(ds, t.world_size, t.global_rank)  # type: ignore[arg-type]
+        return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=collate, num_workers=0)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.val_set, self.batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        """Episode seeds ``(n,)`` of this process's share of ``eval_episodes``, in one batch."""
+        return self._eval_loader(torch.arange(self.eval_episodes), self.eval_episodes, collate=torch.stack)
+
+    predict_dataloader = test_dataloader
+
+    # A checkpoint records where in the epoch training stood; resuming continues from that sample.
+    def state_dict(self) -> dict[str, int]:
+        t = self.trainer
+        if t is None:
+            return {}
+        done = t.global_step * t.accumulate_grad_batches - t.current_epoch * int(t.num_training_batches)
+        return {"epoch": t.current_epoch, "samples_done": max(0, done) * self.batch_size}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state:
+            self._resume = (state["epoch"], state["samples_done"])
