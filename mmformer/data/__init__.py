@@ -18,3 +18,7 @@ from mmformer.data.control_datasets import build_control_dataset  # noqa: E402
 from mmformer.data.trajectories import TrajectoryData, episodes_from_arrays, read_d4rl  # noqa: E402
 
 __all__ += ["TrajectoryData", "build_control_dataset", "episodes_from_arrays", "read_d4rl"]
+from mmformer.data.captions import CaptionDataModule, CsvCaptionData, read_caption_table  # noqa: E402
+from mmformer.data.shapes import ShapesCaptionData  # noqa: E402
+
+__all__ += ["CaptionDataModule", "CsvCaptionData", "ShapesCaptionData", "read_caption_table"]

@@ -1,0 +1,350 @@
+"""CLIP-style contrastive training of two towers (any two modalities; open_clip's naming).
+
+Each tower is tokenizer → encoder → pooling → linear projection. The two towers may share one
+backbone instance (the framework's point: one transformer reads every modality) or own one each.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import textwrap
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmformer.backbone import BackboneConfig, Encoder
+from mmformer.heads import AttentionPool, Pool, masked_mean
+from mmformer.losses import clip_loss
+from mmformer.retrieval import gather_rows, retrieval_metrics, zeroshot_classifier
+from mmformer.tasks.base import TaskModule
+from mmformer.tasks.optim import OptimConfig, build_optimizer
+from mmformer.tokenizers.base import ModalityTokenizer
+
+MAX_LOGIT_SCALE = 100.0
+
+
+class Pooler(nn.Module):
+    """``(B, N, D)`` hidden + mask → ``(B, D)`` by CLS, masked mean or attention pooling (prefix tokens skipped)."""
+
+    def __init__(self, dim: int, pool: Pool, num_heads: int) -> None:
+        super().__init__()
+        if pool not in ("cls", "mean", "attention"):
+            raise ValueError(f"pool must be 'cls', 'mean' or 'attention', got {pool!r}")
+        self.pool = pool
+        self.attn = AttentionPool(dim, num_heads) if pool == "attention" else None
+
+    def forward(self, hidden: Tensor, mask: Tensor | None, num_prefix_tokens: int = 0) -> Tensor:
+        if self.pool == "cls":
+            if num_prefix_tokens < 1:
+                raise ValueError("pool='cls' needs a tokenizer that prepends a CLS token (cls_token: true)")
+            return hidden[:, 0]
+        hidden = hidden[:, num_prefix_tokens:]
+        mask = None if mask is None else mask[:, num_prefix_tokens:]
+        return masked_mean(hidden, mask) if self.attn is None else self.attn(hidden, mask)
+
+
+class ContrastiveOutput(NamedTuple):
+    image_embeds: Tensor  # (B, E) L2-normalized
+    text_embeds: Tensor  # (B, E) L2-normalized
+    logit_scale: Tensor  # () exp(log-scale), clamped at 100
+
+
+class ContrastiveModel(nn.Module):
+    """Two towers and a learnable temperature; a plain ``nn.Module`` usable without Lightning.
+
+    "image" and "text" follow open_clip's names; any tokenizer can stand in either tower (an
+    audio tokenizer as the first tower makes an audio–text model).
+
+    Args:
+        image_tokenizer, text_tokenizer: the towers' tokenizers (width D = the backbone's).
+        image_backbone: the first tower's encoder.
+        text_backbone: the second tower's encoder; None shares ``image_backbone``.
+        image_pool, text_pool: pooling of each tower's hidden states.
+        embed_dim: width E of the joint embedding space.
+        num_heads: heads of attention pooling.
+        init_temperature: initial softmax temperature (CLIP: 0.07, i.e. logit scale 1/0.07).
+    """
+
+    def __init__(self, image_tokenizer: ModalityTokenizer, text_tokenizer: ModalityTokenizer, image_backbone: Encoder,
+                 text_backbone: Encoder | None = None, image_pool: Pool = "mean", text_pool: Pool = "mean",
+                 embed_dim: int = 128, num_heads: int = 4, init_temperature: float = 0.07) -> None:
+        super().__init__()
+        self.image_tokenizer, self.text_tokenizer = image_tokenizer, text_tokenizer
+        self.image_backbone = image_backbone
+        self.text_backbone = text_backbone  # None: registered as nothing, so no duplicated state_dict keys
+        towers = (("image", image_tokenizer, image_backbone), ("text", text_tokenizer, self._text_encoder))
+        for name, tok, enc in towers:
+            if tok.dim != enc.config.dim:
+                raise ValueError(f"the {name} tokenizer has width {tok.dim} but its backbone's dim is {enc.config.dim}")
+        self.image_pool = Pooler(image_backbone.config.dim, image_pool, num_heads)
+        self.text_pool = Pooler(self._text_encoder.config.dim, text_pool, num_heads)
+        self.image_proj = nn.Linear(image_backbone.config.dim, embed_dim, bias=False)
+        self.text_proj = nn.Linear(self._text_encoder.config.dim, embed_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / init_temperature)))
+
+    @property
+    def _text_encoder(self) -> Encoder:
+        return self.text_backbone if self.text_backbone is not None else self.image_backbone
+
+    @property
+    def shared_backbone(self) -> bool:
+        return self.text_backbone is None
+
+    def _encode(self, inputs: Any, tokenizer: nn.Module, backbone: Encoder, pool: Pooler, proj: nn.Linear,
+                normalize: bool) -> Tensor:
+        batch = tokenizer(inputs)
+        out = backbone(batch)
+        x = proj(pool(out.hidden, out.mask, batch.num_prefix_tokens))  # (B, E)
+        return F.normalize(x, dim=-1) if normalize else x
+
+    def encode_image(self, images: Any, normalize: bool = False) -> Tensor:
+        """First-tower inputs (e.g. images ``(B, C, H, W)``) → embeddings ``(B, E)``."""
+        return self._encode(images, self.image_tokenizer, self.image_backbone, self.image_pool, self.image_proj,
+                            normalize)
+
+    def encode_text(self, ids: Any, normalize: bool = False) -> Tensor:
+        """Second-tower inputs (e.g. caption ids ``(B, T)``) → embeddings ``(B, E)``."""
+        return self._encode(ids, self.text_tokenizer, self._text_encoder, self.text_pool, self.text_proj, normalize)
+
+    def scale(self) -> Tensor:
+        """The logit scale ``exp(t)``, clamped at 100 (CLIP)."""
+        return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+
+    def forward(self, images: Any, ids: Any) -> ContrastiveOutput:
+        return ContrastiveOutput(self.encode_image(images, True), self.encode_text(ids, True), self.scale())
+
+
+class ContrastiveTask(TaskModule):
+    """CLIP training with a DDP-exact global-batch loss, retrieval and zero-shot evaluation.
+
+    Batches are dicts with ``image`` (first-tower inputs), ``text`` (caption ids ``(B, T)``) and,
+    on labelled evaluation splits, ``labels (B, K)`` (see :mod:`mmformer.data.captions`). The
+    DataModule supplies the caption vocabulary (``tokenize``) and what each test split measures
+    (``test_splits``): ``test/t2i_r@k`` and ``test/i2t_r@k`` (k = 1, 5, 10) over a split's pairs, and
+    ``test/{prefix}zeroshot_{label}_acc`` from prompt-ensembled class embeddings. The test run also
+    writes ``similarity_matrix.png`` (a batch's image–caption similarities) beside the logs and to
+    TensorBoard.
+
+    ``predict`` classifies images zero-shot against ``predict_labels`` and writes ``predictions.csv``
+    (and, with ``predict_embeddings_dir``, ``image_embeddings.npy`` / ``text_embeddings.npy``).
+
+    Args:
+        image_tokenizer, text_tokenizer: build each tower's tokenizer from the width, ``tokenizer(dim)``.
+        backbone: the first tower's encoder (and the shared one when ``shared_backbone``).
+        shared_backbone: one encoder instance serves both towers.
+        text_backbone: the second tower's encoder when not shared (default: a copy of ``backbone``).
+        image_pool, text_pool: ``cls``, ``mean`` or ``attention`` pooling per tower.
+        embed_dim: width of the joint embedding space.
+        init_temperature: initial temperature (logit scale ``1/T``, learned, clamped at 100).
+        optim: AdamW and warm-up/cosine schedule.
+        predict_labels: class names for ``mmformer predict``.
+        predict_templates: prompts for ``predict_labels`` (``{}`` = the label).
+        predict_embeddings_dir: where ``predict`` writes embeddings as ``.npy`` (None = not written).
+        heatmap_size: pairs shown in the similarity-matrix plot.
+    """
+
+    def __init__(
+        self,
+        image_tokenizer: Callable[[int], ModalityTokenizer],
+        text_tokenizer: Callable[[int], ModalityTokenizer],
+        backbone: BackboneConfig | None = None,
+        shared_backbone: bool = True,
+        text_backbone: BackboneConfig | None = None,
+        image_pool: Pool = "mean",
+        text_pool: Pool = "mean",
+        embed_dim: int = 128,
+        init_temperature: float = 0.07,
+        optim: OptimConfig | None = None,
+        predict_labels: list[str] | None = None,
+        predict_templates: list[str] | None = None,
+        predict_embeddings_dir: str | None = None,
+        heatmap_size: int = 12,
+    ) -> None:
+        super().__init__()
+        backbone = backbone or BackboneConfig()
+        if shared_backbone and text_backbone is not None:
+            raise ValueError("text_backbone is set but shared_backbone is true; drop one of them")
+        image_encoder = Encoder(backbone)
+        text_cfg = None if shared_backbone else (text_backbone or BackboneConfig(**vars(backbone)))
+        self.model = ContrastiveModel(
+            image_tokenizer(backbone.dim), text_tokenizer(text_cfg.dim if text_cfg else backbone.dim), image_encoder,
+            Encoder(text_cfg) if text_cfg else None, image_pool, text_pool, embed_dim, backbone.num_heads,
+            init_temperature,
+        )
+        self.optim = optim or OptimConfig()
+        self.predict_labels, self.predict_templates = predict_labels, predict_templates or ["{}"]
+        self.predict_embeddings_dir, self.heatmap_size = predict_embeddings_dir, heatmap_size
+        self._eval: dict[str, list[Tensor]] = {}
+        self._heatmap: tuple[Tensor, Tensor] | None = None
+        self._predicted: list[tuple[Tensor, Tensor]] = []
+
+    def forward(self, images: Any, ids: Any) -> ContrastiveOutput:
+        return self.model(images, ids)
+
+    # --- set-up -------------------------------------------------------------------------------
+    def _datamodule(self) -> Any:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None or not hasattr(dm, "tokenize"):
+            raise RuntimeError("ContrastiveTask needs a caption DataModule (with tokenize()) for text prompts")
+        return dm
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        want, have = getattr(dm, "vocab_size", None), getattr(self.model.text_tokenizer, "vocab_size", None)
+        if want is not None and have is not None and want != have:
+            raise ValueError(f"the text tokenizer's vocab_size is {have} but the data's caption vocabulary has {want} "
+                             f"pieces; set model.init_args.text_tokenizer.init_args.vocab_size: {want}")
+
+    # --- training -----------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        out = self(batch["image"], batch["text"])
+        loss = clip_loss(out.image_embeds, out.text_embeds, out.logit_scale).loss
+        bs = batch["text"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log("train/logit_scale", out.logit_scale.detach(), batch_size=bs)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_end(outputs, batch, batch_idx)
+        with torch.no_grad():  # as open_clip: keep the parameter itself in [0, log 100]
+            self.model.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
+
+    # --- evaluation ---------------------------------------------------------------------------
+    def _collect(self, batch: dict[str, Tensor]) -> ContrastiveOutput:
+        out = self(batch["image"], batch["text"])
+        for key, value in (("image", out.image_embeds.float()), ("text", out.text_embeds.float()),
+                           ("labels", batch.get("labels")), ("split", batch.get("split"))):
+            if value is not None:
+                self._eval.setdefault(key, []).append(value)
+        return out
+
+    def _gathered(self) -> dict[str, Tensor]:
+        """This epoch's evaluation rows from every rank: image/text ``(N, E)``, labels ``(N, K)``, split ``(N,)``."""
+        out = {key: gather_rows(torch.cat(parts)) for key, parts in self._eval.items()}
+        self._eval.clear()
+        return out
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        out = self._collect(batch)
+        loss = clip_loss(out.image_embeds, out.text_embeds, out.logit_scale, gather=False).loss
+        self.log("val/loss", loss, batch_size=batch["text"].shape[0], sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        rows = self._gathered()
+        if rows:
+            for name, value in retrieval_metrics(rows["image"], rows["text"]).items():
+                self.log(f"val/{name}", value, prog_bar=name == "t2i_r@1", sync_dist=True)
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        out = self._collect(batch)
+        if self._heatmap is None:
+            keep = batch["split"] == 0 if "split" in batch else torch.ones_like(batch["text"][:, 0], dtype=torch.bool)
+            image, text = out.image_embeds[keep][: self.heatmap_size], out.text_embeds[keep][: self.heatmap_size]
+            if len(image) > 1:
+                self._heatmap = ((text @ image.t()).float().cpu(), batch["text"][keep][: self.heatmap_size].cpu())
+
+    @torch.no_grad()
+    def _class_embeddings(self, classes: list[str], templates: list[str]) -> Tensor:
+        dm = self._datamodule()
+        return zeroshot_classifier(lambda p: self.model.encode_text(dm.tokenize(p).to(self.device), True),
+                                   classes, templates)
+
+    def on_test_epoch_end(self) -> None:
+        from torchmetrics.functional.classification import multiclass_accuracy
+
+        dm = self._datamodule()
+        rows = self._gathered()
+        splits = getattr(dm, "test_splits", None) or []
+        split_of = rows.get("split", torch.zeros(len(rows.get("image", [])), dtype=torch.long))
+        for idx, split in enumerate(splits):
+            sel = split_of == idx
+            if not bool(sel.any()):
+                continue
+            metrics = retrieval_metrics(rows["image"][sel], rows["text"][sel]) if split.retrieval else {}
+            for name, spec in split.zeroshot.items():
+                weights = self._class_embeddings(spec.classes, spec.templates)  # (C, E)
+                preds = (rows["image"][sel] @ weights.t()).argmax(dim=-1)
+                metrics[f"zeroshot_{name}_acc"] = multiclass_accuracy(
+                    preds, rows["labels"][sel][:, spec.column], len(spec.classes), average="micro", ignore_index=-1)
+            for name, value in metrics.items():
+                self.log(f"test/{split.name}{name}", value, sync_dist=True)
+        log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks
+        if self.trainer.is_global_zero and log_dir is not None and self._heatmap is not None:
+            self._plot_heatmap(Path(log_dir), dm)
+        self._heatmap = None
+
+    def _plot_heatmap(self, folder: Path, dm: Any) -> None:
+        import matplotlib.pyplot as plt
+
+        from mmformer.viz import save_figure
+
+        sim, ids = self._heatmap  # type: ignore[misc]
+        captions = dm.vocab.decode(ids) if getattr(dm, "vocab", None) is not None else [str(i) for i in range(len(ids))]
+        n = sim.shape[0]
+        fig, ax = plt.subplots(figsize=(5 + 0.55 * n, 1.5 + 0.55 * n))
+        im = ax.imshow(sim.numpy(), cmap="viridis")
+        ax.set_xticks(range(n), [str(i) for i in range(n)], fontsize=7)
+        labels = ["\n".join(textwrap.wrap(f"{c} ({i})", 60)[:3]) for i, c in enumerate(captions)]
+        ax.set_yticks(range(n), labels, fontsize=5)
+        ax.set_xlabel("image")
+        ax.set_ylabel("caption")
+        ax.set_title("cosine similarity: captions (rows) vs images (columns)", fontsize=8)
+        fig.colorbar(im, ax=ax, fraction=0.03)
+        save_figure(fig, folder / "similarity_matrix.png")
+        for logger in self.loggers:
+            if hasattr(logger.experiment, "add_figure"):
+                logger.experiment.add_figure("test/similarity_matrix", fig, global_step=self.global_step)
+        plt.close(fig)
+
+    # --- prediction ---------------------------------------------------------------------------
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        if not self.predict_labels:
+            raise ValueError("set the labels to classify images against: "
+                             "--model.init_args.predict_labels='[circle,square]'")
+        if not hasattr(self, "_label_embeds"):
+            self._label_embeds = self._class_embeddings(list(self.predict_labels), list(self.predict_templates))
+        image = self.model.encode_image(batch["image"], normalize=True)
+        probs = (self.model.scale() * image @ self._label_embeds.t()).softmax(dim=-1)
+        self._predicted.append((batch["index"].cpu(), image.float().cpu()))
+        conf, label = probs.max(dim=-1)
+        return {"label": label, "prob": conf}
+
+    def on_predict_epoch_end(self) -> None:
+        if not self._predicted:
+            return
+        dm = self._datamodule()
+        files = getattr(dm, "predict_files", None) if getattr(dm, "predict_dir", None) else None
+        index = torch.cat([i for i, _ in self._predicted])
+        image = torch.cat([e for _, e in self._predicted])
+        labels = self._label_embeds.float().cpu()
+        probs = (self.model.scale().detach().cpu() * image @ labels.t()).softmax(dim=-1)
+        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        names = list(self.predict_labels or [])
+        with open(folder / "predictions.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["id", "label", "probability"])
+            for i, p in zip(index.tolist(), probs):
+                c = int(p.argmax())
+                row = [files[i] if files else str(i), names[c], f"{float(p[c]):.4f}"]
+                writer.writerow(row)
+                print("\t".join(row))
+        print(f"wrote {len(index)} zero-shot predictions to {folder / 'predictions.csv'}")
+        if self.predict_embeddings_dir is not None:
+            out = Path(self.predict_embeddings_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            np.save(out / "image_embeddings.npy", image.numpy())
+            np.save(out / "text_embeddings.npy", labels.numpy())
+            (out / "text_labels.txt").write_text("\n".join(names) + "\n")
+            print(f"wrote image_embeddings.npy {tuple(image.shape)} and text_embeddings.npy {tuple(labels.shape)} "
+                  f"to {out}")
+        self._predicted = []
+        del self._label_embeds
+
+    def configure_optimizers(self) -> dict:
+        return build_optimizer(self.model, self.optim, self.trainer.estimated_stepping_batches)

@@ -1,0 +1,88 @@
+"""OpenCLIP-style CSV/TSV caption tables: reading, batching, and errors that name the row."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmformer.data.captions import CsvCaptionData, read_caption_table
+
+CAPTIONS = ["a red square", "a blue square", "a green circle", "a red circle", "a blue circle", "a green square"]
+
+
+def _table(tmp_path: Path, rows: list[tuple[str, str]], sep: str = "\t", name: str = "train.tsv",
+           header: tuple[str, str] = ("filepath", "title")) -> Path:
+    path = tmp_path / name
+    path.write_text("\n".join(sep.join(r) for r in [header, *rows]) + "\n")
+    return path
+
+
+def _images(tmp_path: Path, n: int) -> list[str]:
+    names = []
+    for i in range(n):
+        arr = np.full((20, 20, 3), 40 * i, np.uint8)
+        Image.fromarray(arr).save(tmp_path / f"img{i}.png")
+        names.append(f"img{i}.png")
+    return names
+
+
+def test_tsv_and_csv_tables_read_with_configurable_columns(tmp_path: Path) -> None:
+    names = _images(tmp_path, 3)
+    tsv = _table(tmp_path, list(zip(names, CAPTIONS)))
+    images, caps, rows = read_caption_table(tsv)
+    assert caps == CAPTIONS[:3] and Path(images[1]) == tmp_path / "img1.png" and rows[0].endswith("train.tsv:2")
+    csv_path = _table(tmp_path, [(c, n) for n, c in zip(names, CAPTIONS)], sep=",", name="t.csv",
+                      header=("caption", "image"))
+    images, caps, _ = read_caption_table(csv_path, image_column="image", caption_column="caption", separator=",")
+    assert caps == CAPTIONS[:3] and len(images) == 3
+
+
+def test_datamodule_batches_images_with_their_captions(tmp_path: Path) -> None:
+    names = _images(tmp_path, 6)
+    train = _table(tmp_path, list(zip(names, CAPTIONS)))
+    dm = CsvCaptionData(str(train), str(train), data_dir=str(tmp_path / "cache"), image_size=16, batch_size=4,
+                        vocab_size=24)
+    dm.prepare_data()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (4, 3, 16, 16) and batch["text"].shape[0] == 4
+    for i, row in enumerate(batch["index"].tolist()):
+        assert dm.vocab.decode(batch["text"][i : i + 1])[0] == CAPTIONS[row]
+        level = batch["image"][i].mean() * 0.5 + 0.5  # undo the default (0.5, 0.5) normalization
+        assert level.item() == pytest.approx(40 * row / 255, abs=0.02)
+
+
+def test_missing_image_names_the_row(tmp_path: Path) -> None:
+    names = _images(tmp_path, 2)
+    path = _table(tmp_path, [(names[0], "a cat"), ("gone.png", "a dog")])
+    with pytest.raises(ValueError, match=r"train\.tsv:3: image file .*gone\.png does not exist"):
+        read_caption_table(path)
+
+
+def test_empty_caption_names_the_row(tmp_path: Path) -> None:
+    names = _images(tmp_path, 2)
+    path = _table(tmp_path, [(names[0], "a cat"), (names[1], "  ")])
+    with pytest.raises(ValueError, match=r"train\.tsv:3: empty caption"):
+        read_caption_table(path)
+
+
+def test_missing_column_lists_the_header(tmp_path: Path) -> None:
+    path = _table(tmp_path, [("a.png", "x")], header=("path", "text"))
+    with pytest.raises(ValueError, match="no column 'filepath'.*'path', 'text'"):
+        read_caption_table(path)
+
+
+def test_non_image_file_names_the_row_when_read(tmp_path: Path) -> None:
+    names = _images(tmp_path, 5)
+    (tmp_path / "notes.png").write_text("this is not an image")
+    rows = list(zip(names, CAPTIONS)) + [("notes.png", "a note")]
+    train = _table(tmp_path, rows)
+    dm = CsvCaptionData(str(train), str(train), data_dir=str(tmp_path / "cache"), image_size=16, batch_size=6,
+                        vocab_size=24)
+    dm.prepare_data()
+    dm.setup("fit")
+    with pytest.raises(ValueError, match=r"train\.tsv:7: .*notes\.png is not a readable image"):
+        dm.val_set.__getitems__(list(range(6)))
