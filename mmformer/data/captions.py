@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from mmformer.data.sampling import ResumableSampler, UnpaddedDistributedSampler
+from mmformer.data.sampling import ResumableDataModule, ResumableSampler, UnpaddedDistributedSampler
 from mmformer.tokenizers.sentencepiece_vocab import SentencePieceVocab
 
 
@@ -145,7 +144,7 @@ def _identity(batch: dict[str, Tensor]) -> dict[str, Tensor]:
     return batch  # __getitems__ already built the batch
 
 
-class CaptionDataModule(pl.LightningDataModule):
+class CaptionDataModule(ResumableDataModule):
     """Shared machinery: caption vocabulary, tokenization, loaders, exact mid-epoch resume.
 
     Subclasses implement :meth:`load_raw` (and may override :meth:`eval_splits`).
@@ -250,17 +249,6 @@ class CaptionDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         """All evaluation splits in one loader (batches carry ``split``, the index into ``test_splits``)."""
         return self._eval_loader(self.test_set)
-
-    def state_dict(self) -> dict[str, int]:
-        t = self.trainer
-        if t is None:
-            return {}
-        done = t.global_step * t.accumulate_grad_batches - t.current_epoch * int(t.num_training_batches)
-        return {"epoch": t.current_epoch, "samples_done": max(0, done) * self.batch_size}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        if state:
-            self._resume = (state["epoch"], state["samples_done"])
 
     def predict_dataloader(self) -> DataLoader:
         """Images of ``predict_dir`` when a subclass sets it, else the main test split."""

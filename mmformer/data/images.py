@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from mmformer.data.sampling import ResumableSampler, UnpaddedDistributedSampler, seeded_call
+from mmformer.data.sampling import ResumableDataModule, ResumableSampler, UnpaddedDistributedSampler, seeded_call
 from torchvision.transforms import v2
 
 
@@ -67,7 +66,7 @@ def match_channels(images: Tensor, channels: int) -> Tensor:
     raise ValueError(f"cannot convert {c}-channel images to {channels} channels")
 
 
-class ImageClassificationData(pl.LightningDataModule):
+class ImageClassificationData(ResumableDataModule):
     """Base of the image DataModules: split, transforms, loaders. Subclasses implement ``load``.
 
     Args:
@@ -170,18 +169,6 @@ class ImageClassificationData(pl.LightningDataModule):
             sampler.resume_at(*self._resume)
         return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
-
-    # A checkpoint records where in the epoch training stood; resuming continues from that sample.
-    def state_dict(self) -> dict[str, int]:
-        t = self.trainer
-        if t is None:
-            return {}
-        done = t.global_step * t.accumulate_grad_batches - t.current_epoch * int(t.num_training_batches)
-        return {"epoch": t.current_epoch, "samples_done": max(0, done) * self.batch_size}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        if state:
-            self._resume = (state["epoch"], state["samples_done"])
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self.val_set)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterator, Sized, TypeVar
 
+import pytorch_lightning as pl
 import torch
 from torch.utils.data import DistributedSampler, Sampler
 
@@ -83,3 +84,23 @@ class UnpaddedDistributedSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+class ResumableDataModule(pl.LightningDataModule):
+    """A DataModule whose training loader feeds ``batch_size`` samples a step from a
+    :class:`ResumableSampler`: checkpoints record where in the epoch training stood, and a resumed
+    run continues from that sample (subclasses pass ``self._resume`` to ``sampler.resume_at``)."""
+
+    batch_size: int
+    _resume: tuple[int, int] | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        t = self.trainer
+        if t is None:
+            return {}
+        done = t.global_step * t.accumulate_grad_batches - t.current_epoch * int(t.num_training_batches)
+        return {"epoch": t.current_epoch, "samples_done": max(0, done) * self.batch_size}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state:
+            self._resume = (state["epoch"], state["samples_done"])

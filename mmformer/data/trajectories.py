@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from mmformer.data.sampling import ResumableSampler, UnpaddedDistributedSampler
+from mmformer.data.sampling import ResumableDataModule, ResumableSampler, UnpaddedDistributedSampler
 
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 
@@ -168,7 +167,7 @@ def _as_batch(batch: dict[str, Tensor]) -> dict[str, Tensor]:
     return batch  # __getitems__ already built the batch
 
 
-class TrajectoryData(pl.LightningDataModule):
+class TrajectoryData(ResumableDataModule):
     """Offline trajectories for decision transformers, plus the gymnasium env they are evaluated in.
 
     Without ``path`` the embedded default is generated (scripted controller + ε-random actions,
@@ -288,14 +287,3 @@ class TrajectoryData(pl.LightningDataModule):
 
     predict_dataloader = test_dataloader
 
-    # A checkpoint records where in the epoch training stood; resuming continues from that sample.
-    def state_dict(self) -> dict[str, int]:
-        t = self.trainer
-        if t is None:
-            return {}
-        done = t.global_step * t.accumulate_grad_batches - t.current_epoch * int(t.num_training_batches)
-        return {"epoch": t.current_epoch, "samples_done": max(0, done) * self.batch_size}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        if state:
-            self._resume = (state["epoch"], state["samples_done"])
