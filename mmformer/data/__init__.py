@@ -22,3 +22,7 @@ from mmformer.data.captions import CaptionDataModule, CsvCaptionData, read_capti
 from mmformer.data.shapes import ShapesCaptionData  # noqa: E402
 
 __all__ += ["CaptionDataModule", "CsvCaptionData", "ShapesCaptionData", "read_caption_table"]
+from mmformer.data.audio import load_audio, read_manifest  # noqa: E402
+from mmformer.data.speech import BucketBatchSampler, SpeechRecognitionData  # noqa: E402
+
+__all__ += ["BucketBatchSampler", "SpeechRecognitionData", "load_audio", "read_manifest"]

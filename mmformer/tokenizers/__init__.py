@@ -20,3 +20,6 @@ __all__ += ["SentencePieceVocab", "TextTokenizer"]
 from mmformer.tokenizers.trajectory import TrajectoryTokenizer  # noqa: E402
 
 __all__ += ["TrajectoryTokenizer"]
+from mmformer.tokenizers.audio import AudioBatch, AudioTokenizer  # noqa: E402
+
+__all__ += ["AudioBatch", "AudioTokenizer"]

@@ -1,0 +1,241 @@
+"""The embedded speech-recognition corpus: utterances synthesized offline with Debian's ``espeak-ng``.
+
+Transcripts are digit strings and short sentences from a small grammar (a few hundred words);
+each utterance is spoken by a random English voice, voice variant, speed, pitch, amplitude and
+word gap. Validation and test use voice *variants* that never occur in training, so the test
+split measures generalization to unseen speakers. Audio is stored compactly: one 16 kHz int16
+``<split>.npy`` per split (all utterances concatenated) plus a ``<split>.jsonl`` manifest with
+each utterance's ``offset``/``num_samples``, its ``text`` and the voice settings. The folder name
+carries a hash of the settings, so a changed setting builds a new corpus and an unchanged one
+is reused at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+ESPEAK = "espeak-ng"
+BUILD_VERSION = 1  # bump when the synthesis or the grammar changes
+SAMPLE_RATE = 16000
+
+# English voices of espeak-ng (accents); the variants in voices/!v change the speaker.
+ACCENTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
+# Whispered variants are a different phonation, not another speaker: they stay in training.
+TRAIN_ONLY_VARIANTS = ("whisper", "whisperf")
+
+DIGITS = "zero one two three four five six seven eight nine".split()
+NAMES = ("anna ben carla david emma frank grace henry iris jack kate leo mia nick olga peter rosa sam tina "
+         "victor wendy alex maria john lucy").split()
+NOUNS = ("cat dog bird horse fish cow goat sheep mouse rabbit book table chair door window house car boat "
+         "train plane bike ball box cup plate bottle key phone lamp clock letter card bag hat coat shoe shirt "
+         "apple bread cake egg milk tea coffee cheese orange lemon tree flower garden river lake hill road bridge "
+         "city village market school office shop park beach forest farm kitchen room floor wall roof "
+         "teacher doctor farmer driver singer child friend brother sister mother father baby king queen "
+         "song story picture game map pen pencil paper ticket coin ring watch radio camera computer").split()
+ADJECTIVES = ("red blue green yellow black white brown small big old new young happy sad quiet loud warm cold "
+              "hot soft hard bright dark clean dirty fast slow long short tall little heavy light empty full "
+              "sweet fresh strange pretty busy lazy").split()
+VERBS = ("sees finds takes brings wants needs likes holds opens closes moves pushes pulls buys sells paints "
+         "carries watches cleans fixes washes drops").split()
+PAST = ("saw found took brought wanted needed liked held opened closed moved pushed pulled bought sold painted "
+        "carried watched cleaned fixed washed dropped").split()
+IMPERATIVE = ("open close bring take move push pull buy sell paint carry watch clean fix wash drop find hold").split()
+PREPOSITIONS = "in on under near behind beside into from to over".split()
+DETERMINERS = "the a my your his her our their this that".split()
+ADVERBS = "today tomorrow now again quickly slowly yesterday tonight".split()
+COUNTS = "two three four five six seven eight nine ten twenty".split()
+
+
+IRREGULAR = {"child": "children", "mouse": "mice", "sheep": "sheep", "fish": "fish", "baby": "babies"}
+
+
+def plural(noun: str) -> str:
+    """English plural of the grammar's nouns."""
+    if noun in IRREGULAR:
+        return IRREGULAR[noun]
+    return noun + ("es" if noun.endswith(("s", "x", "ch", "sh")) else "s")
+
+
+def _noun_phrase(r: random.Random) -> list[str]:
+    words = [r.choice(DETERMINERS)]
+    if r.random() < 0.6:
+        words.append(r.choice(ADJECTIVES))
+    return words + [r.choice(NOUNS)]
+
+
+def make_transcript(r: random.Random) -> str:
+    """One transcript: a digit string (30 %) or a sentence from a small template grammar."""
+    kind = r.random()
+    if kind < 0.3:
+        return " ".join(r.choice(DIGITS) for _ in range(r.randint(3, 8)))
+    template = r.randrange(6)
+    if template == 0:
+        words = _noun_phrase(r) + [r.choice(VERBS)] + _noun_phrase(r)
+    elif template == 1:
+        words = [r.choice(NAMES), r.choice(PAST)] + _noun_phrase(r) + [r.choice(PREPOSITIONS)] + _noun_phrase(r)
+    elif template == 2:
+        words = ["please", r.choice(IMPERATIVE)] + _noun_phrase(r) + [r.choice(ADVERBS)]
+    elif template == 3:
+        words = ["where", "is"] + _noun_phrase(r)
+    elif template == 4:
+        words = [r.choice(NAMES), "has", r.choice(COUNTS), r.choice(ADJECTIVES), plural(r.choice(NOUNS))]
+    else:
+        words = ["call", r.choice(NAMES), "at"] + [r.choice(DIGITS) for _ in range(r.randint(3, 6))]
+    return " ".join(words)
+
+
+@dataclass(frozen=True)
+class Voice:
+    """espeak-ng settings of one utterance."""
+
+    accent: str  # an English voice, e.g. en-gb-x-rp
+    variant: str  # a file of voices/!v, e.g. m3
+    speed: int  # words per minute (-s)
+    pitch: int  # 0..99 (-p)
+    amplitude: int  # 0..200 (-a)
+    gap: int  # extra pause between words in 10 ms units (-g)
+
+    def args(self) -> list[str]:
+        return ["-v", f"{self.accent}+{self.variant}", "-s", str(self.speed), "-p", str(self.pitch),
+                "-a", str(self.amplitude), "-g", str(self.gap)]
+
+
+def require_espeak() -> str:
+    """The espeak-ng executable, or an error naming the package to install."""
+    exe = shutil.which(ESPEAK)
+    if exe is None:
+        raise RuntimeError("the embedded speech corpus needs espeak-ng: install the Debian package "
+                           "(`apt-get install espeak-ng`) or point data.init_args.manifest_dir at your own "
+                           "NeMo-style manifests")
+    return exe
+
+
+def list_variants() -> list[str]:
+    """The voice variants this espeak-ng installation has (file names under ``voices/!v``)."""
+    out = subprocess.run([require_espeak(), "--version"], capture_output=True, text=True, check=True).stdout
+    match = re.search(r"Data at:\s*(\S+)", out)
+    folder = Path(match.group(1)) / "voices" / "!v" if match else None
+    if folder is None or not folder.is_dir():
+        raise RuntimeError(f"cannot find espeak-ng's voice variants (looked in {folder}); reinstall espeak-ng-data")
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and re.fullmatch(r"[A-Za-z0-9_]+", p.name))
+
+
+def split_variants(variants: list[str], num_val: int, num_test: int, seed: int) -> dict[str, list[str]]:
+    """Disjoint variant sets per split: validation and test speakers are never heard in training."""
+    pool = [v for v in variants if v not in TRAIN_ONLY_VARIANTS]
+    random.Random(seed).shuffle(pool)
+    if len(pool) < num_val + num_test + 1:
+        raise ValueError(f"only {len(pool)} voice variants; cannot hold out {num_val} + {num_test}")
+    test, val = sorted(pool[:num_test]), sorted(pool[num_test:num_test + num_val])
+    train = sorted(v for v in variants if v not in test and v not in val)
+    return {"train": train, "val": val, "test": test}
+
+
+def synthesize(text: str, voice: Voice) -> np.ndarray:
+    """espeak-ng → mono 16 kHz int16 samples of ``text``."""
+    import torch
+    import torchaudio.functional as AF
+
+    res = subprocess.run([ESPEAK, *voice.args(), "--stdout", text], capture_output=True, check=False)
+    data = res.stdout
+    at = data.find(b"data")
+    if res.returncode != 0 or at < 0:
+        raise RuntimeError(f"espeak-ng failed for {voice} on {text!r}: {res.stderr.decode(errors='replace')[:200]}")
+    rate = int.from_bytes(data[24:28], "little")  # WAV header: sample rate (22050 for espeak-ng voices)
+    pcm = np.frombuffer(data[at + 8:], dtype="<i2")  # --stdout streams, so the size field is not reliable
+    wave = torch.from_numpy(pcm.astype(np.float32) / 32768.0)
+    if rate != SAMPLE_RATE:
+        wave = AF.resample(wave, rate, SAMPLE_RATE)
+    return (wave.clamp(-1, 1) * 32767).round().to(torch.int16).numpy()
+
+
+def _work(job: tuple[str, Voice]) -> np.ndarray:
+    return synthesize(*job)
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@dataclass(frozen=True)
+class EspeakCorpusConfig:
+    """What the embedded corpus holds; every field enters the cache hash."""
+
+    num_train: int = 20000  # training utterances
+    num_val: int = 300  # validation utterances (held-out variants)
+    num_test: int = 1000  # test utterances (other held-out variants)
+    val_variants: int = 6  # voice variants reserved for validation
+    test_variants: int = 12  # voice variants reserved for test
+    speed: tuple[int, int] = (130, 230)  # words per minute range
+    pitch: tuple[int, int] = (15, 85)  # espeak pitch range
+    seed: int = 0  # transcripts, voices and the variant split
+
+
+def _jobs(cfg: EspeakCorpusConfig, split: str, variants: list[str], n: int) -> list[tuple[str, Voice]]:
+    r = random.Random(f"{cfg.seed}-{split}")
+    return [(make_transcript(r), Voice(r.choice(ACCENTS), r.choice(variants), r.randint(*cfg.speed),
+                                       r.randint(*cfg.pitch), r.randint(70, 180), r.choice((0, 0, 1, 2, 4))))
+            for _ in range(n)]
+
+
+def corpus_dir(root: str | Path, cfg: EspeakCorpusConfig) -> Path:
+    """``<root>/espeak_asr_<hash of the settings>``."""
+    key = json.dumps({"v": BUILD_VERSION, **asdict(cfg), "variants": list_variants()}, sort_keys=True)
+    return Path(root) / f"espeak_asr_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def build_corpus(root: str | Path, cfg: EspeakCorpusConfig = EspeakCorpusConfig(), workers: int = 2) -> Path:
+    """Synthesizes (or reuses) the corpus; returns its folder with ``{train,val,test}.{npy,jsonl}``.
+
+    Args:
+        root: the data folder (``data``); the corpus lands in a settings-hashed subfolder.
+        cfg: corpus size, voice ranges and seed.
+        workers: synthesis processes (espeak-ng is single-threaded; about 10 ms per utterance each).
+    """
+    from tqdm import tqdm
+
+    folder = corpus_dir(root, cfg)
+    if (folder / "done").exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    groups = split_variants(list_variants(), cfg.val_variants, cfg.test_variants, cfg.seed)
+    sizes = {"train": cfg.num_train, "val": cfg.num_val, "test": cfg.num_test}
+    ctx = get_context("fork" if sys.platform != "win32" else "spawn")
+    with ctx.Pool(max(1, workers), initializer=_init_worker) as pool:
+        for split, n in sizes.items():
+            jobs = _jobs(cfg, split, groups[split], n)
+            waves = list(tqdm(pool.imap(_work, jobs, chunksize=32), total=n, desc=f"espeak-ng {split}",
+                              file=sys.stderr, mininterval=2.0))
+            lengths = np.array([len(w) for w in waves], dtype=np.int64)
+            offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+            tmp = folder / f"{split}.tmp.npy"
+            np.save(tmp, np.concatenate(waves) if waves else np.zeros(0, np.int16))
+            tmp.replace(folder / f"{split}.npy")
+            with open(folder / f"{split}.jsonl", "w") as f:
+                for i, ((text, voice), off, num) in enumerate(zip(jobs, offsets.tolist(), lengths.tolist())):
+                    f.write(json.dumps({"id": f"{split}-{i:06d}", "offset": off, "num_samples": num,
+                                        "duration": round(num / SAMPLE_RATE, 4), "text": text, **asdict(voice)})
+                            + "\n")
+    (folder / "settings.json").write_text(json.dumps({**asdict(cfg), "variants": groups}, indent=1))
+    (folder / "done").touch()
+    return folder
+
+
+def vocabulary() -> list[str]:
+    """Every word the grammar can produce (plural nouns included)."""
+    words = {*DIGITS, *NAMES, *NOUNS, *ADJECTIVES, *VERBS, *PAST, *IMPERATIVE, *PREPOSITIONS, *DETERMINERS,
+             *ADVERBS, *COUNTS, "please", "where", "is", "has", "call", "at", *(plural(n) for n in NOUNS)}
+    return sorted(words)

@@ -1,0 +1,347 @@
+"""Speech-recognition DataModule: NeMo-style JSONL manifests or the embedded espeak-ng corpus,
+length-bucketed batches, and the batches :class:`~mmformer.tasks.seq2seq.Seq2SeqTask` consumes.
+
+A batch is ``{"source": AudioBatch(waveforms (B, L), lengths (B,)), "target": (B, T) long =
+bos + pieces + eos right-padded with 0, "target_text": [...], "id": [...]}``.
+
+Bad input is handled up front, in ``setup``: a missing audio file is an error naming its
+manifest line; clips outside ``[min_duration, max_duration]`` are dropped (with a warning that
+counts them); a transcript with characters the vocabulary lacks raises (``unknown_chars:
+error``), is dropped (``skip``) or keeps ``<unk>`` pieces (``unk``). Stereo audio is averaged to
+mono, and any sample rate is resampled to ``sample_rate``; an empty or silent clip yields one
+silent frame.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Literal, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from mmformer.data.audio import ManifestEntry, load_audio, read_manifest
+from mmformer.tokenizers.audio import AudioBatch
+from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, SentencePieceVocab
+
+Units = Literal["bpe", "unigram", "char", "word"]
+
+
+def normalize_text(text: str) -> str:
+    """Lower case, single spaces: the form transcripts are trained and scored in."""
+    return " ".join(text.lower().split())
+
+
+class BucketBatchSampler(DistributedSampler):
+    """Batches of similar duration, so padding stays small; yields lists of indices.
+
+    Each epoch (seeded by ``seed`` and the epoch) shuffles the utterances, sorts each window of
+    ``bucket_batches`` batches by duration, cuts it into batches and shuffles the batch order.
+    Without ``shuffle`` (evaluation) the whole split is sorted by duration. Rank ``r`` of ``W``
+    takes batches ``r, r+W, ...``; training keeps an equal count per rank, evaluation keeps every
+    utterance exactly once. A subclass of DistributedSampler, so Lightning leaves it in place.
+
+    Args:
+        durations: ``(N,)`` seconds (or samples) per utterance.
+        batch_size: utterances per batch.
+        shuffle: training order (see above) or the sorted evaluation order.
+        seed: shuffling seed.
+        num_replicas, rank: DDP world size and this process's rank.
+        bucket_batches: batches per sorting window (larger = less padding, less randomness).
+    """
+
+    def __init__(self, durations: Tensor, batch_size: int, shuffle: bool = True, seed: int = 0,
+                 num_replicas: int = 1, rank: int = 0, bucket_batches: int = 50) -> None:
+        super().__init__(range(len(durations)), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.durations, self.batch_size, self.bucket_batches = durations.float(), batch_size, bucket_batches
+        self._skip: tuple[int, int] | None = None
+
+    def _batches(self) -> list[list[int]]:
+        n = len(self.durations)
+        if not self.shuffle:  # enough batches that every rank gets one (Lightning refuses an empty loader)
+            order = torch.sort(self.durations, stable=True).indices
+            nb = max(math.ceil(n / self.batch_size), min(n, self.num_replicas))
+            return [b.tolist() for b in order.tensor_split(nb)]
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        perm = torch.randperm(n, generator=g)
+        batches: list[Tensor] = []
+        for window in perm.split(self.batch_size * self.bucket_batches):
+            batches += list(window[torch.sort(self.durations[window], stable=True).indices].split(self.batch_size))
+        return [batches[i].tolist() for i in torch.randperm(len(batches), generator=g).tolist()]
+
+    def __iter__(self) -> Iterator[list[int]]:  # type: ignore[override]
+        batches = self._batches()
+        if self.shuffle and self.num_replicas > 1:  # equal counts per rank (repeat a few when too few)
+            per = max(1, len(batches) // self.num_replicas)
+            batches = (batches * self.num_replicas)[: per * self.num_replicas]
+        mine = batches[self.rank :: self.num_replicas]
+        if self._skip is not None and self._skip[0] == self.epoch:
+            mine, self._skip = mine[self._skip[1] :], None
+        return iter(mine)
+
+    def __len__(self) -> int:
+        nb = len(self._batches())
+        if self.shuffle:
+            return max(1, nb // self.num_replicas) if self.num_replicas > 1 else nb
+        return len(range(self.rank, nb, self.num_replicas))
+
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        """The next iteration over ``epoch`` skips the batches a checkpoint already trained on."""
+        self._skip = (epoch, batches_done)
+
+
+class SpeechDataset(Dataset):
+    """Utterances by index; ``dataset[list of indices]`` returns a collated batch (see module doc).
+
+    Audio comes either from one concatenated int16 array (``audio`` + ``offsets`` + ``lengths``,
+    the embedded corpus) or from files (``files``), read and resampled on demand.
+
+    Args:
+        ids, texts: per utterance; texts may be empty strings (prediction).
+        targets: ``(N, T)`` long piece ids without bos/eos, right-padded with 0, or None.
+        durations: ``(N,)`` seconds.
+        sample_rate: output rate (files are resampled to it).
+    """
+
+    def __init__(self, ids: list[str], texts: list[str], targets: Tensor | None, durations: Tensor,
+                 sample_rate: int, audio: np.ndarray | None = None, offsets: Tensor | None = None,
+                 lengths: Tensor | None = None, files: list[str] | None = None) -> None:
+        if (audio is None) == (files is None):
+            raise ValueError("give either audio/offsets/lengths or files")
+        self.ids, self.texts, self.targets, self.durations = ids, texts, targets, durations
+        self.sample_rate, self.audio, self.offsets, self.lengths, self.files = sample_rate, audio, offsets, lengths, files
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _waveforms(self, idx: Tensor) -> AudioBatch:
+        if self.audio is not None:
+            assert self.offsets is not None and self.lengths is not None
+            lengths = self.lengths[idx]
+            width = max(1, int(lengths.max()))
+            steps = torch.arange(width)
+            pos = (self.offsets[idx, None] + steps).clamp_max(len(self.audio) - 1)  # (B, L) sample indices
+            wave = torch.from_numpy(self.audio[pos.numpy()].astype(np.float32)) / 32768.0
+            return AudioBatch(wave * (steps < lengths[:, None]), lengths)
+        waves = [load_audio(self.files[i], self.sample_rate) for i in idx.tolist()]  # type: ignore[index]
+        lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
+        wave = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True) if waves else torch.zeros(0, 1)
+        return AudioBatch(wave if wave.shape[1] else torch.zeros(len(waves), 1), lengths)
+
+    def __getitem__(self, indices: int | Sequence[int]) -> dict[str, Any]:
+        idx = torch.as_tensor([indices] if isinstance(indices, int) else list(indices), dtype=torch.long)
+        batch: dict[str, Any] = {"source": self._waveforms(idx), "id": [self.ids[i] for i in idx.tolist()],
+                                 "target_text": [self.texts[i] for i in idx.tolist()]}
+        if self.targets is not None:
+            rows = self.targets[idx]  # (B, Tmax) pieces, pad 0
+            n = (rows != PAD_ID).sum(1)  # pieces per row
+            width = int(n.max()) + 2
+            target = torch.zeros(len(idx), width, dtype=torch.long)
+            target[:, 0] = BOS_ID
+            target[:, 1:width - 1] = rows[:, : width - 2]
+            target.scatter_(1, (n + 1)[:, None], EOS_ID)
+            batch["target"] = target
+        return batch
+
+
+def encode_targets(vocab: SentencePieceVocab, texts: list[str], max_len: int) -> Tensor:
+    """Transcripts → ``(N, T)`` piece ids (no bos/eos), right-padded with 0; at most ``max_len - 2`` pieces."""
+    rows = [r[: max_len - 2] for r in vocab.encode(texts)]
+    out = torch.zeros(len(rows), max(1, max(map(len, rows), default=1)), dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
+    return out
+
+
+class SpeechRecognitionData(pl.LightningDataModule):
+    """Speech-recognition data: NeMo manifests, or the embedded espeak-ng corpus by default.
+
+    Args:
+        data_dir: where the embedded corpus and the trained vocabulary are cached.
+        train_manifest, val_manifest, test_manifest: NeMo-style JSONL manifests (WAV/FLAC files,
+            any rate/channels); all None = the embedded espeak-ng corpus.
+        num_train, num_val, num_test: utterances of the embedded corpus per split.
+        synth_workers: espeak-ng processes building the embedded corpus.
+        units: sentencepiece model type of the output units (``bpe``, ``unigram``, ``char``, ``word``).
+        vocab_size: pieces in the vocabulary (special ids included; ``char`` takes what it needs).
+        batch_size: utterances per batch (batches are length-bucketed).
+        bucket_batches: batches per sorting window of the bucketing sampler.
+        sample_rate: rate the model hears; every clip is resampled to it.
+        min_duration, max_duration: clips outside this range (seconds) are dropped, with a warning.
+        max_target_len: longest target in pieces, bos/eos included (longer ones are cut).
+        unknown_chars: a transcript with characters the vocabulary lacks: ``error``, ``skip`` or ``unk``.
+        num_workers: DataLoader worker processes.
+        seed: shuffling and corpus seed.
+        predict_files: audio files ``mmformer predict`` transcribes (in this order).
+        predict_manifest: or a manifest of them (``text`` optional).
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        train_manifest: str | None = None,
+        val_manifest: str | None = None,
+        test_manifest: str | None = None,
+        num_train: int = 20000,
+        num_val: int = 300,
+        num_test: int = 1000,
+        synth_workers: int = 2,
+        units: Units = "bpe",
+        vocab_size: int = 256,
+        batch_size: int = 32,
+        bucket_batches: int = 50,
+        sample_rate: int = 16000,
+        min_duration: float = 0.1,
+        max_duration: float = 20.0,
+        max_target_len: int = 128,
+        unknown_chars: Literal["error", "skip", "unk"] = "error",
+        num_workers: int = 0,
+        seed: int = 0,
+        predict_files: list[str] | None = None,
+        predict_manifest: str | None = None,
+    ) -> None:
+        super().__init__()
+        manifests = (train_manifest, val_manifest, test_manifest)
+        if any(manifests) and not all(manifests):
+            raise ValueError("give train_manifest, val_manifest and test_manifest together (or none: the embedded corpus)")
+        if unknown_chars not in ("error", "skip", "unk"):
+            raise ValueError(f"unknown_chars must be error, skip or unk, got {unknown_chars!r}")
+        self.data_dir, self.manifests = Path(data_dir), manifests if all(manifests) else None
+        self.sizes, self.synth_workers, self.seed = (num_train, num_val, num_test), synth_workers, seed
+        self.units, self.vocab_size, self.batch_size, self.bucket_batches = units, vocab_size, batch_size, bucket_batches
+        self.sample_rate, self.min_duration, self.max_duration = sample_rate, min_duration, max_duration
+        self.max_target_len, self.unknown_chars, self.num_workers = max_target_len, unknown_chars, num_workers
+        self.predict_files, self.predict_manifest = predict_files, predict_manifest
+        self.vocab: SentencePieceVocab | None = None
+        self._resume: tuple[int, int] | None = None
+        self._ready = False
+
+    # --- sources -------------------------------------------------------------------------------
+    def _corpus(self) -> Path:
+        from mmformer.data.espeak import EspeakCorpusConfig, build_corpus
+
+        cfg = EspeakCorpusConfig(num_train=self.sizes[0], num_val=self.sizes[1], num_test=self.sizes[2], seed=self.seed)
+        return build_corpus(self.data_dir, cfg, workers=self.synth_workers)
+
+    def _entries(self, split: str) -> list[dict[str, Any]]:
+        """Manifest rows of a split: dicts with id, text, duration and either file or offset/num_samples."""
+        if self.manifests is not None:
+            path = self.manifests[("train", "val", "test").index(split)]
+            return [{"id": f"{e.manifest}:{e.line}", "text": e.text, "duration": e.duration, "file": e.audio_filepath}
+                    for e in read_manifest(path)]
+        with open(self._corpus() / f"{split}.jsonl") as f:
+            return [json.loads(line) for line in f]
+
+    def _train_vocab(self, texts: list[str]) -> SentencePieceVocab:
+        name = "espeak" if self.manifests is None else Path(self.manifests[0]).stem
+        return SentencePieceVocab.train(
+            texts, self.data_dir / "asr_vocab" / f"{name}_{self.units}{self.vocab_size}", vocab_size=self.vocab_size,
+            model_type=self.units, byte_fallback=False, character_coverage=1.0)
+
+    def _predicting(self) -> bool:
+        t = self.trainer
+        return t is not None and t.state.fn == "predict"
+
+    def prepare_data(self) -> None:
+        """Builds the embedded corpus and trains the vocabulary once (rank 0; cached). Prediction
+        needs neither: the checkpoint carries the vocabulary."""
+        if self._predicting():
+            return
+        self._train_vocab([normalize_text(e["text"]) for e in self._entries("train")])
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._ready or stage == "predict":
+            return
+        train = self._entries("train")
+        self.vocab = self._train_vocab([normalize_text(e["text"]) for e in train])
+        alphabet = {c for i in range(self.vocab.vocab_size) for c in self.vocab.id_to_piece(i)} | {" "}
+        splits = {"train": train, "val": self._entries("val"), "test": self._entries("test")}
+        self.datasets = {s: self._dataset(rows, s, alphabet) for s, rows in splits.items()}
+        self._ready = True
+
+    def _dataset(self, rows: list[dict[str, Any]], split: str, alphabet: set[str]) -> SpeechDataset:
+        keep, dropped_long, dropped_short, dropped_chars = [], 0, 0, 0
+        for r in rows:
+            text = normalize_text(r["text"])
+            bad = sorted({c for c in text if c not in alphabet})
+            if r["duration"] > self.max_duration:
+                dropped_long += 1
+            elif r["duration"] < self.min_duration and split == "train":
+                dropped_short += 1
+            elif bad and self.unknown_chars == "error":
+                raise ValueError(f"{split} utterance {r['id']}: transcript {text!r} has characters {bad} that the "
+                                 f"vocabulary (trained on the training transcripts) lacks; set "
+                                 f"data.init_args.unknown_chars to skip or unk, or clean the manifest")
+            elif bad and self.unknown_chars == "skip":
+                dropped_chars += 1
+            else:
+                keep.append({**r, "text": text})
+        if dropped_long or dropped_short or dropped_chars:
+            warnings.warn(f"{split}: dropped {dropped_long} clips longer than max_duration={self.max_duration} s, "
+                          f"{dropped_short} shorter than min_duration={self.min_duration} s and {dropped_chars} "
+                          f"with characters outside the vocabulary; {len(keep)} remain", stacklevel=2)
+        if not keep:
+            raise ValueError(f"the {split} split has no utterances left after filtering")
+        texts = [r["text"] for r in keep]
+        common = dict(ids=[str(r["id"]) for r in keep], texts=texts,
+                      targets=encode_targets(self.vocab, texts, self.max_target_len),  # type: ignore[arg-type]
+                      durations=torch.tensor([float(r["duration"]) for r in keep]), sample_rate=self.sample_rate)
+        if "file" in keep[0]:
+            return SpeechDataset(**common, files=[r["file"] for r in keep])
+        audio = np.load(self._corpus() / f"{split}.npy", mmap_mode="r")
+        return SpeechDataset(**common, audio=audio, offsets=torch.tensor([r["offset"] for r in keep]),
+                             lengths=torch.tensor([r["num_samples"] for r in keep]))
+
+    # --- loaders -------------------------------------------------------------------------------
+    def _loader(self, ds: SpeechDataset, shuffle: bool) -> DataLoader:
+        t = self.trainer
+        world, rank = (t.world_size, t.global_rank) if t is not None else (1, 0)
+        sampler = BucketBatchSampler(ds.durations, self.batch_size, shuffle, self.seed, world, rank, self.bucket_batches)
+        if shuffle and self._resume is not None:
+            sampler.resume_at(*self._resume)
+            self._resume = None
+        # batch_size=None: the sampler yields index lists and the dataset returns whole batches.
+        return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.datasets["train"], shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.datasets["val"], shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.datasets["test"], shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        entries: list[ManifestEntry] = read_manifest(self.predict_manifest, require_text=False) if self.predict_manifest else []
+        files = [e.audio_filepath for e in entries] + list(self.predict_files or [])
+        if not files:
+            raise ValueError("set data.init_args.predict_files (audio paths) or data.init_args.predict_manifest "
+                             "to transcribe with `mmformer predict`")
+        missing = [f for f in files if not Path(f).is_file()]
+        if missing:
+            raise FileNotFoundError(f"audio file(s) to transcribe do not exist: {missing[:5]}")
+        ds = SpeechDataset(files, [""] * len(files), None, torch.zeros(len(files)), self.sample_rate, files=files)
+        batches = [list(range(i, min(i + self.batch_size, len(files)))) for i in range(0, len(files), self.batch_size)]
+        return DataLoader(ds, sampler=batches, batch_size=None, num_workers=self.num_workers)  # type: ignore[arg-type]
+
+    # A checkpoint records how many batches of the epoch were trained; resuming skips them.
+    def state_dict(self) -> dict[str, int]:
+        t = self.trainer
+        if t is None:
+            return {}
+        done = t.global_step * t.accumulate_grad_batches - t.current_epoch * int(t.num_training_batches)
+        return {"epoch": t.current_epoch, "batches_done": max(0, done)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state:
+            self._resume = (state["epoch"], state["batches_done"])
