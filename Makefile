@@ -16,7 +16,7 @@ setup: $(STAMP) system-packages
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
 	@touch $(STAMP)
 
 # Installs what is missing, via apt-get where it exists; a failure only warns,
@@ -44,7 +44,6 @@ test: setup
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
 bench: setup
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
 	$(PY) bench/backbone.py
 	$(PY) bench/vit.py
 	$(PY) bench/generation.py
