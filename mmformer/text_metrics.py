@@ -11,7 +11,7 @@ from torchmetrics.text import CharErrorRate, CHRFScore, SacreBLEUScore, WordErro
 
 METRICS = {
     "bleu": lambda: SacreBLEUScore(tokenize="13a"),
-    "chrf": lambda: CHRFScore(),
+    "chrf": lambda: CHRFScore(n_word_order=0),  # sacrebleu's chrF (torchmetrics defaults to chrF++)
     "wer": WordErrorRate,
     "cer": CharErrorRate,
 }
