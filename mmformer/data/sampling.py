@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Callable, Iterator, Sized, TypeVar
 
+import math
+
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DistributedSampler, Sampler
@@ -87,20 +89,25 @@ class UnpaddedDistributedSampler(DistributedSampler):
 
 
 class ResumableDataModule(pl.LightningDataModule):
-    """A DataModule whose training loader feeds ``batch_size`` samples a step from a
-    :class:`ResumableSampler`: checkpoints record where in the epoch training stood, and a resumed
-    run continues from that sample (subclasses pass ``self._resume`` to ``sampler.resume_at``)."""
+    """A DataModule whose training loader can restart mid-epoch: checkpoints record where in the
+    epoch training stood, and a resumed run continues there (subclasses pass ``self._resume`` to
+    their sampler's ``resume_at``). The position is counted in samples (``batch_size`` a step, for
+    :class:`ResumableSampler`) or, with ``_resume_unit = "batches"``, in batches (for batch samplers
+    whose batches vary in size)."""
 
     batch_size: int
     _resume: tuple[int, int] | None = None
+    _resume_unit: str = "samples"  # "samples" or "batches"
 
     def state_dict(self) -> dict[str, int]:
         t = self.trainer
-        if t is None:
+        if t is None or not math.isfinite(t.num_training_batches):  # not fitting: nothing to resume
             return {}
-        done = t.global_step * t.accumulate_grad_batches - t.current_epoch * int(t.num_training_batches)
-        return {"epoch": t.current_epoch, "samples_done": max(0, done) * self.batch_size}
+        done = max(0, t.global_step * t.accumulate_grad_batches - t.current_epoch * int(t.num_training_batches))
+        if self._resume_unit == "batches":
+            return {"epoch": t.current_epoch, "batches_done": done}
+        return {"epoch": t.current_epoch, "samples_done": done * self.batch_size}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if state:
-            self._resume = (state["epoch"], state["samples_done"])
+            self._resume = (state["epoch"], state[f"{self._resume_unit}_done"])

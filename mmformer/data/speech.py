@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any, Iterator, Literal, Sequence
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mmformer.data.audio import ManifestEntry, load_audio, read_manifest
+from mmformer.data.sampling import ResumableDataModule
 from mmformer.tokenizers.audio import AudioBatch
 from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, SentencePieceVocab
 
@@ -161,7 +161,7 @@ def encode_targets(vocab: SentencePieceVocab, texts: list[str], max_len: int) ->
     return out
 
 
-class SpeechRecognitionData(pl.LightningDataModule):
+class SpeechRecognitionData(ResumableDataModule):
     """Speech-recognition data: NeMo manifests, or the embedded espeak-ng corpus by default.
 
     Args:
@@ -183,6 +183,8 @@ class SpeechRecognitionData(pl.LightningDataModule):
         predict_files: audio files ``mmformer predict`` transcribes (in this order).
         predict_manifest: or a manifest of them (``text`` optional).
     """
+
+    _resume_unit = "batches"  # token/length-bucketed batches vary in size
 
     def __init__(
         self,
@@ -334,14 +336,3 @@ class SpeechRecognitionData(pl.LightningDataModule):
         batches = [list(range(i, min(i + self.batch_size, len(files)))) for i in range(0, len(files), self.batch_size)]
         return DataLoader(ds, sampler=batches, batch_size=None, num_workers=self.num_workers)  # type: ignore[arg-type]
 
-    # A checkpoint records how many batches of the epoch were trained; resuming skips them.
-    def state_dict(self) -> dict[str, int]:
-        t = self.trainer
-        if t is None:
-            return {}
-        done = t.global_step * t.accumulate_grad_batches - t.current_epoch * int(t.num_training_batches)
-        return {"epoch": t.current_epoch, "batches_done": max(0, done)}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        if state:
-            self._resume = (state["epoch"], state["batches_done"])

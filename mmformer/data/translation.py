@@ -20,17 +20,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import warnings
 from pathlib import Path
 from typing import Iterator, Literal, Sequence
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mmformer.data.apertium import build_wordnet_corpus
+from mmformer.data.sampling import ResumableDataModule
 from mmformer.data.text_pairs import TextPairs, read_pairs, read_sources
 from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID, SentencePieceVocab
 
@@ -206,7 +205,7 @@ def _file_identity(path: PathLike) -> list:
     return [[str(Path(p).resolve()), Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for p in paths]
 
 
-class TranslationData(pl.LightningDataModule):
+class TranslationData(ResumableDataModule):
     """Parallel text for sequence-to-sequence training; the embedded English→Spanish corpus by default.
 
     Args:
@@ -233,6 +232,8 @@ class TranslationData(pl.LightningDataModule):
             sentences (a quick build; None = all ~150k, a few minutes once).
         val_size, test_size: embedded corpus split sizes (and the held-out validation size).
     """
+
+    _resume_unit = "batches"  # token/length-bucketed batches vary in size
 
     def __init__(
         self,
@@ -402,14 +403,3 @@ class TranslationData(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader("predict", sort=False)
 
-    # A checkpoint records how many of this rank's batches the epoch had consumed; resuming continues there.
-    def state_dict(self) -> dict[str, int]:
-        t = self.trainer
-        if t is None or not math.isfinite(t.num_training_batches):  # not fitting: nothing to resume
-            return {}
-        done = t.global_step * t.accumulate_grad_batches - t.current_epoch * int(t.num_training_batches)
-        return {"epoch": t.current_epoch, "batches_done": max(0, done)}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        if state:
-            self._resume = (state["epoch"], state["batches_done"])
