@@ -119,10 +119,26 @@ class Block(nn.Module):
 
 
 class BackboneOutput(NamedTuple):
+    """What heads and decoders read: the hidden states with the layout of the tokens they came from.
+
+    It is also the memory a decoder cross-attends to (``hidden`` + ``mask``).
+    """
+
     hidden: Tensor  # (B, N, D) final hidden states (after the final norm in pre-norm stacks)
-    mask: Tensor | None  # (B, N) the input mask, passed through for heads and memories
-    attentions: tuple[Tensor, ...] | None  # per block (B, H, N, N) self-attention weights
+    mask: Tensor | None  # (B, N) the input mask, passed through for heads and memories; None = all real
+    attentions: tuple[Tensor, ...] | None = None  # per block (B, H, N, N) self-attention weights
     cross_attentions: tuple[Tensor, ...] | None = None  # per block (B, H, N, S) cross-attention weights
+    num_prefix_tokens: int = 0  # leading non-sequence tokens (CLS, registers) of the input TokenBatch
+    grid: tuple[int, int] | None = None  # (H, W) patch grid of the input TokenBatch, patches after the prefix
+
+    def repeat(self, n: int) -> BackboneOutput:
+        """Each row ``n`` times in a row (``(B*n, N, D)``): beam search's view of a memory.
+
+        Attention weights are dropped (they are for plots, not for decoding).
+        """
+        mask = None if self.mask is None else self.mask.repeat_interleave(n, 0)
+        return self._replace(hidden=self.hidden.repeat_interleave(n, 0), mask=mask, attentions=None,
+                             cross_attentions=None)
 
 
 class _Stack(nn.Module):
@@ -184,6 +200,8 @@ class _Stack(nn.Module):
             batch.mask,
             tuple(self_w) if need_weights else None,  # type: ignore[arg-type]
             tuple(cross_w) if need_weights and memory is not None else None,  # type: ignore[arg-type]
+            batch.num_prefix_tokens,
+            batch.grid,
         )
 
 
