@@ -78,11 +78,6 @@ class Block(nn.Module):
         self.norm2, self.mlp = norm_layer(dim), mlp
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def _residual(self, x: Tensor, norm: nn.Module, branch: Callable[[Tensor], Tensor]) -> Tensor:
-        if self.prenorm:
-            return x + self.drop_path(branch(norm(x)))
-        return norm(x + self.drop_path(branch(x)))
-
     def forward(
         self,
         x: Tensor,
@@ -94,28 +89,30 @@ class Block(nn.Module):
         cache: LayerCache | None = None,
         need_weights: bool = False,
     ) -> BlockOutput:
-        """x: ``(B, N, D)``, mask ``(B, N)``; memory ``(B, S, D_mem)`` with memory_mask ``(B, S)``."""
-        weights: list[Tensor | None] = [None, None]
+        """x: ``(B, N, D)``, mask ``(B, N)``; memory ``(B, S, D_mem)`` with memory_mask ``(B, S)``.
 
-        def self_branch(h: Tensor) -> Tensor:
-            out = self.attn(h, mask, positions=positions, cache=None if cache is None else cache.self_kv,
-                            need_weights=need_weights)
-            weights[0] = out.weights
-            return out.out
+        Each branch is pre-norm ``x + f(norm(x))`` or post-norm ``norm(x + f(x))``.
+        """
+        h = self.norm1(x) if self.prenorm else x
+        sa = self.attn(h, mask, positions=positions, cache=None if cache is None else cache.self_kv,
+                       need_weights=need_weights)
+        x = (x + self.drop_path(sa.out)) if self.prenorm else self.norm1(x + self.drop_path(sa.out))
 
-        def cross_branch(h: Tensor) -> Tensor:
-            out = self.cross_attn(h, memory, memory_mask,  # type: ignore[misc]
-                                  cache=None if cache is None else cache.cross_kv, need_weights=need_weights)
-            weights[1] = out.weights
-            return out.out
-
-        x = self._residual(x, self.norm1, self_branch)
+        cross_weights = None
         if self.cross_attn is not None:
             if memory is None:
                 raise ValueError("this block cross-attends: pass memory=(B, S, D_mem)")
-            x = self._residual(x, self.norm_cross, cross_branch)  # type: ignore[arg-type]
-        x = self._residual(x, self.norm2, self.mlp)
-        return BlockOutput(x, weights[0], weights[1])
+            h = self.norm_cross(x) if self.prenorm else x  # type: ignore[misc]
+            ca = self.cross_attn(h, memory, memory_mask, cache=None if cache is None else cache.cross_kv,
+                                 need_weights=need_weights)
+            x = ((x + self.drop_path(ca.out)) if self.prenorm
+                 else self.norm_cross(x + self.drop_path(ca.out)))  # type: ignore[misc]
+            cross_weights = ca.weights
+
+        h = self.norm2(x) if self.prenorm else x
+        m = self.mlp(h)
+        x = (x + self.drop_path(m)) if self.prenorm else self.norm2(x + self.drop_path(m))
+        return BlockOutput(x, sa.weights, cross_weights)
 
 
 class BackboneOutput(NamedTuple):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from mmformer.backbone import BackboneConfig, Block, Decoder, Encoder
-from mmformer.layers.attention import SelfAttention
+from mmformer.layers.attention import CrossAttention, SelfAttention
 from mmformer.layers.mlp import Mlp
 from mmformer.tokenizers.base import TokenBatch
 
@@ -226,6 +226,42 @@ def test_post_norm_block_math():
         h = x + block.attn(block.norm1(x)).out
         expected = h + block.mlp(block.norm2(h))
         torch.testing.assert_close(block(x).hidden, expected, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("norm_position", ["post", "pre"])
+def test_cross_attention_block_math_and_weights(norm_position):
+    """Self-attention, cross-attention and MLP branches in order, with both weight maps returned."""
+    torch.manual_seed(0)
+    dim, mem_dim = 16, 8
+    block = Block(dim, SelfAttention(dim, 2, causal=True), Mlp(dim, 32), nn.LayerNorm,
+                  CrossAttention(dim, 2, kv_dim=mem_dim), norm_position=norm_position).eval()
+    jitter(block)
+    x, memory = torch.randn(2, 3, dim), torch.randn(2, 4, mem_dim)
+    mask, memory_mask = torch.tensor([[True, True, False]] * 2), torch.tensor([[True] * 4, [True, True, False, False]])
+    with torch.no_grad():
+        out = block(x, mask, memory=memory, memory_mask=memory_mask, need_weights=True)
+        if norm_position == "post":
+            sa = block.attn(x, mask, need_weights=True)
+            h = block.norm1(x + sa.out)
+            ca = block.cross_attn(h, memory, memory_mask, need_weights=True)
+            h = block.norm_cross(h + ca.out)
+            expected = block.norm2(h + block.mlp(h))
+        else:
+            sa = block.attn(block.norm1(x), mask, need_weights=True)
+            h = x + sa.out
+            ca = block.cross_attn(block.norm_cross(h), memory, memory_mask, need_weights=True)
+            h = h + ca.out
+            expected = h + block.mlp(block.norm2(h))
+        torch.testing.assert_close(out.hidden, expected, atol=ATOL, rtol=0)
+        assert out.self_weights.shape == (2, 2, 3, 3) and out.cross_weights.shape == (2, 2, 3, 4)
+        torch.testing.assert_close(out.self_weights, sa.weights, atol=ATOL, rtol=0)
+        torch.testing.assert_close(out.cross_weights, ca.weights, atol=ATOL, rtol=0)
+        assert torch.all(out.cross_weights[1, :, :, 2:] == 0)  # masked memory gets no attention
+        plain = block(x, mask, memory=memory, memory_mask=memory_mask)
+        assert plain.self_weights is None and plain.cross_weights is None
+        torch.testing.assert_close(plain.hidden, out.hidden, atol=ATOL, rtol=0)
+    keys = {k.split(".")[0] for k in block.state_dict()}
+    assert keys == {"norm1", "attn", "norm_cross", "cross_attn", "norm2", "mlp"}
 
 
 def test_decoder_structure_and_weights_output():
