@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Callable, Literal, NamedTuple
 
 import torch
-from timm.layers import DropPath
 from torch import Tensor, nn
 
 from mmformer.layers.attention import CrossAttention, SelfAttention, check_heads
@@ -76,7 +75,12 @@ class Block(nn.Module):
         self.norm_cross = norm_layer(dim) if cross_attn is not None else None
         self.cross_attn = cross_attn
         self.norm2, self.mlp = norm_layer(dim), mlp
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        if drop_path > 0:
+            from timm.layers import DropPath  # imported here: `import timm.layers` loads timm's data stack
+
+            self.drop_path: nn.Module = DropPath(drop_path)
+        else:
+            self.drop_path = nn.Identity()
 
     def forward(
         self,

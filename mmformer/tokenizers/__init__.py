@@ -1,25 +1,55 @@
-"""Modality tokenizers: raw inputs → :class:`TokenBatch`."""
+"""Modality tokenizers: raw inputs → :class:`TokenBatch`.
+
+The contract (``TokenBatch``, ``ModalityTokenizer``, ``register_tokenizer``) is imported eagerly and
+needs only torch; the built-in tokenizers are imported on first use (PEP 562), so code that only
+needs the contract does not load torchaudio, sentencepiece or timm.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 from mmformer.tokenizers.base import (
     ENTRY_POINT_GROUP,
     ModalityTokenizer,
     TokenBatch,
-    list_tokenizers,
     register_tokenizer,
+    registered_tokenizers,
 )
-from mmformer.tokenizers.image import ImagePatchTokenizer
+
+if TYPE_CHECKING:  # the lazy names below, for type checkers and import-graph tools
+    from mmformer.tokenizers.audio import AudioBatch, AudioTokenizer
+    from mmformer.tokenizers.image import ImagePatchTokenizer
+    from mmformer.tokenizers.registry import list_tokenizers
+    from mmformer.tokenizers.sentencepiece_vocab import SentencePieceVocab
+    from mmformer.tokenizers.text import TextTokenizer
+    from mmformer.tokenizers.trajectory import TrajectoryTokenizer
+
+_LAZY = {
+    "AudioBatch": "mmformer.tokenizers.audio",
+    "AudioTokenizer": "mmformer.tokenizers.audio",
+    "ImagePatchTokenizer": "mmformer.tokenizers.image",
+    "SentencePieceVocab": "mmformer.tokenizers.sentencepiece_vocab",
+    "TextTokenizer": "mmformer.tokenizers.text",
+    "TrajectoryTokenizer": "mmformer.tokenizers.trajectory",
+    "list_tokenizers": "mmformer.tokenizers.registry",
+}
 
 __all__ = [
-    "ENTRY_POINT_GROUP", "ImagePatchTokenizer", "ModalityTokenizer", "TokenBatch", "list_tokenizers",
-    "register_tokenizer",
+    "ENTRY_POINT_GROUP", "ModalityTokenizer", "TokenBatch", "register_tokenizer", "registered_tokenizers",
+    *_LAZY,
 ]
-from mmformer.tokenizers.sentencepiece_vocab import SentencePieceVocab  # noqa: E402
-from mmformer.tokenizers.text import TextTokenizer  # noqa: E402
 
-__all__ += ["SentencePieceVocab", "TextTokenizer"]
-from mmformer.tokenizers.trajectory import TrajectoryTokenizer  # noqa: E402
 
-__all__ += ["TrajectoryTokenizer"]
-from mmformer.tokenizers.audio import AudioBatch, AudioTokenizer  # noqa: E402
+def __getattr__(name: str) -> Any:
+    """Imports a lazily exported name on first access and caches it in the package."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
 
-__all__ += ["AudioBatch", "AudioTokenizer"]
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -139,9 +139,12 @@ def register_tokenizer(name: str | None = None) -> Callable[[T], T]:
     return deco
 
 
-def list_tokenizers(include_entry_points: bool = True) -> dict[str, type[ModalityTokenizer]]:
-    """Registered tokenizers by name, plus those other packages expose in the
-    ``mmformer.tokenizers`` entry-point group (loaded on demand)."""
+def registered_tokenizers(include_entry_points: bool = True) -> dict[str, type[ModalityTokenizer]]:
+    """Tokenizers registered so far by name (modules imported until now), plus those other packages
+    expose in the ``mmformer.tokenizers`` entry-point group (loaded on demand).
+
+    :func:`mmformer.tokenizers.list_tokenizers` is the full list: it imports the built-in tokenizers first.
+    """
     found = dict(_REGISTRY)
     if include_entry_points:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
