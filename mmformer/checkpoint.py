@@ -1,12 +1,13 @@
-"""Loading a trained task from its recipe and checkpoint, from Python, without unpickling code."""
+"""Reading Lightning checkpoint files weights-only (never unpickling code), with errors that name the problem.
+
+Building a task from its recipe and a checkpoint is :func:`mmformer.recipes.load_task`.
+"""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 
 
@@ -26,31 +27,3 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict' entry)")
     return ckpt
-
-
-def load_task(config: str | Path, ckpt_path: str | Path, *overrides: str) -> tuple[pl.LightningModule, Any]:
-    """Builds the task and DataModule a recipe describes and loads a checkpoint's weights.
-
-    Args:
-        config: the recipe YAML the checkpoint was trained with (e.g. ``tasks/image_classification.yaml``).
-        ckpt_path: a checkpoint of that recipe.
-        overrides: extra CLI arguments, e.g. ``"--model.init_args.backbone.depth=4"``.
-    Returns:
-        ``(task in eval mode, datamodule)``; ``task.model`` is the plain ``nn.Module``.
-    """
-    from mmformer.cli import main
-
-    ckpt = read_checkpoint(ckpt_path)
-    with warnings.catch_warnings():  # called from Python: the host program's own sys.argv is not ours
-        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
-        cli = main(["--config", str(config), "--trainer.logger=false", "--trainer.enable_checkpointing=false",
-                    "--trainer.callbacks=[]", *overrides], run=False)
-    try:
-        cli.model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as e:
-        raise ValueError(
-            f"checkpoint {ckpt_path} does not fit the model {config} builds (were other settings used in "
-            f"training? pass them as overrides): {' '.join(str(e).split())[:1000]}"
-        ) from e
-    cli.model.on_load_checkpoint(ckpt)  # what the task keeps beside its weights (e.g. a text vocabulary)
-    return cli.model.eval(), cli.datamodule

@@ -3,6 +3,9 @@
     mmformer fit  --config tasks/<recipe>.yaml [--config configs/model/small.yaml] [--trainer configs/trainer/ddp.yaml]
     mmformer test --config tasks/<recipe>.yaml --ckpt_path runs/version_0/checkpoints/last.ckpt
 
+The ``mmformer`` console script is :func:`mmformer.console.console`, which also dispatches
+``export`` and ``train-tokenizer``; this module is LightningCLI alone, so the modules built on it
+(``mmformer.recipes``, ``mmformer.export``) can import it without a cycle.
 Everything else (``--print_config``, dotted overrides, the saved ``config.yaml`` beside the logs)
 is LightningCLI's own behaviour; class signatures are the schema.
 """
@@ -110,27 +113,10 @@ def main(args: ArgsType = None, run: bool = True) -> MMFormerCLI:
     )
 
 
-def console() -> None:
-    """The ``mmformer`` console script (returns nothing, so no object is printed on exit).
-
-    ``mmformer export --config ... --ckpt_path ... --out ...`` goes to :func:`mmformer.export.main`,
-    ``mmformer train-tokenizer --input ... --output ...`` to :func:`mmformer.data.train_tokenizer.main`;
-    every other subcommand is LightningCLI's.
-    """
+if __name__ == "__main__":  # `python -m mmformer.cli fit ...`: LightningCLI's subcommands only
     import sys
 
-    if sys.argv[1:2] == ["export"]:
-        from mmformer.export import main as export_main
-
-        export_main(sys.argv[2:])
-        return
-    if sys.argv[1:2] == ["train-tokenizer"]:
-        from mmformer.data.train_tokenizer import main as train_tokenizer_main
-
-        train_tokenizer_main(sys.argv[2:])
-        return
+    if sys.argv[1:2] in (["export"], ["train-tokenizer"]):
+        sys.exit(f"`{sys.argv[1]}` is a subcommand of the `mmformer` command (or `python -m mmformer`), "
+                 f"not of `python -m mmformer.cli`")
     main()
-
-
-if __name__ == "__main__":
-    console()

@@ -25,20 +25,6 @@ FORMAT, VERSION = "mmformer-export", 1
 WEIGHTS, CONFIG = "model.safetensors", "config.yaml"
 
 
-def _model_config(config: str | Path, *overrides: str) -> dict[str, Any]:
-    """The fully resolved ``model`` entry (``class_path`` + every ``init_args``) of a recipe."""
-    from mmformer.cli import main
-
-    cli = main(["--config", str(config), "--trainer.logger=false", "--trainer.callbacks=[]",
-                "--trainer.enable_checkpointing=false", *overrides], run=False)
-    try:  # keep explicit nulls; jsonargparse >= 4.49 calls skip_none skip_unset
-        text = cli.parser.dump(cli.config, format="yaml", skip_unset=False)
-    except (TypeError, ValueError):
-        text = cli.parser.dump(cli.config, format="yaml", skip_none=False)
-    full = yaml.safe_load(text)
-    return full["model"]
-
-
 def _plain_tensors(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """CPU, contiguous, detached tensors; a tensor sharing storage with an earlier one (tied weights) is
     cloned, since safetensors refuses shared storage. Loading copies the same values into both ties."""
@@ -66,10 +52,10 @@ def export_model(config: str | Path, ckpt_path: str | Path, out_dir: str | Path,
     """
     from safetensors.torch import save_file
 
-    from mmformer.checkpoint import load_task
+    from mmformer.recipes import load_task, model_config  # the recipe machinery: LightningCLI
 
     task, _ = load_task(config, ckpt_path, *overrides)  # ValueError when the checkpoint does not fit
-    model_cfg = _model_config(config, *overrides)
+    model_cfg = model_config(config, *overrides)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_file(_plain_tensors(task.model.state_dict()), str(out / WEIGHTS), metadata={"format": "pt"})

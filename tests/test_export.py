@@ -57,7 +57,7 @@ def test_console_export_subcommand(trained, tmp_path: Path) -> None:
     cli, ckpt, x = trained
     out = tmp_path / "cli_export"
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    res = subprocess.run([sys.executable, "-m", "mmformer.cli", "export", "--config", DIGITS,
+    res = subprocess.run([sys.executable, "-m", "mmformer", "export", "--config", DIGITS,
                           "--ckpt_path", str(ckpt), "--out", str(out)],
                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert res.returncode == 0, res.stderr
@@ -65,6 +65,13 @@ def test_console_export_subcommand(trained, tmp_path: Path) -> None:
     with torch.no_grad():
         assert torch.allclose(load_exported(out)(x), cli.model.eval()(x), atol=1e-6)
 
+
+
+def test_lightning_cli_module_names_the_console_command_for_export(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    res = subprocess.run([sys.executable, "-m", "mmformer.cli", "export", "--config", DIGITS],
+                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert res.returncode == 1 and "python -m mmformer`" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_export_command_errors_are_messages_not_tracebacks(trained, tmp_path: Path,
