@@ -190,6 +190,10 @@ class _Stack(nn.Module):
             raise TypeError(f"the backbone takes a TokenBatch, got {type(batch).__name__}")
         if batch.dim != self.config.dim:
             raise ValueError(f"tokens have width {batch.dim} but the backbone's dim is {self.config.dim}")
+        if batch.needs_rope and not self.config.rope:
+            raise ValueError("the tokenizer leaves positions to rotary attention (positions: rope) but this "
+                             "backbone has rope: false, so it would see no token order; set the backbone's "
+                             "rope: true, or give the tokenizer learned or sinusoidal positions")
         x, self_w, cross_w = batch.tokens, [], []
         for i, block in enumerate(self.blocks):
             x, sw, cw = block(x, batch.mask, positions=batch.positions, memory=memory, memory_mask=memory_mask,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -67,28 +69,54 @@ def test_beam_hypotheses_are_sorted_and_scores_are_the_full_forward_log_probs(al
     out = beam_search(model, src, GenerationConfig(strategy="beam", beam_size=4, max_new_tokens=16,
                                                    length_penalty=alpha))
     b, k, _ = out.sequences.shape
-    assert (out.normalized[:, :-1] >= out.normalized[:, 1:]).all()
-    assert torch.allclose(out.normalized, out.scores / length_penalty(out.lengths, alpha))
     flat = out.sequences.reshape(b * k, -1)
     recomputed = sequence_log_probs(model, src.repeat_interleave(k, 0), flat).view(b, k)
     assert torch.allclose(out.scores, recomputed, atol=1e-4), (out.scores, recomputed)
     # lengths count the generated tokens up to and including eos (all of them if none)
+    lengths = []
     for row, n in zip(flat.tolist(), out.lengths.flatten().tolist()):
-        assert n == (row.index(EOS_ID) + 1 if EOS_ID in row else len(row))
+        lengths.append(row.index(EOS_ID) + 1 if EOS_ID in row else len(row))
+        assert n == lengths[-1]
         assert all(t == PAD_ID for t in row[n:])
+    # hypotheses come best first by the recomputed, length-normalized score
+    normalized = recomputed / length_penalty(torch.tensor(lengths).view(b, k), alpha)
+    assert (normalized[:, :-1] >= normalized[:, 1:] - 1e-4).all()
     # hypotheses of one source are distinct
     for i in range(b):
         assert len({tuple(s) for s in out.sequences[i].tolist()}) == k
 
 
-def test_beam_search_finds_at_least_the_greedy_score() -> None:
-    model, src = _model(seed=4), _source()
-    cfg = GenerationConfig(strategy="beam", beam_size=5, max_new_tokens=30, length_penalty=0.0)
-    greedy = generate(model, src, GenerationConfig(strategy="greedy", max_new_tokens=30))
-    greedy_lp = sequence_log_probs(model, src, greedy)
-    best = beam_search(model, src, cfg)
-    ended = (greedy == EOS_ID).any(1)  # compare only sources whose greedy output finished
-    assert (best.scores[:, 0][ended] >= greedy_lp[ended] - 1e-4).all()
+def test_beam_search_with_a_wide_enough_beam_is_exact_search() -> None:
+    # A vocabulary of 6 (4 specials, 2 words) leaves 4 generable ids (unk, eos, 2 words), so 3 steps
+    # have 40 distinct outputs; a beam of 16 >= 4**2 never drops a prefix, so its best hypothesis must
+    # be the argmax of the full-forward log-probability over all of them, finished ones included.
+    # (A beam can score below greedy when greedy's prefix falls off it, so that is no property to test.)
+    v, steps = 6, 3
+    torch.manual_seed(5)
+    dec = BackboneConfig(dim=16, depth=1, num_heads=2, mlp_ratio=2.0)
+    model = Seq2Seq(TextTokenizer(16, V), Encoder(dec), TextTokenizer(16, v, max_len=8), Decoder(dec)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0, 0.5)
+    src = _source(4)
+    out = beam_search(model, src, GenerationConfig(strategy="beam", beam_size=16, max_new_tokens=steps,
+                                                   length_penalty=0.0))
+    words = [t for t in range(v) if t not in (PAD_ID, BOS_ID)]
+    candidates = []
+    for seq in itertools.product(words, repeat=steps):
+        end = seq.index(EOS_ID) + 1 if EOS_ID in seq else steps
+        candidates.append(tuple(seq[:end]) + (PAD_ID,) * (steps - end))
+    candidates = sorted(set(candidates))
+    assert len(candidates) == 1 + 3 + 9 + 27
+    table = torch.tensor(candidates)  # (40, steps)
+    for i in range(src.shape[0]):
+        exact = sequence_log_probs(model, src[i : i + 1].expand(len(table), -1), table)  # (40,)
+        best = int(exact.argmax())
+        assert out.sequences[i, 0].tolist() == list(candidates[best])
+        assert torch.allclose(out.scores[i, 0], exact[best], atol=1e-4)
+    finished = (out.sequences[:, 0] == EOS_ID).any(1)
+    assert finished.any(), "no best hypothesis ends in eos: the test would not cover finished rows"
 
 
 def test_sampling_is_seeded_and_filters_are_pure() -> None:

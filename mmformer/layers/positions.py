@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -125,10 +126,20 @@ class RotaryEmbedding(nn.Module):
         if head_dim % 2:
             raise ValueError(f"RoPE needs an even head dim, got {head_dim}")
         self.head_dim, self.base = head_dim, base
-        # Kept float32 and out of state_dict: it is a function of (head_dim, base), not a weight.
-        self.register_buffer(
-            "inv_freq", base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim), persistent=False
-        )
+        # Out of state_dict: it is a function of (head_dim, base), not a weight.
+        self.register_buffer("inv_freq", self._inv_freq(torch.device("cpu")), persistent=False)
+
+    def _inv_freq(self, device: torch.device) -> Tensor:
+        return self.base ** (-torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=device) / self.head_dim)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> RotaryEmbedding:
+        # ``module.to(torch.bfloat16)`` / ``.half()`` cast floating buffers; the frequencies stay
+        # float32 (recomputed, not cast back: bf16 keeps 8 mantissa bits, so angles of positions in
+        # the hundreds would be off by whole radians). Moves between devices still apply.
+        super()._apply(fn, recurse)
+        if self.inv_freq.dtype != torch.float32:
+            self.inv_freq = self._inv_freq(self.inv_freq.device)
+        return self
 
     def forward(self, positions: Tensor) -> tuple[Tensor, Tensor]:
         """positions: ``(T,)`` or ``(B, T)`` → cos, sin broadcastable to ``(B, H, T, hd)``."""

@@ -178,8 +178,11 @@ class AudioTokenizer(ModalityTokenizer):
         return torch.where(lengths >= self.win, (lengths - self.win) // self.hop + 1, torch.zeros_like(lengths))
 
     def num_tokens(self, lengths: Tensor) -> Tensor:
-        """Real samples ``(B,)`` → real output tokens (what the mask marks True)."""
-        n = self.num_frames(lengths)
+        """Real samples ``(B,)`` → real output tokens (what the mask marks True).
+
+        A clip shorter than one window keeps one (silent) frame, as :meth:`features` does.
+        """
+        n = self.num_frames(lengths).clamp_min(1)
         for _ in self.convs:
             n = (n - 1).div(2, rounding_mode="floor") + 1  # 3x3 stride-2 pad-1 conv: ceil(n / 2)
         per = self.patch_size[0] if self.patching == "patches" else self.stack

@@ -26,6 +26,8 @@ class TokenBatch:
             (RoPE); None = ``0 .. N-1``.
         grid: ``(H, W)`` of the patch grid for 2D tokens (patches follow any prefix tokens, row-major).
         num_prefix_tokens: leading tokens that are not part of the grid or sequence (CLS, registers).
+        needs_rope: the tokens carry no positional signal of their own and rely on the backbone's
+            rotary attention (a backbone without RoPE refuses them rather than train order-blind).
     """
 
     tokens: Tensor
@@ -33,6 +35,7 @@ class TokenBatch:
     positions: Tensor | None = None
     grid: tuple[int, int] | None = None
     num_prefix_tokens: int = 0
+    needs_rope: bool = False
 
     def __post_init__(self) -> None:
         if self.tokens.dim() != 3 or not self.tokens.is_floating_point():

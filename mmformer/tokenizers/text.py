@@ -81,7 +81,7 @@ class TextTokenizer(ModalityTokenizer):
         if self.pos is not None:
             x = self.pos(x, offset)
         # RoPE needs no positions here: attention counts them from 0, or from the KV cache's length.
-        return TokenBatch(self.drop(x), (ids != self.pad_id) if mask else None)
+        return TokenBatch(self.drop(x), (ids != self.pad_id) if mask else None, needs_rope=self.kind == "rope")
 
     def dummy_inputs(self, batch_size: int = 2, pad: int = 0, seed: int = 0) -> Tensor:
         g = torch.Generator().manual_seed(seed)

@@ -223,3 +223,14 @@ def test_token_batch_rejects_bad_shapes():
     ok = TokenBatch(torch.randn(2, 5, 4), positions=torch.arange(5).expand(2, 5), grid=(2, 2), num_prefix_tokens=1)
     assert (ok.batch_size, ok.seq_len, ok.dim) == (2, 5, 4)
     assert ok.real_mask().all() and ok.real_mask().shape == (2, 5)
+
+
+@pytest.mark.parametrize("cast", ["bf16", "half", "double"])
+def test_rope_frequencies_stay_float32_when_the_module_is_cast(cast: str) -> None:
+    rope = RotaryEmbedding(16)
+    ref_cos, ref_sin = rope(torch.arange(512))
+    cast_to = {"bf16": lambda m: m.to(torch.bfloat16), "half": lambda m: m.half(), "double": lambda m: m.double()}
+    rope = cast_to[cast](rope)
+    assert rope.inv_freq.dtype == torch.float32
+    cos, sin = rope(torch.arange(512))
+    assert torch.equal(cos, ref_cos) and torch.equal(sin, ref_sin)  # angles of far positions unchanged
