@@ -1,28 +1,70 @@
-"""DataModules, dataset readers and the builders of the offline embedded defaults."""
+"""Data by role: :mod:`.readers` of users' formats, :mod:`.builders` of the offline embedded defaults,
+the LightningDataModules in :mod:`.modules`, and the machinery they share in :mod:`.common`.
+:mod:`.spec` is the data→task contract every DataModule implements.
 
-from mmformer.data.image_sources import DigitsData, FashionMNISTData, IdxImageData, TorchvisionImageData
-from mmformer.data.images import ImageClassificationData, TensorImageDataset
+The public names below are re-exported lazily: ``from mmformer.data import TranslationData`` imports
+only the translation module (and ``import mmformer.data`` imports nothing heavy).
+"""
 
-__all__ = [
-    "DigitsData", "FashionMNISTData", "IdxImageData", "TorchvisionImageData",
-    "ImageClassificationData", "TensorImageDataset",
-]
-from mmformer.data.image_files import ImageFolderData, load_image  # noqa: E402
+from __future__ import annotations
 
-__all__ += ["ImageFolderData", "load_image"]
-from mmformer.data.text_pairs import read_pairs  # noqa: E402
-from mmformer.data.translation import TranslationData  # noqa: E402
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ += ["TranslationData", "read_pairs"]
-from mmformer.data.control_datasets import build_control_dataset  # noqa: E402
-from mmformer.data.trajectories import TrajectoryData, episodes_from_arrays, read_d4rl  # noqa: E402
+_EXPORTS = {
+    # DataModules (their class names are stable: Lightning keys checkpointed DataModule state by them)
+    "ImageClassificationData": "modules.images", "IdxImageData": "modules.images",
+    "FashionMNISTData": "modules.images", "DigitsData": "modules.images", "TorchvisionImageData": "modules.images",
+    "ImageFolderData": "modules.images", "TensorImageDataset": "modules.images",
+    "TranslationData": "modules.translation",
+    "SpeechRecognitionData": "modules.speech",
+    "CaptionDataModule": "modules.captions", "CsvCaptionData": "modules.captions",
+    "ShapesCaptionData": "modules.captions",
+    "TrajectoryData": "modules.trajectories",
+    # readers
+    "load_image": "readers.image_files", "read_pairs": "readers.text_pairs",
+    "load_audio": "readers.audio", "read_manifest": "readers.audio",
+    "read_caption_table": "readers.caption_table",
+    "read_d4rl": "readers.d4rl", "episodes_from_arrays": "readers.d4rl",
+    # builders
+    "build_control_dataset": "builders.control",
+    # shared machinery
+    "BucketBatchSampler": "common.batching",
+    # the data→task contract
+    "DataSpec": "spec", "ControlSpec": "spec", "EvalSplit": "spec", "ZeroShotSpec": "spec",
+    "ProvidesDataSpec": "spec",
+}
 
-__all__ += ["TrajectoryData", "build_control_dataset", "episodes_from_arrays", "read_d4rl"]
-from mmformer.data.captions import CaptionDataModule, CsvCaptionData, read_caption_table  # noqa: E402
-from mmformer.data.shapes import ShapesCaptionData  # noqa: E402
+__all__ = sorted(_EXPORTS)
 
-__all__ += ["CaptionDataModule", "CsvCaptionData", "ShapesCaptionData", "read_caption_table"]
-from mmformer.data.audio import load_audio, read_manifest  # noqa: E402
-from mmformer.data.speech import BucketBatchSampler, SpeechRecognitionData  # noqa: E402
 
-__all__ += ["BucketBatchSampler", "SpeechRecognitionData", "load_audio", "read_manifest"]
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mmformer.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"mmformer.data.{module}"), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # static analysers and IDEs see the names
+    from mmformer.data.builders.control import build_control_dataset
+    from mmformer.data.common.batching import BucketBatchSampler
+    from mmformer.data.modules.captions import CaptionDataModule, CsvCaptionData, ShapesCaptionData
+    from mmformer.data.modules.images import (
+        DigitsData, FashionMNISTData, IdxImageData, ImageClassificationData, ImageFolderData, TensorImageDataset,
+        TorchvisionImageData,
+    )
+    from mmformer.data.modules.speech import SpeechRecognitionData
+    from mmformer.data.modules.trajectories import TrajectoryData
+    from mmformer.data.modules.translation import TranslationData
+    from mmformer.data.readers.audio import load_audio, read_manifest
+    from mmformer.data.readers.caption_table import read_caption_table
+    from mmformer.data.readers.d4rl import episodes_from_arrays, read_d4rl
+    from mmformer.data.readers.image_files import load_image
+    from mmformer.data.readers.text_pairs import read_pairs
+    from mmformer.data.spec import ControlSpec, DataSpec, EvalSplit, ProvidesDataSpec, ZeroShotSpec

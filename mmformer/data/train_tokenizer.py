@@ -3,7 +3,7 @@
     mmformer train-tokenizer --input corpus.en corpus.es --output data/spm/enes --vocab-size 8000
 
 Plain text files give one sentence per line (blank lines skipped); ``.tsv`` and ``.jsonl`` files
-give both sides of their pairs (see :mod:`mmformer.data.text_pairs`). Writes ``<output>.model``
+give both sides of their pairs (see :mod:`mmformer.data.readers.text_pairs`). Writes ``<output>.model``
 (and ``<output>.json``, the fingerprint that lets a rerun on the same inputs return at once).
 Byte fallback is on, so characters never seen in training still encode.
 """
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from mmformer.data.text_pairs import JSONL_SUFFIXES, TSV_SUFFIXES, read_pairs
+from mmformer.data.readers.text_pairs import JSONL_SUFFIXES, TSV_SUFFIXES, read_pairs
 from mmformer.tokenizers.sentencepiece_vocab import SentencePieceVocab
 
 

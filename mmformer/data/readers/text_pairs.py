@@ -31,10 +31,13 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from mmformer.data.wordnet import normalize_space
-
 TSV_SUFFIXES = (".tsv", ".tab")
 JSONL_SUFFIXES = (".jsonl", ".json")
+
+
+def normalize_space(text: str) -> str:
+    """Collapses runs of whitespace (tabs and newlines included) to one space and strips the ends."""
+    return " ".join(text.split())
 
 
 @dataclass

@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from mmformer.data import DigitsData, FashionMNISTData, IdxImageData, ImageFolderData, load_image
-from mmformer.data.idx import read_idx
-from mmformer.data.images import check_labels, match_channels
-from mmformer.data.sampling import ResumableSampler
+from mmformer.data.common.sampling import ResumableSampler
+from mmformer.data.modules.images import check_labels, match_channels
+from mmformer.data.readers.idx import read_idx
 
 
 def write_idx(path: Path, array: np.ndarray, gz: bool = False) -> Path:

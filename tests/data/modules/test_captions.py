@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmformer.data.captions import CsvCaptionData, read_caption_table
+from mmformer.data.modules.captions import CsvCaptionData, ShapesCaptionData
+from mmformer.data.readers.caption_table import read_caption_table
 
 CAPTIONS = ["a red square", "a blue square", "a green circle", "a red circle", "a blue circle", "a green square"]
 
@@ -86,3 +87,19 @@ def test_non_image_file_names_the_row_when_read(tmp_path: Path) -> None:
     dm.setup("fit")
     with pytest.raises(ValueError, match=r"train\.tsv:7: .*notes\.png is not a readable image"):
         dm.val_set.__getitems__(list(range(6)))
+
+
+def test_shapes_datamodule_batches_and_vocab(tmp_path: Path) -> None:
+    dm = ShapesCaptionData(data_dir=str(tmp_path), num_train=400, num_eval=120, batch_size=16)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.vocab is not None and dm.vocab.vocab_size == 64
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (16, 3, 48, 48) and batch["text"].dtype.is_floating_point is False
+    assert batch["image"].mean().abs() < 0.5  # normalized with the training statistics
+    row = int(batch["index"][0])
+    words = dm.vocab.decode(batch["text"][:1])[0]
+    assert words == dm.load_raw("train")[1][row]  # captions stay paired with their images
+    assert [s.name for s in dm.data_spec().eval_splits] == ["", "", "unseen_"]
+    test = next(iter(dm.test_dataloader()))
+    assert set(test) >= {"image", "text", "labels", "split"}

@@ -22,35 +22,22 @@ import hashlib
 import json
 import warnings
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from mmformer.data.apertium import build_wordnet_corpus
-from mmformer.data.sampling import ResumableDataModule
-from mmformer.data.text_pairs import TextPairs, read_pairs, read_sources
-from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID, SentencePieceVocab
+from mmformer.data.builders.apertium import build_wordnet_corpus
+from mmformer.data.common.batching import EvalBatchSampler, TokenBudgetBatchSampler
+from mmformer.data.common.ids import Ragged, wrap_rows
+from mmformer.data.common.loading import world_of
+from mmformer.data.common.sampling import ResumableDataModule
+from mmformer.data.readers.text_pairs import TextPairs, read_pairs, read_sources
+from mmformer.data.spec import DataSpec, ProvidesDataSpec
+from mmformer.tokenizers.sentencepiece_vocab import SentencePieceVocab
 
 PathLike = str | list[str] | None
-
-
-class Ragged:
-    """Variable-length id rows stored flat: ``flat (sum L,)``, ``offsets (N,)``, ``lengths (N,)``."""
-
-    def __init__(self, rows: Sequence[Sequence[int]]) -> None:
-        self.lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
-        self.offsets = torch.cumsum(self.lengths, 0) - self.lengths
-        self.flat = torch.tensor([i for r in rows for i in r] or [PAD_ID], dtype=torch.long)
-
-    def pad(self, idx: Tensor) -> Tensor:
-        """Rows ``idx (B,)`` → right-padded ``(B, T)``, T = longest of them, pad = 0."""
-        lens = self.lengths[idx]  # (B,)
-        pos = torch.arange(int(lens.max()) if len(idx) else 1)  # (T,)
-        mask = pos < lens[:, None]  # (B, T)
-        gather = (self.offsets[idx, None] + pos).clamp_max(len(self.flat) - 1)  # (B, T)
-        return torch.where(mask, self.flat[gather], PAD_ID)
 
 
 class EncodedPairs(Dataset):
@@ -83,101 +70,6 @@ class EncodedPairs(Dataset):
         return out
 
 
-def token_budget_batches(lengths: Tensor, max_tokens: int, generator: torch.Generator, chunk: int) -> list[list[int]]:
-    """Shuffled batches whose padded size ``len(batch) * max(lengths[batch])`` stays within ``max_tokens``.
-
-    The permutation is cut into chunks of ``chunk`` samples; each chunk is sorted by length (so
-    batches hold similar lengths and little padding) and cut greedily; the batches are shuffled.
-    A sample longer than ``max_tokens`` gets a batch of its own.
-    """
-    perm = torch.randperm(len(lengths), generator=generator)
-    batches: list[list[int]] = []
-    for part in perm.split(chunk):
-        order = part[torch.argsort(lengths[part], stable=True)].tolist()
-        lens = lengths[order].tolist()  # ascending: the last sample of a batch is its longest
-        batch: list[int] = []
-        for i, n in zip(order, lens):  # once per epoch, not per step
-            if batch and (len(batch) + 1) * n > max_tokens:
-                batches.append(batch)
-                batch = []
-            batch.append(i)
-        if batch:
-            batches.append(batch)
-    shuffle = torch.randperm(len(batches), generator=generator).tolist()
-    return [batches[i] for i in shuffle]
-
-
-class TokenBudgetBatchSampler(DistributedSampler):
-    """Training batches of index lists, resumable, sharded by rank. Yields ``list[int]`` per batch.
-
-    It subclasses ``DistributedSampler`` only so Lightning does not wrap it again under DDP: it
-    shards batches itself. Every epoch has the same number of batches per rank (``len(self)``,
-    fixed by epoch 0 — later epochs repeat or drop their last few batches to match), which keeps
-    the mid-epoch resume arithmetic exact and ranks in step.
-
-    Args:
-        lengths: ``(N,)`` padded-size length of each sample.
-        max_tokens: padded tokens per batch.
-        seed: epoch ``e`` uses the generator seeded by ``seed`` and ``e``.
-        num_replicas, rank: the DDP world size and this process's rank.
-        chunk_batches: a sorting chunk holds about this many batches' worth of samples.
-    """
-
-    def __init__(self, lengths: Tensor, max_tokens: int, seed: int = 0, num_replicas: int = 1, rank: int = 0,
-                 chunk_batches: int = 64) -> None:
-        super().__init__(range(len(lengths)), num_replicas=num_replicas, rank=rank,  # type: ignore[arg-type]
-                         shuffle=True, seed=seed)
-        if len(lengths) == 0:
-            raise ValueError("no training pairs to batch")
-        self.lengths, self.max_tokens = lengths, max_tokens
-        per_batch = max(1, max_tokens // max(1, int(lengths.float().mean())))
-        self.chunk = per_batch * chunk_batches
-        self._resume: tuple[int, int] | None = None
-        self.num_batches = max(1, len(self._batches(0)) // num_replicas)
-
-    def _batches(self, epoch: int) -> list[list[int]]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return token_budget_batches(self.lengths, self.max_tokens, g, self.chunk)
-
-    def resume_at(self, epoch: int, start: int) -> None:
-        """The next iteration over ``epoch`` starts at this rank's ``start``-th batch (mid-epoch checkpoint)."""
-        self._resume = (epoch, start)
-
-    def __iter__(self) -> Iterator[list[int]]:  # type: ignore[override]
-        # A generator, so the epoch is read at the first batch, not when iter() is called: Lightning
-        # creates the first epoch's iterator before it calls set_epoch (a resumed run would otherwise
-        # replay the checkpoint's epoch under the next epoch's number).
-        batches = self._batches(self.epoch)
-        mine = [batches[(self.rank + k * self.num_replicas) % len(batches)] for k in range(self.num_batches)]
-        start = 0
-        if self._resume is not None and self._resume[0] == self.epoch:
-            start, self._resume = self._resume[1], None
-        yield from mine[start:]
-
-    def __len__(self) -> int:
-        return self.num_batches
-
-
-class EvalBatchSampler(DistributedSampler):
-    """Evaluation batches of ``batch_size`` indices: rank ``r`` of ``w`` takes samples ``r::w`` (disjoint,
-    unpadded — each sample evaluated once), longest first when ``lengths`` is given (less padding in
-    generation), else in file order (prediction outputs stay in input order)."""
-
-    def __init__(self, n: int, batch_size: int, lengths: Tensor | None = None, num_replicas: int = 1,
-                 rank: int = 0) -> None:
-        super().__init__(range(n), num_replicas=num_replicas, rank=rank, shuffle=False)  # type: ignore[arg-type]
-        idx = torch.arange(rank, n, num_replicas)
-        if lengths is not None:
-            idx = idx[torch.argsort(lengths[idx], descending=True, stable=True)]
-        self.batches = [b.tolist() for b in idx.split(batch_size)]
-
-    def __iter__(self) -> Iterator[list[int]]:  # type: ignore[override]
-        return iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-
 def encode_side(vocab: SentencePieceVocab, texts: list[str], pairs: TextPairs, side: str, bos: bool, max_len: int,
                 truncation: str) -> Ragged:
     """Encodes one side of a split once: ``[bos] + ids + [eos]`` rows, truncation policy applied.
@@ -196,8 +88,7 @@ def encode_side(vocab: SentencePieceVocab, texts: list[str], pairs: TextPairs, s
     if over:
         warnings.warn(f"{pairs.name}: truncated {len(over)} {side}(s) to max_{side}_len={max_len} tokens "
                       f"(first at row {pairs.rows[over[0]]})", stacklevel=2)
-    head = [BOS_ID] if bos else []
-    return Ragged([head + r[:budget] + [EOS_ID] for r in rows])
+    return wrap_rows(rows, bos, max_len)
 
 
 def _file_identity(path: PathLike) -> list:
@@ -205,13 +96,13 @@ def _file_identity(path: PathLike) -> list:
     return [[str(Path(p).resolve()), Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for p in paths]
 
 
-class TranslationData(ResumableDataModule):
+class TranslationData(ResumableDataModule, ProvidesDataSpec):
     """Parallel text for sequence-to-sequence training; the embedded English→Spanish corpus by default.
 
     Args:
         train_path, val_path, test_path: a ``.tsv`` (``source<TAB>target``) or ``.jsonl`` file, or a
             ``[source_file, target_file]`` pair of line-aligned text files (see
-            :mod:`mmformer.data.text_pairs`). ``train_path=None`` uses the embedded WordNet/Apertium
+            :mod:`mmformer.data.readers.text_pairs`). ``train_path=None`` uses the embedded WordNet/Apertium
             corpus (built once under ``data_dir``), whose val/test splits fill in a None val/test
             path. With a user ``train_path`` and no ``val_path``, ``val_size`` pairs (at most a tenth)
             are held out from it (seeded; pairs sharing their sources are removed from training).
@@ -372,10 +263,6 @@ class TranslationData(ResumableDataModule):
             self.datasets["predict"] = self._encode(read_sources(self.predict_path), with_target=False)
 
     # --- loaders ------------------------------------------------------------------------------
-    def _world(self) -> tuple[int, int]:
-        t = self.trainer
-        return (t.world_size, t.global_rank) if t is not None else (1, 0)
-
     def _loader(self, ds: EncodedPairs, sampler: DistributedSampler) -> DataLoader:
         # batch_size=None: the sampler yields whole batches and the dataset collates them in one gather
         return DataLoader(ds, batch_size=None, sampler=sampler, num_workers=self.num_workers,
@@ -383,7 +270,7 @@ class TranslationData(ResumableDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = self.datasets["train"]
-        world, rank = self._world()
+        world, rank = world_of(self.trainer)
         sampler = TokenBudgetBatchSampler(ds.lengths(), self.max_tokens, self.seed, world, rank)
         if self._resume is not None:
             sampler.resume_at(*self._resume)
@@ -391,7 +278,7 @@ class TranslationData(ResumableDataModule):
 
     def _eval_loader(self, split: str, sort: bool = True) -> DataLoader:
         ds = self.datasets[split]
-        world, rank = self._world()
+        world, rank = world_of(self.trainer)
         return self._loader(ds, EvalBatchSampler(len(ds), self.batch_size, ds.lengths() if sort else None, world, rank))
 
     def val_dataloader(self) -> DataLoader:
@@ -403,3 +290,7 @@ class TranslationData(ResumableDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader("predict", sort=False)
 
+    # --- what a task must match -----------------------------------------------------------------
+    def data_spec(self) -> DataSpec:
+        """``vocab`` (the target model) and ``source_vocab`` (the same object when ``shared_vocab``)."""
+        return DataSpec(vocab=self.vocab, source_vocab=self.source_vocab)

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmformer.data.shapes import (
-    COLOR_NAMES, COLORS, SHAPES, UNSEEN_COMBOS, ShapesCaptionData, ShapesConfig, build_split, cache_dir, caption,
-    ensure_rendered, load_split, render,
+from mmformer.data.builders.shapes import (
+    COLOR_NAMES, COLORS, SHAPES, UNSEEN_COMBOS, ShapesConfig, build_split, cache_dir, caption, ensure_rendered,
+    load_split, render,
 )
+from mmformer.data.modules.captions import ShapesCaptionData
 
 SMALL = ShapesConfig(num_train=400, num_eval=120)
 
@@ -67,22 +68,6 @@ def test_rendering_is_seeded_and_cached_by_settings(tmp_path: Path) -> None:
     assert time.perf_counter() - t < 1.0 and (folder / "train" / "images.npy").stat().st_mtime_ns == stamp
     other = ShapesConfig(num_train=400, num_eval=120, seed=1)
     assert cache_dir(other, tmp_path) != folder
-
-
-def test_datamodule_batches_and_vocab(tmp_path: Path) -> None:
-    dm = ShapesCaptionData(data_dir=str(tmp_path), num_train=400, num_eval=120, batch_size=16)
-    dm.prepare_data()
-    dm.setup("fit")
-    assert dm.vocab is not None and dm.vocab.vocab_size == 64
-    batch = next(iter(dm.train_dataloader()))
-    assert batch["image"].shape == (16, 3, 48, 48) and batch["text"].dtype.is_floating_point is False
-    assert batch["image"].mean().abs() < 0.5  # normalized with the training statistics
-    row = int(batch["index"][0])
-    words = dm.vocab.decode(batch["text"][:1])[0]
-    assert words == dm.load_raw("train")[1][row]  # captions stay paired with their images
-    assert [s.name for s in dm.test_splits] == ["", "", "unseen_"]
-    test = next(iter(dm.test_dataloader()))
-    assert set(test) >= {"image", "text", "labels", "split"}
 
 
 def test_bad_settings_are_clear_errors() -> None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+from mmformer.data.readers.text_pairs import normalize_space
+
 WORDNET_DIR = "/usr/share/wordnet"
 PARTS_OF_SPEECH = ("noun", "verb", "adj", "adv")
 
@@ -34,11 +36,6 @@ class WordNetSentence:
     text: str
     example: bool
     synset: str
-
-
-def normalize_space(text: str) -> str:
-    """Collapses runs of whitespace (tabs and newlines included) to one space and strips the ends."""
-    return " ".join(text.split())
 
 
 def dedup_key(text: str) -> str:

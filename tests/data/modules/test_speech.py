@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from mmformer.data.audio import AudioFileError, load_audio, read_manifest, write_wav
-from mmformer.data.espeak import EspeakCorpusConfig, build_corpus
-from mmformer.data.speech import BucketBatchSampler, SpeechRecognitionData
+from mmformer.data.builders.espeak import EspeakCorpusConfig, build_corpus
+from mmformer.data.common.batching import BucketBatchSampler
+from mmformer.data.modules.speech import SpeechRecognitionData
+from mmformer.data.readers.audio import AudioFileError, load_audio, read_manifest, write_wav
 from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID
 
 

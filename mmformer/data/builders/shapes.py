@@ -25,10 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
-
-from mmformer.data.captions import CaptionDataModule, CaptionDataset, EvalSplit, ZeroShotSpec
 
 SHAPES = ("circle", "square", "triangle", "diamond")
 COLORS = {  # name → RGB
@@ -210,71 +207,3 @@ def load_split(folder: Path, split: str) -> tuple[np.ndarray, list[str], np.ndar
         raise FileNotFoundError(f"shapes split {split!r} is not rendered under {folder}; call ensure_rendered first")
     captions = (path / "captions.txt").read_text().splitlines()
     return np.load(path / "images.npy"), captions, np.load(path / "labels.npy")
-
-
-# --- the DataModule --------------------------------------------------------------------------
-SHAPE_TEMPLATES = ["a {}", "a small {}", "a large {}"]
-COLOR_TEMPLATES = ["a {} shape", "a small {} shape", "a large {} shape"]
-
-
-class ShapesCaptionData(CaptionDataModule):
-    """Rendered shape scenes with compositional captions (the contrastive recipe's embedded default).
-
-    ``test`` runs three splits: ``test`` (retrieval over unique captions), ``zeroshot`` (shape,
-    colour and colour+shape zero-shot accuracy on single-shape scenes of seen combinations) and
-    ``unseen`` (the same on held-out colour–shape combinations), metric prefixes "", "" and "unseen_".
-
-    Args:
-        num_train: training scenes.
-        num_eval: scenes in each of val, test, zeroshot and unseen.
-        two_shape_fraction: share of scenes with two shapes.
-        partial_captions: share of training captions that name only some attributes.
-        shape_templates, color_templates: zero-shot prompts (``{}`` = class name); each class's
-            embedding is the mean of its prompts'.
-        predict_dir: folder of images for ``mmformer predict`` (default: the test split's images).
-        **kwargs: see :class:`~mmformer.data.captions.CaptionDataModule`.
-    """
-
-    def __init__(self, data_dir: str = "data", image_size: int = 48, num_train: int = 50_000, num_eval: int = 1_000,
-                 two_shape_fraction: float = 0.6, partial_captions: float = 0.5,
-                 shape_templates: list[str] | None = None, color_templates: list[str] | None = None,
-                 predict_dir: str | None = None, batch_size: int = 256, vocab_size: int = 64,
-                 vocab_model_type: str = "bpe", max_caption_len: int = 48, num_workers: int = 0,
-                 seed: int = 0) -> None:
-        super().__init__(data_dir, image_size, 3, batch_size, vocab_size, vocab_model_type, max_caption_len,
-                         num_workers, seed)
-        if not 0.0 <= two_shape_fraction <= 1.0 or not 0.0 <= partial_captions <= 1.0:
-            raise ValueError("two_shape_fraction and partial_captions are fractions in [0, 1]")
-        self.config = ShapesConfig(image_size, num_train, num_eval, two_shape_fraction, partial_captions, seed)
-        self.shape_templates = shape_templates or SHAPE_TEMPLATES
-        self.color_templates = color_templates or COLOR_TEMPLATES
-        self.predict_dir = predict_dir
-        self._cache: dict[str, tuple] = {}
-
-    def vocab_prefix(self) -> Path:
-        return cache_dir(self.config, self.data_dir) / "captions_sp"
-
-    def prepare_data(self) -> None:
-        ensure_rendered(self.config, self.data_dir)
-        super().prepare_data()
-
-    def load_raw(self, split: str) -> tuple:
-        if split not in self._cache:
-            folder = ensure_rendered(self.config, self.data_dir)  # a no-op once rendered
-            images, captions, labels = load_split(folder, split)
-            self._cache[split] = (torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), captions,
-                                  torch.from_numpy(labels), None)
-        return self._cache[split]
-
-    def eval_splits(self) -> list[str]:
-        return ["test", "zeroshot", "unseen"]
-
-    def split_info(self, split: str, dataset: CaptionDataset) -> EvalSplit:
-        specs = {
-            "shape": ZeroShotSpec(0, list(SHAPES), self.shape_templates),
-            "color": ZeroShotSpec(1, list(COLOR_NAMES), self.color_templates),
-            "combo": ZeroShotSpec(2, combo_classes(), self.shape_templates),
-        }
-        if split == "test":
-            return EvalSplit("", dataset, retrieval=True)
-        return EvalSplit("unseen_" if split == "unseen" else "", dataset, retrieval=False, zeroshot=specs)

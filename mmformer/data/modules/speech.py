@@ -15,20 +15,23 @@ silent frame.
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
-from mmformer.data.audio import ManifestEntry, load_audio, read_manifest
-from mmformer.data.sampling import ResumableDataModule
+from mmformer.data.common.batching import BucketBatchSampler
+from mmformer.data.common.ids import Ragged, wrap_rows
+from mmformer.data.common.loading import world_of
+from mmformer.data.common.sampling import ResumableDataModule
+from mmformer.data.readers.audio import ManifestEntry, load_audio, read_manifest
+from mmformer.data.spec import DataSpec, ProvidesDataSpec
 from mmformer.tokenizers.audio import AudioBatch
-from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, SentencePieceVocab
+from mmformer.tokenizers.sentencepiece_vocab import SentencePieceVocab
 
 Units = Literal["bpe", "unigram", "char", "word"]
 
@@ -36,66 +39,6 @@ Units = Literal["bpe", "unigram", "char", "word"]
 def normalize_text(text: str) -> str:
     """Lower case, single spaces: the form transcripts are trained and scored in."""
     return " ".join(text.lower().split())
-
-
-class BucketBatchSampler(DistributedSampler):
-    """Batches of similar duration, so padding stays small; yields lists of indices.
-
-    Each epoch (seeded by ``seed`` and the epoch) shuffles the utterances, sorts each window of
-    ``bucket_batches`` batches by duration, cuts it into batches and shuffles the batch order.
-    Without ``shuffle`` (evaluation) the whole split is sorted by duration. Rank ``r`` of ``W``
-    takes batches ``r, r+W, ...``; training keeps an equal count per rank, evaluation keeps every
-    utterance exactly once. A subclass of DistributedSampler, so Lightning leaves it in place.
-
-    Args:
-        durations: ``(N,)`` seconds (or samples) per utterance.
-        batch_size: utterances per batch.
-        shuffle: training order (see above) or the sorted evaluation order.
-        seed: shuffling seed.
-        num_replicas, rank: DDP world size and this process's rank.
-        bucket_batches: batches per sorting window (larger = less padding, less randomness).
-    """
-
-    def __init__(self, durations: Tensor, batch_size: int, shuffle: bool = True, seed: int = 0,
-                 num_replicas: int = 1, rank: int = 0, bucket_batches: int = 50) -> None:
-        super().__init__(range(len(durations)), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.durations, self.batch_size, self.bucket_batches = durations.float(), batch_size, bucket_batches
-        self._skip: tuple[int, int] | None = None
-
-    def _batches(self) -> list[list[int]]:
-        n = len(self.durations)
-        if not self.shuffle:  # enough batches that every rank gets one (Lightning refuses an empty loader)
-            order = torch.sort(self.durations, stable=True).indices
-            nb = max(math.ceil(n / self.batch_size), min(n, self.num_replicas))
-            return [b.tolist() for b in order.tensor_split(nb)]
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        perm = torch.randperm(n, generator=g)
-        batches: list[Tensor] = []
-        for window in perm.split(self.batch_size * self.bucket_batches):
-            batches += list(window[torch.sort(self.durations[window], stable=True).indices].split(self.batch_size))
-        return [batches[i].tolist() for i in torch.randperm(len(batches), generator=g).tolist()]
-
-    def __iter__(self) -> Iterator[list[int]]:  # type: ignore[override]
-        batches = self._batches()
-        if self.shuffle and self.num_replicas > 1:  # equal counts per rank (repeat a few when too few)
-            per = max(1, len(batches) // self.num_replicas)
-            batches = (batches * self.num_replicas)[: per * self.num_replicas]
-        mine = batches[self.rank :: self.num_replicas]
-        if self._skip is not None and self._skip[0] == self.epoch:
-            mine, self._skip = mine[self._skip[1] :], None
-        return iter(mine)
-
-    def __len__(self) -> int:
-        nb = len(self._batches())
-        if self.shuffle:
-            return max(1, nb // self.num_replicas) if self.num_replicas > 1 else nb
-        return len(range(self.rank, nb, self.num_replicas))
-
-    def resume_at(self, epoch: int, batches_done: int) -> None:
-        """The next iteration over ``epoch`` skips the batches a checkpoint already trained on."""
-        self._skip = (epoch, batches_done)
 
 
 class SpeechDataset(Dataset):
@@ -106,12 +49,12 @@ class SpeechDataset(Dataset):
 
     Args:
         ids, texts: per utterance; texts may be empty strings (prediction).
-        targets: ``(N, T)`` long piece ids without bos/eos, right-padded with 0, or None.
+        targets: ``[bos] + pieces + [eos]`` rows (see :func:`encode_targets`), or None.
         durations: ``(N,)`` seconds.
         sample_rate: output rate (files are resampled to it).
     """
 
-    def __init__(self, ids: list[str], texts: list[str], targets: Tensor | None, durations: Tensor,
+    def __init__(self, ids: list[str], texts: list[str], targets: Ragged | None, durations: Tensor,
                  sample_rate: int, audio: np.ndarray | None = None, offsets: Tensor | None = None,
                  lengths: Tensor | None = None, files: list[str] | None = None) -> None:
         if (audio is None) == (files is None):
@@ -141,27 +84,16 @@ class SpeechDataset(Dataset):
         batch: dict[str, Any] = {"source": self._waveforms(idx), "id": [self.ids[i] for i in idx.tolist()],
                                  "target_text": [self.texts[i] for i in idx.tolist()]}
         if self.targets is not None:
-            rows = self.targets[idx]  # (B, Tmax) pieces, pad 0
-            n = (rows != PAD_ID).sum(1)  # pieces per row
-            width = int(n.max()) + 2
-            target = torch.zeros(len(idx), width, dtype=torch.long)
-            target[:, 0] = BOS_ID
-            target[:, 1:width - 1] = rows[:, : width - 2]
-            target.scatter_(1, (n + 1)[:, None], EOS_ID)
-            batch["target"] = target
+            batch["target"] = self.targets.pad(idx)  # (B, T) bos + pieces + eos, pad 0
         return batch
 
 
-def encode_targets(vocab: SentencePieceVocab, texts: list[str], max_len: int) -> Tensor:
-    """Transcripts → ``(N, T)`` piece ids (no bos/eos), right-padded with 0; at most ``max_len - 2`` pieces."""
-    rows = [r[: max_len - 2] for r in vocab.encode(texts)]
-    out = torch.zeros(len(rows), max(1, max(map(len, rows), default=1)), dtype=torch.long)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
-    return out
+def encode_targets(vocab: SentencePieceVocab, texts: list[str], max_len: int) -> Ragged:
+    """Transcripts → ``[bos] + pieces + [eos]`` rows of at most ``max_len`` ids (longer ones are cut)."""
+    return wrap_rows(vocab.encode(texts), True, max_len)
 
 
-class SpeechRecognitionData(ResumableDataModule):
+class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
     """Speech-recognition data: NeMo manifests, or the embedded espeak-ng corpus by default.
 
     Args:
@@ -228,7 +160,7 @@ class SpeechRecognitionData(ResumableDataModule):
 
     # --- sources -------------------------------------------------------------------------------
     def _corpus(self) -> Path:
-        from mmformer.data.espeak import EspeakCorpusConfig, build_corpus
+        from mmformer.data.builders.espeak import EspeakCorpusConfig, build_corpus
 
         cfg = EspeakCorpusConfig(num_train=self.sizes[0], num_val=self.sizes[1], num_test=self.sizes[2], seed=self.seed)
         return build_corpus(self.data_dir, cfg, workers=self.synth_workers)
@@ -304,8 +236,7 @@ class SpeechRecognitionData(ResumableDataModule):
 
     # --- loaders -------------------------------------------------------------------------------
     def _loader(self, ds: SpeechDataset, shuffle: bool) -> DataLoader:
-        t = self.trainer
-        world, rank = (t.world_size, t.global_rank) if t is not None else (1, 0)
+        world, rank = world_of(self.trainer)
         sampler = BucketBatchSampler(ds.durations, self.batch_size, shuffle, self.seed, world, rank, self.bucket_batches)
         if shuffle and self._resume is not None:
             sampler.resume_at(*self._resume)
@@ -336,3 +267,7 @@ class SpeechRecognitionData(ResumableDataModule):
         batches = [list(range(i, min(i + self.batch_size, len(files)))) for i in range(0, len(files), self.batch_size)]
         return DataLoader(ds, sampler=batches, batch_size=None, num_workers=self.num_workers)  # type: ignore[arg-type]
 
+    # --- what a task must match -----------------------------------------------------------------
+    def data_spec(self) -> DataSpec:
+        """``vocab``: the transcripts' model (None after ``setup("predict")``: the checkpoint carries it)."""
+        return DataSpec(vocab=self.vocab)

@@ -1,5 +1,6 @@
-"""Image–caption pairs for contrastive training: the dataset, the shared DataModule machinery, and
-the OpenCLIP-style CSV/TSV reader (an image-path column and a caption column).
+"""Image–caption DataModules for contrastive training: the dataset, the shared machinery
+(:class:`CaptionDataModule`), CSV/TSV tables (:class:`CsvCaptionData`) and the rendered shapes
+default (:class:`ShapesCaptionData`).
 
 Batches are dicts: ``image (B, C, H, W)`` float normalized, ``text (B, T)`` long right-padded ids
 (pad 0, eos 3), ``index (B,)`` long row numbers, and ``labels (B, K)`` long (-1 = none) for
@@ -9,8 +10,6 @@ trained on the training captions, cached by fingerprint), so a batch is a few te
 
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -19,40 +18,15 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from mmformer.data.sampling import ResumableDataModule, ResumableSampler, UnpaddedDistributedSampler
+from mmformer.data.builders.shapes import (
+    COLOR_NAMES, SHAPES, ShapesConfig, cache_dir, combo_classes, ensure_rendered, load_split,
+)
+from mmformer.data.common.loading import eval_loader
+from mmformer.data.common.sampling import ResumableDataModule, ResumableSampler
+from mmformer.data.readers.caption_table import read_caption_table
+from mmformer.data.readers.image_files import list_images, load_image
+from mmformer.data.spec import DataSpec, EvalSplit, ProvidesDataSpec, ZeroShotSpec
 from mmformer.tokenizers.sentencepiece_vocab import SentencePieceVocab
-
-
-@dataclass
-class ZeroShotSpec:
-    """Zero-shot classification of one label column from text prompts (CLIP's prompt ensembling).
-
-    Attributes:
-        column: which column of the split's ``labels`` holds the class index.
-        classes: class names, in label order.
-        templates: prompts with ``{}`` for the class name; a class's text embedding is the
-            normalized mean of its templates' embeddings.
-    """
-
-    column: int
-    classes: list[str]
-    templates: list[str]
-
-
-@dataclass
-class EvalSplit:
-    """An evaluation split and what the task measures on it.
-
-    Attributes:
-        name: metric prefix ("" for the main test split, e.g. "unseen_" otherwise).
-        retrieval: measure image↔text recall@k over the split's pairs.
-        zeroshot: label name → zero-shot spec.
-    """
-
-    name: str
-    dataset: "CaptionDataset"
-    retrieval: bool = True
-    zeroshot: dict[str, ZeroShotSpec] = field(default_factory=dict)
 
 
 class CaptionDataset(Dataset):
@@ -88,8 +62,6 @@ class CaptionDataset(Dataset):
     def _images(self, idx: Tensor) -> Tensor:  # (B, C, H, W) uint8
         if isinstance(self.images, Tensor):
             return self.images[idx]
-        from mmformer.data.image_files import load_image
-
         out = []
         for i in idx.tolist():  # file decoding is per file by nature
             try:
@@ -144,7 +116,7 @@ def _identity(batch: dict[str, Tensor]) -> dict[str, Tensor]:
     return batch  # __getitems__ already built the batch
 
 
-class CaptionDataModule(ResumableDataModule):
+class CaptionDataModule(ResumableDataModule, ProvidesDataSpec):
     """Shared machinery: caption vocabulary, tokenization, loaders, exact mid-epoch resume.
 
     Subclasses implement :meth:`load_raw` (and may override :meth:`eval_splits`).
@@ -162,6 +134,8 @@ class CaptionDataModule(ResumableDataModule):
         seed: shuffling seed.
     """
 
+    predict_dir: str | None = None  # folder of images for ``mmformer predict`` (subclasses take it as an argument)
+
     def __init__(self, data_dir: str = "data", image_size: int = 48, channels: int = 3, batch_size: int = 256,
                  vocab_size: int = 64, vocab_model_type: str = "bpe", max_caption_len: int = 64,
                  num_workers: int = 0, seed: int = 0) -> None:
@@ -173,6 +147,7 @@ class CaptionDataModule(ResumableDataModule):
         self.std: list[float] = [0.5] * channels
         self.vocab: SentencePieceVocab | None = None
         self._resume: tuple[int, int] | None = None
+        self._test_info: list[EvalSplit] = []
 
     # --- what a source provides ------------------------------------------------------------
     def load_raw(self, split: str) -> tuple[Tensor | list[str], list[str], Tensor | None, list[str] | None]:
@@ -183,8 +158,9 @@ class CaptionDataModule(ResumableDataModule):
         """Test-time splits, in dataloader order (the first one is the main retrieval split)."""
         return ["test"]
 
-    def split_info(self, split: str, dataset: "CaptionDataset") -> EvalSplit:
-        return EvalSplit("" if split == "test" else f"{split}_", dataset)
+    def split_info(self, split: str) -> EvalSplit:
+        """What the task measures on test split ``split`` (default: retrieval, metric prefix ``{split}_``)."""
+        return EvalSplit("" if split == "test" else f"{split}_")
 
     def vocab_prefix(self) -> Path:
         return self.data_dir / f"{type(self).__name__.lower()}_captions"
@@ -212,6 +188,7 @@ class CaptionDataModule(ResumableDataModule):
                               self.channels, rows)
 
     def setup(self, stage: str | None = None) -> None:
+        self._stage = stage
         if getattr(self, "_ready", False):
             return
         raw = self.load_raw("train")
@@ -223,17 +200,14 @@ class CaptionDataModule(ResumableDataModule):
         self.train_set = CaptionDataset(raw[0], self.tokenize(raw[1]), self.mean, self.std, raw[2],
                                         self.image_size, self.channels, raw[3])
         self.val_set = self._dataset("val")
-        self.test_splits = [self.split_info(s, self._dataset(s)) for s in self.eval_splits()]
-        self.test_set = concat_splits([s.dataset for s in self.test_splits])
+        names = self.eval_splits()
+        self._test_parts = [self._dataset(s) for s in names]  # in the order of the spec's eval_splits
+        self._test_info = [self.split_info(s) for s in names]
+        self.test_set = concat_splits(self._test_parts)
         self._ready = True
 
     def _eval_loader(self, ds: Dataset) -> DataLoader:
-        sampler = None
-        t = self.trainer
-        if t is not None and t.world_size > 1:  # exact metrics under DDP: no repeated samples
-            sampler = UnpaddedDistributedSampler(ds, t.world_size, t.global_rank)  # type: ignore[arg-type]
-        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-                          collate_fn=_identity, persistent_workers=self.num_workers > 0)
+        return eval_loader(ds, self.batch_size, self.trainer, self.num_workers, collate_fn=_identity)
 
     def train_dataloader(self) -> DataLoader:
         sampler = ResumableSampler(len(self.train_set), self.seed, shuffle=True)
@@ -247,61 +221,32 @@ class CaptionDataModule(ResumableDataModule):
         return self._eval_loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
-        """All evaluation splits in one loader (batches carry ``split``, the index into ``test_splits``)."""
+        """All evaluation splits in one loader (batches carry ``split``, the index into the spec's ``eval_splits``)."""
         return self._eval_loader(self.test_set)
 
-    def predict_dataloader(self) -> DataLoader:
-        """Images of ``predict_dir`` when a subclass sets it, else the main test split."""
-        predict_dir = getattr(self, "predict_dir", None)
-        if predict_dir is None:
-            return self._eval_loader(self.test_splits[0].dataset)
-        from mmformer.data.image_files import list_images
-
-        files = list_images(predict_dir)
+    def _predict_files(self) -> list[str]:
+        assert self.predict_dir is not None
+        files = list_images(self.predict_dir)
         if not files:
-            raise ValueError(f"no image files in {predict_dir}")
-        ds = CaptionDataset([str(f) for f in files], torch.zeros(len(files), 1, dtype=torch.long), self.mean,
-                            self.std, None, self.image_size, self.channels, [str(f) for f in files])
-        self.predict_files = [str(f) for f in files]
+            raise ValueError(f"no image files in {self.predict_dir}")
+        return [str(f) for f in files]
+
+    def predict_dataloader(self) -> DataLoader:
+        """Images of ``predict_dir`` when it is set, else the main test split."""
+        if self.predict_dir is None:
+            return self._eval_loader(self._test_parts[0])
+        files = self._predict_files()
+        ds = CaptionDataset(files, torch.zeros(len(files), 1, dtype=torch.long), self.mean, self.std, None,
+                            self.image_size, self.channels, files)
         return self._eval_loader(ds)
 
-
-def read_caption_table(path: str | Path, image_column: str = "filepath", caption_column: str = "title",
-                       separator: str = "\t", image_root: str | Path | None = None
-                       ) -> tuple[list[str], list[str], list[str]]:
-    """Reads an OpenCLIP-style CSV/TSV → ``(image paths, captions, row names)``.
-
-    Relative image paths resolve against ``image_root`` (default: the table's folder). Every row is
-    checked here: a missing image file or an empty caption raises ``ValueError`` naming the file and
-    line; an undecodable image is named when it is first read.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"caption table {path} does not exist")
-    root = Path(image_root) if image_root is not None else path.parent
-    images, captions, rows = [], [], []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f, delimiter=separator)
-        missing = [c for c in (image_column, caption_column) if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: no column {missing[0]!r}; the header has {reader.fieldnames} (separator "
-                             f"{separator!r}); set image_column/caption_column/separator")
-        for line, row in enumerate(reader, start=2):  # line 1 is the header
-            where = f"{path}:{line}"
-            image, text = (row.get(image_column) or "").strip(), (row.get(caption_column) or "").strip()
-            if not text:
-                raise ValueError(f"{where}: empty caption in column {caption_column!r}; fill it or drop the row")
-            if not image:
-                raise ValueError(f"{where}: empty image path in column {image_column!r}")
-            file = Path(image) if Path(image).is_absolute() else root / image
-            if not file.is_file():
-                raise ValueError(f"{where}: image file {file} does not exist")
-            images.append(str(file))
-            captions.append(text)
-            rows.append(where)
-    if not images:
-        raise ValueError(f"{path} has no rows")
-    return images, captions, rows
+    # --- what a task must match -----------------------------------------------------------------
+    def data_spec(self) -> DataSpec:
+        """``vocab``, ``tokenize`` (prompts → ids like the captions), ``eval_splits`` (in the order of the
+        test batches' ``split`` column) and, after ``setup("predict")`` with ``predict_dir``, ``predict_names``."""
+        predicting = self.predict_dir is not None and getattr(self, "_stage", None) == "predict"
+        return DataSpec(vocab=self.vocab, tokenize=self.tokenize, eval_splits=list(self._test_info),
+                        predict_names=self._predict_files() if predicting else None)
 
 
 class CsvCaptionData(CaptionDataModule):
@@ -334,3 +279,71 @@ class CsvCaptionData(CaptionDataModule):
     def load_raw(self, split: str) -> tuple[list[str], list[str], None, list[str]]:
         images, captions, rows = read_caption_table(self.files[split], *self.columns, self.separator, self.image_root)
         return images, captions, None, rows
+
+
+# --- the rendered shapes default --------------------------------------------------------------------------
+SHAPE_TEMPLATES = ["a {}", "a small {}", "a large {}"]
+COLOR_TEMPLATES = ["a {} shape", "a small {} shape", "a large {} shape"]
+
+
+class ShapesCaptionData(CaptionDataModule):
+    """Rendered shape scenes with compositional captions (the contrastive recipe's embedded default).
+
+    ``test`` runs three splits: ``test`` (retrieval over unique captions), ``zeroshot`` (shape,
+    colour and colour+shape zero-shot accuracy on single-shape scenes of seen combinations) and
+    ``unseen`` (the same on held-out colour–shape combinations), metric prefixes "", "" and "unseen_".
+
+    Args:
+        num_train: training scenes.
+        num_eval: scenes in each of val, test, zeroshot and unseen.
+        two_shape_fraction: share of scenes with two shapes.
+        partial_captions: share of training captions that name only some attributes.
+        shape_templates, color_templates: zero-shot prompts (``{}`` = class name); each class's
+            embedding is the mean of its prompts'.
+        predict_dir: folder of images for ``mmformer predict`` (default: the test split's images).
+        **kwargs: see :class:`CaptionDataModule`.
+    """
+
+    def __init__(self, data_dir: str = "data", image_size: int = 48, num_train: int = 50_000, num_eval: int = 1_000,
+                 two_shape_fraction: float = 0.6, partial_captions: float = 0.5,
+                 shape_templates: list[str] | None = None, color_templates: list[str] | None = None,
+                 predict_dir: str | None = None, batch_size: int = 256, vocab_size: int = 64,
+                 vocab_model_type: str = "bpe", max_caption_len: int = 48, num_workers: int = 0,
+                 seed: int = 0) -> None:
+        super().__init__(data_dir, image_size, 3, batch_size, vocab_size, vocab_model_type, max_caption_len,
+                         num_workers, seed)
+        if not 0.0 <= two_shape_fraction <= 1.0 or not 0.0 <= partial_captions <= 1.0:
+            raise ValueError("two_shape_fraction and partial_captions are fractions in [0, 1]")
+        self.config = ShapesConfig(image_size, num_train, num_eval, two_shape_fraction, partial_captions, seed)
+        self.shape_templates = shape_templates or SHAPE_TEMPLATES
+        self.color_templates = color_templates or COLOR_TEMPLATES
+        self.predict_dir = predict_dir
+        self._cache: dict[str, tuple] = {}
+
+    def vocab_prefix(self) -> Path:
+        return cache_dir(self.config, self.data_dir) / "captions_sp"
+
+    def prepare_data(self) -> None:
+        ensure_rendered(self.config, self.data_dir)
+        super().prepare_data()
+
+    def load_raw(self, split: str) -> tuple:
+        if split not in self._cache:
+            folder = ensure_rendered(self.config, self.data_dir)  # a no-op once rendered
+            images, captions, labels = load_split(folder, split)
+            self._cache[split] = (torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), captions,
+                                  torch.from_numpy(labels), None)
+        return self._cache[split]
+
+    def eval_splits(self) -> list[str]:
+        return ["test", "zeroshot", "unseen"]
+
+    def split_info(self, split: str) -> EvalSplit:
+        specs = {
+            "shape": ZeroShotSpec(0, list(SHAPES), self.shape_templates),
+            "color": ZeroShotSpec(1, list(COLOR_NAMES), self.color_templates),
+            "combo": ZeroShotSpec(2, combo_classes(), self.shape_templates),
+        }
+        if split == "test":
+            return EvalSplit("", retrieval=True)
+        return EvalSplit("unseen_" if split == "unseen" else "", retrieval=False, zeroshot=specs)

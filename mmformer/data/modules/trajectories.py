@@ -1,128 +1,22 @@
-"""Offline control data: D4RL-style readers (.npz, HDF5), episodes, returns-to-go, K-step segments.
-
-Datasets hold flat per-step arrays in D4RL keys: ``observations (T, S)``, ``actions (T,)`` ids or
-``(T, A)`` vectors, ``rewards (T,)``, ``terminals (T,)``, ``timeouts (T,)``. Episodes end after
-a step flagged terminal or timeout. Training batches are K-step segments starting at any step
+"""The trajectory DataModule for decision transformers: D4RL episodes (see
+:mod:`mmformer.data.readers.d4rl`) cut into K-step segments. Training batches are segments starting at any step
 (uniform over steps, i.e. episodes weighted by length), right-padded at the episode's end, gathered
 for a whole batch with one indexing op.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from mmformer.data.sampling import ResumableDataModule, ResumableSampler, UnpaddedDistributedSampler
-
-D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
-
-
-def read_d4rl(path: str | Path) -> dict[str, np.ndarray]:
-    """Reads the D4RL keys (and optional ``ref_min_score``/``ref_max_score``) from ``.npz`` or HDF5."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"trajectory dataset {path} does not exist")
-    if path.suffix == ".npz":
-        with np.load(path) as f:
-            found = {k: f[k] for k in f.files}
-    elif path.suffix in (".h5", ".hdf5"):
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            found = {k: f[k][()] for k in f.keys() if isinstance(f[k], h5py.Dataset)}
-    else:
-        raise ValueError(f"{path}: unknown trajectory format {path.suffix!r}; use .npz or .hdf5/.h5 with D4RL keys")
-    missing = [k for k in D4RL_KEYS if k not in found]
-    if missing:
-        raise ValueError(f"{path} lacks the D4RL key(s) {missing}; a trajectory dataset needs {list(D4RL_KEYS)} "
-                         f"(found {sorted(found)})")
-    return found
-
-
-@dataclass
-class Episodes:
-    """Flat per-step arrays plus episode boundaries (``ends`` exclusive)."""
-
-    observations: Tensor  # (T, S) float32
-    actions: Tensor  # (T,) int64 ids or (T, A) float32
-    rewards: Tensor  # (T,) float32
-    returns_to_go: Tensor  # (T,) float32: reward from this step to the episode's end
-    timesteps: Tensor  # (T,) int64: step index within the episode
-    episode_end: Tensor  # (T,) int64: exclusive end of the step's episode
-    starts: Tensor  # (E,) int64
-    ends: Tensor  # (E,) int64
-    ref_min_score: float | None = None  # mean return of a random policy (normalized score 0)
-    ref_max_score: float | None = None  # mean return of an expert (normalized score 100)
-
-    @property
-    def discrete(self) -> bool:
-        return self.actions.dim() == 1
-
-    @property
-    def returns(self) -> Tensor:
-        """Undiscounted return of every episode ``(E,)``."""
-        return self.returns_to_go[self.starts]
-
-    def select(self, episodes: Tensor) -> Episodes:
-        """The episodes with indices ``episodes`` as a new, contiguous dataset."""
-        lengths = self.ends[episodes] - self.starts[episodes]
-        steps = torch.repeat_interleave(self.starts[episodes] - torch.cumsum(lengths, 0) + lengths, lengths)
-        steps = steps + torch.arange(int(lengths.sum()))
-        new_ends = torch.cumsum(lengths, 0)
-        return Episodes(
-            self.observations[steps], self.actions[steps], self.rewards[steps], self.returns_to_go[steps],
-            self.timesteps[steps], torch.repeat_interleave(new_ends, lengths), new_ends - lengths, new_ends,
-            self.ref_min_score, self.ref_max_score,
-        )
-
-
-def episodes_from_arrays(arrays: dict[str, np.ndarray], source: str = "dataset") -> Episodes:
-    """Validates D4RL arrays, splits them at terminals/timeouts and computes returns-to-go.
-
-    A trailing run of steps without a terminal or timeout flag is kept as a (truncated) episode.
-    """
-    n = len(arrays["rewards"])
-    lengths = {k: len(arrays[k]) for k in D4RL_KEYS}
-    if len(set(lengths.values())) != 1:
-        raise ValueError(f"{source}: the D4RL arrays must have one entry per step, got lengths {lengths}")
-    if n == 0:
-        raise ValueError(f"{source}: the dataset has no steps")
-    obs = torch.as_tensor(np.asarray(arrays["observations"], dtype=np.float32))
-    if obs.dim() != 2:
-        raise ValueError(f"{source}: observations must be (T, S), got shape {tuple(obs.shape)}")
-    raw_actions = np.asarray(arrays["actions"])
-    if raw_actions.ndim == 1 and np.issubdtype(raw_actions.dtype, np.integer):
-        actions = torch.as_tensor(raw_actions.astype(np.int64))
-    elif raw_actions.ndim == 2:
-        actions = torch.as_tensor(raw_actions.astype(np.float32))
-    else:
-        raise ValueError(f"{source}: actions must be integer ids (T,) or float vectors (T, A), got "
-                         f"{raw_actions.dtype} of shape {raw_actions.shape}")
-    rewards = torch.as_tensor(np.asarray(arrays["rewards"], dtype=np.float32)).reshape(-1)
-    for name, t in (("observations", obs), ("actions", actions.float()), ("rewards", rewards)):
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{source}: {name} contain NaN or inf")
-    done = np.asarray(arrays["terminals"]).astype(bool) | np.asarray(arrays["timeouts"]).astype(bool)
-    ends = np.flatnonzero(done) + 1
-    if len(ends) == 0 or ends[-1] != n:
-        ends = np.append(ends, n)
-    ends_t = torch.as_tensor(ends, dtype=torch.long)
-    starts = torch.cat([torch.zeros(1, dtype=torch.long), ends_t[:-1]])
-    lengths_t = ends_t - starts
-    episode = torch.repeat_interleave(torch.arange(len(starts)), lengths_t)  # (T,) episode id of each step
-    # Returns-to-go without a per-episode loop: C = inclusive prefix sums, rtg[t] = C[end-1] - C[t] + r[t].
-    csum = torch.cumsum(rewards.double(), 0)
-    rtg = (csum[ends_t - 1][episode] - csum + rewards.double()).float()
-    timesteps = torch.arange(n) - starts[episode]
-    ref = {k: float(arrays[k]) if k in arrays else None for k in ("ref_min_score", "ref_max_score")}
-    return Episodes(obs, actions, rewards, rtg, timesteps, ends_t[episode], starts, ends_t, **ref)
-
+from mmformer.data.common.loading import eval_loader
+from mmformer.data.common.sampling import ResumableDataModule, ResumableSampler
+from mmformer.data.readers.d4rl import Episodes, episodes_from_arrays, read_d4rl
+from mmformer.data.spec import ControlSpec, DataSpec, ProvidesDataSpec
 
 def gather_segments(data: Episodes, start: Tensor, context: int) -> dict[str, Tensor]:
     """K-step segments beginning at steps ``start (B,)``, right-padded with zeros past their episode.
@@ -167,7 +61,7 @@ def _as_batch(batch: dict[str, Tensor]) -> dict[str, Tensor]:
     return batch  # __getitems__ already built the batch
 
 
-class TrajectoryData(ResumableDataModule):
+class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
     """Offline trajectories for decision transformers, plus the gymnasium env they are evaluated in.
 
     Without ``path`` the embedded default is generated (scripted controller + ε-random actions,
@@ -218,7 +112,7 @@ class TrajectoryData(ResumableDataModule):
         """The file read: ``path``, or the embedded dataset (built on first use)."""
         if self.path is not None:
             return Path(self.path)
-        from mmformer.data.control_datasets import build_control_dataset, default_spec
+        from mmformer.data.builders.control import build_control_dataset, default_spec
 
         return build_control_dataset(default_spec(self.env_id, self.episodes_per_level, self.seed), self.data_dir)
 
@@ -234,6 +128,9 @@ class TrajectoryData(ResumableDataModule):
         data = episodes_from_arrays(read_d4rl(path), str(path))
         env = make_env(self.env_id)  # a clear error now if the env is missing
         check_action_space(env.action_space, data.discrete, self.act_dim_of(data), f"dataset {path}")
+        space = env.action_space
+        self._action_bounds = None if data.discrete else (torch.as_tensor(space.low, dtype=torch.float32),
+                                                          torch.as_tensor(space.high, dtype=torch.float32))
         env.close()
         perm = torch.randperm(len(data.starts), generator=torch.Generator().manual_seed(self.seed))
         n_val = int(round(self.val_fraction * len(perm)))
@@ -272,11 +169,7 @@ class TrajectoryData(ResumableDataModule):
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0, drop_last=True)
 
     def _eval_loader(self, ds: Dataset | Tensor, batch_size: int, collate: Callable = _as_batch) -> DataLoader:
-        t = self.trainer
-        sampler = None
-        if t is not None and t.world_size > 1:  # exact metrics under DDP: no repeated samples
-            sampler = UnpaddedDistributedSampler(ds, t.world_size, t.global_rank)  # type: ignore[arg-type]
-        return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=collate, num_workers=0)
+        return eval_loader(ds, batch_size, self.trainer, collate_fn=collate)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self.val_set, self.batch_size)
@@ -287,3 +180,16 @@ class TrajectoryData(ResumableDataModule):
 
     predict_dataloader = test_dataloader
 
+    # --- what a task must match -----------------------------------------------------------------
+    def data_spec(self) -> DataSpec:
+        """``control``: the env, K, the state/action sizes and the training statistics (see :class:`ControlSpec`).
+
+        ``act_dim`` is the number of action ids seen in the training episodes (discrete) or the action
+        vector size; continuous actions carry the env's ``(act_dim,)`` bounds.
+        """
+        train = self.train_episodes
+        low, high = self._action_bounds if self._action_bounds is not None else (None, None)
+        return DataSpec(control=ControlSpec(
+            env_id=self.env_id, context=self.context, state_dim=self.state_dim, act_dim=self.act_dim_of(train),
+            discrete=train.discrete, state_mean=self.state_mean, state_std=self.state_std,
+            ref_returns=self.ref_returns, dataset_returns=self.dataset_returns, action_low=low, action_high=high))

@@ -1,4 +1,5 @@
-"""Image-classification DataModules: a shared base plus in-memory tensor datasets.
+"""Image-classification DataModules: the shared base (split, transforms, loaders) and its sources —
+IDX files, Fashion-MNIST, scikit-learn digits, torchvision datasets by name, ImageFolder trees.
 
 Batches are ``(images (B, C, H, W) float32 normalized, labels (B,) long)``. The validation split
 is carved from the training data (seeded), never from the test set.
@@ -6,14 +7,26 @@ is carved from the training data (seeded), never from the test set.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-
-from mmformer.data.sampling import ResumableDataModule, ResumableSampler, UnpaddedDistributedSampler, seeded_call
 from torchvision.transforms import v2
+
+from mmformer.data.builders.images import (
+    DIGITS_CLASSES, FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, FASHION_MNIST_DOWNLOAD_DIR, download_fashion_mnist,
+    load_digits_split,
+)
+from mmformer.data.common.loading import eval_loader
+from mmformer.data.common.sampling import ResumableDataModule, ResumableSampler, seeded_call
+from mmformer.data.readers.idx import find_idx, read_idx
+from mmformer.data.readers.image_files import (
+    ImageFileDataset, folder_classes, list_images, load_image, read_image_folder,
+)
+from mmformer.data.spec import DataSpec, ProvidesDataSpec
 
 
 class TensorImageDataset(Dataset):
@@ -66,7 +79,7 @@ def match_channels(images: Tensor, channels: int) -> Tensor:
     raise ValueError(f"cannot convert {c}-channel images to {channels} channels")
 
 
-class ImageClassificationData(ResumableDataModule):
+class ImageClassificationData(ResumableDataModule, ProvidesDataSpec):
     """Base of the image DataModules: split, transforms, loaders. Subclasses implement ``load``.
 
     Args:
@@ -135,12 +148,11 @@ class ImageClassificationData(ResumableDataModule):
 
     def load_images(self, paths: Sequence[str]) -> Tensor:
         """Image files → the normalized ``(B, C, H, W)`` batch the model expects (call ``setup`` first)."""
-        from mmformer.data.image_files import load_image
-
         tf = self.transforms(train=False)
         return torch.stack([tf(load_image(p, self.channels, self.image_size)) for p in paths])
 
     def setup(self, stage: str | None = None) -> None:
+        self._stage = stage
         if getattr(self, "_ready", False):
             return
         images, labels = self._prepare(*self.load("train"), "train")
@@ -156,12 +168,7 @@ class ImageClassificationData(ResumableDataModule):
         self._ready = True
 
     def _eval_loader(self, ds: Dataset) -> DataLoader:
-        sampler = None
-        t = self.trainer
-        if t is not None and t.world_size > 1:  # exact metrics under DDP: no repeated samples
-            sampler = UnpaddedDistributedSampler(ds, t.world_size, t.global_rank)  # type: ignore[arg-type]
-        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        return eval_loader(ds, self.batch_size, self.trainer, self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         sampler = ResumableSampler(len(self.train_set), self.seed, shuffle=True)
@@ -176,13 +183,147 @@ class ImageClassificationData(ResumableDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader(self.test_set)
 
-    def predict_dataloader(self) -> DataLoader:
-        from mmformer.data.image_files import ImageFileDataset, list_images
-
+    def _predict_files(self) -> list[Path]:
         if self.predict_dir is None:
             raise ValueError("set data.init_args.predict_dir to a folder of images to predict")
         files = list_images(self.predict_dir)
         if not files:
             raise ValueError(f"no image files in {self.predict_dir}")
-        ds = ImageFileDataset(files, self.channels, self.image_size, self.transforms(train=False))
+        return files
+
+    def predict_dataloader(self) -> DataLoader:
+        ds = ImageFileDataset(self._predict_files(), self.channels, self.image_size, self.transforms(train=False))
         return self._eval_loader(ds)
+
+    def data_spec(self) -> DataSpec:
+        """``class_names``; after ``setup("predict")``, ``predict_names``: the files of ``predict_dir`` in order."""
+        predicting = getattr(self, "_stage", None) == "predict"
+        names = [str(f) for f in self._predict_files()] if predicting else None
+        return DataSpec(class_names=list(self.classes), predict_names=names)
+
+
+class IdxImageData(ImageClassificationData):
+    """Images and labels in MNIST-style IDX files: ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]``.
+
+    Args:
+        root: folder holding the four files.
+        classes: class names, index = label.
+        **kwargs: see :class:`ImageClassificationData`.
+    """
+
+    def __init__(self, root: str, classes: list[str], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.root, self.classes = root, list(classes)
+
+    def load(self, split: str) -> tuple[Tensor, Tensor]:
+        prefix = "train" if split == "train" else "t10k"
+        if not Path(self.root).is_dir():
+            raise FileNotFoundError(self._missing_hint())
+        images = read_idx(find_idx(self.root, f"{prefix}-images-idx3-ubyte"))
+        labels = read_idx(find_idx(self.root, f"{prefix}-labels-idx1-ubyte"))
+        if images.shape[0] != labels.shape[0]:
+            raise ValueError(f"{self.root}: {images.shape[0]} {split} images but {labels.shape[0]} labels")
+        return images.unsqueeze(1), labels.long()  # (N, 1, H, W)
+
+    def _missing_hint(self) -> str:
+        return f"IDX dataset folder {self.root} does not exist"
+
+
+class FashionMNISTData(IdxImageData):
+    """Fashion-MNIST (60k train / 10k test, 28x28 gray, 10 classes).
+
+    Read offline from Debian's ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``);
+    with ``download=True`` and a network, torchvision fetches it into ``data/fashion-mnist`` instead.
+    """
+
+    def __init__(self, root: str = FASHION_MNIST_DIR, download: bool = False, **kwargs) -> None:
+        super().__init__(root, FASHION_MNIST_CLASSES, **kwargs)
+        self.download = download
+
+    def prepare_data(self) -> None:
+        if self.download and not Path(self.root).is_dir():
+            download_fashion_mnist()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.download and not Path(self.root).is_dir():
+            self.root = FASHION_MNIST_DOWNLOAD_DIR
+        super().setup(stage)
+
+    def _missing_hint(self) -> str:
+        return (f"Fashion-MNIST not found at {self.root}: install the Debian package "
+                f"(apt-get install dataset-fashion-mnist, or `make setup`), or pass download=True with a network")
+
+
+class DigitsData(ImageClassificationData):
+    """scikit-learn's 8x8 handwritten digits (1,797 images): a seconds-long sanity set.
+
+    The test split (``test_fraction``) and the validation split are carved by seeded permutations.
+    """
+
+    def __init__(
+        self, test_fraction: float = 0.2, image_size: int = 8, crop_padding: int = 1, hflip: bool = False, **kwargs
+    ) -> None:
+        # Defaults differing from the base are explicit parameters: LightningCLI passes every default.
+        super().__init__(image_size=image_size, crop_padding=crop_padding, hflip=hflip, **kwargs)
+        self.test_fraction = test_fraction
+        self.classes = list(DIGITS_CLASSES)
+
+    def load(self, split: str) -> tuple[Tensor, Tensor]:
+        return load_digits_split(split, self.test_fraction)
+
+
+class TorchvisionImageData(ImageClassificationData):
+    """Any in-memory torchvision classification dataset by name (MNIST, FashionMNIST, KMNIST, CIFAR10, ...).
+
+    Args:
+        name: class name in ``torchvision.datasets`` with a ``train=`` argument.
+        root: download/cache folder.
+        download: let torchvision download it (needs a network).
+    """
+
+    def __init__(self, name: str = "CIFAR10", root: str = "data", download: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        import torchvision.datasets as tvd
+
+        if not hasattr(tvd, name):
+            raise ValueError(f"torchvision.datasets has no dataset {name!r}")
+        self.name, self.root, self.download = name, root, download
+        self._cls = getattr(tvd, name)
+        self.classes = list(getattr(self._cls, "classes", []))
+
+    def prepare_data(self) -> None:
+        if self.download:
+            self._cls(self.root, train=True, download=True)
+            self._cls(self.root, train=False, download=True)
+
+    def load(self, split: str) -> tuple[Tensor, Tensor]:
+        try:
+            ds = self._cls(self.root, train=split == "train", download=False)
+        except RuntimeError as e:
+            raise FileNotFoundError(f"{self.name} not found under {self.root}: {e}; pass download=True") from e
+        images = torch.as_tensor(np.asarray(ds.data))
+        images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)  # (N, C, H, W)
+        labels = torch.as_tensor(np.asarray(ds.targets)).long()
+        if not self.classes:
+            self.classes = [str(c) for c in range(int(labels.max()) + 1)]
+        return images.contiguous(), labels
+
+
+class ImageFolderData(ImageClassificationData):
+    """The ImageFolder layout: ``root/train/<class>/*.png`` and ``root/test/<class>/*.png``.
+
+    Class names are the sub-folder names (sorted, as torchvision does). Images are decoded once,
+    converted to ``channels`` and resized to ``image_size``, and held in memory as uint8.
+
+    Args:
+        root: folder with ``train/`` and ``test/``.
+        **kwargs: see :class:`ImageClassificationData`.
+    """
+
+    def __init__(self, root: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.root = Path(root)
+        self.classes = folder_classes(self.root / "train")
+
+    def load(self, split: str) -> tuple[Tensor, Tensor]:
+        return read_image_folder(self.root / split, self.classes, self.channels, self.image_size)

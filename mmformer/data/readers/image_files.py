@@ -1,4 +1,6 @@
-"""Image files on disk: safe decoding with clear errors, ImageFolder layouts, and prediction inputs."""
+"""Image files on disk: safe decoding with clear errors (``load_image``), ImageFolder trees
+(``folder_classes``, ``read_image_folder``) and folders of images to predict (``list_images``,
+``ImageFileDataset``)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,6 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
-
-from mmformer.data.images import ImageClassificationData
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -59,38 +59,42 @@ class ImageFileDataset(Dataset):
         return self.transform(load_image(self.paths[i], self.channels, self.size)), str(self.paths[i])
 
 
-class ImageFolderData(ImageClassificationData):
-    """The ImageFolder layout: ``root/train/<class>/*.png`` and ``root/test/<class>/*.png``.
+def folder_classes(folder: str | Path) -> list[str]:
+    """Class names of an ImageFolder split: its sub-folder names, sorted (as torchvision does).
 
-    Class names are the sub-folder names (sorted, as torchvision does). Images are decoded once,
-    converted to ``channels`` and resized to ``image_size``, and held in memory as uint8.
-
-    Args:
-        root: folder with ``train/`` and ``test/``.
-        **kwargs: see :class:`ImageClassificationData`.
+    Raises:
+        FileNotFoundError: ``folder`` does not exist (expected ``<class>/*.png`` inside).
+        ValueError: it has no class sub-folders.
     """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"ImageFolder root {folder.parent} has no {folder.name}/ folder "
+                                f"(expected {folder.name}/<class>/*.png)")
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    if not classes:
+        raise ValueError(f"{folder} has no class sub-folders")
+    return classes
 
-    def __init__(self, root: str, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.root = Path(root)
-        train = self.root / "train"
-        if not train.is_dir():
-            raise FileNotFoundError(f"ImageFolder root {self.root} has no train/ folder (expected train/<class>/*.png)")
-        self.classes = sorted(d.name for d in train.iterdir() if d.is_dir())
-        if not self.classes:
-            raise ValueError(f"{train} has no class sub-folders")
 
-    def load(self, split: str) -> tuple[Tensor, Tensor]:
-        folder = self.root / split
-        if not folder.is_dir():
-            raise FileNotFoundError(f"ImageFolder split folder {folder} does not exist")
-        images, labels = [], []
-        for sub in sorted(d for d in folder.iterdir() if d.is_dir()):
-            if sub.name not in self.classes:
-                raise ValueError(f"{sub} is a class not present in train/ (known: {self.classes})")
-            for path in list_images(sub):
-                images.append(load_image(path, self.channels, self.image_size))
-                labels.append(self.classes.index(sub.name))
-        if not images:
-            raise ValueError(f"no images found under {folder}")
-        return torch.stack(images), torch.tensor(labels)
+def read_image_folder(folder: str | Path, classes: list[str], channels: int, size: int) -> tuple[Tensor, Tensor]:
+    """One ImageFolder split ``folder/<class>/*.png`` → ``(images (N, channels, size, size) uint8, labels (N,))``.
+
+    Labels index ``classes``; files are read class by class, each class's files sorted by name.
+
+    Raises:
+        FileNotFoundError: ``folder`` does not exist.
+        ValueError: a class sub-folder is not in ``classes``, or no image is found.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"ImageFolder split folder {folder} does not exist")
+    images, labels = [], []
+    for sub in sorted(d for d in folder.iterdir() if d.is_dir()):
+        if sub.name not in classes:
+            raise ValueError(f"{sub} is a class not present in train/ (known: {classes})")
+        for path in list_images(sub):
+            images.append(load_image(path, channels, size))
+            labels.append(classes.index(sub.name))
+    if not images:
+        raise ValueError(f"no images found under {folder}")
+    return torch.stack(images), torch.tensor(labels)

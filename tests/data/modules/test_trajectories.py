@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from mmformer.data.control_datasets import (
+from mmformer.data.builders.control import (
     ControlDatasetSpec, build_control_dataset, cartpole_controller, pendulum_controller, run_episodes,
 )
-from mmformer.data.trajectories import TrajectoryData, episodes_from_arrays, gather_segments, read_d4rl
+from mmformer.data.modules.trajectories import TrajectoryData, gather_segments
+from mmformer.data.readers.d4rl import episodes_from_arrays, read_d4rl
 
 
 def _arrays(continuous: bool = False) -> dict[str, np.ndarray]:

@@ -9,9 +9,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from mmformer.data import translation
-from mmformer.data.translation import (EvalBatchSampler, Ragged, TokenBudgetBatchSampler, TranslationData,
-                                       token_budget_batches)
+from mmformer.data.common.batching import EvalBatchSampler, TokenBudgetBatchSampler, token_budget_batches
+from mmformer.data.common.ids import Ragged
+from mmformer.data.modules import translation
+from mmformer.data.modules.translation import TranslationData
 from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, pad_rows
 
 WORDS = "the a cat dog sees runs big small house red blue green eats and with".split()
