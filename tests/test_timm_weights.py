@@ -14,8 +14,8 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from mmformer.tasks.classification import Classifier
-from mmformer.timm_weights import classifier_from_timm
+from mmformer.models.classifier import Classifier
+from mmformer.models.timm_weights import classifier_from_timm
 
 
 def _randomize(model: nn.Module, seed: int = 1) -> nn.Module:
