@@ -77,7 +77,6 @@ def test_standalone_model_ties_its_output_projection() -> None:
     assert model.lm_head.weight is tgt.embed.weight
 
 
-@pytest.mark.slow
 def test_export_keeps_the_ctc_head_and_decodes_like_the_task(tmp_path: Path) -> None:
     from mmformer.cli import main
 
