@@ -89,7 +89,8 @@ def _ban_specials(scores: Tensor, eos_too: bool = False) -> Tensor:
 class _Stepper:
     """Feeds one new token per row and returns next-token log-probs, with or without the KV cache."""
 
-    def __init__(self, model: Any, memory: BackboneOutput, rows: int, steps: int, use_cache: bool, device: torch.device):
+    def __init__(self, model: Any, memory: BackboneOutput, rows: int, steps: int, use_cache: bool,
+                 device: torch.device):
         self.model, self.memory = model, memory
         self.cache = model.new_cache(steps + 1) if use_cache else None
         self.prefix = torch.full((rows, 1), BOS_ID, dtype=torch.long, device=device)  # (R, t) ids so far

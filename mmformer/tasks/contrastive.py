@@ -30,7 +30,8 @@ class ContrastiveTask(TaskModule):
     Batches are dicts with ``image`` (first-tower inputs), ``text`` (caption ids ``(B, T)``) and,
     on labelled evaluation splits, ``labels (B, K)`` (see :mod:`mmformer.data.captions`). The
     data supplies the caption ``vocab`` and ``tokenize`` (required) and what each test split measures
-    (``eval_splits``; default: one split measuring retrieval): ``test/t2i_r@k`` and ``test/i2t_r@k`` (k = 1, 5, 10) over a split's pairs, and
+    (``eval_splits``; default: one split measuring retrieval): ``test/t2i_r@k`` and ``test/i2t_r@k``
+    (k = 1, 5, 10) over a split's pairs, and
     ``test/{prefix}zeroshot_{label}_acc`` from prompt-ensembled class embeddings. The test run also
     writes ``similarity_matrix.png`` (a batch's image–caption similarities) beside the logs and to
     TensorBoard.

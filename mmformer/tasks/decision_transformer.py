@@ -104,7 +104,8 @@ class DecisionTransformerTask(TaskModule):
         m.tokenizer.set_state_stats(c.state_mean.to(self.device), c.state_std.to(self.device))
         if not m.discrete:
             if c.action_low is None or c.action_high is None:
-                raise ValueError(f"continuous actions need action_low/action_high in the data's ControlSpec ({c.env_id})")
+                raise ValueError(f"continuous actions need action_low/action_high in the data's ControlSpec "
+                                 f"({c.env_id})")
             m.action_low.copy_(torch.as_tensor(c.action_low, dtype=torch.float32))
             m.action_high.copy_(torch.as_tensor(c.action_high, dtype=torch.float32))
         returns = c.dataset_returns
