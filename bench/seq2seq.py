@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from common import interleaved_times, print_ratios
 from mmformer.backbone import BackboneConfig, Decoder, Encoder
 from mmformer.layers.positions import sinusoidal_1d
-from mmformer.seq2seq import Seq2Seq
+from mmformer.models.seq2seq import Seq2Seq
 from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID
 from mmformer.tokenizers.text import TextTokenizer
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common import interleaved_times, print_ratios
-from mmformer.timm_weights import classifier_from_timm
+from mmformer.models.timm_weights import classifier_from_timm
 
 
 def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:

@@ -1,8 +1,9 @@
 """Autoregressive decoding outside the model: greedy, sampling (temperature / top-k / top-p) and
 batched beam search, all over the decoder's KV cache.
 
-Any model with ``encode(source) -> Memory``, ``decode(ids, memory, cache, last_only) -> (logits, _)``,
-``new_cache(capacity)`` and ``max_target_len`` works (see :class:`mmformer.seq2seq.Seq2Seq`).
+Any model with ``encode(source) -> BackboneOutput`` (the memory), ``decode(ids, memory, cache, last_only)
+-> (logits, _)``, ``new_cache(capacity)`` and ``max_target_len`` works (see
+:class:`mmformer.models.seq2seq.Seq2Seq`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from mmformer.seq2seq import Memory
+from mmformer.backbone import BackboneOutput
 from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID
 
 # Finished rows are checked (one host sync) every this many steps, not every step.
@@ -88,7 +89,8 @@ def _ban_specials(scores: Tensor, eos_too: bool = False) -> Tensor:
 class _Stepper:
     """Feeds one new token per row and returns next-token log-probs, with or without the KV cache."""
 
-    def __init__(self, model: Any, memory: Memory, rows: int, steps: int, use_cache: bool, device: torch.device):
+    def __init__(self, model: Any, memory: BackboneOutput, rows: int, steps: int, use_cache: bool,
+                 device: torch.device):
         self.model, self.memory = model, memory
         self.cache = model.new_cache(steps + 1) if use_cache else None
         self.prefix = torch.full((rows, 1), BOS_ID, dtype=torch.long, device=device)  # (R, t) ids so far
@@ -107,7 +109,7 @@ class _Stepper:
 
 
 @torch.no_grad()
-def generate(model: Any, source: Any, cfg: GenerationConfig, memory: Memory | None = None) -> Tensor:
+def generate(model: Any, source: Any, cfg: GenerationConfig, memory: BackboneOutput | None = None) -> Tensor:
     """Greedy or sampled decoding: ``(B, T)`` ids after bos (eos included, pad after it)."""
     if cfg.strategy == "beam":
         return beam_search(model, source, cfg, memory).sequences[:, 0]
@@ -135,7 +137,7 @@ def generate(model: Any, source: Any, cfg: GenerationConfig, memory: Memory | No
 
 
 @torch.no_grad()
-def beam_search(model: Any, source: Any, cfg: GenerationConfig, memory: Memory | None = None) -> BeamOutput:
+def beam_search(model: Any, source: Any, cfg: GenerationConfig, memory: BackboneOutput | None = None) -> BeamOutput:
     """Batched beam search over the KV cache with GNMT length normalization.
 
     Every source keeps ``K`` hypotheses as rows ``b*K .. b*K+K-1``. A hypothesis that emits eos is

@@ -1,5 +1,10 @@
-"""Losses kept outside the models (open_clip's ``loss.py``): the symmetric InfoNCE of CLIP, exact
-over the global batch under data parallelism.
+"""Every loss, kept outside the models (open_clip's ``loss.py``); the task modules call them.
+
+- :func:`sequence_cross_entropy`: label-smoothed token cross-entropy with pads ignored (seq2seq).
+- :func:`soft_target_cross_entropy`: cross-entropy against soft targets (mixup/cutmix labels).
+- :func:`ctc_loss`: CTC over frame-wise logits, labels read from bos/eos-framed target rows.
+- :func:`action_loss`: the decision transformer's masked action loss (CE or MSE).
+- :func:`clip_loss`: the symmetric InfoNCE of CLIP, exact over the global batch under data parallelism.
 
 Under DDP each process holds ``b`` of the ``B = world * b`` pairs. :func:`gather_with_grad`
 concatenates every rank's embeddings with an autograd-aware all-gather, and every rank computes
@@ -13,7 +18,7 @@ the world size, or gathering without gradients, is the classic way to get this w
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.distributed as dist
@@ -67,3 +72,73 @@ def clip_loss(image_embeds: Tensor, text_embeds: Tensor, logit_scale: Tensor,
     i2t = F.cross_entropy(logits, target)
     t2i = F.cross_entropy(logits.t(), target)
     return ContrastiveLossOutput((i2t + t2i) / 2, logits, i2t, t2i)
+
+
+def sequence_cross_entropy(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0,
+                           ignore_index: int = 0) -> Tensor:
+    """Mean token cross-entropy of ``logits (B, T, V)`` against ``targets (B, T)``, pads excluded.
+
+    Args:
+        logits: next-token scores (any float dtype; the loss is computed in float32).
+        targets: ids; positions equal to ``ignore_index`` (the pad id) do not count.
+        label_smoothing: mass spread uniformly over the vocabulary (Szegedy et al. 2016).
+        ignore_index: the pad id.
+    """
+    if logits.shape[:-1] != targets.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} do not fit targets {tuple(targets.shape)}: expected (B, T, V)"
+                         f" and (B, T)")
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=ignore_index,
+                           label_smoothing=label_smoothing)
+
+
+def soft_target_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean over rows of ``-sum(targets * log_softmax(logits))``: ``(B, C)``, ``(B, C)`` → ``()`` (mixup labels)."""
+    if logits.shape != targets.shape:
+        raise ValueError(f"soft targets {tuple(targets.shape)} must have the logits' shape {tuple(logits.shape)}")
+    return torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1).mean()
+
+
+def ctc_loss(logits: Tensor, input_mask: Tensor | None, targets: Tensor, blank: int = 0,
+             special_ids: Sequence[int] = ()) -> Tensor:
+    """CTC loss (Graves et al. 2006) of frame-wise ``logits (B, S, V)`` against label rows ``targets (B, L)``.
+
+    Args:
+        logits: scores per frame (e.g. a :class:`~mmformer.heads.CTCHead`'s); log-softmax in float32.
+        input_mask: ``(B, S)`` True = real frame (None = all real).
+        targets: ``(B, L)`` ids; the labels of a row are its leading ids other than blank and
+            ``special_ids`` (e.g. a decoder's targets ``pieces + eos + pads`` with eos special).
+        blank: the blank label (mmformer: the pad id).
+        special_ids: ids that are not labels (bos, eos).
+    Returns:
+        ``()`` mean over the batch of the per-utterance loss divided by its label count (PyTorch's
+        ``reduction="mean"``); an utterance with more labels than frames contributes 0, not inf.
+    """
+    log_probs = logits.float().log_softmax(-1)  # (B, S, V)
+    b, s, _ = log_probs.shape
+    in_len = input_mask.sum(1) if input_mask is not None else torch.full((b,), s, dtype=torch.long,
+                                                                         device=logits.device)
+    real = targets != blank
+    for special in special_ids:
+        real &= targets != special
+    return F.ctc_loss(log_probs.transpose(0, 1), targets, in_len, real.sum(1), blank=blank, zero_infinity=True)
+
+
+def action_loss(predictions: Tensor, actions: Tensor, mask: Tensor, discrete: bool) -> Tensor:
+    """A decision transformer's mean action loss over real timesteps.
+
+    Args:
+        predictions: ``(B, K, A)`` logits (discrete) or actions squashed into ``[-1, 1]`` (continuous).
+        actions: ``(B, K)`` action ids, or ``(B, K, A)`` targets already mapped into ``[-1, 1]``.
+        mask: ``(B, K)`` True = a real timestep (segments are right-padded).
+        discrete: cross-entropy over ids (True) or mean squared error per step (False).
+    """
+    if discrete:
+        per_step = F.cross_entropy(predictions.flatten(0, 1), actions.flatten().long(), reduction="none")
+    else:
+        per_step = (predictions - actions.to(predictions.dtype)).pow(2).mean(-1).flatten()
+    w = mask.flatten().to(per_step.dtype)
+    return (per_step * w).sum() / w.sum().clamp_min(1.0)
+
+
+__all__ = ["ContrastiveLossOutput", "action_loss", "clip_loss", "ctc_loss", "gather_with_grad",
+           "sequence_cross_entropy", "soft_target_cross_entropy", "world_size"]

@@ -1,9 +1,12 @@
-"""Pictures people look at: confusion matrices and attention maps over images (matplotlib, headless)."""
+"""Pictures people look at (matplotlib, headless): attention maps over images, cross-attention
+alignments, similarity matrices, return-vs-target curves; and :func:`log_figure`, which hands a figure
+to every logger that draws figures (TensorBoard). No Lightning here: loggers are taken as they come."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+import textwrap
+from typing import Any, Sequence
 
 import matplotlib
 
@@ -86,5 +89,49 @@ def plot_alignment(weights: Tensor, source: Sequence[str], target: Sequence[str]
     ax.set_xlabel("source")
     ax.set_ylabel("output")
     ax.set_title(title)
+    save_figure(fig, path)
+    return fig
+
+
+def log_figure(loggers: Sequence[Any], tag: str, fig: plt.Figure, step: int = 0) -> None:
+    """Adds ``fig`` under ``tag`` to every logger whose ``experiment`` has ``add_figure`` (TensorBoard's)."""
+    for logger in loggers:
+        experiment = getattr(logger, "experiment", None)
+        if hasattr(experiment, "add_figure"):
+            experiment.add_figure(tag, fig, global_step=step)
+
+
+def plot_similarity(sim: Tensor, captions: Sequence[str], path: str | Path) -> plt.Figure:
+    """Heatmap of caption (rows) against image (columns) cosine similarities ``sim (N, N)``; saved at ``path``."""
+    n = sim.shape[0]
+    fig, ax = plt.subplots(figsize=(5 + 0.55 * n, 1.5 + 0.55 * n))
+    im = ax.imshow(sim.float().cpu().numpy(), cmap="viridis")
+    ax.set_xticks(range(n), [str(i) for i in range(n)], fontsize=7)
+    labels = ["\n".join(textwrap.wrap(f"{c} ({i})", 60)[:3]) for i, c in enumerate(captions)]
+    ax.set_yticks(range(n), labels, fontsize=5)
+    ax.set_xlabel("image")
+    ax.set_ylabel("caption")
+    ax.set_title("cosine similarity: captions (rows) vs images (columns)", fontsize=8)
+    fig.colorbar(im, ax=ax, fraction=0.03)
+    save_figure(fig, path)
+    return fig
+
+
+def plot_return_vs_target(targets: Sequence[float], means: Tensor, stds: Tensor, references: dict[str, float],
+                          path: str | Path) -> plt.Figure:
+    """Achieved mean return (± std, ``(T,)`` each) against the target, with the y = x line and
+    horizontal reference returns (e.g. ``{"dataset mean": ..., "dataset best": ...}``); saved at ``path``."""
+    order = sorted(range(len(targets)), key=lambda i: targets[i])
+    x = [targets[i] for i in order]
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.errorbar(x, means[order].tolist(), yerr=stds[order].tolist(), marker="o", capsize=3, label="achieved")
+    lo = min(0.0, min(x), float(means.min()))
+    hi = max(0.0, max(x), float(means.max()))
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="target")  # y = x
+    for (label, value), style in zip(references.items(), (":", "-.", "--", "-")):
+        ax.axhline(float(value), color="gray", ls=style, lw=0.8, label=label)
+    ax.set_xlabel("target return")
+    ax.set_ylabel("achieved return")
+    ax.legend(fontsize=7)
     save_figure(fig, path)
     return fig

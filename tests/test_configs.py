@@ -51,6 +51,28 @@ def test_model_preset_composes_after_a_recipe(preset: Path, base_recipe: str, ca
     assert cfg["model"]["init_args"]["num_classes"] == 3  # the recipe's own keys survive the merge
 
 
+def _backbones(model: object) -> list:
+    """The encoders a task's model reads its inputs with (the ones a size preset sizes)."""
+    m = model.model  # type: ignore[attr-defined]
+    return [getattr(m, "backbone", None) or getattr(m, "encoder", None) or m.image_backbone]
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_every_recipe_builds_with_the_small_preset(recipe: Path) -> None:
+    """Every task names its backbone ``backbone``, so the size presets compose with every recipe."""
+    preset = ROOT / "configs" / "model" / "small.yaml"
+    want = yaml.safe_load(preset.read_text())["model"]["init_args"]["backbone"]
+    cli = main(["--config", str(recipe), "--config", str(preset), "--trainer.logger=false", "--trainer.callbacks=[]",
+                "--trainer.enable_checkpointing=false"], run=False)
+    for backbone in _backbones(cli.model):
+        c = backbone.config
+        assert (c.dim, len(backbone.blocks), c.num_heads) == (want["dim"], want["depth"], want["num_heads"])
+    decoder = getattr(cli.model.model, "decoder", None)
+    if decoder is not None:  # a seq2seq decoder copies the backbone's width and heads
+        assert (decoder.config.dim, decoder.config.num_heads, decoder.config.memory_dim) == (
+            want["dim"], want["num_heads"], want["dim"])
+
+
 @pytest.mark.parametrize("preset", TRAINER_PRESETS, ids=lambda p: p.name)
 def test_trainer_preset_composes(preset: Path, base_recipe: str, capsys) -> None:
     wanted = yaml.safe_load(preset.read_text())

@@ -18,7 +18,7 @@ from mmformer.generation import (
     top_k_filter,
     top_p_filter,
 )
-from mmformer.seq2seq import Seq2Seq
+from mmformer.models.seq2seq import Seq2Seq
 from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID
 from mmformer.tokenizers.text import TextTokenizer
 

@@ -91,3 +91,48 @@ def test_ddp_loss_and_gradients_equal_one_process_on_the_global_batch(tmp_path: 
         assert torch.allclose(got["grads"][name], p.grad, atol=1e-5), (name, got["grads"][name], p.grad)
     # the classic bug would be off by the world size: make sure the gradients are not trivially small
     assert ref_model.image.weight.grad.abs().max() > 1e-3
+
+
+def test_sequence_cross_entropy_ignores_pads_and_smooths_labels() -> None:
+    from mmformer.losses import sequence_cross_entropy
+
+    g = torch.Generator().manual_seed(0)
+    logits, targets = torch.randn(2, 4, 7, generator=g), torch.tensor([[3, 4, 2, 0], [5, 2, 0, 0]])
+    real = targets != 0
+    ref = F.cross_entropy(logits[real], targets[real], label_smoothing=0.1)
+    assert sequence_cross_entropy(logits, targets, 0.1).item() == pytest.approx(ref.item(), rel=1e-6)
+    with pytest.raises(ValueError, match=r"\(B, T, V\)"):
+        sequence_cross_entropy(logits, targets[:, :2])
+
+
+def test_soft_target_cross_entropy_equals_cross_entropy_on_one_hot_targets() -> None:
+    from mmformer.losses import soft_target_cross_entropy
+
+    logits, labels = torch.randn(4, 5), torch.tensor([0, 3, 1, 4])
+    got = soft_target_cross_entropy(logits, F.one_hot(labels, 5).float())
+    assert got.item() == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-6)
+
+
+def test_ctc_loss_reads_labels_before_eos_and_counts_real_frames() -> None:
+    from mmformer.losses import ctc_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 6, 8, generator=g)
+    mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    targets = torch.tensor([[4, 5, 2, 0], [6, 2, 0, 0]])  # pieces, eos (2), pads (0 = blank)
+    ref = F.ctc_loss(logits.log_softmax(-1).transpose(0, 1), torch.tensor([[4, 5], [6, 0]]), torch.tensor([6, 4]),
+                     torch.tensor([2, 1]), blank=0, zero_infinity=True)
+    assert ctc_loss(logits, mask, targets, blank=0, special_ids=(2, 1)).item() == pytest.approx(ref.item(), rel=1e-6)
+
+
+def test_action_loss_is_masked_cross_entropy_or_mse() -> None:
+    from mmformer.losses import action_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits, ids = torch.randn(2, 3, 4, generator=g), torch.tensor([[0, 1, 2], [3, 0, 0]])
+    mask = torch.tensor([[True, True, True], [True, False, False]])
+    assert action_loss(logits, ids, mask, True).item() == pytest.approx(
+        F.cross_entropy(logits[mask], ids[mask]).item(), rel=1e-6)
+    pred, target = torch.rand(2, 3, 2), torch.rand(2, 3, 2)
+    assert action_loss(pred, target, mask, False).item() == pytest.approx(
+        F.mse_loss(pred[mask], target[mask]).item(), rel=1e-6)

@@ -14,8 +14,8 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from mmformer.tasks.classification import Classifier
-from mmformer.timm_weights import classifier_from_timm
+from mmformer.models.classifier import Classifier
+from mmformer.models.timm_weights import classifier_from_timm
 
 
 def _randomize(model: nn.Module, seed: int = 1) -> nn.Module:
@@ -65,7 +65,7 @@ def test_logits_and_parameter_count_match_timm(name: str) -> None:
     model = classifier_from_timm(ref)
     assert isinstance(model, Classifier) and not model.training
     assert _count(model) == _count(ref)
-    assert model.head.pool == pool
+    assert model.head.pool.pool == pool
     assert isinstance(model.backbone.norm, nn.LayerNorm) == final_norm
     assert isinstance(model.head.norm, nn.LayerNorm) == pool_norm
     assert model.tokenizer.num_prefix_tokens == ref.num_prefix_tokens

@@ -1,12 +1,16 @@
-"""What every mmformer task module shares: exact resume of the random stream, and a stop with the
-step and batch named when the loss stops being finite."""
+"""What every mmformer task module shares: the data it needs, declared and bound once
+(:class:`~mmformer.data.spec.DataSpec`); exact resume of the random stream; a stop with the step and
+batch named when the loss stops being finite; checkpoints written before the redesign load."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
+
+from mmformer.data.spec import DataSpec, ProvidesDataSpec
+from mmformer.models.legacy import FORMAT_KEY, FORMAT_VERSION, legacy_task_name, upgrade_state_dict
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -23,13 +27,49 @@ class TaskModule(pl.LightningModule):
     A NaN/inf training loss is recorded on the device (no host sync per step) and raised as
     :class:`NonFiniteLossError` at the next logging step or checkpoint save, whichever comes
     first, so no checkpoint is written from poisoned weights.
+
+    Data: a task names the :class:`~mmformer.data.spec.DataSpec` fields it needs in
+    ``required_data``; :meth:`setup` takes the spec from the trainer's DataModule (which must
+    implement :class:`~mmformer.data.spec.ProvidesDataSpec`), checks them, and hands the spec to
+    :meth:`bind_data` once per stage. Nothing else reads the DataModule.
+
+    Checkpoints are marked with ``mmformer_format``; an older one (without it) has its state_dict
+    keys upgraded in :meth:`on_load_checkpoint` (see :func:`mmformer.models.legacy.upgrade_state_dict`).
     """
+
+    required_data: ClassVar[tuple[str, ...]] = ()  # DataSpec fields this task needs
 
     def __init__(self) -> None:
         super().__init__()
         self._rng_to_restore: dict[str, Any] | None = None
         self._first_nonfinite: torch.Tensor | None = None  # global step of the first NaN/inf loss, -1 if none
         self._where: dict[int, tuple[int, int]] = {}  # step → (epoch, batch_idx) since the last check
+
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule
+        name = type(self).__name__
+        if dm is None:
+            raise ValueError(f"{name} needs a DataModule that implements mmformer.data.spec.ProvidesDataSpec "
+                             f"(pass datamodule=..., not bare dataloaders)")
+        if not isinstance(dm, ProvidesDataSpec):
+            raise TypeError(f"{name} needs a DataModule that implements mmformer.data.spec.ProvidesDataSpec "
+                            f"(a data_spec() method returning a DataSpec); {type(dm).__name__} does not")
+        spec = dm.data_spec()
+        if not isinstance(spec, DataSpec):
+            raise TypeError(f"{type(dm).__name__}.data_spec() returned {type(spec).__name__}, not a DataSpec")
+        spec.require(type(self).required_data, type(dm).__name__, name)
+        self.bind_data(spec, stage)
+
+    def bind_data(self, spec: DataSpec, stage: str) -> None:
+        """Stores what the task needs from its data and checks it fits the model (clear errors).
+
+        Called from :meth:`setup`, after the DataModule's own setup and before a checkpoint's weights
+        and buffers are restored (so on ``fit`` and ``test`` alike, restored buffers win).
+
+        Args:
+            spec: the DataModule's spec; every field in ``required_data`` is set.
+            stage: ``fit``, ``validate``, ``test`` or ``predict``.
+        """
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
@@ -65,8 +105,12 @@ class TaskModule(pl.LightningModule):
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         checkpoint["mmformer_rng"] = rng
+        checkpoint[FORMAT_KEY] = FORMAT_VERSION
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Lightning calls this before loading ``checkpoint["state_dict"]``: older keys are upgraded here."""
+        if checkpoint.get(FORMAT_KEY, 0) < FORMAT_VERSION and "state_dict" in checkpoint:
+            checkpoint["state_dict"] = upgrade_state_dict(legacy_task_name(type(self)), checkpoint["state_dict"])
         self._rng_to_restore = checkpoint.get("mmformer_rng")
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:

@@ -1,41 +1,23 @@
-"""Classification of any modality: tokenizer → encoder backbone → pooling head."""
+"""Classification of any modality: a :class:`~mmformer.models.Classifier` trained with cross-entropy."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from mmformer.backbone import BackboneConfig, BackboneOutput, Encoder
+from mmformer.backbone import BackboneConfig, Encoder
+from mmformer.data.spec import DataSpec
 from mmformer.heads import ClassificationHead, Pool
+from mmformer.losses import soft_target_cross_entropy
+from mmformer.models.classifier import Classifier
 from mmformer.tasks.base import TaskModule
 from mmformer.tasks.optim import OptimConfig, build_optimizer
-from mmformer.tokenizers.base import ModalityTokenizer, TokenBatch
-
-
-class Classifier(nn.Module):
-    """The plain model (usable without Lightning): ``inputs → logits (B, C)``."""
-
-    def __init__(self, tokenizer: ModalityTokenizer, backbone: Encoder, head: ClassificationHead) -> None:
-        super().__init__()
-        self.tokenizer, self.backbone, self.head = tokenizer, backbone, head
-
-    def forward_features(self, inputs: Any, need_weights: bool = False) -> tuple[BackboneOutput, TokenBatch]:
-        """inputs → backbone output (hidden ``(B, N, D)``, mask, attentions) and the tokenizer's batch."""
-        batch = self.tokenizer(inputs)
-        return self.backbone(batch, need_weights=need_weights), batch
-
-    def forward_head(self, out: BackboneOutput, batch: TokenBatch) -> Tensor:
-        """Backbone output → logits ``(B, C)``; pooling skips the batch's prefix (CLS) tokens."""
-        return self.head(out.hidden, out.mask, batch.num_prefix_tokens)
-
-    def forward(self, inputs: Any) -> Tensor:
-        return self.forward_head(*self.forward_features(inputs))
+from mmformer.tokenizers.base import ModalityTokenizer
 
 
 class ClassificationTask(TaskModule):
@@ -44,6 +26,8 @@ class ClassificationTask(TaskModule):
     At test time it also writes a confusion matrix and, for patch tokenizers, attention-rollout
     overlays of a few test images (PNG beside the logs, and to TensorBoard). ``predict`` batches
     are ``(inputs, ids)``; the predictions go to ``predictions.csv`` in the run's log folder.
+
+    Data: needs ``class_names`` (their count must equal ``num_classes``).
 
     Args:
         tokenizer: builds the tokenizer from the backbone width, ``tokenizer(dim)``; in YAML a
@@ -55,11 +39,13 @@ class ClassificationTask(TaskModule):
         label_smoothing: cross-entropy label smoothing.
         mixup, cutmix: alphas of timm's Mixup/CutMix in training (0 = off; an odd-sized last batch is left unmixed).
         optim: AdamW and warm-up/cosine schedule settings.
-        class_names: names for plots and predictions (default: the DataModule's ``classes``).
+        class_names: names for plots and predictions (default: the data's ``class_names``).
         num_overlays: test images drawn with attention overlays.
         compile_backbone: ``torch.compile`` the backbone in place (state_dict keys unchanged, so
             checkpoints move freely between compiled and eager runs).
     """
+
+    required_data: ClassVar[tuple[str, ...]] = ("class_names",)
 
     def __init__(
         self,
@@ -84,6 +70,8 @@ class ClassificationTask(TaskModule):
             Encoder(backbone),
             ClassificationHead(backbone.dim, num_classes, pool, head_dropout, num_heads=backbone.num_heads),
         )
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"class_names has {len(class_names)} names but num_classes={num_classes}")
         self.num_classes, self.class_names, self.num_overlays = num_classes, class_names, num_overlays
         if compile_backbone:
             self.model.backbone.compile()
@@ -104,9 +92,16 @@ class ClassificationTask(TaskModule):
     def forward(self, inputs: Any) -> Tensor:
         return self.model(inputs)
 
+    def bind_data(self, spec: DataSpec, stage: str) -> None:
+        names = list(spec.class_names)  # type: ignore[arg-type]
+        if len(names) != self.num_classes:
+            raise ValueError(f"the data has {len(names)} classes but the model was built for num_classes="
+                             f"{self.num_classes}; set --model.init_args.num_classes={len(names)}")
+        if self.class_names is None:
+            self.class_names = names
+
     def _names(self) -> list[str]:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        names = self.class_names or getattr(dm, "classes", None)
+        names = self.class_names
         return list(names) if names else [str(i) for i in range(self.num_classes)]
 
     def training_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> Tensor:
@@ -114,7 +109,7 @@ class ClassificationTask(TaskModule):
         if self.mixup is not None and labels.shape[0] % 2 == 0:  # timm's batch mixup needs pairs
             inputs, soft = self.mixup(inputs, labels)
             logits = self(inputs)
-            loss = torch.sum(-soft * F.log_softmax(logits, dim=-1), dim=-1).mean()
+            loss = soft_target_cross_entropy(logits, soft)
         else:
             logits = self(inputs)
             loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
@@ -151,13 +146,13 @@ class ClassificationTask(TaskModule):
             self._write_test_plots(matrix, Path(log_dir))
 
     def _write_test_plots(self, matrix: Tensor, folder: Path) -> None:
-        from mmformer.viz import patch_saliency, plot_attention_overlays, save_figure
+        from mmformer.viz import log_figure, patch_saliency, plot_attention_overlays, save_figure
 
         names = self._names()
         fig, _ = self.confusion.plot(val=matrix, labels=names)
         fig.set_size_inches(1.0 + 0.6 * len(names), 1.0 + 0.6 * len(names))
         save_figure(fig, folder / "confusion_matrix.png")
-        self._to_tensorboard("test/confusion_matrix", fig)
+        log_figure(self.loggers, "test/confusion_matrix", fig, self.global_step)
         images = self._overlay_inputs
         if images is None:
             return
@@ -168,12 +163,7 @@ class ClassificationTask(TaskModule):
         titles = [f"{names[int(c)]} {p:.2f}" for p, c in zip(pred.values.tolist(), pred.indices.tolist())]
         saliency = patch_saliency(out.attentions, batch.grid, batch.num_prefix_tokens)
         fig = plot_attention_overlays(images, saliency, titles, folder / "attention_overlays.png")
-        self._to_tensorboard("test/attention_overlays", fig)
-
-    def _to_tensorboard(self, tag: str, fig: Any) -> None:
-        for logger in self.loggers:
-            if hasattr(logger.experiment, "add_figure"):
-                logger.experiment.add_figure(tag, fig, global_step=self.global_step)
+        log_figure(self.loggers, "test/attention_overlays", fig, self.global_step)
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         inputs, ids = batch if isinstance(batch, (tuple, list)) else (batch, None)

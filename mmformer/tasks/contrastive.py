@@ -1,131 +1,37 @@
-"""CLIP-style contrastive training of two towers (any two modalities; open_clip's naming).
-
-Each tower is tokenizer → encoder → pooling → linear projection. The two towers may share one
-backbone instance (the framework's point: one transformer reads every modality) or own one each.
-"""
+"""CLIP-style contrastive training of a :class:`~mmformer.models.ContrastiveModel` (any two
+modalities; open_clip's naming): global-batch InfoNCE, retrieval and zero-shot evaluation."""
 
 from __future__ import annotations
 
 import csv
 import math
-import textwrap
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from mmformer.backbone import BackboneConfig, Encoder
-from mmformer.heads import AttentionPool, Pool, masked_mean
+from mmformer.data.spec import DataSpec, EvalSplit
+from mmformer.heads import Pool
 from mmformer.losses import clip_loss
+from mmformer.models.dual_encoder import MAX_LOGIT_SCALE, ContrastiveModel, ContrastiveOutput
 from mmformer.retrieval import gather_rows, retrieval_metrics, zeroshot_classifier
 from mmformer.tasks.base import TaskModule
 from mmformer.tasks.optim import OptimConfig, build_optimizer
 from mmformer.tokenizers.base import ModalityTokenizer
-
-MAX_LOGIT_SCALE = 100.0
-
-
-class Pooler(nn.Module):
-    """``(B, N, D)`` hidden + mask → ``(B, D)`` by CLS, masked mean or attention pooling (prefix tokens skipped)."""
-
-    def __init__(self, dim: int, pool: Pool, num_heads: int) -> None:
-        super().__init__()
-        if pool not in ("cls", "mean", "attention"):
-            raise ValueError(f"pool must be 'cls', 'mean' or 'attention', got {pool!r}")
-        self.pool = pool
-        self.attn = AttentionPool(dim, num_heads) if pool == "attention" else None
-
-    def forward(self, hidden: Tensor, mask: Tensor | None, num_prefix_tokens: int = 0) -> Tensor:
-        if self.pool == "cls":
-            if num_prefix_tokens < 1:
-                raise ValueError("pool='cls' needs a tokenizer that prepends a CLS token (cls_token: true)")
-            return hidden[:, 0]
-        hidden = hidden[:, num_prefix_tokens:]
-        mask = None if mask is None else mask[:, num_prefix_tokens:]
-        return masked_mean(hidden, mask) if self.attn is None else self.attn(hidden, mask)
-
-
-class ContrastiveOutput(NamedTuple):
-    image_embeds: Tensor  # (B, E) L2-normalized
-    text_embeds: Tensor  # (B, E) L2-normalized
-    logit_scale: Tensor  # () exp(log-scale), clamped at 100
-
-
-class ContrastiveModel(nn.Module):
-    """Two towers and a learnable temperature; a plain ``nn.Module`` usable without Lightning.
-
-    "image" and "text" follow open_clip's names; any tokenizer can stand in either tower (an
-    audio tokenizer as the first tower makes an audio–text model).
-
-    Args:
-        image_tokenizer, text_tokenizer: the towers' tokenizers (width D = the backbone's).
-        image_backbone: the first tower's encoder.
-        text_backbone: the second tower's encoder; None shares ``image_backbone``.
-        image_pool, text_pool: pooling of each tower's hidden states.
-        embed_dim: width E of the joint embedding space.
-        num_heads: heads of attention pooling.
-        init_temperature: initial softmax temperature (CLIP: 0.07, i.e. logit scale 1/0.07).
-    """
-
-    def __init__(self, image_tokenizer: ModalityTokenizer, text_tokenizer: ModalityTokenizer, image_backbone: Encoder,
-                 text_backbone: Encoder | None = None, image_pool: Pool = "mean", text_pool: Pool = "mean",
-                 embed_dim: int = 128, num_heads: int = 4, init_temperature: float = 0.07) -> None:
-        super().__init__()
-        self.image_tokenizer, self.text_tokenizer = image_tokenizer, text_tokenizer
-        self.image_backbone = image_backbone
-        self.text_backbone = text_backbone  # None: registered as nothing, so no duplicated state_dict keys
-        towers = (("image", image_tokenizer, image_backbone), ("text", text_tokenizer, self._text_encoder))
-        for name, tok, enc in towers:
-            if tok.dim != enc.config.dim:
-                raise ValueError(f"the {name} tokenizer has width {tok.dim} but its backbone's dim is {enc.config.dim}")
-        self.image_pool = Pooler(image_backbone.config.dim, image_pool, num_heads)
-        self.text_pool = Pooler(self._text_encoder.config.dim, text_pool, num_heads)
-        self.image_proj = nn.Linear(image_backbone.config.dim, embed_dim, bias=False)
-        self.text_proj = nn.Linear(self._text_encoder.config.dim, embed_dim, bias=False)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / init_temperature)))
-
-    @property
-    def _text_encoder(self) -> Encoder:
-        return self.text_backbone if self.text_backbone is not None else self.image_backbone
-
-    @property
-    def shared_backbone(self) -> bool:
-        return self.text_backbone is None
-
-    def _encode(self, inputs: Any, tokenizer: nn.Module, backbone: Encoder, pool: Pooler, proj: nn.Linear,
-                normalize: bool) -> Tensor:
-        batch = tokenizer(inputs)
-        out = backbone(batch)
-        x = proj(pool(out.hidden, out.mask, batch.num_prefix_tokens))  # (B, E)
-        return F.normalize(x, dim=-1) if normalize else x
-
-    def encode_image(self, images: Any, normalize: bool = False) -> Tensor:
-        """First-tower inputs (e.g. images ``(B, C, H, W)``) → embeddings ``(B, E)``."""
-        return self._encode(images, self.image_tokenizer, self.image_backbone, self.image_pool, self.image_proj,
-                            normalize)
-
-    def encode_text(self, ids: Any, normalize: bool = False) -> Tensor:
-        """Second-tower inputs (e.g. caption ids ``(B, T)``) → embeddings ``(B, E)``."""
-        return self._encode(ids, self.text_tokenizer, self._text_encoder, self.text_pool, self.text_proj, normalize)
-
-    def scale(self) -> Tensor:
-        """The logit scale ``exp(t)``, clamped at 100 (CLIP)."""
-        return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
-
-    def forward(self, images: Any, ids: Any) -> ContrastiveOutput:
-        return ContrastiveOutput(self.encode_image(images, True), self.encode_text(ids, True), self.scale())
-
+from mmformer.tokenizers.sentencepiece_vocab import SentencePieceVocab
+from mmformer.tokenizers.text import TextTokenizer
 
 class ContrastiveTask(TaskModule):
     """CLIP training with a DDP-exact global-batch loss, retrieval and zero-shot evaluation.
 
     Batches are dicts with ``image`` (first-tower inputs), ``text`` (caption ids ``(B, T)``) and,
     on labelled evaluation splits, ``labels (B, K)`` (see :mod:`mmformer.data.captions`). The
-    DataModule supplies the caption vocabulary (``tokenize``) and what each test split measures
-    (``test_splits``): ``test/t2i_r@k`` and ``test/i2t_r@k`` (k = 1, 5, 10) over a split's pairs, and
+    data supplies the caption ``vocab`` and ``tokenize`` (required) and what each test split measures
+    (``eval_splits``; default: one split measuring retrieval): ``test/t2i_r@k`` and ``test/i2t_r@k``
+    (k = 1, 5, 10) over a split's pairs, and
     ``test/{prefix}zeroshot_{label}_acc`` from prompt-ensembled class embeddings. The test run also
     writes ``similarity_matrix.png`` (a batch's image–caption similarities) beside the logs and to
     TensorBoard.
@@ -147,6 +53,8 @@ class ContrastiveTask(TaskModule):
         predict_embeddings_dir: where ``predict`` writes embeddings as ``.npy`` (None = not written).
         heatmap_size: pairs shown in the similarity-matrix plot.
     """
+
+    required_data: ClassVar[tuple[str, ...]] = ("vocab", "tokenize")
 
     def __init__(
         self,
@@ -182,23 +90,31 @@ class ContrastiveTask(TaskModule):
         self._eval: dict[str, list[Tensor]] = {}
         self._heatmap: tuple[Tensor, Tensor] | None = None
         self._predicted: list[tuple[Tensor, Tensor]] = []
+        self._vocab: SentencePieceVocab | None = None
+        self._tokenize: Callable[[Sequence[str]], Tensor] | None = None
+        self._eval_splits: Sequence[EvalSplit] = (EvalSplit(""),)
+        self._predict_names: Sequence[str] | None = None
 
     def forward(self, images: Any, ids: Any) -> ContrastiveOutput:
         return self.model(images, ids)
 
     # --- set-up -------------------------------------------------------------------------------
-    def _datamodule(self) -> Any:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is None or not hasattr(dm, "tokenize"):
-            raise RuntimeError("ContrastiveTask needs a caption DataModule (with tokenize()) for text prompts")
-        return dm
-
-    def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        want, have = getattr(dm, "vocab_size", None), getattr(self.model.text_tokenizer, "vocab_size", None)
-        if want is not None and have is not None and want != have:
+    def bind_data(self, spec: DataSpec, stage: str) -> None:
+        want = spec.vocab.vocab_size  # type: ignore[union-attr]
+        text = self.model.text_tokenizer
+        have = text.vocab_size if isinstance(text, TextTokenizer) else None
+        if have is not None and want != have:
             raise ValueError(f"the text tokenizer's vocab_size is {have} but the data's caption vocabulary has {want} "
                              f"pieces; set model.init_args.text_tokenizer.init_args.vocab_size: {want}")
+        self._vocab, self._tokenize = spec.vocab, spec.tokenize
+        self._eval_splits = spec.eval_splits or (EvalSplit(""),)
+        self._predict_names = spec.predict_names
+
+    def _prompts(self, texts: Sequence[str]) -> Tensor:
+        if self._tokenize is None:
+            raise RuntimeError("ContrastiveTask has no caption tokenizer: run it with a DataModule whose data_spec() "
+                               "provides tokenize")
+        return self._tokenize(texts).to(self.device)
 
     # --- training -----------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -249,17 +165,15 @@ class ContrastiveTask(TaskModule):
                 self._heatmap = ((text @ image.t()).float().cpu(), batch["text"][keep][: self.heatmap_size].cpu())
 
     @torch.no_grad()
-    def _class_embeddings(self, classes: list[str], templates: list[str]) -> Tensor:
-        dm = self._datamodule()
-        return zeroshot_classifier(lambda p: self.model.encode_text(dm.tokenize(p).to(self.device), True),
-                                   classes, templates)
+    def _class_embeddings(self, classes: Sequence[str], templates: Sequence[str]) -> Tensor:
+        return zeroshot_classifier(lambda p: self.model.encode_text(self._prompts(p), True), list(classes),
+                                   list(templates))
 
     def on_test_epoch_end(self) -> None:
         from torchmetrics.functional.classification import multiclass_accuracy
 
-        dm = self._datamodule()
         rows = self._gathered()
-        splits = getattr(dm, "test_splits", None) or []
+        splits = self._eval_splits
         split_of = rows.get("split", torch.zeros(len(rows.get("image", [])), dtype=torch.long))
         for idx, split in enumerate(splits):
             sel = split_of == idx
@@ -275,30 +189,18 @@ class ContrastiveTask(TaskModule):
                 self.log(f"test/{split.name}{name}", value, sync_dist=True)
         log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks
         if self.trainer.is_global_zero and log_dir is not None and self._heatmap is not None:
-            self._plot_heatmap(Path(log_dir), dm)
+            self._plot_heatmap(Path(log_dir))
         self._heatmap = None
 
-    def _plot_heatmap(self, folder: Path, dm: Any) -> None:
+    def _plot_heatmap(self, folder: Path) -> None:
         import matplotlib.pyplot as plt
 
-        from mmformer.viz import save_figure
+        from mmformer.viz import log_figure, plot_similarity
 
         sim, ids = self._heatmap  # type: ignore[misc]
-        captions = dm.vocab.decode(ids) if getattr(dm, "vocab", None) is not None else [str(i) for i in range(len(ids))]
-        n = sim.shape[0]
-        fig, ax = plt.subplots(figsize=(5 + 0.55 * n, 1.5 + 0.55 * n))
-        im = ax.imshow(sim.numpy(), cmap="viridis")
-        ax.set_xticks(range(n), [str(i) for i in range(n)], fontsize=7)
-        labels = ["\n".join(textwrap.wrap(f"{c} ({i})", 60)[:3]) for i, c in enumerate(captions)]
-        ax.set_yticks(range(n), labels, fontsize=5)
-        ax.set_xlabel("image")
-        ax.set_ylabel("caption")
-        ax.set_title("cosine similarity: captions (rows) vs images (columns)", fontsize=8)
-        fig.colorbar(im, ax=ax, fraction=0.03)
-        save_figure(fig, folder / "similarity_matrix.png")
-        for logger in self.loggers:
-            if hasattr(logger.experiment, "add_figure"):
-                logger.experiment.add_figure("test/similarity_matrix", fig, global_step=self.global_step)
+        captions = self._vocab.decode(ids) if self._vocab is not None else [str(i) for i in range(len(ids))]
+        fig = plot_similarity(sim, captions, folder / "similarity_matrix.png")
+        log_figure(self.loggers, "test/similarity_matrix", fig, self.global_step)
         plt.close(fig)
 
     # --- prediction ---------------------------------------------------------------------------
@@ -317,8 +219,7 @@ class ContrastiveTask(TaskModule):
     def on_predict_epoch_end(self) -> None:
         if not self._predicted:
             return
-        dm = self._datamodule()
-        files = getattr(dm, "predict_files", None) if getattr(dm, "predict_dir", None) else None
+        files = self._predict_names
         index = torch.cat([i for i, _ in self._predicted])
         image = torch.cat([e for _, e in self._predicted])
         labels = self._label_embeds.float().cpu()

@@ -10,93 +10,34 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from mmformer.backbone import BackboneConfig, Encoder
+from mmformer.data.spec import ControlSpec, DataSpec
+from mmformer.losses import action_loss
+from mmformer.models.decision_transformer import DecisionTransformer
 from mmformer.rollout import RolloutResult, rollout
 from mmformer.tasks.base import TaskModule
 from mmformer.tasks.optim import OptimConfig, build_optimizer
-from mmformer.tokenizers.base import TokenBatch
-from mmformer.tokenizers.trajectory import TOKENS_PER_STEP, TrajectoryTokenizer
-
-
-class DecisionTransformer(nn.Module):
-    """The plain model: trajectory ``(B, K)`` → action predictions at every state token.
-
-    Args:
-        tokenizer: the trajectory tokenizer (holds the state statistics).
-        backbone: a causal encoder.
-        context: K, the timesteps the model sees (rollouts slide a K-step window).
-        head_dropout: dropout before the action head.
-    """
-
-    def __init__(
-        self, tokenizer: TrajectoryTokenizer, backbone: Encoder, context: int, head_dropout: float = 0.0
-    ) -> None:
-        super().__init__()
-        if not backbone.causal:
-            raise ValueError("a decision transformer needs a causal backbone (BackboneConfig(causal=True))")
-        self.tokenizer, self.backbone, self.context = tokenizer, backbone, context
-        self.discrete, self.act_dim, self.state_dim = tokenizer.discrete_actions, tokenizer.act_dim, tokenizer.state_dim
-        self.head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(backbone.config.dim, self.act_dim))
-        # Continuous actions live in [low, high] (the env's bounds, set from the data; checkpointed).
-        self.register_buffer("action_low", -torch.ones(self.act_dim))
-        self.register_buffer("action_high", torch.ones(self.act_dim))
-
-    def forward(self, traj: dict[str, Tensor]) -> Tensor:
-        """Discrete: logits ``(B, K, act_dim)``; continuous: squashed actions in ``[-1, 1]`` ``(B, K, A)``."""
-        batch = self.tokenizer(traj)
-        # Padding is on the right and attention is causal, so no real token ever sees a padded one:
-        # dropping the mask keeps SDPA's is_causal kernel (padded outputs are ignored by the loss).
-        hidden = self.backbone(TokenBatch(batch.tokens)).hidden  # (B, 3K, D)
-        out = self.head(hidden[:, 1::TOKENS_PER_STEP])  # state tokens predict the action: (B, K, A)
-        return out if self.discrete else torch.tanh(out)
-
-    def to_unit(self, actions: Tensor) -> Tensor:
-        """Continuous actions → ``[-1, 1]`` by the action bounds."""
-        return (actions - self.action_low) / (self.action_high - self.action_low) * 2 - 1
-
-    def from_unit(self, unit: Tensor) -> Tensor:
-        return self.action_low + (unit + 1) * 0.5 * (self.action_high - self.action_low)
-
-    @torch.no_grad()
-    def act(self, traj: dict[str, Tensor], sample: bool = True, temperature: float = 1.0,
-            generator: torch.Generator | None = None) -> Tensor:
-        """Action for the last timestep of each window: ``(B,)`` ids or ``(B, A)`` env-scaled vectors.
-
-        Discrete actions are sampled from the softmax (``sample``) or the most likely; continuous
-        ones are the deterministic tanh output.
-        """
-        out = self(traj)[:, -1]  # (B, A)
-        if not self.discrete:
-            return self.from_unit(out)
-        if not sample:
-            return out.argmax(-1)
-        return torch.multinomial(F.softmax(out / temperature, -1), 1, generator=generator)[:, 0]
-
-    def loss(self, traj: dict[str, Tensor]) -> Tensor:
-        """Mean action loss over real timesteps."""
-        out, mask = self(traj), traj["mask"]  # (B, K, A), (B, K)
-        if self.discrete:
-            per_step = F.cross_entropy(out.flatten(0, 1), traj["actions"].flatten().long(), reduction="none")
-        else:
-            per_step = (out - self.to_unit(traj["actions"].to(out.dtype))).pow(2).mean(-1).flatten()
-        w = mask.flatten().to(per_step.dtype)
-        return (per_step * w).sum() / w.sum().clamp_min(1.0)
+from mmformer.tokenizers.trajectory import TrajectoryTokenizer
 
 
 class DecisionTransformerTask(TaskModule):
-    """Trains a decision transformer on a :class:`~mmformer.data.trajectories.TrajectoryData` module.
+    """Trains a :class:`~mmformer.models.DecisionTransformer` on offline trajectories.
+
+    Data: needs ``control`` (:class:`~mmformer.data.spec.ControlSpec`): its context, state size and
+    actions must fit the tokenizer; on ``fit`` its state statistics, action bounds and return
+    references are copied into the model's and task's buffers (checkpointed, so test and predict
+    runs use the trained ones); rollouts run in its ``env_id``.
 
     Args:
         tokenizer: builds the trajectory tokenizer from the width, ``tokenizer(dim)``.
         backbone: encoder sizes; ``causal`` is forced on.
-        context: K timesteps per segment (must equal the DataModule's ``context``).
+        context: K timesteps per segment (must equal the data's ``context``).
         head_dropout: dropout before the action head.
         target_returns: returns to condition on at test/predict time (one metric each).
         sample_actions: sample discrete actions from the softmax (True) or take the most likely.
@@ -106,6 +47,8 @@ class DecisionTransformerTask(TaskModule):
         val_episodes: rollouts per validation.
         optim: AdamW and schedule.
     """
+
+    required_data: ClassVar[tuple[str, ...]] = ("control",)
 
     def __init__(
         self,
@@ -136,55 +79,59 @@ class DecisionTransformerTask(TaskModule):
         self.test_squares = nn.ModuleList(MeanMetric() for _ in self.targets)
         self.val_mean = MeanMetric()
         self._val_runs = 0  # validations so far in this process (sanity checks excluded)
+        self._env_id: str | None = None
 
     @staticmethod
     def key(target: float) -> str:
         return f"{target:g}"
 
-    def _dm(self) -> Any:
-        dm = getattr(self.trainer, "datamodule", None)
-        if dm is None or not hasattr(dm, "env_id"):
-            raise ValueError("the decision transformer task needs a TrajectoryData DataModule (env_id, statistics)")
-        return dm
-
-    def on_fit_start(self) -> None:
-        """Copies the training data's statistics into the model's buffers and checks the shapes fit."""
-        from mmformer.data.trajectories import TrajectoryData
-
-        dm = self._dm()
+    def bind_data(self, spec: DataSpec, stage: str) -> None:
+        """Checks the control data fits the model; on ``fit`` copies its statistics into the buffers."""
+        c: ControlSpec = spec.control  # type: ignore[assignment]
         m = self.model
-        if dm.context != m.context:
-            raise ValueError(f"data.context={dm.context} but model.context={m.context}; set both to the same K")
-        train = dm.train_episodes
-        if train.discrete != m.discrete or dm.state_dim != m.state_dim or (
-            (TrajectoryData.act_dim_of(train) > m.act_dim) if m.discrete else train.actions.shape[1] != m.act_dim
+        if c.context != m.context:
+            raise ValueError(f"data.context={c.context} but model.context={m.context}; set both to the same K")
+        if c.discrete != m.discrete or c.state_dim != m.state_dim or (
+            c.act_dim > m.act_dim if m.discrete else c.act_dim != m.act_dim
         ):
             raise ValueError(
-                f"the dataset has states of size {dm.state_dim} and {'discrete' if train.discrete else 'continuous'} "
-                f"actions ({TrajectoryData.act_dim_of(train)}); the tokenizer is set to state_dim={m.state_dim}, "
+                f"the dataset has states of size {c.state_dim} and {'discrete' if c.discrete else 'continuous'} "
+                f"actions ({c.act_dim}); the tokenizer is set to state_dim={m.state_dim}, "
                 f"act_dim={m.act_dim}, discrete_actions={m.discrete}")
-        m.tokenizer.set_state_stats(dm.state_mean.to(self.device), dm.state_std.to(self.device))
+        self._env_id = c.env_id
+        if stage != "fit":  # test/predict: the checkpoint's buffers (restored after setup) are the trained ones
+            return
+        m.tokenizer.set_state_stats(c.state_mean.to(self.device), c.state_std.to(self.device))
         if not m.discrete:
-            from mmformer.rollout import make_env
+            if c.action_low is None or c.action_high is None:
+                raise ValueError(f"continuous actions need action_low/action_high in the data's ControlSpec "
+                                 f"({c.env_id})")
+            m.action_low.copy_(torch.as_tensor(c.action_low, dtype=torch.float32))
+            m.action_high.copy_(torch.as_tensor(c.action_high, dtype=torch.float32))
+        returns = c.dataset_returns
+        self.return_stats.copy_(torch.tensor([*c.ref_returns, float(returns.mean()), float(returns.max())]))
 
-            env = make_env(dm.env_id)
-            space = env.action_space
-            env.close()
-            m.action_low.copy_(torch.as_tensor(space.low, dtype=torch.float32))
-            m.action_high.copy_(torch.as_tensor(space.high, dtype=torch.float32))
-        returns = dm.dataset_returns
-        self.return_stats.copy_(torch.tensor([*dm.ref_returns, float(returns.mean()), float(returns.max())]))
+    @property
+    def env_id(self) -> str:
+        if self._env_id is None:
+            raise RuntimeError("DecisionTransformerTask has no environment: run it with a DataModule whose "
+                               "data_spec() provides control (a ControlSpec)")
+        return self._env_id
 
     def forward(self, traj: dict[str, Tensor]) -> Tensor:
         return self.model(traj)
 
+    def _loss(self, batch: dict[str, Tensor]) -> Tensor:
+        out = self.model(batch)  # (B, K, A)
+        return action_loss(out, self.model.action_targets(batch, out.dtype), batch["mask"], self.model.discrete)
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss = self.model.loss(batch)
+        loss = self._loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["mask"].shape[0])
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self.log("val/loss", self.model.loss(batch), prog_bar=True, batch_size=batch["mask"].shape[0], sync_dist=True)
+        self.log("val/loss", self._loss(batch), prog_bar=True, batch_size=batch["mask"].shape[0], sync_dist=True)
 
     def _seeds(self, n: int, offset: int) -> list[int]:
         """This process's share of ``n`` episode seeds."""
@@ -195,7 +142,7 @@ class DecisionTransformerTask(TaskModule):
         was_training = self.model.training
         self.model.eval()
         try:
-            return rollout(self.model, self._dm().env_id, target, seeds, sample=self.sample_actions,
+            return rollout(self.model, self.env_id, target, seeds, sample=self.sample_actions,
                            temperature=self.temperature, device=self.device)
         finally:
             self.model.train(was_training)
@@ -230,11 +177,12 @@ class DecisionTransformerTask(TaskModule):
             m.reset()
         log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks
         if self.trainer.is_global_zero and log_dir is not None:
-            fig = plot_return_vs_target(self.targets, means, stds, self.return_stats.cpu(),
+            from mmformer.viz import log_figure, plot_return_vs_target
+
+            stats = self.return_stats.tolist()
+            fig = plot_return_vs_target(self.targets, means, stds, {"dataset mean": stats[2], "dataset best": stats[3]},
                                         Path(log_dir) / "return_vs_target.png")
-            for logger in self.loggers:
-                if hasattr(logger.experiment, "add_figure"):
-                    logger.experiment.add_figure("test/return_vs_target", fig, global_step=self.global_step)
+            log_figure(self.loggers, "test/return_vs_target", fig, self.global_step)
 
     def predict_step(self, seeds: Tensor, batch_idx: int) -> dict[str, Tensor]:
         out = {}
@@ -247,23 +195,3 @@ class DecisionTransformerTask(TaskModule):
 
     def configure_optimizers(self) -> dict:
         return build_optimizer(self.model, self.optim, self.trainer.estimated_stepping_batches)
-
-
-def plot_return_vs_target(targets: list[float], means: Tensor, stds: Tensor, stats: Tensor, path: Path) -> Any:
-    """Achieved mean return (± std) against the target, with the y = x line and the data's references."""
-    from mmformer.viz import plt, save_figure
-
-    order = sorted(range(len(targets)), key=lambda i: targets[i])
-    x = [targets[i] for i in order]
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.errorbar(x, means[order].tolist(), yerr=stds[order].tolist(), marker="o", capsize=3, label="achieved")
-    lo = min(0.0, min(x), float(means.min()))
-    hi = max(0.0, max(x), float(means.max()))
-    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="target")  # y = x
-    for value, label, style in ((stats[2], "dataset mean", ":"), (stats[3], "dataset best", "-.")):
-        ax.axhline(float(value), color="gray", ls=style, lw=0.8, label=label)
-    ax.set_xlabel("target return")
-    ax.set_ylabel("achieved return")
-    ax.legend(fontsize=7)
-    save_figure(fig, path)
-    return fig

@@ -1,21 +1,24 @@
 """Sequence-to-text of any source modality: translation (text source), speech recognition (audio
 source), captioning (image source). Encoder + causal decoder with cross-attention, teacher-forced
-label-smoothed cross-entropy, optional CTC head on the encoder, decoding with mmformer.generation.
+label-smoothed cross-entropy, optional CTC head on the encoder (part of the model, so exports keep
+it), decoding with mmformer.generation.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmformer.backbone import BackboneConfig, Decoder, Encoder
+from mmformer.backbone import BackboneConfig, BackboneOutput, Decoder, Encoder
 from mmformer.ctc import ctc_greedy_decode
+from mmformer.data.spec import DataSpec
 from mmformer.generation import GenerationConfig, generate, strip
-from mmformer.seq2seq import Seq2Seq
+from mmformer.losses import ctc_loss, sequence_cross_entropy
+from mmformer.models.seq2seq import Seq2Seq
 from mmformer.tasks.base import TaskModule
 from mmformer.tasks.optim import OptimConfig, build_optimizer
 from mmformer.text_metrics import text_metrics, update
@@ -27,18 +30,21 @@ Batch = dict[str, Any]  # {"source": ..., "target": (B, T) [bos] ids [eos] pads,
 
 
 class Seq2SeqTask(TaskModule):
-    """Trains and evaluates a :class:`~mmformer.seq2seq.Seq2Seq` model.
+    """Trains and evaluates a :class:`~mmformer.models.Seq2Seq` model.
 
     Batches are dicts: ``source`` (whatever the source tokenizer takes), ``target`` ``(B, T)`` long
     = bos + ids + eos, right-padded with 0, ``target_text`` (reference strings) and optionally
-    ``source_text`` and ``id``. The DataModule exposes ``vocab`` (the target
-    :class:`SentencePieceVocab`); it is also stored in checkpoints so a trained model decodes
-    without the training data.
+    ``source_text`` and ``id``. The data declares ``vocab`` (the target :class:`SentencePieceVocab`,
+    required) and ``source_vocab`` (for plots); the vocabulary is also stored in checkpoints so a
+    trained model decodes without the training data.
 
     Args:
         source_tokenizer: builds the source tokenizer from the encoder width, ``source_tokenizer(dim)``.
         target_vocab_size: size of the target sentencepiece vocabulary.
-        encoder, decoder: backbone sizes (the decoder's memory width is the encoder's dim).
+        backbone: the encoder (named ``backbone`` like every task's, so ``configs/model/*.yaml`` size it).
+        decoder: the decoder; None = the backbone's config with ``depth = decoder_depth or backbone.depth``
+            (T5's ``num_decoder_layers``). Its memory width is the encoder's dim.
+        decoder_depth: decoder blocks when ``decoder`` is None.
         target_positions: positional scheme of the target embedding.
         max_target_len: longest target the decoder accepts, bos and eos included.
         tie_embeddings: tie the target embedding and the output projection.
@@ -54,12 +60,15 @@ class Seq2SeqTask(TaskModule):
         optim: AdamW and schedule.
     """
 
+    required_data: ClassVar[tuple[str, ...]] = ("vocab",)
+
     def __init__(
         self,
         source_tokenizer: Callable[[int], ModalityTokenizer],
         target_vocab_size: int,
-        encoder: BackboneConfig | None = None,
+        backbone: BackboneConfig | None = None,
         decoder: BackboneConfig | None = None,
+        decoder_depth: int | None = None,
         target_positions: TextPositions = "learned",
         max_target_len: int = 256,
         tie_embeddings: bool = True,
@@ -73,14 +82,21 @@ class Seq2SeqTask(TaskModule):
         optim: OptimConfig | None = None,
     ) -> None:
         super().__init__()
-        encoder, decoder = encoder or BackboneConfig(), decoder or BackboneConfig()
+        encoder = backbone or BackboneConfig()
+        if decoder is not None and decoder_depth is not None:
+            raise ValueError("set decoder_depth only without decoder (it sizes the decoder copied from backbone)")
+        if decoder is None:
+            decoder = replace(encoder, depth=decoder_depth or encoder.depth, causal=True, memory_dim=encoder.dim)
         if decoder.memory_dim not in (None, encoder.dim):
             raise ValueError(f"decoder.memory_dim={decoder.memory_dim} but the encoder's dim is {encoder.dim}")
         decoder.memory_dim = encoder.dim
         if not 0.0 <= ctc_weight <= 1.0:
             raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
+        # Built in this order (target embedding, source tokenizer, encoder, decoder, heads) so seeded runs
+        # draw the same initial weights as before the redesign.
         target = TextTokenizer(decoder.dim, target_vocab_size, max_len=max_target_len, positions=target_positions)
-        self.model = Seq2Seq(source_tokenizer(encoder.dim), Encoder(encoder), target, Decoder(decoder), tie_embeddings)
+        self.model = Seq2Seq(source_tokenizer(encoder.dim), Encoder(encoder), target, Decoder(decoder), tie_embeddings,
+                             ctc_vocab_size=target_vocab_size if ctc_weight > 0 else 0)
         if share_source_embedding:
             src = self.model.source_tokenizer
             if not isinstance(src, TextTokenizer) or src.vocab_size != target_vocab_size or encoder.dim != decoder.dim:
@@ -88,14 +104,14 @@ class Seq2SeqTask(TaskModule):
                                  "and equal encoder/decoder widths")
             src.embed.weight = target.embed.weight
         self.ctc_weight = ctc_weight
-        self.ctc_head = nn.Linear(encoder.dim, target_vocab_size) if ctc_weight > 0 else None
         self.vocab_size, self.label_smoothing = target_vocab_size, label_smoothing
         self.generation, self.optim = generation or GenerationConfig(), optim or OptimConfig()
         self.val_generate_batches, self.num_samples = val_generate_batches, num_samples
         names = list(metrics) if metrics is not None else ["bleu", "chrf"]
         self.metrics = nn.ModuleDict({s: text_metrics(names) for s in ("val", "test")})
-        self.ctc_metrics = text_metrics(names) if self.ctc_head is not None else None
+        self.ctc_metrics = text_metrics(names) if self.model.ctc_head is not None else None
         self._vocab: SentencePieceVocab | None = None
+        self._source_vocab: SentencePieceVocab | None = None
         self._samples: list[tuple[str, str, str]] = []
         self._predictions: list[tuple[str, str]] = []
         self._alignment_input: tuple[Any, list[int]] | None = None
@@ -103,19 +119,19 @@ class Seq2SeqTask(TaskModule):
     # ---- vocabulary --------------------------------------------------------------------------
     @property
     def vocab(self) -> SentencePieceVocab:
-        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        vocab = getattr(dm, "vocab", None) or self._vocab
-        if vocab is None:
-            raise RuntimeError("no target vocabulary: train with a DataModule that has `vocab`, or load a "
-                               "checkpoint written by this task (it stores the vocabulary)")
-        return vocab
+        if self._vocab is None:
+            raise RuntimeError("no target vocabulary: run with a DataModule whose data_spec() provides vocab, or load "
+                               "a checkpoint written by this task (it stores the vocabulary)")
+        return self._vocab
 
-    def setup(self, stage: str) -> None:
-        vocab = getattr(getattr(self.trainer, "datamodule", None), "vocab", None)
-        if vocab is not None and vocab.vocab_size != self.vocab_size:
+    def bind_data(self, spec: DataSpec, stage: str) -> None:
+        vocab = spec.vocab
+        assert vocab is not None  # required_data
+        if vocab.vocab_size != self.vocab_size:
             raise ValueError(f"the data's sentencepiece vocabulary has {vocab.vocab_size} pieces but the model was "
                              f"built for target_vocab_size={self.vocab_size}; set "
                              f"--model.init_args.target_vocab_size={vocab.vocab_size} (or retrain the vocabulary)")
+        self._vocab, self._source_vocab = vocab, spec.source_vocab
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
@@ -131,30 +147,21 @@ class Seq2SeqTask(TaskModule):
     def forward(self, source: Any, target_in: Tensor) -> Tensor:
         return self.model(source, target_in)
 
-    def _losses(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor], Any]:
+    def _losses(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor], BackboneOutput]:
         target = batch["target"]
         if target.dim() != 2 or target.shape[1] < 2:
             raise ValueError(f"target must be (B, T>=2) ids = bos + pieces + eos, got shape {tuple(target.shape)}")
         tgt_in, tgt_out = target[:, :-1], target[:, 1:]  # teacher forcing: predict token t+1 from tokens <= t
-        memory, enc = self.model.encode_source(batch["source"])
-        logits = self.model.decode(tgt_in, memory)[0]  # (B, T-1, V)
-        ce = F.cross_entropy(logits.flatten(0, 1).float(), tgt_out.flatten(), ignore_index=PAD_ID,
-                             label_smoothing=self.label_smoothing)
+        memory = self.model.encode(batch["source"])
+        logits = self.model.decode(tgt_in, memory).logits  # (B, T-1, V)
+        ce = sequence_cross_entropy(logits, tgt_out, self.label_smoothing, ignore_index=PAD_ID)
         parts = {"ce": ce}
         loss = ce
-        if self.ctc_head is not None:
-            parts["ctc"] = self._ctc_loss(enc.hidden, enc.mask, tgt_out)
+        if self.model.ctc_head is not None:
+            parts["ctc"] = ctc_loss(self.model.ctc_logits(memory), memory.mask, tgt_out, blank=PAD_ID,
+                                    special_ids=(EOS_ID, BOS_ID))
             loss = (1 - self.ctc_weight) * ce + self.ctc_weight * parts["ctc"]
         return loss, parts, memory
-
-    def _ctc_loss(self, hidden: Tensor, mask: Tensor | None, tgt_out: Tensor) -> Tensor:
-        log_probs = self.ctc_head(hidden).float().log_softmax(-1)  # (B, S, V)
-        b, s, _ = log_probs.shape
-        in_len = mask.sum(1) if mask is not None else torch.full((b,), s, dtype=torch.long, device=hidden.device)
-        real = (tgt_out != PAD_ID) & (tgt_out != EOS_ID) & (tgt_out != BOS_ID)
-        # zero_infinity: an utterance with more labels than frames contributes 0, not inf.
-        return F.ctc_loss(log_probs.transpose(0, 1), tgt_out, in_len, real.sum(1), blank=PAD_ID,
-                          zero_infinity=True)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         loss, parts, _ = self._losses(batch)
@@ -165,7 +172,7 @@ class Seq2SeqTask(TaskModule):
         return loss
 
     # ---- evaluation --------------------------------------------------------------------------
-    def _generate(self, memory: Any, cfg: GenerationConfig) -> list[list[int]]:
+    def _generate(self, memory: BackboneOutput, cfg: GenerationConfig) -> list[list[int]]:
         """Decoded ids per row, eos and what follows cut."""
         return strip(generate(self.model, None, cfg, memory=memory))
 
@@ -198,15 +205,14 @@ class Seq2SeqTask(TaskModule):
         hyps = self.vocab.decode(ids)
         update(self.metrics["test"], hyps, batch["target_text"])
         if self.ctc_metrics is not None:
-            update(self.ctc_metrics, self.ctc_transcribe(memory.hidden, memory.mask), batch["target_text"])
+            update(self.ctc_metrics, self.ctc_transcribe(memory), batch["target_text"])
         sources = batch.get("source_text") or [""] * len(hyps)
         room = self.num_samples - len(self._samples)
         self._samples += list(zip(sources, batch["target_text"], hyps))[: max(0, room)]
 
-    def ctc_transcribe(self, hidden: Tensor, mask: Tensor | None) -> list[str]:
-        """CTC greedy decoding of encoder states ``(B, S, D)`` → strings."""
-        lengths = mask.sum(1) if mask is not None else None
-        return self.vocab.decode(ctc_greedy_decode(self.ctc_head(hidden), lengths, blank=PAD_ID))
+    def ctc_transcribe(self, memory: BackboneOutput) -> list[str]:
+        """CTC greedy decoding of the encoder output (hidden ``(B, S, D)``) → strings."""
+        return self.vocab.decode(ctc_greedy(self.model, memory))
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test", self.metrics["test"])
@@ -230,26 +236,24 @@ class Seq2SeqTask(TaskModule):
     @torch.no_grad()
     def _plot_alignment(self, path: Path) -> None:
         """The last decoder layer's cross-attention (heads averaged) for the first test sample."""
-        from mmformer.viz import plot_alignment
+        from mmformer.viz import log_figure, plot_alignment
 
         source, hyp = self._alignment_input  # type: ignore[misc]
         memory = self.model.encode(source)
         ids = torch.tensor([[BOS_ID, *hyp]], device=memory.hidden.device)
         row = memory.mask[:1] if memory.mask is not None else None
-        _, out = self.model.decode(ids, type(memory)(memory.hidden[:1], row), need_weights=True)
+        _, out = self.model.decode(ids, memory._replace(hidden=memory.hidden[:1], mask=row), need_weights=True)
         weights = out.cross_attentions[-1][0].mean(0)  # (T, S)
         n_src = int(row.sum()) if row is not None else weights.shape[1]
         weights = weights[:, :n_src]
-        src_vocab = getattr(getattr(self.trainer, "datamodule", None), "source_vocab", None)
+        src_vocab = self._source_vocab
         if isinstance(source, Tensor) and source.dtype == torch.long and src_vocab is not None:
             src_labels = [src_vocab.id_to_piece(i) for i in source[0, :n_src].tolist()]
         else:  # a non-text source (audio frames, patches): positions
             src_labels = [str(i) if i % 5 == 0 else "" for i in range(n_src)]
         tgt_labels = [self.vocab.id_to_piece(i) for i in ids[0].tolist()]
         fig = plot_alignment(weights, src_labels, tgt_labels, path)
-        for logger in self.loggers:
-            if hasattr(logger.experiment, "add_figure"):
-                logger.experiment.add_figure("test/cross_attention", fig, global_step=self.global_step)
+        log_figure(self.loggers, "test/cross_attention", fig, self.global_step)
 
     def predict_step(self, batch: Batch, batch_idx: int) -> list[str]:
         hyps = self.vocab.decode(self._generate(self.model.encode(batch["source"]), self.generation))
@@ -269,3 +273,9 @@ class Seq2SeqTask(TaskModule):
 
     def configure_optimizers(self) -> dict:
         return build_optimizer(self, self.optim, self.trainer.estimated_stepping_batches)
+
+
+def ctc_greedy(model: Seq2Seq, memory: BackboneOutput) -> list[list[int]]:
+    """Best-path CTC decoding of a model's encoder output: label ids per row (blank = pad)."""
+    lengths = memory.mask.sum(1) if memory.mask is not None else None
+    return ctc_greedy_decode(model.ctc_logits(memory), lengths, blank=PAD_ID)

@@ -126,15 +126,6 @@ def test_wrong_channel_count_is_a_clear_error(tmp_path: Path) -> None:
         cli.trainer.fit(cli.model, cli.datamodule)
 
 
-def test_model_runs_without_lightning() -> None:
-    from mmformer.tasks import ClassificationTask
-    from mmformer.tokenizers import ImagePatchTokenizer
-
-    task = ClassificationTask(lambda d: ImagePatchTokenizer(d, image_size=8, patch_size=2, in_chans=1), num_classes=4)
-    logits = task.model(torch.randn(3, 1, 8, 8))
-    assert logits.shape == (3, 4)
-
-
 def test_load_task_from_python_and_corrupt_checkpoint_errors(tmp_path: Path) -> None:
     from mmformer.checkpoint import load_task, read_checkpoint
 

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from mmformer.backbone import BackboneConfig
 from mmformer.checkpoint import read_checkpoint
+from mmformer.data.spec import DataSpec, ProvidesDataSpec
 from mmformer.generation import GenerationConfig
 from mmformer.tasks.optim import OptimConfig
 from mmformer.tasks.seq2seq import Seq2SeqTask
@@ -31,12 +32,15 @@ def _pairs(n: int, seed: int) -> list[tuple[str, str]]:
     return out
 
 
-class ReverseData(pl.LightningDataModule):
+class ReverseData(pl.LightningDataModule, ProvidesDataSpec):
     def __init__(self, folder: Path, n_train: int = 2000) -> None:
         super().__init__()
         self.vocab = SentencePieceVocab.train(WORDS * 5, folder / "words", vocab_size=14, model_type="word",
                                               byte_fallback=False)
         self.train_pairs, self.test_pairs = _pairs(n_train, 0), _pairs(64, 1)
+
+    def data_spec(self) -> DataSpec:
+        return DataSpec(vocab=self.vocab, source_vocab=self.vocab)
 
     def _collate(self, rows: list[tuple[str, str]]) -> dict:
         src, tgt = zip(*rows)
@@ -54,7 +58,7 @@ class ReverseData(pl.LightningDataModule):
 
 def _task(vocab_size: int = 14, **kw) -> Seq2SeqTask:
     cfg = BackboneConfig(dim=48, depth=2, num_heads=4, mlp_ratio=2.0)
-    return Seq2SeqTask(lambda d: TextTokenizer(d, vocab_size), vocab_size, encoder=cfg, decoder=cfg,
+    return Seq2SeqTask(lambda d: TextTokenizer(d, vocab_size), vocab_size, backbone=cfg,
                        max_target_len=16, metrics=["bleu", "wer"], share_source_embedding=True,
                        generation=GenerationConfig(strategy="beam", beam_size=2, max_new_tokens=10),
                        optim=OptimConfig(lr=3e-3, warmup_steps=20), **kw)
@@ -107,6 +111,24 @@ def test_vocab_size_mismatch_is_named(tmp_path: Path) -> None:
         _trainer(tmp_path, 1).fit(task, datamodule=data)
 
 
+def test_a_datamodule_without_a_data_spec_is_named(tmp_path: Path) -> None:
+    class Plain(pl.LightningDataModule):
+        def train_dataloader(self) -> DataLoader:
+            return DataLoader([])
+
+    with pytest.raises(TypeError, match="Plain does not"):
+        _trainer(tmp_path, 1).fit(_task(), datamodule=Plain())
+
+
+def test_a_missing_data_field_is_named(tmp_path: Path) -> None:
+    class NoVocab(ReverseData):
+        def data_spec(self) -> DataSpec:
+            return DataSpec()
+
+    with pytest.raises(ValueError, match="Seq2SeqTask needs vocab from its data, but NoVocab.data_spec()"):
+        _trainer(tmp_path, 1).fit(_task(), datamodule=NoVocab(tmp_path, n_train=32))
+
+
 def test_out_of_table_ids_and_bad_targets_are_named() -> None:
     task = _task()
     with pytest.raises(ValueError, match="outside the embedding table of 14"):
@@ -126,8 +148,7 @@ def test_translation_recipe_trains_and_predict_translates_a_file(tmp_path: Path,
              f"--data.init_args.test_path={toy_tsv(tmp_path / 'test.tsv', 20, 1)}",
              f"--data.init_args.data_dir={tmp_path / 'data'}", "--data.init_args.vocab_size=300",
              "--model.init_args.target_vocab_size=300", "--model.init_args.source_tokenizer.init_args.vocab_size=300",
-             "--model.init_args.encoder.dim=32", "--model.init_args.decoder.dim=32",
-             "--model.init_args.encoder.depth=1", "--model.init_args.decoder.depth=1",
+             "--model.init_args.backbone.dim=32", "--model.init_args.backbone.depth=1",
              f"--trainer.default_root_dir={tmp_path / 'runs'}", "--trainer.enable_progress_bar=false"]
     main(["fit", "--config", str(recipe), *small, "--trainer.max_steps=3", "--trainer.limit_val_batches=1"])
     ckpt = next((tmp_path / "runs").rglob("last.ckpt"))

@@ -2,7 +2,7 @@
 
 Example::
 
-    from mmformer.timm_weights import classifier_from_timm
+    from mmformer.models.timm_weights import classifier_from_timm
     model = classifier_from_timm("vit_small_patch16_224", pretrained=True).eval()  # needs cached weights
     logits = model(images)  # == timm's logits; other (patch-divisible) image sizes resample positions
 
@@ -23,7 +23,7 @@ from torch import nn
 
 from mmformer.backbone import BackboneConfig, Encoder
 from mmformer.heads import ClassificationHead
-from mmformer.tasks.classification import Classifier
+from mmformer.models.classifier import Classifier
 from mmformer.tokenizers.image import ImagePatchTokenizer
 
 # timm state_dict prefix → mmformer Classifier prefix (longest prefixes first).

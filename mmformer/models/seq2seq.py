@@ -1,5 +1,6 @@
 """The plain encoder–decoder model (no Lightning): any source tokenizer → encoder → memory →
-causal text decoder with cross-attention → tied output projection."""
+causal text decoder with cross-attention → tied output projection; optionally a CTC head on the
+encoder, so an exported speech model keeps it."""
 
 from __future__ import annotations
 
@@ -8,25 +9,22 @@ from typing import Any, NamedTuple
 from torch import Tensor, nn
 
 from mmformer.backbone import BackboneOutput, Decoder, Encoder
+from mmformer.heads import CTCHead, LMHead
 from mmformer.layers.kv_cache import DecoderCache
 from mmformer.tokenizers.base import ModalityTokenizer
 from mmformer.tokenizers.text import TextTokenizer
 
 
-class Memory(NamedTuple):
-    """What the decoder cross-attends to."""
-
-    hidden: Tensor  # (B, S, D) encoder output
-    mask: Tensor | None  # (B, S) True = real source token; None = all real
-
-    def repeat(self, n: int) -> Memory:
-        """Each row ``n`` times in a row (``(B*n, S, D)``): beam search's view of the memory."""
-        mask = None if self.mask is None else self.mask.repeat_interleave(n, 0)
-        return Memory(self.hidden.repeat_interleave(n, 0), mask)
+class DecoderOutput(NamedTuple):
+    logits: Tensor  # (B, T, V) next-token scores, or (B, 1, V) with last_only
+    output: BackboneOutput  # the decoder's hidden states (and cross-attention weights when asked)
 
 
 class Seq2Seq(nn.Module):
     """``source → memory`` with the encoder, ``(target ids, memory) → next-token logits`` with the decoder.
+
+    The memory is the encoder's :class:`~mmformer.backbone.BackboneOutput` (hidden ``(B, S, D)`` and
+    mask ``(B, S)``); ``memory.repeat(k)`` is beam search's view of it.
 
     Args:
         source_tokenizer: any modality tokenizer of width D (text, audio, image patches...).
@@ -34,6 +32,8 @@ class Seq2Seq(nn.Module):
         target_tokenizer: embeds target ids (its table is the output projection when tied).
         decoder: causal self-attention + cross-attention stack.
         tie_embeddings: share the target embedding with the output projection (Press & Wolf 2017).
+        ctc_vocab_size: > 0 adds a :class:`~mmformer.heads.CTCHead` of that many labels on the
+            encoder (hybrid CTC/attention training, CTC decoding); 0 = none.
     """
 
     def __init__(
@@ -43,36 +43,37 @@ class Seq2Seq(nn.Module):
         target_tokenizer: TextTokenizer,
         decoder: Decoder,
         tie_embeddings: bool = True,
+        ctc_vocab_size: int = 0,
     ) -> None:
         super().__init__()
         self.source_tokenizer, self.encoder = source_tokenizer, encoder
         self.target_tokenizer, self.decoder = target_tokenizer, decoder
-        self.lm_head = nn.Linear(decoder.config.dim, target_tokenizer.vocab_size, bias=False)
-        if tie_embeddings:
-            self.lm_head.weight = target_tokenizer.embed.weight
-        else:
-            nn.init.trunc_normal_(self.lm_head.weight, std=0.02)
+        self.lm_head = LMHead(decoder.config.dim, target_tokenizer.vocab_size,
+                              target_tokenizer.embed if tie_embeddings else None)
+        self.ctc_head = CTCHead(encoder.config.dim, ctc_vocab_size) if ctc_vocab_size > 0 else None
 
     @property
     def max_target_len(self) -> int:
         """Longest target (bos included) the decoder's position table takes."""
         return self.target_tokenizer.max_len if self.target_tokenizer.pos is not None else 1 << 30
 
-    def encode_source(self, source: Any) -> tuple[Memory, BackboneOutput]:
-        """Raw source batch → memory; also the encoder output (for CTC heads and attention maps)."""
-        out = self.encoder(self.source_tokenizer(source))
-        return Memory(out.hidden, out.mask), out
+    def encode(self, source: Any, need_weights: bool = False) -> BackboneOutput:
+        """Raw source batch → memory: the encoder output, hidden ``(B, S, D)`` with mask ``(B, S)``."""
+        return self.encoder(self.source_tokenizer(source), need_weights=need_weights)
 
-    def encode(self, source: Any) -> Memory:
-        return self.encode_source(source)[0]
+    def ctc_logits(self, memory: BackboneOutput) -> Tensor:
+        """The CTC head's frame-wise scores ``(B, S, V)`` over the memory."""
+        if self.ctc_head is None:
+            raise ValueError("this model has no CTC head (build it with ctc_vocab_size > 0, e.g. ctc_weight > 0)")
+        return self.ctc_head(memory.hidden)
 
     def new_cache(self, capacity: int = 64) -> DecoderCache:
         return self.decoder.new_cache(capacity)
 
     def decode(
-        self, ids: Tensor, memory: Memory, cache: DecoderCache | None = None, need_weights: bool = False,
+        self, ids: Tensor, memory: BackboneOutput, cache: DecoderCache | None = None, need_weights: bool = False,
         last_only: bool = False,
-    ) -> tuple[Tensor, BackboneOutput]:
+    ) -> DecoderOutput:
         """Target ids ``(B, T)`` → logits ``(B, T, V)`` (and the decoder output).
 
         With a cache, ``ids`` are only the new positions and the cache holds the earlier ones.
@@ -84,8 +85,8 @@ class Seq2Seq(nn.Module):
         batch = self.target_tokenizer(ids, offset=offset, mask=False)
         out = self.decoder(batch, memory.hidden, memory.mask, cache=cache, need_weights=need_weights)
         hidden = out.hidden[:, -1:] if last_only else out.hidden
-        return self.lm_head(hidden), out
+        return DecoderOutput(self.lm_head(hidden), out)
 
     def forward(self, source: Any, target_in: Tensor) -> Tensor:
         """Teacher forcing: ``target_in (B, T)`` = [bos] + target[:-1] → logits ``(B, T, V)``."""
-        return self.decode(target_in, self.encode(source))[0]
+        return self.decode(target_in, self.encode(source)).logits

@@ -1,0 +1,77 @@
+"""Decision transformer (Chen et al. 2021) as a plain model: return-conditioned action prediction
+with a causal backbone over (return-to-go, state, action) tokens."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmformer.backbone import Encoder
+from mmformer.heads import ActionHead
+from mmformer.tokenizers.base import TokenBatch
+from mmformer.tokenizers.trajectory import TOKENS_PER_STEP, TrajectoryTokenizer
+
+
+class DecisionTransformer(nn.Module):
+    """Trajectory ``(B, K)`` → action predictions at every state token.
+
+    Args:
+        tokenizer: the trajectory tokenizer (holds the state statistics).
+        backbone: a causal encoder.
+        context: K, the timesteps the model sees (rollouts slide a K-step window).
+        head_dropout: dropout before the action head.
+    """
+
+    def __init__(
+        self, tokenizer: TrajectoryTokenizer, backbone: Encoder, context: int, head_dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        if not backbone.causal:
+            raise ValueError("a decision transformer needs a causal backbone (BackboneConfig(causal=True))")
+        self.tokenizer, self.backbone, self.context = tokenizer, backbone, context
+        self.discrete, self.act_dim, self.state_dim = tokenizer.discrete_actions, tokenizer.act_dim, tokenizer.state_dim
+        self.head = ActionHead(backbone.config.dim, self.act_dim, self.discrete, head_dropout)
+        # Continuous actions live in [low, high] (the env's bounds, set from the data; checkpointed).
+        self.register_buffer("action_low", -torch.ones(self.act_dim))
+        self.register_buffer("action_high", torch.ones(self.act_dim))
+
+    def forward(self, traj: dict[str, Tensor]) -> Tensor:
+        """Discrete: logits ``(B, K, act_dim)``; continuous: squashed actions in ``[-1, 1]`` ``(B, K, A)``."""
+        batch = self.tokenizer(traj)
+        # Padding is on the right and attention is causal, so no real token ever sees a padded one:
+        # dropping the mask keeps SDPA's is_causal kernel (padded outputs are ignored by the loss).
+        hidden = self.backbone(TokenBatch(batch.tokens)).hidden  # (B, 3K, D)
+        return self.head(hidden[:, 1::TOKENS_PER_STEP])  # state tokens predict the action: (B, K, A)
+
+    def to_unit(self, actions: Tensor) -> Tensor:
+        """Continuous actions → ``[-1, 1]`` by the action bounds."""
+        return (actions - self.action_low) / (self.action_high - self.action_low) * 2 - 1
+
+    def from_unit(self, unit: Tensor) -> Tensor:
+        """``[-1, 1]`` → continuous actions within the bounds."""
+        return self.action_low + (unit + 1) * 0.5 * (self.action_high - self.action_low)
+
+    @torch.no_grad()
+    def act(self, traj: dict[str, Tensor], sample: bool = True, temperature: float = 1.0,
+            generator: torch.Generator | None = None) -> Tensor:
+        """Action for the last timestep of each window: ``(B,)`` ids or ``(B, A)`` env-scaled vectors.
+
+        Discrete actions are sampled from the softmax (``sample``) or the most likely; continuous
+        ones are the deterministic tanh output.
+        """
+        out = self(traj)[:, -1]  # (B, A)
+        if not self.discrete:
+            return self.from_unit(out)
+        if not sample:
+            return out.argmax(-1)
+        return torch.multinomial(F.softmax(out / temperature, -1), 1, generator=generator)[:, 0]
+
+    def action_targets(self, traj: dict[str, Tensor], dtype: torch.dtype = torch.float32) -> Tensor:
+        """What ``forward`` is trained towards: ``(B, K)`` action ids, or ``(B, K, A)`` actions in ``[-1, 1]``.
+
+        Continuous actions are cast to ``dtype`` (the predictions' dtype) before scaling. With
+        :func:`mmformer.losses.action_loss`: ``action_loss(out, model.action_targets(traj, out.dtype),
+        traj["mask"], model.discrete)``.
+        """
+        return traj["actions"] if self.discrete else self.to_unit(traj["actions"].to(dtype))

@@ -1,0 +1,54 @@
+"""ContrastiveModel (dual encoder): shared or separate towers, open_clip names, temperature."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmformer.backbone import BackboneConfig, Encoder
+from mmformer.models import ContrastiveModel
+from mmformer.tokenizers import ImagePatchTokenizer, TextTokenizer
+
+BB = BackboneConfig(dim=32, depth=1, num_heads=2, mlp_ratio=2.0)
+
+
+def _model(shared: bool = True) -> ContrastiveModel:
+    torch.manual_seed(0)
+    return ContrastiveModel(ImagePatchTokenizer(32, image_size=8, patch_size=4, cls_token=False),
+                            TextTokenizer(32, vocab_size=20, max_len=16), Encoder(BB),
+                            None if shared else Encoder(BB), embed_dim=16)
+
+
+def test_shared_backbone_is_one_instance_and_separate_ones_are_two() -> None:
+    shared, separate = _model(True), _model(False)
+    assert shared.shared_backbone and not separate.shared_backbone
+    n_shared = sum(p.numel() for p in shared.parameters())
+    n_sep = sum(p.numel() for p in separate.parameters())
+    assert n_sep - n_shared == sum(p.numel() for p in separate.text_backbone.parameters())
+    assert not any(k.startswith("text_backbone") for k in shared.state_dict())  # no duplicated keys
+
+
+def test_encoders_follow_open_clip_names_and_padding_does_not_change_text() -> None:
+    model = _model().eval()
+    images, ids = torch.randn(3, 3, 8, 8), torch.tensor([[4, 5, 3, 0], [6, 7, 8, 3], [9, 3, 0, 0]])
+    assert model.encode_image(images).shape == (3, 16)
+    emb = model.encode_text(ids, normalize=True)
+    assert torch.allclose(emb.norm(dim=-1), torch.ones(3))
+    assert torch.allclose(model.encode_text(F.pad(ids, (0, 5)), normalize=True), emb, atol=1e-6)
+    out = model(images, ids)
+    assert out.image_embeds.shape == out.text_embeds.shape == (3, 16)
+
+
+def test_logit_scale_starts_at_one_over_temperature_and_is_clamped_at_100() -> None:
+    model = _model()
+    assert model.scale().item() == pytest.approx(1 / 0.07, rel=1e-5)
+    with torch.no_grad():
+        model.logit_scale.fill_(10.0)
+    assert model.scale().item() == pytest.approx(100.0)
+
+
+def test_tower_width_mismatch_is_named() -> None:
+    with pytest.raises(ValueError, match="text tokenizer has width 16"):
+        ContrastiveModel(ImagePatchTokenizer(32, image_size=8, patch_size=4), TextTokenizer(16, vocab_size=20),
+                         Encoder(BB))
