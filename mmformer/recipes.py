@@ -44,6 +44,9 @@ def load_task(config: str | Path, ckpt_path: str | Path, *overrides: str) -> tup
     """
     ckpt = read_checkpoint(ckpt_path)
     cli = _parse(config, overrides)
+    # As Lightning does: the task sees the checkpoint first (it upgrades pre-redesign keys in place
+    # and restores what it keeps beside its weights, e.g. a text vocabulary), then the weights load.
+    cli.model.on_load_checkpoint(ckpt)
     try:
         cli.model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
@@ -51,7 +54,6 @@ def load_task(config: str | Path, ckpt_path: str | Path, *overrides: str) -> tup
             f"checkpoint {ckpt_path} does not fit the model {config} builds (were other settings used in "
             f"training? pass them as overrides): {' '.join(str(e).split())[:1000]}"
         ) from e
-    cli.model.on_load_checkpoint(ckpt)  # what the task keeps beside its weights (e.g. a text vocabulary)
     return cli.model.eval(), cli.datamodule
 
 

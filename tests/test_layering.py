@@ -19,8 +19,8 @@ LAYERS = {
     "mmformer.backbone": 2,
     **dict.fromkeys(("mmformer.heads", "mmformer.losses", "mmformer.generation", "mmformer.ctc",
                      "mmformer.retrieval", "mmformer.text_metrics", "mmformer.viz", "mmformer.testing"), 3),
-    # Plain nn.Module models; seq2seq and timm_weights are moving into mmformer.models.
-    **dict.fromkeys(("mmformer.models", "mmformer.rollout", "mmformer.seq2seq", "mmformer.timm_weights"), 4),
+    # Plain nn.Module models (and the rollouts that drive a policy model in an environment).
+    **dict.fromkeys(("mmformer.models", "mmformer.rollout"), 4),
     "mmformer.data": 5,
     "mmformer.tasks": 6,
     "mmformer.checkpoint": 6,  # reads checkpoint files with torch alone; tasks may use it

@@ -57,8 +57,12 @@ class TaskModule(pl.LightningModule):
         spec = dm.data_spec()
         if not isinstance(spec, DataSpec):
             raise TypeError(f"{type(dm).__name__}.data_spec() returned {type(spec).__name__}, not a DataSpec")
-        spec.require(type(self).required_data, type(dm).__name__, name)
+        spec.require(self.required_data_for(stage), type(dm).__name__, name)
         self.bind_data(spec, stage)
+
+    def required_data_for(self, stage: str) -> tuple[str, ...]:
+        """The :class:`DataSpec` fields this task needs at ``stage`` (default: ``required_data`` always)."""
+        return type(self).required_data
 
     def bind_data(self, spec: DataSpec, stage: str) -> None:
         """Stores what the task needs from its data and checks it fits the model (clear errors).

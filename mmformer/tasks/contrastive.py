@@ -28,7 +28,7 @@ class ContrastiveTask(TaskModule):
     """CLIP training with a DDP-exact global-batch loss, retrieval and zero-shot evaluation.
 
     Batches are dicts with ``image`` (first-tower inputs), ``text`` (caption ids ``(B, T)``) and,
-    on labelled evaluation splits, ``labels (B, K)`` (see :mod:`mmformer.data.captions`). The
+    on labelled evaluation splits, ``labels (B, K)`` (see :mod:`mmformer.data.modules.captions`). The
     data supplies the caption ``vocab`` and ``tokenize`` (required) and what each test split measures
     (``eval_splits``; default: one split measuring retrieval): ``test/t2i_r@k`` and ``test/i2t_r@k``
     (k = 1, 5, 10) over a split's pairs, and

@@ -124,9 +124,15 @@ class Seq2SeqTask(TaskModule):
                                "a checkpoint written by this task (it stores the vocabulary)")
         return self._vocab
 
+    def required_data_for(self, stage: str) -> tuple[str, ...]:
+        # predict decodes with the vocabulary the checkpoint stores: its data need not bring one
+        return () if stage == "predict" else self.required_data
+
     def bind_data(self, spec: DataSpec, stage: str) -> None:
         vocab = spec.vocab
-        assert vocab is not None  # required_data
+        if vocab is None:  # predict without a data vocabulary: the checkpoint's is loaded next
+            self._source_vocab = spec.source_vocab
+            return
         if vocab.vocab_size != self.vocab_size:
             raise ValueError(f"the data's sentencepiece vocabulary has {vocab.vocab_size} pieces but the model was "
                              f"built for target_vocab_size={self.vocab_size}; set "

@@ -107,7 +107,7 @@ def test_recipe_fits_tests_and_exports_with_the_state_statistics(tmp_path: Path,
 
 
 def test_fit_rejects_a_dataset_that_does_not_fit_the_tokenizer(tmp_path: Path) -> None:
-    from mmformer.data.control_datasets import ControlDatasetSpec, build_control_dataset
+    from mmformer.data.builders.control import ControlDatasetSpec, build_control_dataset
 
     pend = build_control_dataset(ControlDatasetSpec("Pendulum-v1", [0.5], episodes_per_level=2), tmp_path)
     with pytest.raises(ValueError, match="tokenizer is set to state_dim=4"):

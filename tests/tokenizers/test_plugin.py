@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from mmformer.cli import main
+from mmformer.data.spec import DataSpec, ProvidesDataSpec
 from mmformer.layers import SinusoidalPositions
 from mmformer.testing import ContractError, check_tokenizer
 from mmformer.tokenizers import ModalityTokenizer, TokenBatch, register_tokenizer
@@ -43,8 +44,11 @@ class SensorTokenizer(ModalityTokenizer):
 # --------------------------------------------------------------------------------------------------
 
 
-class SineDataModule(pl.LightningDataModule):
+class SineDataModule(pl.LightningDataModule, ProvidesDataSpec):
     """Noisy sine bursts whose frequency (1 of 3) is the class; variable lengths, zero padded."""
+
+    def data_spec(self) -> DataSpec:
+        return DataSpec(class_names=["f1", "f2", "f3"])
 
     def __init__(self, num_train: int = 384, length: int = 64, batch_size: int = 32) -> None:
         super().__init__()
