@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 
 from mmformer.data.spec import DataSpec, ProvidesDataSpec
-from mmformer.models.legacy import FORMAT_KEY, FORMAT_VERSION, legacy_task_name, upgrade_state_dict
+from mmformer.tasks.legacy import FORMAT_KEY, FORMAT_VERSION, legacy_task_name, upgrade_state_dict
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -34,7 +34,7 @@ class TaskModule(pl.LightningModule):
     :meth:`bind_data` once per stage. Nothing else reads the DataModule.
 
     Checkpoints are marked with ``mmformer_format``; an older one (without it) has its state_dict
-    keys upgraded in :meth:`on_load_checkpoint` (see :func:`mmformer.models.legacy.upgrade_state_dict`).
+    keys upgraded in :meth:`on_load_checkpoint` (see :func:`mmformer.tasks.legacy.upgrade_state_dict`).
     """
 
     required_data: ClassVar[tuple[str, ...]] = ()  # DataSpec fields this task needs

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mmformer.backbone import BackboneConfig
-from mmformer.models.legacy import FORMAT_KEY, FORMAT_VERSION, upgrade_state_dict
+from mmformer.tasks.legacy import FORMAT_KEY, FORMAT_VERSION, upgrade_state_dict
 from mmformer.tasks import ClassificationTask, ContrastiveTask, DecisionTransformerTask, Seq2SeqTask
 from mmformer.tasks.base import TaskModule
 from mmformer.tokenizers import ImagePatchTokenizer, TextTokenizer
