@@ -112,8 +112,9 @@ class DataSpec:
             raise ValueError(f"{consumer} requires unknown data fields {unknown}; DataSpec has {sorted(known)}")
         missing = [n for n in names if getattr(self, n) is None]
         if missing:
-            raise ValueError(f"{consumer} needs {', '.join(missing)} from its data, but {provider}.data_spec() "
-                             f"does not provide it; use a DataModule that does (see mmformer.data.spec.DataSpec)")
+            raise ValueError(f"{consumer} needs {', '.join(missing)} from its data, but {provider} does not "
+                             f"declare it: use a DataModule whose data_spec() provides it (subclass "
+                             f"mmformer.data.spec.ProvidesDataSpec and return a DataSpec)")
 
 
 class ProvidesDataSpec(abc.ABC):

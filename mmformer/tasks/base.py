@@ -47,17 +47,13 @@ class TaskModule(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule
-        name = type(self).__name__
-        if dm is None:
-            raise ValueError(f"{name} needs a DataModule that implements mmformer.data.spec.ProvidesDataSpec "
-                             f"(pass datamodule=..., not bare dataloaders)")
-        if not isinstance(dm, ProvidesDataSpec):
-            raise TypeError(f"{name} needs a DataModule that implements mmformer.data.spec.ProvidesDataSpec "
-                            f"(a data_spec() method returning a DataSpec); {type(dm).__name__} does not")
-        spec = dm.data_spec()
+        # Data that declares nothing (a user's plain LightningDataModule, or bare dataloaders) gives an
+        # empty spec: it serves the tasks that need nothing from it, and `require` names what others miss.
+        spec = dm.data_spec() if isinstance(dm, ProvidesDataSpec) else DataSpec()
+        provider = type(dm).__name__ if dm is not None else "the dataloaders given without a DataModule"
         if not isinstance(spec, DataSpec):
-            raise TypeError(f"{type(dm).__name__}.data_spec() returned {type(spec).__name__}, not a DataSpec")
-        spec.require(self.required_data_for(stage), type(dm).__name__, name)
+            raise TypeError(f"{provider}.data_spec() returned {type(spec).__name__}, not a DataSpec")
+        spec.require(self.required_data_for(stage), provider, type(self).__name__)
         self.bind_data(spec, stage)
 
     def required_data_for(self, stage: str) -> tuple[str, ...]:

@@ -45,7 +45,7 @@ class ClassificationTask(TaskModule):
             checkpoints move freely between compiled and eager runs).
     """
 
-    required_data: ClassVar[tuple[str, ...]] = ("class_names",)
+    required_data: ClassVar[tuple[str, ...]] = ()  # class_names are used when the data declares them
 
     def __init__(
         self,
@@ -93,7 +93,9 @@ class ClassificationTask(TaskModule):
         return self.model(inputs)
 
     def bind_data(self, spec: DataSpec, stage: str) -> None:
-        names = list(spec.class_names)  # type: ignore[arg-type]
+        if spec.class_names is None:  # data without names: plots and predictions show class ids
+            return
+        names = list(spec.class_names)
         if len(names) != self.num_classes:
             raise ValueError(f"the data has {len(names)} classes but the model was built for num_classes="
                              f"{self.num_classes}; set --model.init_args.num_classes={len(names)}")

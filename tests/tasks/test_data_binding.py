@@ -55,6 +55,18 @@ def test_classification_binds_class_names_and_names_a_count_mismatch(tmp_path: P
         _trainer(tmp_path).fit(_classifier(), datamodule=Blobs(["a", "b"]))
 
 
+def test_a_plain_datamodule_serves_tasks_that_need_nothing_and_is_named_by_those_that_do(tmp_path: Path) -> None:
+    plain = type("PlainData", (pl.LightningDataModule,), {"train_dataloader": Blobs.train_dataloader,
+                                                          "class_names": ["a", "b", "c"]})
+    task = _classifier()
+    _trainer(tmp_path).fit(task, datamodule=plain())
+    assert task._names() == ["0", "1", "2"]  # nothing declared: class ids
+    dt = _dt()
+    with pytest.raises(ValueError, match="DecisionTransformerTask needs control from its data, but PlainData "
+                                         "does not declare it"):
+        _trainer(tmp_path).fit(dt, datamodule=plain())
+
+
 def _control(**kw) -> ControlSpec:
     args = dict(env_id="CartPole-v1", context=4, state_dim=4, act_dim=2, discrete=True,
                 state_mean=torch.tensor([1.0, 2.0, 3.0, 4.0]), state_std=torch.tensor([2.0, 2.0, 2.0, 2.0]),
