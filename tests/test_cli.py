@@ -1,4 +1,4 @@
-"""The ``mmformer`` command: run folders, checkpoint checks, one-line user errors."""
+"""The ``mmformer`` command: run folders, checkpoint checks, one-line user errors, plug-ins from the cwd."""
 
 from __future__ import annotations
 
@@ -157,3 +157,28 @@ def test_the_command_prints_one_line_for_a_typo(tmp_path: Path) -> None:
     assert out.returncode == 2, out.stderr[-3000:]
     assert "error: unknown key 'backbon' in model.init_args; did you mean 'backbone'?" in out.stderr
     assert "usage:" not in out.stderr and "Traceback" not in out.stderr
+
+
+# --- 19: the README's plug-in example runs as written ------------------------------------------------------
+def _readme_plugin() -> tuple[str, str]:
+    section = (ROOT / "README.md").read_text().split("## Plugging in a new modality", 1)[1].split("\n## ", 1)[0]
+    module = re.search(r"```python\n(.*?)```", section, re.S)
+    recipe = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert module and recipe and "my_pkg." in recipe[1]
+    return module[1], recipe[1]
+
+
+def test_readme_plugin_example_runs_from_the_current_folder(tmp_path: Path) -> None:
+    module, recipe = _readme_plugin()
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "my_pkg.py").write_text(module)
+    (work / "sensor.yaml").write_text(recipe)
+    # What pip's console script does: sys.path[0] is the script's folder, not the current folder.
+    script = tmp_path / "bin" / "mmformer"
+    script.parent.mkdir()
+    script.write_text("import sys\nfrom mmformer.console import console\nsys.exit(console())\n")
+    out = subprocess.run([sys.executable, str(script), "fit", "--config", "sensor.yaml", *FAST],
+                         env=ENV, cwd=work, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (work / "runs" / "version_0" / "checkpoints" / "last.ckpt").is_file()
