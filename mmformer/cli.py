@@ -13,6 +13,7 @@ is LightningCLI's own behaviour; class signatures are the schema.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,51 @@ def _next_version(folder: Path) -> int:
     return max(used, default=-1) + 1
 
 
+def reserve_version(folder: str | Path) -> int:
+    """Creates the first free ``version_N`` folder under ``folder`` and returns ``N``.
+
+    ``os.mkdir`` either creates the folder or fails, so runs started together under one root never
+    share a version: whoever loses the race takes the next number.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    version = _next_version(folder)
+    while True:
+        try:
+            os.mkdir(folder / f"version_{version}")
+            return version
+        except FileExistsError:
+            version += 1
+
+
+# What a run that failed at start-up leaves in its version folder: nothing worth keeping.
+_STARTUP_FILES = ("config.yaml", "hparams.yaml")
+
+
+def _holds_nothing_useful(run_dir: Path) -> bool:
+    """True if ``run_dir`` has no checkpoint and no logged metrics, only start-up files.
+
+    Relies on the CSV logger (one of the defaults) writing ``metrics.csv`` whenever anything was
+    logged; TensorBoard event files count as start-up files only beside it.
+    """
+    for path in run_dir.rglob("*"):
+        if path.is_dir():
+            continue
+        name = path.relative_to(run_dir).as_posix()
+        if name in _STARTUP_FILES or name.startswith("events.out.tfevents."):
+            continue
+        if name == "metrics.csv" and len(path.read_text().splitlines()) <= 1:
+            continue
+        return False
+    return True
+
+
+def _names_a_file(ckpt_path: str) -> bool:
+    """False for the --ckpt_path values Lightning resolves itself: keywords, registry names, URLs."""
+    return ckpt_path not in ("last", "best", "hpc") and not ckpt_path.lower().startswith("registry") \
+        and "://" not in ckpt_path
+
+
 def _newest_last_checkpoint(root: Path) -> Path | None:
     """The most recently written ``version_*/checkpoints/last*.ckpt`` under ``root``, if any."""
     found = list(root.glob("version_*/checkpoints/last*.ckpt"))
@@ -58,7 +104,33 @@ def _limit_threads() -> None:
 
 
 class MMFormerCLI(LightningCLI):
-    """LightningCLI with mmformer's defaults: seeded runs, TensorBoard + CSV logs, weights-only checkpoint loading."""
+    """LightningCLI with mmformer's defaults: seeded runs, TensorBoard + CSV logs, weights-only checkpoint loading.
+
+    Each run reserves its own ``version_N`` folder (:func:`reserve_version`); a run that fails before
+    writing a checkpoint or a metric removes that folder again, so the next run takes its number.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._reserved_dir: Path | None = None
+        try:
+            super().__init__(*args, **kwargs)
+        except BaseException:
+            self._drop_unused_run_dir()
+            raise
+
+    def _drop_unused_run_dir(self) -> None:
+        run_dir, self._reserved_dir = self._reserved_dir, None
+        if run_dir is not None and run_dir.is_dir() and _holds_nothing_useful(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        super().parse_arguments(parser, args)
+        # A corrupt or truncated --ckpt_path gets an error that says so (Lightning's own reading of it,
+        # right after parsing, fails with a zip-reader message); weights-only reading either way.
+        sub = self.config.get("subcommand")
+        ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+        if ckpt_path and (Path(ckpt_path).is_file() or _names_a_file(ckpt_path)):
+            read_checkpoint(ckpt_path)  # FileNotFoundError for a path that does not exist
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config.get(self.subcommand) if self.subcommand else self.config
@@ -78,27 +150,29 @@ class MMFormerCLI(LightningCLI):
             if logger.init_args.get("save_dir") == DEFAULT_ROOT:
                 logger.init_args.save_dir = trainer.default_root_dir or DEFAULT_ROOT
         places = {(lg.init_args.get("save_dir"), lg.init_args.get("name")) for lg in loggers}
-        if len(loggers) > 1 and len(places) == 1 and all(lg.init_args.get("version") is None for lg in loggers):
+        if loggers and len(places) == 1 and all(lg.init_args.get("version") is None for lg in loggers):
             save_dir, name = places.pop()
-            version = _next_version(Path(save_dir) / (name or ""))
+            folder = Path(save_dir) / (name or "")
+            if self.subcommand is None:  # parsed to build objects (run=False): nothing gets written
+                version = _next_version(folder)
+            else:
+                version = reserve_version(folder)
+                if any(str(lg.class_path).endswith("CSVLogger") for lg in loggers):
+                    self._reserved_dir = folder / f"version_{version}"
             for logger in loggers:
                 logger.init_args.version = version
-
-    def _parse_ckpt_path(self) -> None:
-        # A corrupt or truncated --ckpt_path gets an error that says so (Lightning's is a zip-reader
-        # message); weights-only reading either way.
-        ckpt_path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
-        if ckpt_path and Path(ckpt_path).is_file():
-            read_checkpoint(ckpt_path)
-        super()._parse_ckpt_path()
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Defaults set on the parser (not trainer_defaults) stay configurable and show in --print_config.
         parser.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
 
 
-def main(args: ArgsType = None, run: bool = True) -> MMFormerCLI:
-    """Entry point of the ``mmformer`` console script (also callable from Python with ``args``)."""
+def main(args: ArgsType = None, run: bool = True, *, exit_on_error: bool = True) -> MMFormerCLI:
+    """LightningCLI's subcommands of the ``mmformer`` command (also callable from Python with ``args``).
+
+    ``exit_on_error=False`` raises jsonargparse's ``ArgumentError`` for a bad option or config
+    instead of printing the usage and exiting (:mod:`mmformer.console` shortens it to one line).
+    """
     _limit_threads()
     return MMFormerCLI(
         pl.LightningModule,
@@ -110,6 +184,7 @@ def main(args: ArgsType = None, run: bool = True) -> MMFormerCLI:
         auto_configure_optimizers=False,
         args=args,
         run=run,
+        parser_kwargs={"exit_on_error": exit_on_error},
     )
 
 

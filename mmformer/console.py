@@ -6,27 +6,238 @@
 
 ``python -m mmformer ...`` is the same command. This module sits above everything it dispatches to,
 so none of them imports it back.
+
+Errors a user can fix are one line on stderr, ``error: <message>``, and an exit status:
+
+* 2 — a bad option or config (unknown key, wrong type, missing ``--config`` file): the parser's error,
+  with ``did you mean ...?`` for a misspelt key and the config file or option it came from;
+* 1 — the run stopped on bad input: a ``ValueError``, ``FileNotFoundError``, ``TypeError`` or
+  ``NonFiniteLossError`` raised by mmformer itself (a bad file, row, checkpoint, or a NaN loss).
+
+Anything else is a bug and keeps its full traceback; ``--debug`` (anywhere on the command line) or
+``MMFORMER_DEBUG=1`` shows the full traceback for every error.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import difflib
+import importlib
+import inspect
+import linecache
+import os
+import re
 import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+USAGE_ERROR, INPUT_ERROR = 2, 1
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+_DEBUG_HINT = "(run with --debug or MMFORMER_DEBUG=1 for the traceback)"
+
+
+def _import_path_from_cwd() -> None:
+    """Plug-in modules in the current folder import by name, as under ``python -m``."""
+    cwd = os.getcwd()
+    if cwd not in (os.path.abspath(p) for p in sys.path):
+        sys.path.insert(0, cwd)
+
+
+@contextmanager
+def _argv(argv: list[str]) -> Iterator[None]:
+    """LightningCLI reads ``sys.argv`` (given ``args`` it warns when ``sys.argv`` has options too)."""
+    saved = sys.argv
+    sys.argv = [saved[0] if saved else "mmformer", *argv]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def _dispatch(argv: list[str]) -> int:
+    if argv[:1] == ["export"]:
+        from mmformer.export import main as export_main
+
+        export_main(argv[1:])
+        return 0
+    if argv[:1] == ["train-tokenizer"]:
+        from mmformer.data.train_tokenizer import main as train_tokenizer_main
+
+        return int(train_tokenizer_main(argv[1:]) or 0)  # its exit status: 2 on bad inputs
+    from mmformer.cli import main
+
+    with _argv(argv):
+        main(exit_on_error=False)
+    return 0
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    from mmformer.tasks.base import NonFiniteLossError  # lazily: Lightning and the tasks load on demand
+
+    return ValueError, FileNotFoundError, TypeError, NonFiniteLossError
+
+
+def _raised_by_mmformer(error: BaseException) -> bool:
+    """The innermost frame is a ``raise`` statement in mmformer's own code (a message meant for users)."""
+    tb = error.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    filename = tb.tb_frame.f_code.co_filename
+    inside = os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep)
+    return inside and linecache.getline(filename, tb.tb_lineno).lstrip().startswith("raise")
+
+
+def _resolve(class_path: str) -> Any:
+    module, _, name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+
+
+def _config_files(argv: Sequence[str]) -> list[str]:
+    files = []
+    for i, arg in enumerate(argv):
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            files.append(argv[i + 1])
+        elif arg.startswith("--config="):
+            files.append(arg.split("=", 1)[1])
+    return files
+
+
+def _where(path: list[str], key: str, argv: Sequence[str]) -> str:
+    """`` (from <file or option>)`` naming where the unknown ``key`` at ``path`` was given, if found."""
+    for arg in argv:
+        name = arg.split("=", 1)[0]
+        dotted = f".{name[2:]}."
+        if name.startswith("--") and f".{'.'.join([*path, key])}." in dotted:
+            return f" (from option {name})"
+    import yaml
+
+    for file in reversed(_config_files(argv)):
+        try:
+            node: Any = yaml.safe_load(Path(file).read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and key in node:
+            return f" (in {file})"
+    return ""
+
+
+_EVENT = re.compile(r"Parser key \"(?P<key>[\w.]+)\"|class_path[ =]'(?P<cls>[\w.]+)'|"
+                    r"Option '(?P<opt>[\w.]+)' is not accepted")
+
+
+def unknown_key_message(message: str, argv: Sequence[str] = ()) -> str | None:
+    """``unknown key 'backbon' in model.init_args; did you mean 'backbone'?`` from a jsonargparse error.
+
+    The class whose signature rejected the key is the innermost ``class_path`` of the message; its
+    parameters are the valid keys. ``None`` if the message is not about an unknown key.
+    """
+    path: list[str] = []
+    cls: Any = None
+    option = None
+    for event in _EVENT.finditer(message):
+        if event["key"]:
+            path.extend(event["key"].split("."))
+            cls = None
+        elif event["cls"] and (option is None or cls is None):
+            cls = _resolve(event["cls"])
+            if cls is not None and not dataclasses.is_dataclass(cls):
+                path.append("init_args")
+            if option is not None:
+                break
+        elif event["opt"] and option is None:
+            option = event["opt"]
+            if cls is not None:
+                break
+    if option is None:
+        return None
+    return _unknown(option.split(".")[0], path, _parameters(cls), argv)
+
+
+def _parameters(cls: Any) -> list[str]:
+    """The keyword parameters of ``cls``, following ``**kwargs`` up the bases as jsonargparse does."""
+    names: list[str] = []
+    for base in getattr(cls, "__mro__", [cls] if cls is not None else []):
+        try:
+            params = inspect.signature(base.__init__ if isinstance(base, type) else base).parameters.values()
+        except (TypeError, ValueError):
+            break
+        names += [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                  and p.name != "self" and p.name not in names]
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return names
+
+
+def _top_level_unknown(message: str, argv: Sequence[str]) -> str | None:
+    """A misspelt top-level or trainer key, in a config file or as an option."""
+    found = re.search(r"does not accept option '([\w.]+)'|unrecognized arguments: --([\w.]+)", message)
+    if found is None:
+        return None
+    parts = (found[1] or found[2]).split(".")
+    if parts[0] == "trainer" and len(parts) > 1:
+        import pytorch_lightning as pl
+
+        return _unknown(parts[1], ["trainer"], _parameters(pl.Trainer), argv)
+    return _unknown(parts[0], [], list(_TOP_LEVEL), argv)
+
+
+_TOP_LEVEL = ("seed_everything", "trainer", "model", "data", "optimizer", "lr_scheduler", "ckpt_path", "weights_only")
+
+
+def _unknown(key: str, path: list[str], valid: list[str], argv: Sequence[str]) -> str:
+    where = ".".join(path) or "the config"
+    text = f"unknown key '{key}' in {where}"
+    close = difflib.get_close_matches(key, valid, n=1)
+    if close:
+        text += f"; did you mean '{close[0]}'?"
+    elif valid:
+        text += f"; valid keys: {', '.join(valid)}"
+    return text + _where(path, key, argv)
+
+
+def _short_parser_error(message: str, argv: Sequence[str]) -> str:
+    unknown = unknown_key_message(message, argv) or _top_level_unknown(message, argv)
+    if unknown is not None:
+        return unknown
+    noise = ("Subtypes:", "Given value", "- Expected a <class 'NoneType'>", "Errors:",
+             "Does not validate against any of the Union subtypes")
+    lines = [line for line in message.splitlines() if not line.strip().startswith(noise)]
+    return "\n".join(lines) + "\n(see `mmformer <subcommand> --help` for the accepted options)"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs ``mmformer <subcommand> ...`` (``argv`` defaults to ``sys.argv[1:]``); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("MMFORMER_DEBUG", "").strip() not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    _import_path_from_cwd()
+    try:
+        return _dispatch(argv)
+    except argparse.ArgumentError as e:
+        if debug:
+            raise
+        print(f"error: {_short_parser_error(str(e), argv)}", file=sys.stderr)
+        return USAGE_ERROR
+    except Exception as e:
+        if debug or not isinstance(e, _user_error_types()) or not _raised_by_mmformer(e):
+            raise
+        print(f"error: {e} {_DEBUG_HINT}", file=sys.stderr)
+        return INPUT_ERROR
 
 
 def console() -> None:
-    """Runs the subcommand named by ``sys.argv[1]`` (returns nothing, so no object is printed on exit)."""
-    if sys.argv[1:2] == ["export"]:
-        from mmformer.export import main as export_main
-
-        export_main(sys.argv[2:])
-        return
-    if sys.argv[1:2] == ["train-tokenizer"]:
-        from mmformer.data.train_tokenizer import main as train_tokenizer_main
-
-        sys.exit(train_tokenizer_main(sys.argv[2:]))  # its exit status: 2 on bad inputs
-    from mmformer.cli import main
-
-    main()
+    """The ``mmformer`` console script: exits with :func:`main`'s status (prints no object)."""
+    sys.exit(main())
 
 
 if __name__ == "__main__":
