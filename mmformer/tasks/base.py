@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 
 from mmformer.data.spec import DataSpec, ProvidesDataSpec
+from mmformer.tasks.checkpoint_fit import WRITER_KEY, check_fits, describe
 from mmformer.tasks.legacy import FORMAT_KEY, FORMAT_VERSION, legacy_task_name, upgrade_state_dict
 
 
@@ -106,11 +107,13 @@ class TaskModule(pl.LightningModule):
             rng["cuda"] = torch.cuda.get_rng_state_all()
         checkpoint["mmformer_rng"] = rng
         checkpoint[FORMAT_KEY] = FORMAT_VERSION
+        checkpoint[WRITER_KEY] = describe(self)  # so a run it does not fit can say who wrote it
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Lightning calls this before loading ``checkpoint["state_dict"]``: older keys are upgraded here."""
         if checkpoint.get(FORMAT_KEY, 0) < FORMAT_VERSION and "state_dict" in checkpoint:
             checkpoint["state_dict"] = upgrade_state_dict(legacy_task_name(type(self)), checkpoint["state_dict"])
+        check_fits(self, checkpoint)  # a clear error instead of Lightning's Missing key(s)/size mismatch
         self._rng_to_restore = checkpoint.get("mmformer_rng")
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
