@@ -22,8 +22,9 @@ class TaskModule(pl.LightningModule):
     """Base of the task modules.
 
     Checkpoints carry torch's RNG states (CPU and CUDA, as uint8 tensors, so they load with
-    ``weights_only=True``) and numpy's global one (timm's Mixup/CutMix draw from it), as tensors and ints. A resumed run restores them before its first training batch, so
-    dropout and stochastic depth draw the same numbers as an uninterrupted run would.
+    ``weights_only=True``) and numpy's global one (timm's Mixup/CutMix draw from it; as tensors and
+    ints). A resumed run restores them before its first training batch, so dropout, stochastic
+    depth and mixup draw the same numbers as an uninterrupted run would.
 
     A NaN/inf training loss is recorded on the device (no host sync per step) and raised as
     :class:`NonFiniteLossError` at the next logging step or checkpoint save, whichever comes

@@ -9,9 +9,9 @@ manifest line; clips outside ``[min_duration, max_duration]`` are dropped (with 
 counts them); an utterance whose ``text`` is empty (after normalization) is dropped from every
 split with a warning that counts them and names the first manifest line (it would train the
 target ``[bos, eos]`` and score an empty reference); a transcript with characters the vocabulary
-lacks raises (``unknown_chars: error``), is dropped (``skip``) or keeps ``<unk>`` pieces (``unk``). Stereo audio is averaged to
-mono, and any sample rate is resampled to ``sample_rate``; an empty or silent clip yields one
-silent frame.
+lacks raises (``unknown_chars: error``), is dropped (``skip``) or keeps ``<unk>`` pieces (``unk``).
+Stereo audio is averaged to mono, and any sample rate is resampled to ``sample_rate``; an empty
+or silent clip yields one silent frame.
 """
 
 from __future__ import annotations
