@@ -1,5 +1,7 @@
 """Autoregressive decoding outside the model: greedy, sampling (temperature / top-k / top-p) and
-batched beam search, all over the decoder's KV cache.
+batched beam search, all over the decoder's KV cache; against degenerate loops, a length limit
+relative to the source (fairseq's ``max_len_a * source_len + max_len_b``), n-gram blocking and a
+repetition penalty (HF's ``no_repeat_ngram_size`` and ``repetition_penalty``), batched, off by default.
 
 Any model with ``encode(source) -> BackboneOutput`` (the memory), ``decode(ids, memory, cache, last_only)
 -> (logits, _)``, ``new_cache(capacity)`` and ``max_target_len`` works (see
@@ -35,6 +37,13 @@ class GenerationConfig:
     top_p: float = 1.0  # keep the smallest set with this much probability, 1 = off (sample)
     seed: int = 0  # sampling seed, so samples are reproducible
     use_cache: bool = True  # KV cache; False recomputes the whole prefix every step (for parity checks)
+    # Row i stops (eos forced) after min(max_new_tokens, floor(max_len_a * S_i + max_len_b)) tokens, S_i = its
+    # real memory positions (source tokens; encoder frames for audio), as fairseq; both 0 = off.
+    max_len_a: float = 0.0
+    max_len_b: int = 0
+    no_repeat_ngram_size: int = 0  # no n-gram of this size occurs twice in an output (fairseq/HF); 0 = off
+    repetition_penalty: float = 1.0  # CTRL/HF: logits of tokens already generated are divided by it if > 0,
+    #                                  multiplied if < 0 (before log-softmax in beam search); 1 = off
 
 
 class BeamOutput(NamedTuple):
@@ -64,6 +73,33 @@ def top_p_filter(logits: Tensor, p: float) -> Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
+def repetition_penalty(logits: Tensor, generated: Tensor, penalty: float) -> Tensor:
+    """CTRL's repetition penalty (Keskar et al. 2019, as HF applies it): for every token id present in
+    ``generated (R, t)``, its logit in ``logits (R, V)`` is divided by ``penalty`` when positive and
+    multiplied by it when negative (penalty 1: unchanged)."""
+    if penalty == 1.0 or generated.shape[1] == 0:
+        return logits
+    seen = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, generated, True)  # (R, V)
+    return torch.where(seen, torch.where(logits > 0, logits / penalty, logits * penalty), logits)
+
+
+def repeated_ngram_bans(generated: Tensor, n: int, vocab_size: int) -> Tensor:
+    """Tokens that would repeat an n-gram of ``generated (R, t)``: ``(R, V)`` bool, True = banned.
+
+    Token ``v`` is banned for row r when the row's last ``n - 1`` tokens followed by ``v`` already occur
+    in it (n = 1 bans every generated token). Vectorized over rows and positions (n <= 0: none banned).
+    """
+    r, t = generated.shape
+    banned = torch.zeros(r, vocab_size, dtype=torch.bool, device=generated.device)
+    if n <= 0 or t < n:
+        return banned
+    windows = generated.unfold(1, n, 1)  # (R, t-n+1, n) every n-gram so far
+    suffix = generated[:, t - n + 1:]  # (R, n-1) what the next token would extend
+    match = (windows[..., :-1] == suffix[:, None, :]).all(-1)  # (R, t-n+1) n-grams with that prefix
+    hits = torch.zeros(r, vocab_size, device=generated.device).scatter_add_(1, windows[..., -1], match.float())
+    return hits > 0
+
+
 def length_penalty(lengths: Tensor, alpha: float) -> Tensor:
     """GNMT's ``((5 + len) / 6) ** alpha`` (Wu et al. 2016)."""
     return ((5.0 + lengths.float()) / 6.0) ** alpha
@@ -72,6 +108,9 @@ def length_penalty(lengths: Tensor, alpha: float) -> Tensor:
 def _check(model: Any, cfg: GenerationConfig) -> int:
     if cfg.max_new_tokens <= 0:
         raise ValueError(f"max_new_tokens must be positive, got {cfg.max_new_tokens}")
+    if cfg.max_len_a < 0 or cfg.max_len_b < 0 or cfg.no_repeat_ngram_size < 0 or cfg.repetition_penalty <= 0:
+        raise ValueError(f"max_len_a, max_len_b and no_repeat_ngram_size must be >= 0 and repetition_penalty > 0, "
+                         f"got {cfg.max_len_a}, {cfg.max_len_b}, {cfg.no_repeat_ngram_size}, {cfg.repetition_penalty}")
     limit = model.max_target_len - 1  # bos takes a position
     if cfg.max_new_tokens > limit:
         raise ValueError(f"max_new_tokens={cfg.max_new_tokens} exceeds the decoder's {model.max_target_len}-position "
@@ -84,6 +123,39 @@ def _ban_specials(scores: Tensor, eos_too: bool = False) -> Tensor:
     ``eos_too`` also bans eos (before ``min_new_tokens``)."""
     banned = [PAD_ID, BOS_ID, EOS_ID] if eos_too else [PAD_ID, BOS_ID]
     return scores.index_fill(-1, torch.tensor(banned, device=scores.device), float("-inf"))
+
+
+def _row_limits(memory: BackboneOutput, cfg: GenerationConfig, steps: int) -> Tensor | None:
+    """``(B,)`` tokens each row may generate (eos included) under the relative limit; None when off.
+
+    A row whose limit exceeds ``max_new_tokens`` stops there without eos, as it does with no limit."""
+    if cfg.max_len_a == 0 and cfg.max_len_b == 0:
+        return None
+    hidden = memory.hidden
+    source = memory.mask.sum(1) if memory.mask is not None else torch.full(hidden.shape[:1], hidden.shape[1],
+                                                                          device=hidden.device)
+    return (cfg.max_len_a * source.double() + cfg.max_len_b).floor().long().clamp_min(1)  # beyond steps: no eos
+
+
+def _constrain(scores: Tensor, prefix: Tensor, t: int, cfg: GenerationConfig, limits: Tensor | None) -> Tensor:
+    """Bans specials (and eos before ``min_new_tokens``) and repeated n-grams in ``scores (R, V)``; rows
+    that reach their length limit at step ``t``, or have no token left, get eos only (at its score before
+    the bans, so beam scores stay the model's log-probs)."""
+    eos = scores[:, EOS_ID:EOS_ID + 1]  # (R, 1)
+    scores = _ban_specials(scores, eos_too=t < cfg.min_new_tokens)
+    if cfg.no_repeat_ngram_size > 0:
+        scores = scores.masked_fill(repeated_ngram_bans(prefix[:, 1:], cfg.no_repeat_ngram_size, scores.shape[-1]),
+                                    float("-inf"))
+        force = torch.isneginf(scores).all(-1, keepdim=True)  # (R, 1) everything banned: end the row
+    else:
+        force = None
+    if limits is not None:
+        at_limit = (t + 1 >= limits)[:, None]  # (R, 1) the row's last allowed token
+        force = at_limit if force is None else force | at_limit
+    if force is None:
+        return scores
+    is_eos = torch.arange(scores.shape[-1], device=scores.device) == EOS_ID  # (V,)
+    return torch.where(force, torch.where(is_eos, eos, float("-inf")), scores)
 
 
 class _Stepper:
@@ -116,11 +188,14 @@ def generate(model: Any, source: Any, cfg: GenerationConfig, memory: BackboneOut
     steps = _check(model, cfg)
     memory = model.encode(source) if memory is None else memory
     b, device = memory.hidden.shape[0], memory.hidden.device
+    limits = _row_limits(memory, cfg, steps)
+    steps = steps if limits is None else min(steps, int(limits.max()))  # the one host sync, before the loop
     gen = torch.Generator(device=device).manual_seed(cfg.seed) if cfg.strategy == "sample" else None
     stepper = _Stepper(model, memory, b, steps, cfg.use_cache, device)
     done = torch.zeros(b, dtype=torch.bool, device=device)
     for t in range(steps):
-        logits = _ban_specials(stepper.logits(), eos_too=t < cfg.min_new_tokens)
+        raw = repetition_penalty(stepper.logits(), stepper.prefix[:, 1:], cfg.repetition_penalty)
+        logits = _constrain(raw, stepper.prefix, t, cfg, limits)
         if cfg.strategy == "greedy":
             token = logits.argmax(-1)
         elif cfg.strategy == "sample":
@@ -151,6 +226,9 @@ def beam_search(model: Any, source: Any, cfg: GenerationConfig, memory: Backbone
         raise ValueError(f"beam_size must be >= 1, got {k}")
     memory = model.encode(source) if memory is None else memory
     b, device = memory.hidden.shape[0], memory.hidden.device
+    limits = _row_limits(memory, cfg, steps)
+    steps = steps if limits is None else min(steps, int(limits.max()))  # the one host sync, before the loop
+    limits = None if limits is None else limits.repeat_interleave(k)  # (B*K,) rows b*K .. b*K+K-1
     stepper = _Stepper(model, memory.repeat(k), b * k, steps, cfg.use_cache, device)
     scores = torch.zeros(b, k, device=device)
     scores[:, 1:] = float("-inf")  # all beams start identical: let only the first one expand at step 0
@@ -158,8 +236,10 @@ def beam_search(model: Any, source: Any, cfg: GenerationConfig, memory: Backbone
     done = torch.zeros(b, k, dtype=torch.bool, device=device)
     base = (torch.arange(b, device=device) * k)[:, None]  # (B, 1) first row of each source
     for t in range(steps):
-        # The model's own log-probs (normalized before the ban), so scores are true sequence log-probs.
-        logp = _ban_specials(stepper.logits().log_softmax(-1), eos_too=t < cfg.min_new_tokens).view(b, k, -1)
+        # The model's own log-probs (normalized before the bans), so scores are true sequence log-probs
+        # (of the penalized distribution when repetition_penalty is set).
+        raw = repetition_penalty(stepper.logits(), stepper.prefix[:, 1:], cfg.repetition_penalty).log_softmax(-1)
+        logp = _constrain(raw, stepper.prefix, t, cfg, limits).view(b, k, -1)
         v = logp.shape[-1]
         # Finished hypotheses continue only with pad, at no cost.
         frozen = torch.full_like(logp[0, 0], float("-inf"))
@@ -200,5 +280,5 @@ def strip(ids: Tensor) -> list[list[int]]:
     return [r[: r.index(EOS_ID)] if EOS_ID in r else r for r in rows]
 
 
-__all__ = ["BeamOutput", "GenerationConfig", "beam_search", "generate", "length_penalty", "sequence_log_probs",
-           "strip", "top_k_filter", "top_p_filter"]
+__all__ = ["BeamOutput", "GenerationConfig", "beam_search", "generate", "length_penalty", "repeated_ngram_bans",
+           "repetition_penalty", "sequence_log_probs", "strip", "top_k_filter", "top_p_filter"]

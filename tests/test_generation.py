@@ -1,4 +1,5 @@
-"""Decoding: cache = recompute, beam 1 = greedy, beam scores = full-forward log-probs, filters, seeds."""
+"""Decoding: cache = recompute, beam 1 = greedy, beam scores = full-forward log-probs, filters, seeds;
+anti-repetition options (relative length limit, n-gram blocking, repetition penalty)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import itertools
 import pytest
 import torch
 
-from mmformer.backbone import BackboneConfig, Decoder, Encoder
+from mmformer.backbone import BackboneConfig, BackboneOutput, Decoder, Encoder
 from mmformer.generation import (
     GenerationConfig,
     beam_search,
     generate,
     length_penalty,
+    repeated_ngram_bans,
+    repetition_penalty,
     sequence_log_probs,
     strip,
     top_k_filter,
@@ -150,3 +153,109 @@ def test_generation_stops_and_pads_after_eos_and_guards_the_length() -> None:
         generate(model, src, GenerationConfig(strategy="greedy", max_new_tokens=64))
     with pytest.raises(ValueError, match="strategy"):
         generate(model, src, GenerationConfig(strategy="nucleus", max_new_tokens=4))  # type: ignore[arg-type]
+
+
+# ---- anti-repetition: relative length limit, n-gram blocking, repetition penalty --------------------------
+
+class _NoCache:
+    length = 0
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        pass
+
+
+class _Looper:
+    """A toy decoder forced to repeat: it strongly prefers the cycle 5 6 7 5 6 7 ... (then a fixed
+    ranking of the other words, depending on the last token) and never prefers eos."""
+
+    max_target_len = 1 << 30
+    vocab = 16
+
+    def encode(self, source: torch.Tensor) -> BackboneOutput:
+        return BackboneOutput(torch.zeros(*source.shape, 4), source != PAD_ID)
+
+    def new_cache(self, capacity: int) -> _NoCache:
+        return _NoCache()
+
+    def decode(self, ids: torch.Tensor, memory: BackboneOutput, cache: object = None, last_only: bool = False):
+        last = ids[:, -1]  # (R,) the output depends on the last token only, so cache = no cache
+        ranks = (torch.arange(self.vocab)[None, :] * 7 + last[:, None] * 3) % self.vocab  # (R, V) a varied order
+        logits = ranks.float() / self.vocab
+        preferred = torch.where((last >= 5) & (last <= 7), (last - 5 + 1) % 3 + 5, torch.full_like(last, 5))
+        logits[torch.arange(len(last)), preferred] += 10.0
+        logits[:, EOS_ID] = -5.0
+        return logits[:, None], None
+
+
+def _ngrams(row: list[int], n: int) -> list[tuple[int, ...]]:
+    return [tuple(row[i: i + n]) for i in range(len(row) - n + 1)]
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "sample", "beam"])
+@pytest.mark.parametrize("n", [2, 3])
+def test_a_model_forced_to_repeat_gets_its_repeated_ngrams_banned(strategy: str, n: int) -> None:
+    model, src = _Looper(), _source()
+    cfg = GenerationConfig(strategy=strategy, max_new_tokens=24, beam_size=3, seed=1)
+    looping = strip(generate(model, src, cfg))
+    assert all(len(set(_ngrams(r, n))) < len(_ngrams(r, n)) for r in looping), "the toy model does loop"
+    blocked = strip(generate(model, src, GenerationConfig(**{**cfg.__dict__, "no_repeat_ngram_size": n})))
+    for row in blocked:
+        assert len(row) == 24 and len(set(_ngrams(row, n))) == len(_ngrams(row, n)), row
+    penalized = strip(generate(model, src, GenerationConfig(**{**cfg.__dict__, "repetition_penalty": 1e3})))
+    if strategy != "sample":  # (sampling still draws a seen token now and then: its logit is ~0, not -inf)
+        assert all(len(set(r[:8])) == 8 for r in penalized), "a strong penalty avoids any seen token while it can"
+    assert penalized != looping
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "sample", "beam"])
+def test_relative_length_limit_stops_each_row_at_its_own_limit(strategy: str) -> None:
+    model = _Looper()
+    src = torch.full((3, 9), 5)
+    src[1, 4:] = PAD_ID
+    src[2, 2:] = PAD_ID  # real lengths 9, 4, 2 (from the memory mask)
+    for a, b, cap, expected in ((1.5, 2, 40, [15, 8, 5]), (0.0, 6, 40, [6, 6, 6]), (3.0, 1, 10, [10, 10, 7])):
+        cfg = GenerationConfig(strategy=strategy, max_new_tokens=cap, beam_size=2, max_len_a=a, max_len_b=b)
+        out = generate(model, src, cfg)
+        assert out.shape[1] == max(expected)
+        lengths = [row.index(EOS_ID) + 1 if EOS_ID in row else len(row) for row in out.tolist()]
+        if (a, b) == (3.0, 1):  # rows 0 and 1 hit max_new_tokens first: cut there without eos, as with no limit
+            assert [EOS_ID in r for r in out.tolist()] == [False, False, True]
+        assert lengths == expected, (a, b, lengths)
+    # off by default: the loop runs to max_new_tokens
+    assert generate(model, src, GenerationConfig(strategy=strategy, max_new_tokens=12, beam_size=2)).shape[1] == 12
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "sample", "beam"])
+def test_kv_cache_equals_recompute_with_the_anti_repetition_options_on(strategy: str) -> None:
+    model, src = _model(seed=4), _source()
+    cfg = GenerationConfig(strategy=strategy, max_new_tokens=30, beam_size=3, top_k=10, seed=3,
+                           no_repeat_ngram_size=2, repetition_penalty=1.3, max_len_a=2.0, max_len_b=3)
+    cached = generate(model, src, cfg)
+    assert torch.equal(cached, generate(model, src, GenerationConfig(**{**cfg.__dict__, "use_cache": False})))
+    for row in strip(cached):
+        assert len(set(_ngrams(row, 2))) == len(_ngrams(row, 2))
+    assert cached.shape[1] == 2 * 7 + 3  # the longest source has 7 real tokens
+
+
+def test_repetition_penalty_follows_the_ctrl_definition() -> None:
+    logits = torch.tensor([[2.0, -1.0, 0.5, -3.0, 1.0], [0.0, 4.0, -2.0, 1.0, -0.5]])
+    generated = torch.tensor([[0, 1, 1], [2, 4, 2]])
+    out = repetition_penalty(logits, generated, 2.0)
+    assert out.tolist() == [[1.0, -2.0, 0.5, -3.0, 1.0], [0.0, 4.0, -4.0, 1.0, -1.0]]
+    assert torch.equal(repetition_penalty(logits, generated, 1.0), logits)
+    assert torch.equal(logits[0], torch.tensor([2.0, -1.0, 0.5, -3.0, 1.0]))  # pure
+    bans = repeated_ngram_bans(torch.tensor([[5, 6, 7, 5], [5, 6, 5, 6], [4, 4, 4, 4]]), 2, 9)
+    assert [torch.nonzero(r).flatten().tolist() for r in bans] == [[6], [5], [4]]
+    assert repeated_ngram_bans(torch.tensor([[5, 6, 5, 6]]), 3, 9)[0].nonzero().flatten().tolist() == [5]
+
+
+def test_penalty_and_ngram_bans_equal_hugging_faces_processors() -> None:
+    hf = pytest.importorskip("transformers")
+    g = torch.Generator().manual_seed(0)
+    ids, scores = torch.randint(0, 6, (8, 12), generator=g), torch.randn(8, 6, generator=g) * 3
+    for penalty in (0.7, 1.5):
+        ref = hf.RepetitionPenaltyLogitsProcessor(penalty)(ids, scores.clone())
+        torch.testing.assert_close(repetition_penalty(scores, ids, penalty), ref)
+    for n in (1, 2, 3):
+        ref = torch.isinf(hf.NoRepeatNGramLogitsProcessor(n)(ids, scores.clone()))
+        assert torch.equal(repeated_ngram_bans(ids, n, 6), ref), n

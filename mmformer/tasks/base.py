@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
@@ -22,8 +23,9 @@ class TaskModule(pl.LightningModule):
     """Base of the task modules.
 
     Checkpoints carry torch's RNG states (CPU and CUDA, as uint8 tensors, so they load with
-    ``weights_only=True``). A resumed run restores them before its first training batch, so
-    dropout and stochastic depth draw the same numbers as an uninterrupted run would.
+    ``weights_only=True``) and numpy's global one (timm's Mixup/CutMix draw from it; as tensors and
+    ints). A resumed run restores them before its first training batch, so dropout, stochastic
+    depth and mixup draw the same numbers as an uninterrupted run would.
 
     A NaN/inf training loss is recorded on the device (no host sync per step) and raised as
     :class:`NonFiniteLossError` at the next logging step or checkpoint save, whichever comes
@@ -105,6 +107,7 @@ class TaskModule(pl.LightningModule):
         rng = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             rng["cuda"] = torch.cuda.get_rng_state_all()
+        rng["numpy"] = _numpy_state()
         checkpoint["mmformer_rng"] = rng
         checkpoint[FORMAT_KEY] = FORMAT_VERSION
         checkpoint[WRITER_KEY] = describe(self)  # so a run it does not fit can say who wrote it
@@ -122,4 +125,18 @@ class TaskModule(pl.LightningModule):
             torch.set_rng_state(self._rng_to_restore["cpu"])
             if "cuda" in self._rng_to_restore and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(self._rng_to_restore["cuda"])
+            if "numpy" in self._rng_to_restore:
+                _set_numpy_state(self._rng_to_restore["numpy"])
             self._rng_to_restore = None
+
+
+def _numpy_state() -> dict[str, Any]:
+    """numpy's global RNG state as weights_only-safe values (its key array as an int64 tensor)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "gauss": float(gauss)}
+
+
+def _set_numpy_state(state: dict[str, Any]) -> None:
+    keys = state["keys"].numpy().astype(np.uint32)
+    np.random.set_state((state["name"], keys, state["pos"], state["has_gauss"], state["gauss"]))

@@ -54,7 +54,9 @@ class Seq2SeqTask(TaskModule):
         ctc_weight: weight of a CTC loss on the encoder (blank = pad id); the loss is
             ``(1 - w) * CE + w * CTC``; 0 = no CTC head.
         metrics: text metrics on decoded outputs (bleu, chrf, wer, cer), logged as ``{stage}/{name}``.
-        generation: decoding at test and predict time.
+        generation: decoding at test and predict time (strategy, beam, length limits ``max_new_tokens`` and
+            ``max_len_a * source_len + max_len_b``, ``no_repeat_ngram_size``, ``repetition_penalty``...);
+            validation decodes greedily with its limits and anti-repetition options.
         val_generate_batches: validation batches decoded greedily for ``val/<metric>`` each epoch.
         num_samples: test samples printed and written to ``samples.txt``.
         optim: AdamW and schedule.
@@ -187,8 +189,16 @@ class Seq2SeqTask(TaskModule):
         bs = batch["target"].shape[0]
         self.log("val/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
         if batch_idx < self.val_generate_batches:
-            greedy = GenerationConfig(strategy="greedy", max_new_tokens=self.generation.max_new_tokens)
-            update(self.metrics["val"], self.vocab.decode(self._generate(memory, greedy)), batch["target_text"])
+            update(self.metrics["val"], self.vocab.decode(self._generate(memory, self.val_generation)),
+                   batch["target_text"])
+
+    @property
+    def val_generation(self) -> GenerationConfig:
+        """Validation decodes greedily, with ``generation``'s length limits and anti-repetition options."""
+        g = self.generation
+        return GenerationConfig(strategy="greedy", max_new_tokens=g.max_new_tokens, max_len_a=g.max_len_a,
+                                max_len_b=g.max_len_b, no_repeat_ngram_size=g.no_repeat_ngram_size,
+                                repetition_penalty=g.repetition_penalty)
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val", self.metrics["val"])

@@ -106,7 +106,9 @@ class AudioTokenizer(ModalityTokenizer):
         normalize: ``utterance`` (per-utterance mean/var per mel bin), ``global`` (running
             training statistics) or ``none``.
         freq_masks, freq_mask_width: SpecAugment frequency masks per utterance and their max width (training only).
-        time_masks, time_mask_width: SpecAugment time masks per utterance and their max width in frames.
+        time_masks, time_mask_width: SpecAugment time masks per utterance and their max width in frames;
+            each mask lies within the utterance's real frames (width ~ U{0..min(W, frames)}, start
+            uniform over the real frames), so its strength does not depend on the batch's padding.
         positions: ``sinusoidal`` or ``learned`` time positions added here (``patches`` adds a
             learned mel-band embedding too), or ``none`` (e.g. with a RoPE backbone).
         max_seconds: longest utterance accepted; longer input raises (filter it in the data).
@@ -149,7 +151,7 @@ class AudioTokenizer(ModalityTokenizer):
             power=2.0)
         self.norm = MaskedNorm(n_mels, normalize)
         self.freq_mask = torchaudio.transforms.FrequencyMasking(freq_mask_width, iid_masks=True)
-        self.time_mask = torchaudio.transforms.TimeMasking(time_mask_width, iid_masks=True)
+        self.time_mask_width = time_mask_width
         self.n_freq_masks, self.n_time_masks = freq_masks if freq_mask_width else 0, time_masks if time_mask_width else 0
         self.convs = nn.ModuleList()
         if patching == "conv":
@@ -214,9 +216,23 @@ class AudioTokenizer(ModalityTokenizer):
         if self.training:
             for _ in range(self.n_freq_masks):
                 x = self.freq_mask(x)
-            for _ in range(self.n_time_masks):
-                x = self.time_mask(x)
+            if self.n_time_masks:
+                x = x.masked_fill(self._time_masks(frames, x.shape[-1])[:, None, :], 0.0)
         return x * mask[:, None, :], mask
+
+    def _time_masks(self, frames: Tensor, n: int) -> Tensor:
+        """SpecAugment time masks drawn within each row's real frames: ``(B, n)`` bool, True = masked.
+
+        Per row and mask: width ~ U{0..min(W, frames)}, start ~ U{0..frames - width} (vectorized).
+        """
+        real = frames.to(torch.float32)[:, None]  # (B, 1)
+        u = torch.rand(frames.shape[0], self.n_time_masks, 2, device=frames.device)  # (B, M, 2)
+        cap = real.clamp(max=float(self.time_mask_width))
+        width = torch.minimum((u[..., 0] * (cap + 1)).floor(), cap)  # (B, M)
+        start = torch.minimum((u[..., 1] * (real - width + 1)).floor(), real - width)
+        pos = torch.arange(n, device=frames.device, dtype=torch.float32)  # (n,)
+        inside = (pos >= start[..., None]) & (pos < (start + width)[..., None])  # (B, M, n)
+        return inside.any(1)
 
     def forward(self, inputs: AudioBatch) -> TokenBatch:
         x, mask = self.features(inputs)  # (B, F, T), (B, T)

@@ -74,9 +74,13 @@ callbacks:
 """
 
 
-def test_interrupted_run_resumes_with_identical_losses(tmp_path: Path) -> None:
-    """Stop at step 11 (mid-epoch: 18 batches per epoch), resume, and compare every later loss."""
-    args = ["--config", DIGITS, *QUIET, "--model.init_args.backbone.drop_path=0.2"]  # RNG in the model too
+@pytest.mark.parametrize("extra", [[], ["--model.init_args.mixup=0.8", "--model.init_args.cutmix=1.0"]],
+                         ids=["plain", "mixup"])
+def test_interrupted_run_resumes_with_identical_losses(tmp_path: Path, extra: list[str]) -> None:
+    """Stop at step 11 (mid-epoch: 18 batches per epoch), resume, and compare every later loss.
+
+    With mixup/cutmix on, timm draws from numpy's global RNG: the checkpoint must restore it too."""
+    args = ["--config", DIGITS, *QUIET, "--model.init_args.backbone.drop_path=0.2", *extra]  # RNG in the model too
     full_cfg, cut_cfg = tmp_path / "full.yaml", tmp_path / "cut.yaml"
     full_cfg.write_text(RESUME_TRAINER.format(extra=""))
     cut_cfg.write_text(RESUME_TRAINER.format(

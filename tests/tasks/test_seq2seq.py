@@ -141,7 +141,7 @@ def test_out_of_table_ids_and_bad_targets_are_named() -> None:
 @pytest.mark.slow
 def test_translation_recipe_trains_and_predict_translates_a_file(tmp_path: Path, capsys) -> None:
     from mmformer.cli import main
-    from tests.data.test_translation import toy_tsv
+    from tests.data.modules.test_translation import toy_tsv
 
     recipe = Path(__file__).resolve().parents[2] / "tasks" / "translation.yaml"
     small = [f"--data.init_args.train_path={toy_tsv(tmp_path / 'train.tsv', 300)}",
@@ -161,3 +161,37 @@ def test_translation_recipe_trains_and_predict_translates_a_file(tmp_path: Path,
     written = next((tmp_path / "runs").rglob("predictions.tsv")).read_text().splitlines()
     assert [w.split("\t")[0] for w in written] == ["1", "2", "3"]  # one line per input line, the empty one too
     assert len(printed) >= 3
+
+
+def test_validation_decodes_greedily_with_the_anti_repetition_options() -> None:
+    gen = GenerationConfig(strategy="beam", beam_size=3, max_new_tokens=9, max_len_a=1.5, max_len_b=2,
+                           no_repeat_ngram_size=3, repetition_penalty=1.2, length_penalty=1.0)
+    task = Seq2SeqTask(
+        lambda d: TextTokenizer(d, 14), 14, backbone=BackboneConfig(dim=16, depth=1, num_heads=2), generation=gen)
+    assert task.val_generation == GenerationConfig(strategy="greedy", max_new_tokens=9, max_len_a=1.5, max_len_b=2,
+                                                   no_repeat_ngram_size=3, repetition_penalty=1.2)
+
+
+@pytest.mark.slow
+def test_test_command_takes_the_anti_repetition_options_as_dotted_overrides(tmp_path: Path) -> None:
+    """What the integrator runs to measure the BLEU effect on a trained checkpoint, on a toy one."""
+    from mmformer.cli import main
+    from tests.data.modules.test_translation import toy_tsv
+
+    recipe = Path(__file__).resolve().parents[2] / "tasks" / "translation.yaml"
+    small = [f"--data.init_args.train_path={toy_tsv(tmp_path / 'train.tsv', 300)}",
+             f"--data.init_args.test_path={toy_tsv(tmp_path / 'test.tsv', 20, 1)}",
+             f"--data.init_args.data_dir={tmp_path / 'data'}", "--data.init_args.vocab_size=300",
+             "--model.init_args.target_vocab_size=300", "--model.init_args.source_tokenizer.init_args.vocab_size=300",
+             "--model.init_args.backbone.dim=32", "--model.init_args.backbone.depth=1",
+             f"--trainer.default_root_dir={tmp_path / 'runs'}", "--trainer.enable_progress_bar=false"]
+    main(["fit", "--config", str(recipe), *small, "--trainer.max_steps=2", "--trainer.limit_val_batches=1"])
+    ckpt = next((tmp_path / "runs").rglob("last.ckpt"))
+    cli = main(["test", "--config", str(recipe), *small, f"--ckpt_path={ckpt}",
+                "--model.init_args.generation.no_repeat_ngram_size=3",
+                "--model.init_args.generation.repetition_penalty=1.2",
+                "--model.init_args.generation.max_len_a=1.5", "--model.init_args.generation.max_len_b=5"])
+    gen = cli.model.generation
+    assert (gen.no_repeat_ngram_size, gen.repetition_penalty, gen.max_len_a, gen.max_len_b) == (3, 1.2, 1.5, 5)
+    assert gen.strategy == "beam" and gen.beam_size == 4  # the recipe's other settings are kept
+    assert "test/bleu" in cli.trainer.callback_metrics

@@ -82,6 +82,29 @@ def test_specaugment_only_in_training() -> None:
     assert zeroed.any()  # masked bands/frames are set to the (normalized) mean, 0
 
 
+def test_time_masks_lie_in_real_frames_and_do_not_depend_on_padding() -> None:
+    """A 1 s clip gets the same SpecAugment whether its batch is padded to 1.1 s or to 10 s."""
+    tok = AudioTokenizer(32, patching="frames", freq_masks=0, time_masks=2, time_mask_width=20,
+                         normalize="none").train()
+    clip = _batch([16000], seed=3).waveforms[0]
+    feats = {}
+    for longest in (17600, 160000):
+        wave = torch.zeros(2, longest)
+        wave[0, :16000], wave[1] = clip, 0.1 * torch.randn(longest)
+        torch.manual_seed(0)
+        feats[longest], mask = tok.features(AudioBatch(wave, torch.tensor([16000, longest])))
+        n = int(mask[0].sum())
+    torch.testing.assert_close(feats[17600][0, :, :n], feats[160000][0, :, :n])
+    # Statistically: over many draws, the masked fraction of a 98-frame row is E[width] * 2 / 98
+    # (about 20 %), whatever the padding; drawn over the padded length it would be about 2 %.
+    frames = torch.tensor([98, 98])
+    torch.manual_seed(1)
+    masked = torch.stack([tok._time_masks(frames, 998) for _ in range(400)])  # (400, 2, 998)
+    assert not masked[..., 98:].any(), "a time mask reached the padding"
+    frac = masked[..., :98].float().mean()
+    assert 0.15 < float(frac) < 0.22, float(frac)
+
+
 def test_empty_and_silent_clips_give_one_finite_token() -> None:
     tok = AudioTokenizer(32, conv_channels=[8, 8]).eval()
     out = tok(AudioBatch(torch.zeros(3, 8000), torch.tensor([0, 8000, 100])))

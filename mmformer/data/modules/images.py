@@ -7,6 +7,7 @@ is carved from the training data (seeded), never from the test set.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -184,12 +185,31 @@ class ImageClassificationData(ResumableDataModule, ProvidesDataSpec):
         return self._eval_loader(self.test_set)
 
     def _predict_files(self) -> list[Path]:
+        """The readable image files of ``predict_dir``, sorted; checked once (each decoded) before any
+        prediction, so an unreadable file is skipped with a warning naming it instead of stopping the
+        run halfway and losing the other predictions."""
         if self.predict_dir is None:
             raise ValueError("set data.init_args.predict_dir to a folder of images to predict")
+        cached = getattr(self, "_readable", None)
+        if cached is not None and cached[0] == self.predict_dir:
+            return cached[1]
         files = list_images(self.predict_dir)
         if not files:
             raise ValueError(f"no image files in {self.predict_dir}")
-        return files
+        readable, bad = [], []
+        for path in files:
+            try:
+                load_image(path, self.channels, self.image_size)
+                readable.append(path)
+            except (ValueError, FileNotFoundError) as err:
+                bad.append(str(err))
+        if bad:
+            warnings.warn(f"{self.predict_dir}: skipped {len(bad)} unreadable image file(s), which get no "
+                          f"prediction: " + "; ".join(bad), stacklevel=2)
+        if not readable:
+            raise ValueError(f"no readable image files in {self.predict_dir} ({len(bad)} unreadable)")
+        self._readable = (self.predict_dir, readable)
+        return readable
 
     def predict_dataloader(self) -> DataLoader:
         ds = ImageFileDataset(self._predict_files(), self.channels, self.image_size, self.transforms(train=False))

@@ -6,10 +6,12 @@ bos + pieces + eos right-padded with 0, "target_text": [...], "id": [...]}``.
 
 Bad input is handled up front, in ``setup``: a missing audio file is an error naming its
 manifest line; clips outside ``[min_duration, max_duration]`` are dropped (with a warning that
-counts them); a transcript with characters the vocabulary lacks raises (``unknown_chars:
-error``), is dropped (``skip``) or keeps ``<unk>`` pieces (``unk``). Stereo audio is averaged to
-mono, and any sample rate is resampled to ``sample_rate``; an empty or silent clip yields one
-silent frame.
+counts them); an utterance whose ``text`` is empty (after normalization) is dropped from every
+split with a warning that counts them and names the first manifest line (it would train the
+target ``[bos, eos]`` and score an empty reference); a transcript with characters the vocabulary
+lacks raises (``unknown_chars: error``), is dropped (``skip``) or keeps ``<unk>`` pieces (``unk``).
+Stereo audio is averaged to mono, and any sample rate is resampled to ``sample_rate``; an empty
+or silent clip yields one silent frame.
 """
 
 from __future__ import annotations
@@ -202,11 +204,13 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
         self._ready = True
 
     def _dataset(self, rows: list[dict[str, Any]], split: str, alphabet: set[str]) -> SpeechDataset:
-        keep, dropped_long, dropped_short, dropped_chars = [], 0, 0, 0
+        keep, dropped_long, dropped_short, dropped_chars, empty = [], 0, 0, 0, []
         for r in rows:
             text = normalize_text(r["text"])
             bad = sorted({c for c in text if c not in alphabet})
-            if r["duration"] > self.max_duration:
+            if not text:
+                empty.append(str(r["id"]))
+            elif r["duration"] > self.max_duration:
                 dropped_long += 1
             elif r["duration"] < self.min_duration and split == "train":
                 dropped_short += 1
@@ -222,6 +226,9 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
             warnings.warn(f"{split}: dropped {dropped_long} clips longer than max_duration={self.max_duration} s, "
                           f"{dropped_short} shorter than min_duration={self.min_duration} s and {dropped_chars} "
                           f"with characters outside the vocabulary; {len(keep)} remain", stacklevel=2)
+        if empty:
+            warnings.warn(f"{split}: skipped {len(empty)} utterance(s) with an empty transcript (first at "
+                          f"{empty[0]}); transcribe them or remove them from the manifest", stacklevel=2)
         if not keep:
             raise ValueError(f"the {split} split has no utterances left after filtering")
         texts = [r["text"] for r in keep]

@@ -204,7 +204,22 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
             pairs = self._held_out(split)
         else:
             pairs = read_pairs(path, self.src_key, self.tgt_key)  # type: ignore[arg-type]
+        if not len(pairs):
+            raise ValueError(self._empty_hint(split, pairs.name))
         return pairs.head(self.limit_train) if split == "train" else pairs
+
+    def _empty_hint(self, split: str, name: str) -> str:
+        """What to do about a split that has no usable pair (checked in setup, before any step runs)."""
+        what = f"{name}: the {split} split has no pairs (the file is empty, or every row is blank or has an empty side)"
+        if split == "val" and self.val_path is None:  # held out from a user training file
+            return (f"{what}: the training file is too small to hold out validation (a tenth of it, at most "
+                    f"val_size={self.val_size}); add rows or set data.init_args.val_path")
+        how = {"train": "put source<TAB>target rows in it (or a .jsonl/[source, target] pair), or leave "
+                        "data.init_args.train_path unset for the embedded corpus",
+               "val": "put source<TAB>target rows in it, or leave data.init_args.val_path unset to hold validation "
+                      "out of the training file",
+               "test": "put source<TAB>target rows in it, or point data.init_args.test_path at a non-empty file"}[split]
+        return f"{what}; {how}"
 
     def _held_out(self, split: str) -> TextPairs:
         """A user training file without val_path: ``val_size`` pairs (at most a tenth) held out, seeded;
@@ -233,8 +248,19 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
             self.source_vocab = SentencePieceVocab.train(train.sources, f"{prefix}-source", self._vocab_size)
             self.vocab = SentencePieceVocab.train(train.targets, f"{prefix}-target", self._vocab_size)
 
+    def _needed(self, stage: str | None) -> list[str]:
+        """The splits ``stage`` reads (None: every split there is)."""
+        has_test = self.test_path is not None or self.train_path is None
+        return {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": []}.get(
+            stage or "", ["train", "val"] + ["test"] * has_test)
+
     def prepare_data(self) -> None:
-        """Builds the embedded corpus and trains the tokenizer(s) once (rank 0; cached on disk)."""
+        """Builds the embedded corpus and trains the tokenizer(s) once (rank 0; cached on disk).
+
+        The splits the run needs are read first, so an empty one fails before tokenizer training."""
+        fn = self.trainer.state.fn if self.trainer is not None else None
+        for split in self._needed(fn.value if fn is not None else None):
+            self._split(split)
         self._train_vocabs(self._split("train"))
 
     def _encode(self, pairs: TextPairs, with_target: bool = True) -> EncodedPairs:
@@ -247,12 +273,12 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
 
     def setup(self, stage: str | None = None) -> None:
         """Loads the tokenizer(s) and encodes the splits ``stage`` needs (each once)."""
+        needed = self._needed(stage)
+        for split in needed:  # read (and checked) before tokenizer training: an empty split fails at once
+            self._split(split)
         train = self._split("train")
         if self.vocab is None:
             self._train_vocabs(train)
-        has_test = self.test_path is not None or self.train_path is None
-        needed = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": []}.get(
-            stage or "", ["train", "val"] + ["test"] * has_test)
         for split in needed:
             if split not in self.datasets:
                 self.datasets[split] = self._encode(train if split == "train" else self._split(split))

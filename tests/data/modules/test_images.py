@@ -134,6 +134,26 @@ def test_predict_loader_yields_one_row_per_file_with_its_path(tmp_path: Path) ->
     assert torch.allclose(dm.load_images(paths), x)
 
 
+def test_predict_skips_an_unreadable_file_with_a_warning_and_keeps_the_others(tmp_path: Path) -> None:
+    import shutil
+
+    root = _image_folder(tmp_path / "ds")
+    folder = Path(shutil.copytree(root / "test" / "cat", tmp_path / "to_predict"))
+    (folder / "0b.png").write_text("not a png")  # sorts between the two valid files
+    dm = ImageFolderData(str(root), image_size=8, channels=1, predict_dir=str(folder))
+    dm.setup("predict")
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable image file\(s\).*0b\.png is not a readable image"):
+        names = dm.data_spec().predict_names
+    rows = [p for _, paths in dm.predict_dataloader() for p in paths]
+    assert [Path(p).name for p in rows] == ["0.png", "1.png"] == [Path(p).name for p in names]
+    (folder / "0.png").write_text("broken")
+    (folder / "1.png").write_bytes(b"")
+    dm = ImageFolderData(str(root), image_size=8, channels=1, predict_dir=str(folder))
+    dm.setup("predict")
+    with pytest.raises(ValueError, match="no readable image files"), pytest.warns(UserWarning):
+        dm.data_spec()
+
+
 def test_digits_quick_set() -> None:
     dm = DigitsData()
     dm.setup("fit")

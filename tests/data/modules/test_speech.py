@@ -91,7 +91,7 @@ def _data(tmp_path: Path, **kw) -> SpeechRecognitionData:
                                           ("low world", 0.3, "8k"), ("old hero", 0.4, "44k"),
                                           ("too long", 3.0, ""), ("tiny", 0.01, "")])
     val = _manifest(tmp_path, "val", [("hello", 0.4, "silent"), ("world", 0.2, "")])
-    test = _manifest(tmp_path, "test", [("hello world!", 0.5, ""), ("", 0.0, "")])
+    test = _manifest(tmp_path, "test", [("hello world!", 0.5, ""), ("hello", 0.0, "")])  # an empty clip
     return SpeechRecognitionData(data_dir=str(tmp_path / "cache"), train_manifest=train, val_manifest=val,
                                  test_manifest=test, units="char", vocab_size=32, batch_size=2, max_duration=2.0,
                                  **kw)
@@ -127,6 +127,19 @@ def test_empty_clip_is_kept_with_unk_policy(tmp_path: Path) -> None:
         dm.setup("test")
     batch = dm.datasets["test"][[0, 1]]
     assert sorted(batch["source"].lengths.tolist()) == [0, 8000]
+
+
+def test_empty_transcripts_are_skipped_with_a_warning_naming_the_manifest_line(tmp_path: Path) -> None:
+    dm = _data(tmp_path, unknown_chars="skip")
+    train = Path(dm.manifests[0])  # type: ignore[index]
+    rows = train.read_text().splitlines()
+    blank = [json.dumps({**json.loads(rows[i]), "text": t}) for i, t in ((0, ""), (1, "   "))]
+    train.write_text("\n".join([*rows, *blank]) + "\n")
+    with pytest.warns(UserWarning, match=r"train: skipped 2 utterance\(s\) with an empty transcript \(first at "
+                                         r".*train\.jsonl:7\)"):
+        dm.setup("fit")
+    assert len(dm.datasets["train"]) == 4
+    assert all(t for t in dm.datasets["train"].texts)
 
 
 def test_bucketing_keeps_padding_small_and_covers_each_utterance() -> None:

@@ -211,3 +211,22 @@ def test_jsonl_and_parallel_files_feed_the_splits_and_a_missing_test_split_is_ex
     assert data.datasets["val"].pairs.targets == ["RUNS CAT THE", "HOUSE RED BIG"]
     with pytest.raises(ValueError, match="no test data: set data.init_args.test_path"):
         data.setup("test")
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+@pytest.mark.filterwarnings("ignore:.*skipped")
+def test_an_empty_split_fails_in_setup_naming_the_file(tmp_path: Path, split: str) -> None:
+    paths = {s: toy_tsv(tmp_path / f"{s}.tsv", 100, i) for i, s in enumerate(("train", "val", "test"))}
+    Path(paths[split]).write_text("\n\n" if split == "val" else "")  # blank lines count as empty too
+    data = TranslationData(train_path=paths["train"], val_path=paths["val"], test_path=paths["test"],
+                           data_dir=str(tmp_path / "data"), vocab_size=100)
+    stage = "test" if split == "test" else "fit"
+    with pytest.raises(ValueError, match=rf"{split}.tsv: the {split} split has no pairs .*data.init_args.{split}_path"):
+        data.setup(stage)
+
+
+def test_a_training_file_too_small_to_hold_out_validation_is_explained(tmp_path: Path) -> None:
+    data = TranslationData(train_path=toy_tsv(tmp_path / "tiny.tsv", 8), data_dir=str(tmp_path / "data"),
+                           vocab_size=60)
+    with pytest.raises(ValueError, match=r"tiny.tsv \(held-out validation\): .*too small to hold out .*val_path"):
+        data.setup("fit")
