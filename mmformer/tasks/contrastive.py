@@ -4,7 +4,6 @@ modalities; open_clip's naming): global-batch InfoNCE, retrieval and zero-shot e
 from __future__ import annotations
 
 import csv
-import math
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
@@ -16,7 +15,7 @@ from mmformer.backbone import BackboneConfig, Encoder
 from mmformer.data.spec import DataSpec, EvalSplit
 from mmformer.heads import Pool
 from mmformer.losses import clip_loss
-from mmformer.models.dual_encoder import MAX_LOGIT_SCALE, ContrastiveModel, ContrastiveOutput
+from mmformer.models.dual_encoder import ContrastiveModel, ContrastiveOutput
 from mmformer.retrieval import gather_rows, retrieval_metrics, zeroshot_classifier
 from mmformer.tasks.base import TaskModule
 from mmformer.tasks.optim import OptimConfig, build_optimizer
@@ -46,7 +45,8 @@ class ContrastiveTask(TaskModule):
         text_backbone: the second tower's encoder when not shared (default: a copy of ``backbone``).
         image_pool, text_pool: ``cls``, ``mean`` or ``attention`` pooling per tower.
         embed_dim: width of the joint embedding space.
-        init_temperature: initial temperature (logit scale ``1/T``, learned, clamped at 100).
+        init_temperature: initial temperature (logit scale ``1/T``, learned; the parameter is kept at or below
+            log 100 after each optimizer step).
         optim: AdamW and warm-up/cosine schedule.
         predict_labels: class names for ``mmformer predict``.
         predict_templates: prompts for ``predict_labels`` (``{}`` = the label).
@@ -127,8 +127,7 @@ class ContrastiveTask(TaskModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         super().on_train_batch_end(outputs, batch, batch_idx)
-        with torch.no_grad():  # as open_clip: keep the parameter itself in [0, log 100]
-            self.model.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
+        self.model.clamp_logit_scale_()  # after the optimizer step, as open_clip: the parameter, not the forward
 
     # --- evaluation ---------------------------------------------------------------------------
     def _collect(self, batch: dict[str, Tensor]) -> ContrastiveOutput:
