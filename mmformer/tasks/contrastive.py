@@ -28,8 +28,9 @@ class ContrastiveTask(TaskModule):
 
     Batches are dicts with ``image`` (first-tower inputs), ``text`` (caption ids ``(B, T)``) and,
     on labelled evaluation splits, ``labels (B, K)`` (see :mod:`mmformer.data.modules.captions`). The
-    data supplies the caption ``vocab`` and ``tokenize`` (required) and what each test split measures
-    (``eval_splits``; default: one split measuring retrieval): ``test/t2i_r@k`` and ``test/i2t_r@k``
+    data supplies the caption ``vocab`` and ``tokenize`` (required) and, for ``test``, what each test
+    split measures (``eval_splits``, required there: a test run that measured nothing would pass
+    silently; e.g. ``[EvalSplit("")]`` = retrieval over all test pairs): ``test/t2i_r@k`` and ``test/i2t_r@k``
     (k = 1, 5, 10) over a split's pairs, and
     ``test/{prefix}zeroshot_{label}_acc`` from prompt-ensembled class embeddings. The test run also
     writes ``similarity_matrix.png`` (a batch's image–caption similarities) beside the logs and to
@@ -92,13 +93,17 @@ class ContrastiveTask(TaskModule):
         self._predicted: list[tuple[Tensor, Tensor]] = []
         self._vocab: SentencePieceVocab | None = None
         self._tokenize: Callable[[Sequence[str]], Tensor] | None = None
-        self._eval_splits: Sequence[EvalSplit] = (EvalSplit(""),)
+        self._eval_splits: Sequence[EvalSplit] = ()
         self._predict_names: Sequence[str] | None = None
 
     def forward(self, images: Any, ids: Any) -> ContrastiveOutput:
         return self.model(images, ids)
 
     # --- set-up -------------------------------------------------------------------------------
+    def required_data_for(self, stage: str) -> tuple[str, ...]:
+        """``vocab`` and ``tokenize`` always; ``eval_splits`` too for ``test`` (what to measure)."""
+        return (*self.required_data, "eval_splits") if stage == "test" else self.required_data
+
     def bind_data(self, spec: DataSpec, stage: str) -> None:
         want = spec.vocab.vocab_size  # type: ignore[union-attr]
         text = self.model.text_tokenizer
@@ -107,7 +112,11 @@ class ContrastiveTask(TaskModule):
             raise ValueError(f"the text tokenizer's vocab_size is {have} but the data's caption vocabulary has {want} "
                              f"pieces; set model.init_args.text_tokenizer.init_args.vocab_size: {want}")
         self._vocab, self._tokenize = spec.vocab, spec.tokenize
-        self._eval_splits = spec.eval_splits or (EvalSplit(""),)
+        self._eval_splits = tuple(spec.eval_splits or ())
+        if stage == "test" and not any(split.retrieval or split.zeroshot for split in self._eval_splits):
+            raise ValueError(f"the data's eval_splits {[s.name for s in self._eval_splits]} measure nothing (no split "
+                             f"has retrieval or zeroshot): its data_spec() must declare at least one, e.g. "
+                             f"eval_splits=[EvalSplit('')] for retrieval over the test pairs")
         self._predict_names = spec.predict_names
 
     def _prompts(self, texts: Sequence[str]) -> Tensor:
@@ -174,11 +183,15 @@ class ContrastiveTask(TaskModule):
         rows = self._gathered()
         splits = self._eval_splits
         split_of = rows.get("split", torch.zeros(len(rows.get("image", [])), dtype=torch.long))
+        measured = 0
         for idx, split in enumerate(splits):
             sel = split_of == idx
             if not bool(sel.any()):
                 continue
             metrics = retrieval_metrics(rows["image"][sel], rows["text"][sel]) if split.retrieval else {}
+            if split.zeroshot and "labels" not in rows:
+                raise ValueError(f"eval split {split.name or '(main)'!r} measures zero-shot "
+                                 f"{sorted(split.zeroshot)} but the test batches carry no 'labels' (B, K)")
             for name, spec in split.zeroshot.items():
                 weights = self._class_embeddings(spec.classes, spec.templates)  # (C, E)
                 preds = (rows["image"][sel] @ weights.t()).argmax(dim=-1)
@@ -186,6 +199,13 @@ class ContrastiveTask(TaskModule):
                     preds, rows["labels"][sel][:, spec.column], len(spec.classes), average="micro", ignore_index=-1)
             for name, value in metrics.items():
                 self.log(f"test/{split.name}{name}", value, sync_dist=True)
+            measured += len(metrics)
+        if not measured:  # every rank sees the same gathered rows, so every rank raises
+            found = sorted(set(split_of.tolist()))
+            raise RuntimeError(f"{type(self).__name__} computed no test metric: the test batches hold "
+                               f"{len(split_of)} rows with split indices {found[:10]}, but the data's eval_splits "
+                               f"declare {len(splits)} split(s) {[s.name for s in splits]}; the test loader must "
+                               f"yield rows whose 'split' column indexes eval_splits")
         log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks
         if self.trainer.is_global_zero and log_dir is not None and self._heatmap is not None:
             self._plot_heatmap(Path(log_dir))
