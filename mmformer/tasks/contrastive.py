@@ -42,7 +42,10 @@ class ContrastiveTask(TaskModule):
     Args:
         image_tokenizer, text_tokenizer: build each tower's tokenizer from the width, ``tokenizer(dim)``.
         backbone: the first tower's encoder (and the shared one when ``shared_backbone``).
-        shared_backbone: one encoder instance serves both towers.
+        shared_backbone: one encoder instance serves both towers. Give both tokenizers tokens of the
+            same size (e.g. the text tokenizer's ``scale: true`` next to a conv-stem image tokenizer):
+            otherwise the smaller stream's gradients dominate the shared blocks and the other tower
+            barely trains (tasks/clip_shared.yaml).
         text_backbone: the second tower's encoder when not shared (default: a copy of ``backbone``).
         image_pool, text_pool: ``cls``, ``mean`` or ``attention`` pooling per tower.
         embed_dim: width of the joint embedding space.

@@ -23,6 +23,7 @@ from mmformer.tokenizers import ImagePatchTokenizer, TextTokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = str(ROOT / "tasks" / "clip.yaml")
+SHARED_RECIPE = str(ROOT / "tasks" / "clip_shared.yaml")
 BB = BackboneConfig(dim=32, depth=1, num_heads=2, mlp_ratio=2.0)
 
 
@@ -142,6 +143,34 @@ def test_training_brings_the_temperature_down_from_the_cap(tmp_path: Path) -> No
     trainer.fit(task, datamodule=Pairs([EvalSplit("")]))
     assert float(trainer.callback_metrics["train/logit_scale"]) < 99.0
     assert task.model.logit_scale.item() <= torch.tensor(100.0).log().item()
+
+
+def _tower_gradients_on_the_shared_encoder(recipe: str, *overrides: str) -> tuple[float, float]:
+    """Gradient norms on the one encoder from the image path and from the text path, at initialization."""
+    cli = main(["--config", recipe, *overrides, "--trainer.logger=false", "--trainer.callbacks=[]",
+                "--trainer.enable_checkpointing=false"], run=False)
+    model = cli.model.model
+    assert model.shared_backbone
+    g = torch.Generator().manual_seed(0)
+    images, ids = torch.randn(32, 3, 48, 48, generator=g), torch.randint(3, 128, (32, 20), generator=g)
+    norms = []
+    for side in ("image", "text"):
+        model.zero_grad()
+        out = model(images, ids)
+        image, text = out.image_embeds, out.text_embeds
+        image, text = (image, text.detach()) if side == "image" else (image.detach(), text)
+        clip_loss(image, text, out.logit_scale).loss.backward()
+        norms.append(torch.stack([p.grad.norm() for p in model.image_backbone.parameters()]).norm().item())
+    return norms[0], norms[1]
+
+
+def test_the_shared_tower_recipe_trains_both_sides_of_its_encoder() -> None:
+    """Token scales 15x apart left the image side of a shared encoder with ~5x smaller gradients, and the
+    shared tower stalled on the log(B) plateau; the shared recipe scales the text embeddings by sqrt(D)."""
+    image, text = _tower_gradients_on_the_shared_encoder(SHARED_RECIPE)
+    assert text / image < 2.5, (image, text)
+    image, text = _tower_gradients_on_the_shared_encoder(RECIPE, "--model.init_args.shared_backbone=true")
+    assert text / image > 4.0, (image, text)  # the imbalance this guards against
 
 
 @pytest.mark.slow
