@@ -58,7 +58,7 @@ def clip_loss(image_embeds: Tensor, text_embeds: Tensor, logit_scale: Tensor,
         image_embeds: ``(b, E)`` L2-normalized embeddings of this rank's first modality.
         text_embeds: ``(b, E)`` L2-normalized embeddings of the paired second modality.
         logit_scale: ``()`` the multiplier of the cosine similarities (exp of the learned
-            log-temperature, already clamped).
+            log-temperature; a clamp applied here would zero its gradient at the cap).
         gather: under torch.distributed, gather both sides from every rank (with gradients) so the
             loss is over the global batch; False = this rank's pairs only.
     """

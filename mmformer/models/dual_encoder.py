@@ -19,7 +19,7 @@ MAX_LOGIT_SCALE = 100.0
 class ContrastiveOutput(NamedTuple):
     image_embeds: Tensor  # (B, E) L2-normalized
     text_embeds: Tensor  # (B, E) L2-normalized
-    logit_scale: Tensor  # () exp(log-scale), clamped at 100
+    logit_scale: Tensor  # () exp(log-scale); the parameter is kept in [0, log 100] (clamp_logit_scale_)
 
 
 class ContrastiveModel(nn.Module):
@@ -80,8 +80,20 @@ class ContrastiveModel(nn.Module):
         return self._encode(ids, self.text_tokenizer, self._text_encoder, self.text_pool, self.text_proj, normalize)
 
     def scale(self) -> Tensor:
-        """The logit scale ``exp(t)``, clamped at 100 (CLIP)."""
-        return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+        """The logit scale ``exp(t)``, unclamped so that its gradient never vanishes.
+
+        The cap of 100 (CLIP) is enforced on the parameter, in place, after each optimizer step
+        (:meth:`clamp_logit_scale_`, as open_clip does). Clamping here instead would zero the
+        gradient at the cap (``exp(float32(log 100))`` is ``100.0000076``, above the clamp), and an
+        optimizer with momentum would keep pushing against the parameter clamp: the temperature
+        could never come down again.
+        """
+        return self.logit_scale.exp()
+
+    @torch.no_grad()
+    def clamp_logit_scale_(self) -> None:
+        """Keeps the log-scale parameter in ``[0, log 100]`` (call after every optimizer step)."""
+        self.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
 
     def forward(self, images: Any, ids: Any) -> ContrastiveOutput:
         return ContrastiveOutput(self.encode_image(images, True), self.encode_text(ids, True), self.scale())

@@ -4,7 +4,6 @@ modalities; open_clip's naming): global-batch InfoNCE, retrieval and zero-shot e
 from __future__ import annotations
 
 import csv
-import math
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
@@ -16,7 +15,7 @@ from mmformer.backbone import BackboneConfig, Encoder
 from mmformer.data.spec import DataSpec, EvalSplit
 from mmformer.heads import Pool
 from mmformer.losses import clip_loss
-from mmformer.models.dual_encoder import MAX_LOGIT_SCALE, ContrastiveModel, ContrastiveOutput
+from mmformer.models.dual_encoder import ContrastiveModel, ContrastiveOutput
 from mmformer.retrieval import gather_rows, retrieval_metrics, zeroshot_classifier
 from mmformer.tasks.base import TaskModule
 from mmformer.tasks.optim import OptimConfig, build_optimizer
@@ -29,8 +28,9 @@ class ContrastiveTask(TaskModule):
 
     Batches are dicts with ``image`` (first-tower inputs), ``text`` (caption ids ``(B, T)``) and,
     on labelled evaluation splits, ``labels (B, K)`` (see :mod:`mmformer.data.modules.captions`). The
-    data supplies the caption ``vocab`` and ``tokenize`` (required) and what each test split measures
-    (``eval_splits``; default: one split measuring retrieval): ``test/t2i_r@k`` and ``test/i2t_r@k``
+    data supplies the caption ``vocab`` and ``tokenize`` (required) and, for ``test``, what each test
+    split measures (``eval_splits``, required there: a test run that measured nothing would pass
+    silently; e.g. ``[EvalSplit("")]`` = retrieval over all test pairs): ``test/t2i_r@k`` and ``test/i2t_r@k``
     (k = 1, 5, 10) over a split's pairs, and
     ``test/{prefix}zeroshot_{label}_acc`` from prompt-ensembled class embeddings. The test run also
     writes ``similarity_matrix.png`` (a batch's image–caption similarities) beside the logs and to
@@ -42,11 +42,15 @@ class ContrastiveTask(TaskModule):
     Args:
         image_tokenizer, text_tokenizer: build each tower's tokenizer from the width, ``tokenizer(dim)``.
         backbone: the first tower's encoder (and the shared one when ``shared_backbone``).
-        shared_backbone: one encoder instance serves both towers.
+        shared_backbone: one encoder instance serves both towers. Give both tokenizers tokens of the
+            same size (e.g. the text tokenizer's ``scale: true`` next to a conv-stem image tokenizer):
+            otherwise the smaller stream's gradients dominate the shared blocks and the other tower
+            barely trains (tasks/clip_shared.yaml).
         text_backbone: the second tower's encoder when not shared (default: a copy of ``backbone``).
         image_pool, text_pool: ``cls``, ``mean`` or ``attention`` pooling per tower.
         embed_dim: width of the joint embedding space.
-        init_temperature: initial temperature (logit scale ``1/T``, learned, clamped at 100).
+        init_temperature: initial temperature (logit scale ``1/T``, learned; the parameter is kept at or below
+            log 100 after each optimizer step).
         optim: AdamW and warm-up/cosine schedule.
         predict_labels: class names for ``mmformer predict``.
         predict_templates: prompts for ``predict_labels`` (``{}`` = the label).
@@ -92,13 +96,17 @@ class ContrastiveTask(TaskModule):
         self._predicted: list[tuple[Tensor, Tensor]] = []
         self._vocab: SentencePieceVocab | None = None
         self._tokenize: Callable[[Sequence[str]], Tensor] | None = None
-        self._eval_splits: Sequence[EvalSplit] = (EvalSplit(""),)
+        self._eval_splits: Sequence[EvalSplit] = ()
         self._predict_names: Sequence[str] | None = None
 
     def forward(self, images: Any, ids: Any) -> ContrastiveOutput:
         return self.model(images, ids)
 
     # --- set-up -------------------------------------------------------------------------------
+    def required_data_for(self, stage: str) -> tuple[str, ...]:
+        """``vocab`` and ``tokenize`` always; ``eval_splits`` too for ``test`` (what to measure)."""
+        return (*self.required_data, "eval_splits") if stage == "test" else self.required_data
+
     def bind_data(self, spec: DataSpec, stage: str) -> None:
         want = spec.vocab.vocab_size  # type: ignore[union-attr]
         text = self.model.text_tokenizer
@@ -107,7 +115,11 @@ class ContrastiveTask(TaskModule):
             raise ValueError(f"the text tokenizer's vocab_size is {have} but the data's caption vocabulary has {want} "
                              f"pieces; set model.init_args.text_tokenizer.init_args.vocab_size: {want}")
         self._vocab, self._tokenize = spec.vocab, spec.tokenize
-        self._eval_splits = spec.eval_splits or (EvalSplit(""),)
+        self._eval_splits = tuple(spec.eval_splits or ())
+        if stage == "test" and not any(split.retrieval or split.zeroshot for split in self._eval_splits):
+            raise ValueError(f"the data's eval_splits {[s.name for s in self._eval_splits]} measure nothing (no split "
+                             f"has retrieval or zeroshot): its data_spec() must declare at least one, e.g. "
+                             f"eval_splits=[EvalSplit('')] for retrieval over the test pairs")
         self._predict_names = spec.predict_names
 
     def _prompts(self, texts: Sequence[str]) -> Tensor:
@@ -127,8 +139,7 @@ class ContrastiveTask(TaskModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         super().on_train_batch_end(outputs, batch, batch_idx)
-        with torch.no_grad():  # as open_clip: keep the parameter itself in [0, log 100]
-            self.model.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
+        self.model.clamp_logit_scale_()  # after the optimizer step, as open_clip: the parameter, not the forward
 
     # --- evaluation ---------------------------------------------------------------------------
     def _collect(self, batch: dict[str, Tensor]) -> ContrastiveOutput:
@@ -175,11 +186,15 @@ class ContrastiveTask(TaskModule):
         rows = self._gathered()
         splits = self._eval_splits
         split_of = rows.get("split", torch.zeros(len(rows.get("image", [])), dtype=torch.long))
+        measured = 0
         for idx, split in enumerate(splits):
             sel = split_of == idx
             if not bool(sel.any()):
                 continue
             metrics = retrieval_metrics(rows["image"][sel], rows["text"][sel]) if split.retrieval else {}
+            if split.zeroshot and "labels" not in rows:
+                raise ValueError(f"eval split {split.name or '(main)'!r} measures zero-shot "
+                                 f"{sorted(split.zeroshot)} but the test batches carry no 'labels' (B, K)")
             for name, spec in split.zeroshot.items():
                 weights = self._class_embeddings(spec.classes, spec.templates)  # (C, E)
                 preds = (rows["image"][sel] @ weights.t()).argmax(dim=-1)
@@ -187,6 +202,13 @@ class ContrastiveTask(TaskModule):
                     preds, rows["labels"][sel][:, spec.column], len(spec.classes), average="micro", ignore_index=-1)
             for name, value in metrics.items():
                 self.log(f"test/{split.name}{name}", value, sync_dist=True)
+            measured += len(metrics)
+        if not measured:  # every rank sees the same gathered rows, so every rank raises
+            found = sorted(set(split_of.tolist()))
+            raise RuntimeError(f"{type(self).__name__} computed no test metric: the test batches hold "
+                               f"{len(split_of)} rows with split indices {found[:10]}, but the data's eval_splits "
+                               f"declare {len(splits)} split(s) {[s.name for s in splits]}; the test loader must "
+                               f"yield rows whose 'split' column indexes eval_splits")
         log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks
         if self.trainer.is_global_zero and log_dir is not None and self._heatmap is not None:
             self._plot_heatmap(Path(log_dir))

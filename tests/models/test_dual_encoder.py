@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from mmformer.backbone import BackboneConfig, Encoder
+from mmformer.losses import clip_loss
 from mmformer.models import ContrastiveModel
 from mmformer.tokenizers import ImagePatchTokenizer, TextTokenizer
 
@@ -40,12 +43,46 @@ def test_encoders_follow_open_clip_names_and_padding_does_not_change_text() -> N
     assert out.image_embeds.shape == out.text_embeds.shape == (3, 16)
 
 
-def test_logit_scale_starts_at_one_over_temperature_and_is_clamped_at_100() -> None:
+def test_logit_scale_starts_at_one_over_temperature_and_the_parameter_is_clamped_at_100() -> None:
     model = _model()
     assert model.scale().item() == pytest.approx(1 / 0.07, rel=1e-5)
     with torch.no_grad():
         model.logit_scale.fill_(10.0)
+    model.clamp_logit_scale_()
     assert model.scale().item() == pytest.approx(100.0)
+    with torch.no_grad():
+        model.logit_scale.fill_(-1.0)
+    model.clamp_logit_scale_()
+    assert model.logit_scale.item() == 0.0
+
+
+def _at_cap_with_mismatched_pairs() -> tuple[ContrastiveModel, torch.Tensor, torch.Tensor]:
+    """A model whose scale sits at the cap, and pairs the loss can only fit better with a lower scale."""
+    model = _model()
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(100.0))  # float32(log 100): exp of it is 100.0000076
+    g = torch.Generator().manual_seed(0)
+    image = F.normalize(torch.randn(8, 16, generator=g), dim=-1)
+    text = image.roll(1, dims=0)  # every caption is its neighbour's: confidence is punished
+    return model, image, text
+
+
+def test_the_logit_scale_has_a_gradient_at_the_cap() -> None:
+    model, image, text = _at_cap_with_mismatched_pairs()
+    clip_loss(image, text, model.scale()).loss.backward()
+    assert model.logit_scale.grad is not None and model.logit_scale.grad.item() > 0  # the loss wants it lower
+
+
+def test_the_temperature_comes_down_from_the_cap_when_the_loss_asks() -> None:
+    """Adam on the log-scale with the parameter clamp after each step (as the task and open_clip do)."""
+    model, image, text = _at_cap_with_mismatched_pairs()
+    opt = torch.optim.Adam([model.logit_scale], lr=0.05)
+    for _ in range(5):
+        opt.zero_grad()
+        clip_loss(image, text, model.scale()).loss.backward()
+        opt.step()
+        model.clamp_logit_scale_()
+    assert model.scale().item() < 90.0
 
 
 def test_tower_width_mismatch_is_named() -> None:

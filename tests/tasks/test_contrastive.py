@@ -7,18 +7,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
+from torch.utils.data import DataLoader
 from torchmetrics.retrieval import RetrievalRecall
 
 from mmformer.backbone import BackboneConfig
 from mmformer.cli import main
+from mmformer.data.spec import DataSpec, EvalSplit, ProvidesDataSpec
 from mmformer.losses import clip_loss
 from mmformer.retrieval import recall_at_k, zeroshot_classifier
 from mmformer.tasks.contrastive import ContrastiveTask
+from mmformer.tasks.optim import OptimConfig
 from mmformer.tokenizers import ImagePatchTokenizer, TextTokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = str(ROOT / "tasks" / "clip.yaml")
+SHARED_RECIPE = str(ROOT / "tasks" / "clip_shared.yaml")
 BB = BackboneConfig(dim=32, depth=1, num_heads=2, mlp_ratio=2.0)
 
 
@@ -69,6 +74,103 @@ def test_tiny_model_learns_to_match_its_pairs() -> None:
         opt.step()
     out = model.eval()(images, ids)
     assert recall_at_k(out.text_embeds @ out.image_embeds.t(), (1,))[1] >= 0.75  # chance: 0.125
+
+
+class _Vocab:
+    vocab_size = 20
+
+    def decode(self, ids: torch.Tensor) -> list[str]:
+        return [" ".join(map(str, row.tolist())) for row in ids]
+
+
+class Pairs(pl.LightningDataModule, ProvidesDataSpec):
+    """A plug-in DataModule: random image–caption pairs, declaring the given eval_splits."""
+
+    def __init__(self, eval_splits: list[EvalSplit] | None, split: int | None = None, n: int = 16) -> None:
+        super().__init__()
+        self.eval_splits, self.split, self.n = eval_splits, split, n
+
+    def data_spec(self) -> DataSpec:
+        return DataSpec(vocab=_Vocab(), tokenize=lambda texts: torch.full((len(texts), 2), 3),  # type: ignore[arg-type]
+                        eval_splits=self.eval_splits)
+
+    def _loader(self) -> DataLoader:
+        g = torch.Generator().manual_seed(1)
+        batches = []
+        for _ in range(2):
+            batch = {"image": torch.randn(self.n, 3, 8, 8, generator=g),
+                     "text": torch.randint(4, 20, (self.n, 5), generator=g)}
+            if self.split is not None:
+                batch["split"] = torch.full((self.n,), self.split)
+            batches.append(batch)
+        return DataLoader(batches, batch_size=None)
+
+    train_dataloader = test_dataloader = _loader
+
+
+def _trainer(tmp_path: Path, steps: int = 1) -> pl.Trainer:
+    return pl.Trainer(max_steps=steps, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+                      enable_checkpointing=False, enable_model_summary=False, accelerator="cpu")
+
+
+def test_a_test_run_over_data_without_eval_splits_names_the_datamodule(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"needs eval_splits from its data, but Pairs\.data_spec\(\) does not"):
+        _trainer(tmp_path).test(_task(), datamodule=Pairs(None))
+    _task().bind_data(Pairs(None).data_spec(), "fit")  # training needs no test splits
+
+
+def test_a_test_run_whose_splits_measure_nothing_fails(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="measure nothing"):
+        _trainer(tmp_path).test(_task(), datamodule=Pairs([EvalSplit("", retrieval=False)]))
+    with pytest.raises(ValueError, match="measure nothing"):
+        _trainer(tmp_path).test(_task(), datamodule=Pairs([]))
+
+
+def test_a_test_run_whose_rows_fall_in_no_declared_split_fails(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match=r"computed no test metric.*split indices \[3\]"):
+        _trainer(tmp_path).test(_task(), datamodule=Pairs([EvalSplit("")], split=3))
+
+
+def test_a_test_run_logs_what_the_eval_splits_declare(tmp_path: Path) -> None:
+    (metrics,) = _trainer(tmp_path).test(_task(), datamodule=Pairs([EvalSplit("")]))
+    assert set(metrics) == {f"test/{d}_r@{k}" for d in ("t2i", "i2t") for k in (1, 5, 10)}
+
+
+def test_training_brings_the_temperature_down_from_the_cap(tmp_path: Path) -> None:
+    """Random pairs: the loss asks for a lower scale; at the cap it used to get no gradient at all."""
+    task = _task(init_temperature=0.01, optim=OptimConfig(lr=0.02, schedule="constant"))  # scale 100: the cap
+    trainer = _trainer(tmp_path, steps=4)
+    trainer.fit(task, datamodule=Pairs([EvalSplit("")]))
+    assert float(trainer.callback_metrics["train/logit_scale"]) < 99.0
+    assert task.model.logit_scale.item() <= torch.tensor(100.0).log().item()
+
+
+def _tower_gradients_on_the_shared_encoder(recipe: str, *overrides: str) -> tuple[float, float]:
+    """Gradient norms on the one encoder from the image path and from the text path, at initialization."""
+    cli = main(["--config", recipe, *overrides, "--trainer.logger=false", "--trainer.callbacks=[]",
+                "--trainer.enable_checkpointing=false"], run=False)
+    model = cli.model.model
+    assert model.shared_backbone
+    g = torch.Generator().manual_seed(0)
+    images, ids = torch.randn(32, 3, 48, 48, generator=g), torch.randint(3, 128, (32, 20), generator=g)
+    norms = []
+    for side in ("image", "text"):
+        model.zero_grad()
+        out = model(images, ids)
+        image, text = out.image_embeds, out.text_embeds
+        image, text = (image, text.detach()) if side == "image" else (image.detach(), text)
+        clip_loss(image, text, out.logit_scale).loss.backward()
+        norms.append(torch.stack([p.grad.norm() for p in model.image_backbone.parameters()]).norm().item())
+    return norms[0], norms[1]
+
+
+def test_the_shared_tower_recipe_trains_both_sides_of_its_encoder() -> None:
+    """Token scales 15x apart left the image side of a shared encoder with ~5x smaller gradients, and the
+    shared tower stalled on the log(B) plateau; the shared recipe scales the text embeddings by sqrt(D)."""
+    image, text = _tower_gradients_on_the_shared_encoder(SHARED_RECIPE)
+    assert text / image < 2.5, (image, text)
+    image, text = _tower_gradients_on_the_shared_encoder(RECIPE, "--model.init_args.shared_backbone=true")
+    assert text / image > 4.0, (image, text)  # the imbalance this guards against
 
 
 @pytest.mark.slow
