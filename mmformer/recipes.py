@@ -46,10 +46,10 @@ def load_task(config: str | Path, ckpt_path: str | Path, *overrides: str) -> tup
     cli = _parse(config, overrides)
     # As Lightning does: the task sees the checkpoint first (it upgrades pre-redesign keys in place
     # and restores what it keeps beside its weights, e.g. a text vocabulary), then the weights load.
-    cli.model.on_load_checkpoint(ckpt)
     try:
+        cli.model.on_load_checkpoint(ckpt)  # mmformer tasks check the fit here and say who wrote the file
         cli.model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as e:
+    except (RuntimeError, ValueError) as e:
         raise ValueError(
             f"checkpoint {ckpt_path} does not fit the model {config} builds (were other settings used in "
             f"training? pass them as overrides): {' '.join(str(e).split())[:1000]}"
