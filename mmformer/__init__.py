@@ -6,8 +6,9 @@ what that submodule needs.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mmformer.lazy import lazy_exports
 
 if TYPE_CHECKING:  # the lazy names below, for type checkers and import-graph tools
     from mmformer.backbone import BackboneConfig, BackboneOutput, Block, Decoder, Encoder
@@ -30,14 +31,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    """Imports a public name on first access and caches it in the package."""
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -8,8 +8,9 @@ only the translation module (and ``import mmformer.data`` imports nothing heavy)
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mmformer.lazy import lazy_exports
 
 _EXPORTS = {
     # DataModules (their class names are stable: Lightning keys checkpointed DataModule state by them)
@@ -38,17 +39,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mmformer.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"mmformer.data.{module}"), name)
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, {name: f"mmformer.data.{mod}" for name, mod in _EXPORTS.items()})
 
 
 if TYPE_CHECKING:  # static analysers and IDEs see the names
