@@ -182,3 +182,18 @@ def test_readme_plugin_example_runs_from_the_current_folder(tmp_path: Path) -> N
                          env=ENV, cwd=work, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert (work / "runs" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns(tmp_path: Path) -> None:
+    from mmformer import cli
+
+    avx2 = tmp_path / "cpuinfo"
+    avx2.write_text("flags\t\t: fpu sse2 avx avx2 fma\n")
+    amx = tmp_path / "cpuinfo_amx"
+    amx.write_text("flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16\n")
+    assert not cli.cpu_has_native_bf16(avx2) and cli.cpu_has_native_bf16(amx)
+    assert cli.cpu_has_native_bf16(tmp_path / "missing")  # unknown: no warning
+    assert not cli.warn_slow_bf16("32-true", "cpu")
+    if not cli.cpu_has_native_bf16():
+        with pytest.warns(UserWarning, match="runs matmuls ~20x slower than fp32"):
+            assert cli.warn_slow_bf16("bf16-mixed", "cpu")
