@@ -8,7 +8,7 @@ import torch
 
 from mmformer.backbone import BackboneConfig, Encoder
 from mmformer.models.decision_transformer import DecisionTransformer, sample_categorical
-from mmformer.rollout import action_uniforms, rollout
+from mmformer.rollout import MAX_TEST_EPISODES, TEST_SEED_START, VAL_SEED_START, action_uniforms, rollout
 from mmformer.tokenizers.trajectory import TrajectoryTokenizer
 
 
@@ -60,3 +60,13 @@ def test_inverse_cdf_sampling_follows_the_tempered_softmax() -> None:
     with pytest.raises(ValueError, match="temperature must be positive"):
         sample_categorical(logits, 0.0)
 
+
+def test_validation_and_test_seed_ranges_are_disjoint() -> None:
+    from mmformer.data import TrajectoryData
+
+    assert TEST_SEED_START + MAX_TEST_EPISODES <= VAL_SEED_START
+    with pytest.raises(ValueError, match="would reach the validation seeds"):
+        TrajectoryData(eval_episodes=MAX_TEST_EPISODES + 1)
+    dm = TrajectoryData(eval_episodes=7)
+    dm.trainer = None
+    assert next(iter(dm.test_dataloader())).tolist() == list(range(TEST_SEED_START, TEST_SEED_START + 7))
