@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Callable, ClassVar
 
 import torch
-from torch import Tensor, nn
 from pytorch_lightning.trainer.states import TrainerFn
+from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from mmformer.backbone import BackboneConfig, Encoder
