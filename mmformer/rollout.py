@@ -3,6 +3,12 @@
 Every step, the N environments' last K timesteps go through one model forward (a sliding window:
 the model was trained on K-step contexts, so it never attends further back than it learned to).
 The return-to-go fed at each step is the target minus the reward collected so far.
+
+Randomness is per episode: an episode's env reset and its sampled actions depend on its own seed only
+(:func:`action_uniforms`), never on which other episodes share its batch or how seeds are split over
+processes. Validation and test episodes use disjoint seed ranges (:data:`VAL_SEED_START`,
+:data:`TEST_SEED_START`): decoding choices (sampling, temperature) are made on validation seeds, and
+the test seeds are measured once.
 """
 
 from __future__ import annotations
@@ -15,6 +21,27 @@ import torch
 from torch import Tensor
 
 
+# Episode seeds, defined here only. Test/predict episodes are seeds TEST_SEED_START + 0, 1, ..., n - 1
+# (TrajectoryData's eval_episodes, at most MAX_TEST_EPISODES); validation rollouts are VAL_SEED_START + 0,
+# 1, ... (the task's val_episodes). Anything tuned by looking at returns is tuned on validation seeds.
+TEST_SEED_START = 0
+VAL_SEED_START = 10_000
+MAX_TEST_EPISODES = VAL_SEED_START - TEST_SEED_START  # so the two ranges never meet
+_ACTION_STREAM = 0x5EED_AC7  # keeps an episode's action draws apart from its env's own stream (same seed)
+
+
+def action_uniforms(seeds: list[int], steps: int) -> Tensor:
+    """Per-episode uniform draws in ``[0, 1)``, ``(N, steps)`` float64, for sampling actions.
+
+    Row ``i`` depends on ``seeds[i]`` alone (a numpy ``SeedSequence([seed, stream])`` per episode),
+    so an episode samples the same actions alone, in any batch, on any rank and on any device.
+    """
+    out = np.empty((len(seeds), steps))
+    for i, s in enumerate(seeds):
+        out[i] = np.random.default_rng([int(s), _ACTION_STREAM]).random(steps)
+    return torch.from_numpy(out)
+
+
 class ActionModel(Protocol):
     """What a rollout needs from a model (``DecisionTransformer`` provides it)."""
 
@@ -24,12 +51,15 @@ class ActionModel(Protocol):
     state_dim: int
 
     def act(self, traj: dict[str, Tensor], sample: bool, temperature: float,
-            generator: torch.Generator | None) -> Tensor: ...
+            uniform: Tensor | None) -> Tensor: ...
 
 
 class RolloutResult(NamedTuple):
+    """What :func:`rollout` returns, one row per episode (in ``seeds`` order)."""
+
     returns: Tensor  # (N,) undiscounted episode returns
     lengths: Tensor  # (N,) episode lengths in steps
+    actions: Tensor  # (N, T) ids or (N, T, A): the actions taken; zero past each episode's length
 
 
 def make_env(env_id: str) -> gym.Env:
@@ -78,7 +108,8 @@ def rollout(
         model: the decision transformer (``act`` gives actions for the last state of each window).
         env_id: gymnasium id; its action space must match the model's.
         target_return: scalar, or ``(N,)`` one per episode.
-        seeds: env reset seeds, one per episode (also seed the action sampling).
+        seeds: env reset seeds, one per episode; each also seeds its own episode's action sampling
+            (:func:`action_uniforms`), so results do not depend on how seeds are batched.
         sample: sample discrete actions from the softmax (else the most likely one).
         temperature: softmax temperature when sampling.
         max_steps: step cap (default: the env's ``max_episode_steps``, else 1000).
@@ -91,7 +122,8 @@ def rollout(
         raise ValueError(f"the model expects states of size {model.state_dim}, "
                          f"environment {env_id!r} gives {obs_space.shape}")
     horizon = max_steps or (envs[0].spec.max_episode_steps if envs[0].spec else None) or 1000
-    gen = torch.Generator(device=device).manual_seed(int(seeds[0]) * 7919 + n if seeds else 0)
+    # One uniform per episode and step, drawn on the host from the episode's own seed (then moved once).
+    draws = action_uniforms(seeds, horizon).to(device) if sample and model.discrete else None
     a_shape = () if model.discrete else (model.act_dim,)
     states = torch.zeros(n, horizon, model.state_dim, device=device)
     actions = torch.zeros(n, horizon, *a_shape, dtype=torch.long if model.discrete else torch.float32, device=device)
@@ -108,7 +140,8 @@ def rollout(
         traj = {"returns_to_go": rtg[rows, window], "states": states[rows, window], "actions": actions[rows, window],
                 "timesteps": torch.arange(lo, t + 1, device=device).expand(len(live), -1),
                 "mask": torch.ones(len(live), t + 1 - lo, dtype=torch.bool, device=device)}
-        act = model.act(traj, sample, temperature, gen)  # (n_live,) or (n_live, A)
+        uniform = draws[rows, t] if draws is not None else None
+        act = model.act(traj, sample, temperature, uniform)  # (n_live,) or (n_live, A)
         actions[rows, t] = act
         act_np = act.cpu().numpy()  # the envs step on the host
         rewards = np.zeros(n, dtype=np.float32)
@@ -124,4 +157,5 @@ def rollout(
         rtg[:, t + 1] = rtg[:, t] - torch.as_tensor(rewards, device=device)  # the true remaining return
     for e in envs:
         e.close()
-    return RolloutResult(torch.as_tensor(returns, dtype=torch.float32), torch.as_tensor(lengths))
+    taken = actions[:, : int(lengths.max(initial=0))].cpu()
+    return RolloutResult(torch.as_tensor(returns, dtype=torch.float32), torch.as_tensor(lengths), taken)

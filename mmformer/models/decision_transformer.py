@@ -13,6 +13,22 @@ from mmformer.tokenizers.base import TokenBatch
 from mmformer.tokenizers.trajectory import TOKENS_PER_STEP, TrajectoryTokenizer
 
 
+def sample_categorical(logits: Tensor, temperature: float = 1.0, uniform: Tensor | None = None) -> Tensor:
+    """Samples one id per row of ``logits (B, C)`` from ``softmax(logits / temperature)``: ``(B,)``.
+
+    By inverse CDF: row ``b`` takes the first id whose cumulative probability exceeds ``uniform[b]``
+    (``(B,)`` in ``[0, 1)``; None draws it from torch's global generator). Passing the draws in lets
+    each row's randomness come from its own stream, whatever else is in the batch.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature} (take the argmax for greedy decoding)")
+    if uniform is None:
+        uniform = torch.rand(logits.shape[0], device=logits.device)
+    cdf = F.softmax(logits.float() / temperature, -1).cumsum(-1)  # (B, C)
+    ids = torch.searchsorted(cdf, uniform.to(cdf)[:, None], right=True)[:, 0]  # (B,)
+    return ids.clamp_max(logits.shape[-1] - 1)  # a draw above the rounded total takes the last id
+
+
 class DecisionTransformer(nn.Module):
     """Trajectory ``(B, K)`` → action predictions at every state token.
 
@@ -54,18 +70,23 @@ class DecisionTransformer(nn.Module):
 
     @torch.no_grad()
     def act(self, traj: dict[str, Tensor], sample: bool = True, temperature: float = 1.0,
-            generator: torch.Generator | None = None) -> Tensor:
+            uniform: Tensor | None = None) -> Tensor:
         """Action for the last timestep of each window: ``(B,)`` ids or ``(B, A)`` env-scaled vectors.
 
-        Discrete actions are sampled from the softmax (``sample``) or the most likely; continuous
-        ones are the deterministic tanh output.
+        Args:
+            traj: trajectory windows ``(B, k)`` (the current action is a placeholder).
+            sample: discrete actions are sampled from the softmax (else the most likely one);
+                continuous ones are always the deterministic tanh output.
+            temperature: softmax temperature when sampling.
+            uniform: ``(B,)`` draws in ``[0, 1)``, one per row (see :func:`sample_categorical`);
+                None draws from torch's global generator.
         """
         out = self(traj)[:, -1]  # (B, A)
         if not self.discrete:
             return self.from_unit(out)
         if not sample:
             return out.argmax(-1)
-        return torch.multinomial(F.softmax(out / temperature, -1), 1, generator=generator)[:, 0]
+        return sample_categorical(out, temperature, uniform)
 
     def action_targets(self, traj: dict[str, Tensor], dtype: torch.dtype = torch.float32) -> Tensor:
         """What ``forward`` is trained towards: ``(B, K)`` action ids, or ``(B, K, A)`` actions in ``[-1, 1]``.

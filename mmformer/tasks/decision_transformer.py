@@ -1,9 +1,12 @@
 """Decision transformer (Chen et al. 2021): return-conditioned action prediction with a causal backbone.
 
 Training is supervised on offline segments (cross-entropy for discrete actions, MSE on tanh-squashed
-actions for bounded continuous ones). Validation reports the held-out action loss and, every few
-epochs, the return of rollouts; test and predict run gymnasium rollouts conditioned on each target
-return and report ``test/return@<target>`` and ``test/normalized@<target>``.
+actions for bounded continuous ones). Validation reports the held-out action loss and the return of
+rollouts on the validation seeds (``val/return@<target>``: every few validations during ``fit``, on every
+standalone ``validate`` run — the place to choose a decoding); test and predict run gymnasium rollouts
+on the test seeds conditioned on each target return and report ``test/return@<target>`` and
+``test/normalized@<target>``. The seed ranges are :data:`mmformer.rollout.VAL_SEED_START` and
+:data:`mmformer.rollout.TEST_SEED_START`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 from typing import Callable, ClassVar
 
 import torch
+from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
@@ -20,7 +24,7 @@ from mmformer.backbone import BackboneConfig, Encoder
 from mmformer.data.spec import ControlSpec, DataSpec
 from mmformer.losses import action_loss
 from mmformer.models.decision_transformer import DecisionTransformer
-from mmformer.rollout import RolloutResult, rollout
+from mmformer.rollout import VAL_SEED_START, RolloutResult, rollout
 from mmformer.tasks.base import TaskModule
 from mmformer.tasks.optim import OptimConfig, build_optimizer
 from mmformer.tokenizers.trajectory import TrajectoryTokenizer
@@ -41,10 +45,12 @@ class DecisionTransformerTask(TaskModule):
         head_dropout: dropout before the action head.
         target_returns: returns to condition on at test/predict time (one metric each).
         sample_actions: sample discrete actions from the softmax (True) or take the most likely.
-        temperature: softmax temperature for sampling.
-        val_rollout_every: run ``val_episodes`` rollouts at the first target every this many validations
-            (0 = never).
-        val_episodes: rollouts per validation.
+        temperature: softmax temperature for sampling (choose it on validation seeds, see the recipe).
+        val_rollout_every: during ``fit``, run the validation rollouts every this many validations
+            (0 = never); a standalone ``validate`` run always runs them.
+        val_episodes: rollouts per validation target, on seeds ``VAL_SEED_START + 0, 1, ...``.
+        val_targets: returns the validation rollouts condition on, one ``val/return@<target>`` each
+            (None = the first of ``target_returns``).
         optim: AdamW and schedule.
     """
 
@@ -61,6 +67,7 @@ class DecisionTransformerTask(TaskModule):
         temperature: float = 1.0,
         val_rollout_every: int = 1,
         val_episodes: int = 10,
+        val_targets: list[float] | None = None,
         optim: OptimConfig | None = None,
     ) -> None:
         super().__init__()
@@ -71,13 +78,16 @@ class DecisionTransformerTask(TaskModule):
         self.model = DecisionTransformer(tok, Encoder(backbone), context, head_dropout)
         self.targets = [float(t) for t in (target_returns or [500.0, 150.0])]
         self.sample_actions, self.temperature = sample_actions, temperature
+        if val_episodes < 0 or temperature <= 0:
+            raise ValueError(f"val_episodes must be >= 0 and temperature > 0, got {val_episodes} and {temperature}")
         self.val_rollout_every, self.val_episodes = val_rollout_every, val_episodes
+        self.val_targets = [float(t) for t in val_targets] if val_targets else self.targets[:1]
         self.optim = optim or OptimConfig()
         # (random, expert) returns for normalized scores and the dataset's mean/max return (for the plot).
         self.register_buffer("return_stats", torch.tensor([0.0, 1.0, 0.0, 0.0]))
         self.test_means = nn.ModuleList(MeanMetric() for _ in self.targets)
         self.test_squares = nn.ModuleList(MeanMetric() for _ in self.targets)
-        self.val_mean = MeanMetric()
+        self.val_means = nn.ModuleList(MeanMetric() for _ in self.val_targets)
         self._val_runs = 0  # validations so far in this process (sanity checks excluded)
         self._env_id: str | None = None
 
@@ -147,16 +157,23 @@ class DecisionTransformerTask(TaskModule):
         finally:
             self.model.train(was_training)
 
-    def on_validation_epoch_end(self) -> None:
+    def _rolls_out_now(self) -> bool:
+        """Whether this validation runs the rollouts: always in ``validate``, never in the sanity check."""
+        if self.trainer.state.fn == TrainerFn.VALIDATING:
+            return self.val_episodes > 0
         if self.trainer.sanity_checking:
-            return
+            return False
         self._val_runs += 1
-        if self.val_rollout_every <= 0 or self._val_runs % self.val_rollout_every:
+        return self.val_episodes > 0 and self.val_rollout_every > 0 and self._val_runs % self.val_rollout_every == 0
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._rolls_out_now():
             return
-        seeds = self._seeds(self.val_episodes, 10_000)  # not the test seeds
-        if seeds:
-            self.val_mean.update(self._rollout(self.targets[0], seeds).returns.to(self.device))
-        self.log(f"val/return@{self.key(self.targets[0])}", self.val_mean, prog_bar=True)
+        seeds = self._seeds(self.val_episodes, VAL_SEED_START)  # disjoint from the test seeds
+        for i, target in enumerate(self.val_targets):
+            if seeds:
+                self.val_means[i].update(self._rollout(target, seeds).returns.to(self.device))
+            self.log(f"val/return@{self.key(target)}", self.val_means[i], prog_bar=i == 0)
 
     def test_step(self, seeds: Tensor, batch_idx: int) -> None:
         for i, target in enumerate(self.targets):

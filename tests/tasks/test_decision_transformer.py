@@ -106,6 +106,26 @@ def test_recipe_fits_tests_and_exports_with_the_state_statistics(tmp_path: Path,
     assert "target 500: mean return" in printed and "over 4 episodes" in printed
 
 
+def test_validate_rolls_out_on_the_validation_seeds_at_each_val_target(tmp_path: Path, monkeypatch) -> None:
+    """A standalone ``validate`` (where decodings are chosen) always rolls out, whatever val_rollout_every."""
+    import mmformer.tasks.decision_transformer as dt
+
+    seen: list[tuple[float, list[int], float]] = []
+    real = dt.rollout
+
+    def spy(model, env_id, target, seeds, **kw):  # noqa: ANN001, ANN003, ANN202
+        seen.append((target, list(seeds), kw["temperature"]))
+        return real(model, env_id, target, seeds, **kw)
+
+    monkeypatch.setattr(dt, "rollout", spy)
+    out = main(["validate", "--config", RECIPE, "--trainer.default_root_dir", str(tmp_path),
+                f"--data.init_args.data_dir={tmp_path / 'data'}", *SMALL, "--data.init_args.episodes_per_level=2",
+                "--trainer.limit_val_batches=1", "--model.init_args.val_rollout_every=3",
+                "--model.init_args.val_targets=[500,150]", "--model.init_args.temperature=0.7"])
+    metrics = out.trainer.callback_metrics
+    assert "val/return@500" in metrics and "val/return@150" in metrics
+    assert seen == [(500.0, [10_000, 10_001], 0.7), (150.0, [10_000, 10_001], 0.7)]  # VAL_SEED_START + 0, 1
+
 def test_fit_rejects_a_dataset_that_does_not_fit_the_tokenizer(tmp_path: Path) -> None:
     from mmformer.data.builders.control import ControlDatasetSpec, build_control_dataset
 

@@ -76,7 +76,8 @@ class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
         context: segment length K in timesteps.
         batch_size: segments per batch.
         val_fraction: share of episodes held out for the validation loss (seeded).
-        eval_episodes: rollouts per target return in test/predict.
+        eval_episodes: rollouts per target return in test/predict, on env seeds
+            ``TEST_SEED_START + 0, 1, ...`` (:mod:`mmformer.rollout`; validation rollouts use other seeds).
         random_return, expert_return: returns scored 0 and 100 (default: the file's
             ``ref_min_score``/``ref_max_score``, else the dataset's lowest/highest episode return).
         num_workers: DataLoader workers.
@@ -101,6 +102,11 @@ class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
         super().__init__()
         if context <= 0 or batch_size <= 0 or eval_episodes <= 0 or not 0.0 <= val_fraction < 1.0:
             raise ValueError("context, batch_size and eval_episodes must be positive and val_fraction in [0, 1)")
+        from mmformer.rollout import MAX_TEST_EPISODES
+
+        if eval_episodes > MAX_TEST_EPISODES:
+            raise ValueError(f"eval_episodes={eval_episodes} would reach the validation seeds; at most "
+                             f"{MAX_TEST_EPISODES} (see mmformer.rollout.VAL_SEED_START)")
         self.env_id, self.path, self.data_dir, self.episodes_per_level = env_id, path, data_dir, episodes_per_level
         self.context, self.batch_size, self.val_fraction = context, batch_size, val_fraction
         self.eval_episodes = eval_episodes
@@ -175,8 +181,11 @@ class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
         return self._eval_loader(self.val_set, self.batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        """Episode seeds ``(n,)`` of this process's share of ``eval_episodes``, in one batch."""
-        return self._eval_loader(torch.arange(self.eval_episodes), self.eval_episodes, collate=torch.stack)
+        """Episode seeds ``(n,)`` of this process's share of the ``eval_episodes`` test seeds, in one batch."""
+        from mmformer.rollout import TEST_SEED_START
+
+        seeds = TEST_SEED_START + torch.arange(self.eval_episodes)
+        return self._eval_loader(seeds, self.eval_episodes, collate=torch.stack)
 
     predict_dataloader = test_dataloader
 
