@@ -138,18 +138,24 @@ def test_out_of_table_ids_and_bad_targets_are_named() -> None:
     assert pad_rows([[], [4]]).tolist() == [[0], [4]]
 
 
-@pytest.mark.slow
-def test_translation_recipe_trains_and_predict_translates_a_file(tmp_path: Path, capsys) -> None:
-    from mmformer.cli import main
+def _toy_translation_recipe(tmp_path: Path) -> tuple[Path, list[str]]:
+    """The translation recipe and overrides that shrink it to a toy TSV and a 1-layer, width-32 model."""
     from tests.data.modules.test_translation import toy_tsv
 
     recipe = Path(__file__).resolve().parents[2] / "tasks" / "translation.yaml"
-    small = [f"--data.init_args.train_path={toy_tsv(tmp_path / 'train.tsv', 300)}",
-             f"--data.init_args.test_path={toy_tsv(tmp_path / 'test.tsv', 20, 1)}",
-             f"--data.init_args.data_dir={tmp_path / 'data'}", "--data.init_args.vocab_size=300",
-             "--model.init_args.target_vocab_size=300", "--model.init_args.source_tokenizer.init_args.vocab_size=300",
-             "--model.init_args.backbone.dim=32", "--model.init_args.backbone.depth=1",
-             f"--trainer.default_root_dir={tmp_path / 'runs'}", "--trainer.enable_progress_bar=false"]
+    return recipe, [
+        f"--data.init_args.train_path={toy_tsv(tmp_path / 'train.tsv', 300)}",
+        f"--data.init_args.test_path={toy_tsv(tmp_path / 'test.tsv', 20, 1)}",
+        f"--data.init_args.data_dir={tmp_path / 'data'}", "--data.init_args.vocab_size=300",
+        "--model.init_args.target_vocab_size=300", "--model.init_args.source_tokenizer.init_args.vocab_size=300",
+        "--model.init_args.backbone.dim=32", "--model.init_args.backbone.depth=1",
+        f"--trainer.default_root_dir={tmp_path / 'runs'}", "--trainer.enable_progress_bar=false"]
+
+
+@pytest.mark.slow
+def test_translation_recipe_trains_and_predict_translates_a_file(tmp_path: Path, capsys) -> None:
+    from mmformer.cli import main
+    recipe, small = _toy_translation_recipe(tmp_path)
     main(["fit", "--config", str(recipe), *small, "--trainer.max_steps=3", "--trainer.limit_val_batches=1"])
     ckpt = next((tmp_path / "runs").rglob("last.ckpt"))
     sentences = tmp_path / "in.txt"
@@ -176,15 +182,7 @@ def test_validation_decodes_greedily_with_the_anti_repetition_options() -> None:
 def test_test_command_takes_the_anti_repetition_options_as_dotted_overrides(tmp_path: Path) -> None:
     """What the integrator runs to measure the BLEU effect on a trained checkpoint, on a toy one."""
     from mmformer.cli import main
-    from tests.data.modules.test_translation import toy_tsv
-
-    recipe = Path(__file__).resolve().parents[2] / "tasks" / "translation.yaml"
-    small = [f"--data.init_args.train_path={toy_tsv(tmp_path / 'train.tsv', 300)}",
-             f"--data.init_args.test_path={toy_tsv(tmp_path / 'test.tsv', 20, 1)}",
-             f"--data.init_args.data_dir={tmp_path / 'data'}", "--data.init_args.vocab_size=300",
-             "--model.init_args.target_vocab_size=300", "--model.init_args.source_tokenizer.init_args.vocab_size=300",
-             "--model.init_args.backbone.dim=32", "--model.init_args.backbone.depth=1",
-             f"--trainer.default_root_dir={tmp_path / 'runs'}", "--trainer.enable_progress_bar=false"]
+    recipe, small = _toy_translation_recipe(tmp_path)
     main(["fit", "--config", str(recipe), *small, "--trainer.max_steps=2", "--trainer.limit_val_batches=1"])
     ckpt = next((tmp_path / "runs").rglob("last.ckpt"))
     cli = main(["test", "--config", str(recipe), *small, f"--ckpt_path={ckpt}",
