@@ -234,3 +234,16 @@ def test_the_embedded_builder_fills_the_splits_left_unset(tmp_path: Path) -> Non
     assert len(dm.datasets["test"]) == 3 and dm.data_spec().class_names == ["blue", "green", "red"]
     assert math.isclose(float(next(iter(dm.test_dataloader()))["input"].abs().mean()), 1.0)  # solid colours: every channel is -1 or +1
     assert dm.val_dataloader() == []  # no val manifest: no validation
+
+
+@pytest.mark.filterwarnings("ignore:.*cut")
+def test_the_text_vocabulary_is_trained_once_and_a_given_model_is_used_as_is(tmp_path: Path) -> None:
+    dm = make(tmp_path, inputs={"input": "text", "label": "label"})
+    model = dm.vocab.path
+    stamp = model.stat().st_mtime_ns
+    again = make(tmp_path, inputs={"input": "text", "label": "label"})
+    assert again.vocab.path == model and model.stat().st_mtime_ns == stamp, "the cached model is reused"
+    other = make(tmp_path, inputs={"input": "text", "label": "label"}, vocab_model=str(model), vocab_size=12345,
+                 data_dir=str(tmp_path / "elsewhere"))
+    assert other.vocab.path == model and not (tmp_path / "elsewhere").exists()
+    assert torch.equal(other.datasets["val"][[0, 1]]["input"], dm.datasets["val"][[0, 1]]["input"])

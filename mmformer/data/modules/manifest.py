@@ -52,36 +52,20 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from mmformer.data.common.batching import BucketBatchSampler, EvalBatchSampler, TokenBudgetBatchSampler
+from mmformer.data.common.full_batches import FullBucketBatchSampler
 from mmformer.data.common.ids import wrap_rows
 from mmformer.data.common.loading import world_of
 from mmformer.data.common.sampling import ResumableDataModule
 from mmformer.data.modules.manifest_dataset import ManifestDataset, RoleValues
+from mmformer.data.modules.manifest_roles import TARGET_ROLES, check_roles
 from mmformer.data.readers.manifest import (
-    Column, FieldSpec, ManifestError, ManifestTable, label_classes, label_ids, parse_fields, read_column, read_table,
+    Column, ManifestTable, label_classes, label_ids, parse_fields, read_column, read_table,
 )
 from mmformer.data.spec import DataSpec, EvalSplit, ProvidesDataSpec, ZeroShotSpec
 from mmformer.tokenizers.sentencepiece_vocab import SentencePieceVocab
 
 SPLITS = ("train", "val", "test", "predict")
-_MEDIA = ("image", "audio", "text", "vector", "number")  # any of them may feed a tokenizer (plug-ins too)
-# the field types each task role can take (a subclass may extend it for its own roles)
-ROLE_TYPES: dict[str, tuple[str, ...]] = {
-    "input": _MEDIA, "label": ("label",),  # ClassificationTask
-    "source": _MEDIA, "target": ("text",),  # Seq2SeqTask
-    "a": _MEDIA, "b": _MEDIA,  # ContrastiveTask's two towers
-}
-TARGET_ROLES = ("label", "target")  # what a predict manifest may lack
 FRAMES_PER_SECOND = 100  # an audio clip's bucketing length is its 10 ms frames
-
-
-class FullBucketBatchSampler(BucketBatchSampler):
-    """:class:`BucketBatchSampler` whose training epochs keep only full batches (``drop_last``)."""
-
-    def _batches(self) -> list[list[int]]:
-        batches = super()._batches()
-        if not self.shuffle:
-            return batches
-        return [b for b in batches if len(b) == self.batch_size] or batches
 
 
 class ManifestData(ResumableDataModule, ProvidesDataSpec):
@@ -144,7 +128,7 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
         self.fields = parse_fields(fields)
         self.inputs = dict(inputs)
         self.zeroshot = dict(zeroshot or {})
-        self._check_roles()
+        check_roles(self.fields, self.inputs, self.zeroshot)
         if batch_size < 1 or (max_tokens is not None and max_tokens < 1):
             raise ValueError(f"batch_size and max_tokens must be positive, got {batch_size} and {max_tokens}")
         if train is None and embedded is None:
@@ -161,26 +145,6 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
         self._columns: dict[tuple[str, str], Column] = {}
         self._built = False
         self._resume: tuple[int, int] | None = None
-
-    # --- configuration checks (at construction: before anything is read) -------------------------
-    def _check_roles(self) -> None:
-        if not self.inputs:
-            raise ManifestError("data.init_args.inputs is empty: map the task's roles to fields, e.g. "
-                                "{input: audio_filepath, label: keyword}")
-        for role, name in self.inputs.items():
-            if role not in ROLE_TYPES:
-                raise ManifestError(f"inputs: unknown role {role!r}; the tasks read {sorted(ROLE_TYPES)}")
-            if name not in self.fields:
-                raise ManifestError(f"inputs: role {role!r} maps to field {name!r}, which data.init_args.fields "
-                                    f"does not declare (declared: {sorted(self.fields)})")
-            kind = self.fields[name].type
-            if kind not in ROLE_TYPES[role]:
-                raise ManifestError(f"inputs: role {role!r} cannot take field {name!r} of type {kind}; it takes "
-                                    f"{list(ROLE_TYPES[role])}")
-        for name in self.zeroshot:
-            if name not in self.fields or self.fields[name].type != "label":
-                raise ManifestError(f"zeroshot: {name!r} is not a declared label field (labels: "
-                                    f"{sorted(n for n, f in self.fields.items() if f.type == 'label')})")
 
     # --- reading -------------------------------------------------------------------------------
     def _path(self, split: str) -> str | None:
