@@ -16,7 +16,7 @@ import torchaudio.functional as AF
 from mmformer.data import ManifestData
 from mmformer.data.readers.audio import load_audio
 from mmformer.tokenizers.audio import AudioBatch
-from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID
+from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, UNK_ID
 from tests.data.manifests import ALL_FIELDS, COLORS, sample_rows, tone, write_manifest
 
 ROLES = {"input": "image", "label": "label", "source": "audio", "target": "text", "a": "emb", "b": "score"}
@@ -60,6 +60,7 @@ def test_every_type_batches_to_what_its_role_tokenizer_takes(tmp_path: Path) -> 
         assert row[-1] == EOS_ID
         if len(row) < 16:
             assert dm.vocab.decode([row])[0] == rows[idx[k]]["text"]
+    assert UNK_ID in dm.vocab.encode(["a red square"])[0], "the caption field no role reads is not learnt"
     assert batch["a"].dtype == torch.float32 and batch["a"].tolist() == [rows[i]["emb"] for i in idx]
     assert batch["b"].dtype == torch.float32 and batch["b"].tolist() == [rows[i]["score"] for i in idx]
 

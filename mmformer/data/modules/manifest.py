@@ -84,8 +84,8 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
         embedded: dotted path of a builder ``build(data_dir) -> {split: manifest path}``, called in
             ``prepare_data`` (cached by the builder) to fill the splits left None; only when ``train`` is None.
         data_dir: where the embedded data and the text vocabulary are cached.
-        vocab_size: pieces of the sentencepiece model trained on the training split's text fields (all text
-            fields share it; cached under ``data_dir/tokenizers``).
+        vocab_size: pieces of the sentencepiece model trained on the training split's text fields that roles
+            read (they share it; cached under ``data_dir/tokenizers``).
         vocab_model: a trained sentencepiece ``.model`` to use instead (pad/unk/bos/eos = 0/1/2/3).
         vocab_model_type: sentencepiece algorithm (``bpe``, ``unigram``, ``char``, ``word``).
         byte_fallback: unseen characters encode as byte pieces (costs 256 ids) instead of ``<unk>``.
@@ -185,19 +185,26 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
         for split in splits:
             for name in self._needed_fields(split):
                 self._column(split, name)
-        for name, spec in self.fields.items():  # what every stage takes from the training split
-            if spec.type == "text" or (spec.type == "label" and spec["classes"] is None):
+        for name in self._text_fields():  # what every stage takes from the training split
+            self._column("train", name)
+        for name, spec in self.fields.items():
+            if spec.type == "label" and spec["classes"] is None:
                 self._column("train", name)
 
+    def _text_fields(self) -> list[str]:
+        """The text fields the roles read: the vocabulary is trained on them (a declared text field no role
+        reads is checked, not learnt)."""
+        return sorted({n for n in self.inputs.values() if self.fields[n].type == "text"})
+
     def _vocab_prefix(self) -> Path:
-        text = sorted(n for n, f in self.fields.items() if f.type == "text")
+        text = self._text_fields()
         key = json.dumps([str(Path(self._path("train")).resolve()), text, self.vocab_size,  # type: ignore[arg-type]
                           self.vocab_model_type, self.byte_fallback])
         stem = Path(self._path("train")).stem  # type: ignore[arg-type]
         return self.data_dir / "tokenizers" / f"manifest-{stem}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
     def _load_vocab(self) -> SentencePieceVocab | None:
-        text = [n for n, f in self.fields.items() if f.type == "text"]
+        text = self._text_fields()
         if not text:
             return None
         if self.vocab_model is not None:
@@ -208,10 +215,6 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
         if vocab.vocab_size != self.vocab_size:
             raise ValueError(f"the text vocabulary has {vocab.vocab_size} pieces, not vocab_size={self.vocab_size}")
         return vocab
-
-    def _predicting(self) -> bool:
-        t = self.trainer
-        return t is not None and t.state.fn is not None and t.state.fn.value == "predict"
 
     def prepare_data(self) -> None:
         """Builds the embedded data (when configured), checks the stage's manifests and trains the text
