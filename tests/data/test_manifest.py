@@ -239,6 +239,10 @@ def test_the_embedded_builder_fills_the_splits_left_unset(tmp_path: Path) -> Non
 
 @pytest.mark.filterwarnings("ignore:.*cut")
 def test_the_text_vocabulary_is_trained_once_and_a_given_model_is_used_as_is(tmp_path: Path) -> None:
+    dm = make(tmp_path, inputs={"source": "text", "target": "caption"})
+    batch = dm.datasets["val"][[0, 1]]
+    assert batch["source_text"] == [r["text"] for r in sample_rows(tmp_path, 2, seed=1)]
+    assert batch["target_text"] == [r["caption"] for r in sample_rows(tmp_path, 2, seed=1)]
     dm = make(tmp_path, inputs={"input": "text", "label": "label"})
     model = dm.vocab.path
     stamp = model.stat().st_mtime_ns

@@ -22,8 +22,8 @@ type     batched as
 image    ``(B, C, H, W)`` float, ``[0, 1]`` pixels normalized by the field's mean/std (default 0.5)
 audio    :class:`~mmformer.tokenizers.audio.AudioBatch` ``(waveforms (B, L), lengths (B,))`` at the
          field's ``sample_rate`` (files at another rate are resampled)
-text     ``(B, T)`` long ids + eos right-padded with 0; for the role ``target`` ``[bos] + ids + [eos]``,
-         and the batch also carries ``target_text: list[str]``
+text     ``(B, T)`` long ids + eos right-padded with 0; for the role ``target`` ``[bos] + ids + [eos]``;
+         a text ``target`` (``source``) also comes as ``target_text`` (``source_text``): ``list[str]``
 label    ``(B,)`` long class ids; number ``(B,)`` float; vector ``(B, D)`` float
 =======  ==========================================================================================
 

@@ -27,7 +27,8 @@ class RoleValues:
     Attributes:
         spec: the manifest field the role reads.
         values: file paths (image/audio), :class:`Ragged` ids (text), or ``(N,)``/``(N, D)`` tensors.
-        texts: the strings of a text field (the seq2seq ``target`` also batches them as ``target_text``).
+        texts: the strings of a text field (a text ``source``/``target`` also batches them as ``source_text``/
+            ``target_text``).
         lengths: ``(N,)`` padded size of each sample along its varying axis (audio samples at the field's
             rate, text ids), or None for fixed-size values.
     """
@@ -94,8 +95,8 @@ class ManifestDataset(Dataset):
                 batch[role] = self._decode(idx_list, rv)
             elif isinstance(rv.values, Ragged):
                 batch[role] = rv.values.pad(idx)  # (B, T) right-padded with 0
-                if role == "target":
-                    batch["target_text"] = [rv.texts[i] for i in idx_list]  # type: ignore[index]
+                if role in ("source", "target"):  # the strings too, as TranslationData's batches carry them
+                    batch[f"{role}_text"] = [rv.texts[i] for i in idx_list]  # type: ignore[index]
             else:
                 batch[role] = rv.values[idx]  # type: ignore[index]  # (B,) or (B, D)
         if self.zeroshot is not None:
