@@ -101,17 +101,20 @@ def log_figure(loggers: Sequence[Any], tag: str, fig: plt.Figure, step: int = 0)
             experiment.add_figure(tag, fig, global_step=step)
 
 
-def plot_similarity(sim: Tensor, captions: Sequence[str], path: str | Path) -> plt.Figure:
-    """Heatmap of caption (rows) against image (columns) cosine similarities ``sim (N, N)``; saved at ``path``."""
+def plot_similarity(sim: Tensor, captions: Sequence[str], path: str | Path,
+                    names: tuple[str, str] = ("image", "caption")) -> plt.Figure:
+    """Heatmap of caption (rows) against image (columns) cosine similarities ``sim (N, N)``; saved at ``path``.
+
+    ``names`` are the (columns, rows) towers' names in the labels (e.g. ``("audio", "text")``)."""
     n = sim.shape[0]
     fig, ax = plt.subplots(figsize=(5 + 0.55 * n, 1.5 + 0.55 * n))
     im = ax.imshow(sim.float().cpu().numpy(), cmap="viridis")
     ax.set_xticks(range(n), [str(i) for i in range(n)], fontsize=7)
     labels = ["\n".join(textwrap.wrap(f"{c} ({i})", 60)[:3]) for i, c in enumerate(captions)]
     ax.set_yticks(range(n), labels, fontsize=5)
-    ax.set_xlabel("image")
-    ax.set_ylabel("caption")
-    ax.set_title("cosine similarity: captions (rows) vs images (columns)", fontsize=8)
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1])
+    ax.set_title(f"cosine similarity: {names[1]} (rows) vs {names[0]} (columns)", fontsize=8)
     fig.colorbar(im, ax=ax, fraction=0.03)
     save_figure(fig, path)
     return fig
