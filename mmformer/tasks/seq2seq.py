@@ -290,7 +290,8 @@ class Seq2SeqTask(TaskModule):
             p = memory.num_prefix_tokens
             # row k (the query at ids[k]) is the step that generated piece k+1 = hyp[k]
             maps = weights[:-1, p : p + gh * gw].reshape(-1, gh, gw)  # (len(hyp), gh, gw)
-            fig = plot_word_attention(source[0], maps[:12], tgt_labels[1:13], folder / "word_attention.png")
+            words = [w.replace("\u2581", " ").strip() or w for w in tgt_labels[1:13]]  # without the word-start mark
+            fig = plot_word_attention(source[0], maps[:12], words, folder / "word_attention.png")
             log_figure(self.loggers, "test/word_attention", fig, self.global_step)
         n_src = int(row.sum()) if row is not None else weights.shape[1]
         weights = weights[:, :n_src]
