@@ -132,3 +132,65 @@ def is_mmformer_export(folder: Path) -> bool:
 
 
 Converter = Callable[[Path], dict[str, Tensor]]
+
+# One tensor of an mmformer model and the peer tensors it is made of: (mmformer name, peer names,
+# transform). Several peer names are concatenated along dim 0 (q, k, v → one fused qkv); the transform
+# "T" transposes (GPT-2's Conv1D and open_clip's projections store (in, out)).
+Entry = tuple[str, tuple[str, ...], str]
+
+
+def convert_entries(peer_state: Mapping[str, Tensor], entries: Iterable[Entry], what: str,
+                    ignore: Iterable[str] = ()) -> dict[str, Tensor]:
+    """Peer state → mmformer state by ``entries``; a peer tensor that is missing, or left over and not
+    matched by an ``ignore`` pattern (fnmatch; non-learned buffers), is an error naming it."""
+    from fnmatch import fnmatch
+
+    state, out = dict(peer_state), {}
+    for mine, theirs, transform in entries:
+        parts = [take(state, name) for name in theirs]
+        t = torch.cat(parts, 0) if len(parts) > 1 else parts[0]
+        out[mine] = t.t() if transform == "T" else t
+    ignore = tuple(ignore)
+    left = sorted(k for k in state if not any(fnmatch(k, pat) for pat in ignore))
+    if left:
+        raise CheckpointError(f"{what} has tensors this converter does not know: {left[:10]}"
+                              f"{' ...' if len(left) > 10 else ''} (a different architecture or variant?)")
+    return out
+
+
+def export_entries(state: Mapping[str, Tensor], entries: Iterable[Entry]) -> dict[str, Tensor]:
+    """The inverse of :func:`convert_entries`: mmformer state → peer state (fused tensors split evenly)."""
+    out = {}
+    for mine, theirs, transform in entries:
+        t = take(dict(state), mine).detach().cpu()
+        t = t.t() if transform == "T" else t
+        for name, part in zip(theirs, t.chunk(len(theirs), 0)):
+            out[name] = part.contiguous()
+    return out
+
+
+def write_folder(out_dir: str | Path, state: Mapping[str, Tensor], config: Mapping[str, Any],
+                 weights: str = "model.safetensors", config_name: str = HF_CONFIG) -> Path:
+    """Writes ``out_dir/<weights>`` (safetensors, shared storage cloned) and ``out_dir/<config_name>``."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plain, seen = {}, set()
+    for name, t in state.items():
+        t = t.detach().cpu()
+        if t.untyped_storage().data_ptr() in seen:
+            t = t.clone()
+        seen.add(t.untyped_storage().data_ptr())
+        plain[name] = t.contiguous()
+    save_file(plain, str(out / weights), metadata={"format": "pt"})
+    (out / config_name).write_text(json.dumps(dict(config), indent=2))
+    return out
+
+
+def mlp_ratio(dim: int, hidden: int) -> float:
+    """``hidden / dim``, checked to reproduce ``hidden`` the way the backbone rounds it."""
+    ratio = hidden / dim
+    if int(dim * ratio) != hidden:
+        raise CheckpointError(f"MLP width {hidden} is not reproducible from width {dim}")
+    return ratio
