@@ -27,10 +27,13 @@ def peer_dir(tmp_path: Path):
     cfg = MarianConfig(vocab_size=89, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
                        decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128,
                        max_position_embeddings=40, scale_embedding=True, activation_function="swish", pad_token_id=PAD_ID, eos_token_id=EOS_ID,
-                       decoder_start_token_id=BOS_ID, forced_eos_token_id=None)
+                       decoder_start_token_id=BOS_ID, forced_eos_token_id=None, init_std=1.0)
     peer = MarianMTModel(cfg).eval()
     with torch.no_grad():
-        peer.final_logits_bias.normal_()  # zero in a fresh model: make it count
+        peer.final_logits_bias.normal_(std=0.1)  # zero in a fresh model: make it count
+        # Small embeddings under large layers: else each step's own (tied) embedding dominates its
+        # logits and greedy decoding repeats one token, a weak test of the cache.
+        peer.model.shared.weight.normal_(std=0.05)
     peer.save_pretrained(tmp_path / "marian")
     return peer, tmp_path / "marian"
 
