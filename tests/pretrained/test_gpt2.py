@@ -24,7 +24,7 @@ LENGTHS = (10, 7, 4)
 def peer_dir(tmp_path: Path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    cfg = GPT2Config(vocab_size=97, n_positions=40, n_embd=64, n_layer=2, n_head=4, bos_token_id=BOS_ID, initializer_range=0.5,
+    cfg = GPT2Config(vocab_size=97, n_positions=40, n_embd=64, n_layer=2, n_head=4, bos_token_id=BOS_ID, initializer_range=0.2,
                      eos_token_id=EOS_ID, pad_token_id=PAD_ID)
     peer = GPT2LMHeadModel(cfg).eval()
     peer.save_pretrained(tmp_path / "gpt2")
