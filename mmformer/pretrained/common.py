@@ -162,9 +162,12 @@ def export_entries(state: Mapping[str, Tensor], entries: Iterable[Entry]) -> dic
     """The inverse of :func:`convert_entries`: mmformer state → peer state (fused tensors split evenly)."""
     out = {}
     for mine, theirs, transform in entries:
-        t = take(dict(state), mine).detach().cpu()
+        if mine not in state:
+            raise CheckpointError(f"the model has no tensor {mine!r} to export")
+        t = state[mine].detach().cpu()
         t = t.t() if transform == "T" else t
-        for name, part in zip(theirs, t.chunk(len(theirs), 0)):
+        parts = t.chunk(len(theirs), 0) if len(theirs) > 1 else (t,)
+        for name, part in zip(theirs, parts):
             out[name] = part.contiguous()
     return out
 
