@@ -34,6 +34,8 @@ from mmformer.pretrained.common import (
     resolve_source,
 )
 
+CONVERTED = "mmformer_pretrained.json"  # what `mmformer convert` writes beside model.safetensors
+
 # Hugging Face ``model_type`` → family module; timm and open_clip folders are told apart by their files.
 MODEL_TYPES = {"vit": "vit", "gpt2": "gpt2", "bert": "bert", "marian": "marian", "clip": "clip",
                "whisper": "whisper"}
@@ -45,6 +47,11 @@ def detect_family(folder: Path) -> tuple[str, dict[str, Any]]:
     Raises:
         CheckpointError: no config, or a ``model_type`` / architecture no converter handles (named).
     """
+    if (folder / CONVERTED).is_file():  # already converted: {"family": ..., "config": the peer's config}
+        doc = read_json(folder / CONVERTED)
+        if doc.get("family") not in MODEL_TYPES.values():
+            raise CheckpointError(f"{folder / CONVERTED}: unknown family {doc.get('family')!r}")
+        return doc["family"], doc.get("config") or {}
     if (folder / OPEN_CLIP_CONFIG).is_file():
         return "clip", read_json(folder / OPEN_CLIP_CONFIG)
     if not (folder / HF_CONFIG).is_file():
@@ -71,7 +78,7 @@ def family_module(name: str) -> Any:
 def converted_state(source: str | Path) -> dict[str, Tensor]:
     """The mmformer state dict a source holds (converted when it is a peer checkpoint)."""
     path = resolve_source(source)
-    if path.is_file() or is_mmformer_export(path):
+    if path.is_file() or is_mmformer_export(path) or (path / CONVERTED).is_file():
         return read_safetensors(path if path.is_file() else path / MMFORMER_WEIGHTS)
     family, config = detect_family(path)
     return family_module(family).convert_state_dict(read_safetensors(path), config)
@@ -86,8 +93,43 @@ def from_pretrained(source: str | Path) -> nn.Module:
     family, config = detect_family(path)
     mod = family_module(family)
     model = mod.build_model(config)
-    state = mod.convert_state_dict(read_safetensors(path), config)
+    state = converted_state(path)
     return load_checked(model, state, f"{path} ({family})").eval()
+
+
+def convert(source: str | Path, out_dir: str | Path) -> Path:
+    """Converts a peer checkpoint once: ``out_dir/model.safetensors`` in mmformer's names plus
+    ``out_dir/mmformer_pretrained.json`` (the family and the peer's config), which
+    :func:`from_pretrained` and :func:`load_into` read without converting again."""
+    import json
+
+    from safetensors.torch import save_file
+
+    path = resolve_source(source)
+    family, config = detect_family(path)
+    model = from_pretrained(path)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state, seen = {}, set()
+    for name, t in model.state_dict().items():  # tied weights share storage: safetensors wants copies
+        t = t.detach().cpu().contiguous()
+        state[name] = t.clone() if t.untyped_storage().data_ptr() in seen else t
+        seen.add(t.untyped_storage().data_ptr())
+    save_file(state, str(out / MMFORMER_WEIGHTS), metadata={"format": "pt"})
+    (out / CONVERTED).write_text(json.dumps({"family": family, "config": config}, indent=2))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``mmformer convert <source> <out_dir>``: a peer checkpoint (folder or hub id) → mmformer weights."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="mmformer convert", description=convert.__doc__)
+    parser.add_argument("source", help="a checkpoint folder (config.json + *.safetensors, timm, open_clip) or hub id")
+    parser.add_argument("out_dir", help="folder to write model.safetensors and mmformer_pretrained.json into")
+    args = parser.parse_args(argv)
+    out = convert(args.source, args.out_dir)  # a bad checkpoint raises; the console prints it as one line
+    print(out / MMFORMER_WEIGHTS)
 
 
 def load_into(module: nn.Module, source: str | Path, *, strict: bool = True, prefix: str = "") -> nn.Module:
@@ -114,4 +156,4 @@ def load_into(module: nn.Module, source: str | Path, *, strict: bool = True, pre
     return load_checked(module, state, f"{source}{f' [{prefix}]' if prefix else ''}", strict)
 
 
-__all__ = ["CheckpointError", "converted_state", "detect_family", "from_pretrained", "load_into"]
+__all__ = ["CheckpointError", "convert", "converted_state", "detect_family", "from_pretrained", "load_into"]
