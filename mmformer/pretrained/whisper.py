@@ -93,7 +93,7 @@ def build_model(config: dict[str, Any]) -> Seq2Seq:
 def convert_state_dict(peer_state: dict[str, Tensor], config: dict[str, Any]) -> dict[str, Tensor]:
     """Whisper tensors → the Seq2Seq's; missing key biases become zeros (see the module doc)."""
     depths = field(config, "encoder_layers"), field(config, "decoder_layers")
-    state = {k.removeprefix("model.") if k.startswith("model.proj_out") else k: v for k, v in peer_state.items()}
+    state = dict(peer_state)
     for k, v in _key_biases(*depths):
         if k not in state and v in state:
             state[k] = torch.zeros_like(state[v])
