@@ -113,3 +113,13 @@ def test_wrong_whisper_checkpoints_name_the_tensor(peer_dir) -> None:
     save_file({k: v for k, v in state.items() if k != "model.encoder.conv2.weight"}, str(weights))
     with pytest.raises(CheckpointError, match=r"no tensor 'model\.encoder\.conv2\.weight'"):
         from_pretrained(folder)
+
+
+def test_the_front_end_meets_the_tokenizer_contract() -> None:
+    from mmformer.testing import check_tokenizer
+    from mmformer.tokenizers.whisper_audio import WhisperAudioTokenizer
+
+    tok = WhisperAudioTokenizer(32, n_mels=N_MELS, chunk_seconds=SECONDS, max_positions=50 * SECONDS)
+    check_tokenizer(tok, tok.dummy_inputs())  # padding-invariant, differentiable, movable
+    with pytest.raises(ValueError, match=r"expected log-mel features \(B, 16, T\)"):
+        tok(torch.zeros(1, 80, 100))
