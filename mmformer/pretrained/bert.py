@@ -69,11 +69,13 @@ def build_model(config: dict[str, Any]) -> MaskedLM:
 
 def convert_state_dict(peer_state: dict[str, Tensor], config: dict[str, Any]) -> dict[str, Tensor]:
     """BERT tensors → the MaskedLM's; the type-0 embedding is folded into the positions."""
-    state = dict(peer_state)
+    # Original Google checkpoints (bert-base-uncased) name LayerNorm parameters gamma/beta.
+    state = {k.removesuffix(".gamma") + ".weight" if k.endswith(".gamma") else
+             k.removesuffix(".beta") + ".bias" if k.endswith(".beta") else k: v for k, v in peer_state.items()}
     types = take(state, TYPES)
     out = convert_entries(state, _entries(field(config, "num_hidden_layers")), "the BERT checkpoint",
                           ignore=("*.position_ids", "*.token_type_ids", "cls.predictions.decoder.*",
-                                  "bert.pooler.*"))
+                                  "bert.pooler.*", "cls.seq_relationship.*"))  # pretraining's NSP head
     out["tokenizer.pos.weight"] = out["tokenizer.pos.weight"] + types[0]
     out["head.decoder.weight"] = out["tokenizer.embed.weight"]
     return out

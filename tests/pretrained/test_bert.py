@@ -48,6 +48,18 @@ def test_mlm_logits_with_padding_match(peer_dir) -> None:
     close(model(ids[-1:, :n])[0], model(ids)[-1, :n])
 
 
+def test_original_google_names_and_the_nsp_head_are_read(peer_dir) -> None:
+    """bert-base-uncased's file: LayerNorm gamma/beta, plus the pretraining heads (pooler, NSP) beside MLM."""
+    peer, folder = peer_dir
+    weights = folder / "model.safetensors"
+    state = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+             for k, v in load_file(str(weights)).items()}
+    state.update({"cls.seq_relationship.weight": torch.zeros(2, 64), "bert.pooler.dense.weight": torch.zeros(64, 64)})
+    save_file(state, str(weights))
+    ids, mask = _ids()
+    close(from_pretrained(folder)(ids)[mask], peer(input_ids=ids, attention_mask=mask.long()).logits[mask])
+
+
 def test_export_round_trips_into_transformers(peer_dir, tmp_path: Path) -> None:
     from transformers import BertForMaskedLM
 
