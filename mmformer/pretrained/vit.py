@@ -98,8 +98,12 @@ def convert_state_dict(peer_state: dict[str, Tensor], config: dict[str, Any]) ->
         from mmformer.models.timm_weights import _RENAMES
 
         return rename(peer_state, _RENAMES)
-    return convert_entries(peer_state, _hf_entries(field(config, "num_hidden_layers")), "the HF ViT checkpoint",
-                           ignore=("*.position_ids",))
+    # A headless ViTModel (e.g. the in21k checkpoints) has no "vit." prefix and no classifier: its
+    # converted state has no head.fc, so load it with load_into(model.backbone/tokenizer, prefix=...).
+    state = {k if k.startswith(("vit.", "classifier.")) else f"vit.{k}": v for k, v in peer_state.items()}
+    entries = [e for e in _hf_entries(field(config, "num_hidden_layers"))
+               if "classifier.weight" in state or not e[0].startswith("head.")]
+    return convert_entries(state, entries, "the HF ViT checkpoint", ignore=("*.position_ids", "vit.pooler.*"))
 
 
 def export(model: Classifier, out_dir: str | Path, flavor: str = "hf") -> Path:

@@ -61,6 +61,28 @@ def test_hf_vit_converts_and_exports_back(tmp_path: Path) -> None:
     close(again(pixel_values=x).logits, peer(pixel_values=x).logits)
 
 
+def test_headless_vit_model_loads_into_the_backbone(tmp_path: Path) -> None:
+    from transformers import ViTConfig, ViTModel
+
+    from mmformer.pretrained import load_into
+
+    peer = ViTModel(ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                              image_size=32, patch_size=8)).eval()
+    peer.save_pretrained(tmp_path / "headless")
+    with pytest.raises(CheckpointError, match=r"missing tensors \['head\.fc\.bias', 'head\.fc\.weight'\]"):
+        from_pretrained(tmp_path / "headless")
+    model = _hf_vit_as_mmformer(tmp_path)
+    load_into(model.tokenizer, tmp_path / "headless", prefix="tokenizer.")
+    load_into(model.backbone, tmp_path / "headless", prefix="backbone.")
+    x = torch.randn(2, 3, 32, 32)
+    close(model.backbone(model.tokenizer(x)).hidden, peer(pixel_values=x).last_hidden_state)
+
+
+def _hf_vit_as_mmformer(tmp_path: Path):
+    _hf_vit().save_pretrained(tmp_path / "other")
+    return from_pretrained(tmp_path / "other")
+
+
 def test_wrong_vit_checkpoints_name_the_tensor_or_field(tmp_path: Path) -> None:
     _hf_vit().save_pretrained(tmp_path / "hf")
     weights = tmp_path / "hf" / "model.safetensors"
