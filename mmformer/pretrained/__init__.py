@@ -97,6 +97,16 @@ def from_pretrained(source: str | Path) -> nn.Module:
     return load_checked(model, state, f"{path} ({family})").eval()
 
 
+def special_ids(source: str | Path) -> dict[str, int]:
+    """The generation ids of a text-generating checkpoint (GPT-2, Marian, Whisper):
+    ``GenerationConfig(strategy="greedy", **special_ids(source))``."""
+    family, config = detect_family(resolve_source(source))
+    fn = getattr(family_module(family), "special_ids", None)
+    if fn is None:
+        raise CheckpointError(f"{source} is a {family} checkpoint, which does not generate text")
+    return fn(config)
+
+
 def convert(source: str | Path, out_dir: str | Path) -> Path:
     """Converts a peer checkpoint once: ``out_dir/model.safetensors`` in mmformer's names plus
     ``out_dir/mmformer_pretrained.json`` (the family and the peer's config), which
@@ -156,4 +166,4 @@ def load_into(module: nn.Module, source: str | Path, *, strict: bool = True, pre
     return load_checked(module, state, f"{source}{f' [{prefix}]' if prefix else ''}", strict)
 
 
-__all__ = ["CheckpointError", "convert", "converted_state", "detect_family", "from_pretrained", "load_into"]
+__all__ = ["CheckpointError", "convert", "special_ids", "converted_state", "detect_family", "from_pretrained", "load_into"]

@@ -87,3 +87,9 @@ def export(model: CausalLM, out_dir: str | Path) -> Path:
               "layer_norm_epsilon": c.norm_eps, "tie_word_embeddings": True, "pad_token_id": tok.pad_id}
     state = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
     return write_folder(out_dir, export_entries(state, _entries(c.depth)), config)
+
+
+def special_ids(config: dict[str, Any]) -> dict[str, int]:
+    """``bos_id`` / ``eos_id`` / ``pad_id`` for :class:`mmformer.generation.GenerationConfig` (GPT-2 reuses eos)."""
+    eos = field(config, "eos_token_id")
+    return {"bos_id": field(config, "bos_token_id", eos), "eos_id": eos, "pad_id": field(config, "pad_token_id", eos)}

@@ -124,3 +124,10 @@ def export(model: Seq2Seq, out_dir: str | Path, decoder_start_token_id: int | No
               "decoder_start_token_id": tgt.pad_id if decoder_start_token_id is None else decoder_start_token_id,
               "share_encoder_decoder_embeddings": True, "tie_word_embeddings": True}
     return write_folder(out_dir, state, config)
+
+
+def special_ids(config: dict[str, Any]) -> dict[str, int]:
+    """``bos_id`` (the decoder start) / ``eos_id`` / ``pad_id`` for :class:`mmformer.generation.GenerationConfig`."""
+    pad = field(config, "pad_token_id")
+    return {"bos_id": field(config, "decoder_start_token_id", pad), "eos_id": field(config, "eos_token_id"),
+            "pad_id": pad}

@@ -12,29 +12,29 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mmformer.generation import GenerationConfig, generate
-from mmformer.pretrained import CheckpointError, from_pretrained
+from mmformer.pretrained import CheckpointError, from_pretrained, special_ids
 from mmformer.pretrained.gpt2 import export
-from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID
 from tests.pretrained.conftest import close
 
 LENGTHS = (10, 7, 4)
+EOT, PAD = 96, 0  # GPT-2's <|endoftext|> is bos, eos (and pad) at once, the last id; PAD only fills test batches
 
 
 @pytest.fixture()
 def peer_dir(tmp_path: Path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    cfg = GPT2Config(vocab_size=97, n_positions=40, n_embd=64, n_layer=2, n_head=4, bos_token_id=BOS_ID, initializer_range=0.2,
-                     eos_token_id=EOS_ID, pad_token_id=PAD_ID)
+    cfg = GPT2Config(vocab_size=97, n_positions=40, n_embd=64, n_layer=2, n_head=4, bos_token_id=EOT,
+                     eos_token_id=EOT, initializer_range=0.2)
     peer = GPT2LMHeadModel(cfg).eval()
     peer.save_pretrained(tmp_path / "gpt2")
     return peer, tmp_path / "gpt2"
 
 
 def _ids() -> tuple[torch.Tensor, torch.Tensor]:
-    ids = torch.randint(4, 97, (len(LENGTHS), max(LENGTHS)))
+    ids = torch.randint(1, EOT, (len(LENGTHS), max(LENGTHS)))
     mask = torch.arange(max(LENGTHS))[None] < torch.tensor(LENGTHS)[:, None]
-    return ids.masked_fill(~mask, PAD_ID), mask
+    return ids.masked_fill(~mask, PAD), mask
 
 
 def test_logits_with_padding_and_kv_cache_match(peer_dir) -> None:
@@ -52,17 +52,18 @@ def test_logits_with_padding_and_kv_cache_match(peer_dir) -> None:
 def test_greedy_generation_matches_token_for_token(peer_dir) -> None:
     peer, folder = peer_dir
     model = from_pretrained(folder)
-    n = 15
-    bos = torch.full((4, 1), BOS_ID)
-    mine = generate(model, bos, GenerationConfig(strategy="greedy", max_new_tokens=n))
-    nocache = generate(model, bos, GenerationConfig(strategy="greedy", max_new_tokens=n, use_cache=False))
+    n, ids = 15, special_ids(folder)
+    assert ids == {"bos_id": EOT, "eos_id": EOT, "pad_id": EOT}
+    bos = torch.full((4, 1), EOT)
+    mine = generate(model, 4, GenerationConfig(strategy="greedy", max_new_tokens=n, **ids))
+    nocache = generate(model, 4, GenerationConfig(strategy="greedy", max_new_tokens=n, use_cache=False, **ids))
     theirs = peer.generate(bos, attention_mask=torch.ones_like(bos), do_sample=False, max_new_tokens=n,
-                           min_new_tokens=0, suppress_tokens=[PAD_ID, BOS_ID], eos_token_id=EOS_ID,
-                           pad_token_id=PAD_ID)[:, 1:]
+                           min_new_tokens=0, eos_token_id=EOT, pad_token_id=EOT)[:, 1:]
     assert torch.equal(mine, nocache)
     width = max(mine.shape[1], theirs.shape[1])
-    pad = lambda t: torch.nn.functional.pad(t, (0, width - t.shape[1]), value=PAD_ID)  # noqa: E731
+    pad = lambda t: torch.nn.functional.pad(t, (0, width - t.shape[1]), value=EOT)  # noqa: E731
     assert torch.equal(pad(mine), pad(theirs))
+    assert len(set(mine.flatten().tolist())) > 2  # the random model does not just repeat one token
 
 
 def test_export_round_trips_into_transformers(peer_dir, tmp_path: Path) -> None:

@@ -12,13 +12,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mmformer.generation import GenerationConfig, generate
-from mmformer.pretrained import CheckpointError, from_pretrained
+from mmformer.pretrained import CheckpointError, from_pretrained, special_ids
 from mmformer.pretrained.whisper import export
 from mmformer.tokenizers.audio import AudioBatch
-from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID
 from tests.pretrained.conftest import close
 
 N_MELS, SECONDS, TGT_LENGTHS = 16, 1, (6, 3)
+EOS_ID = PAD_ID = 89  # as Whisper: <|endoftext|> ends and pads
+BOS_ID = 90  # <|startoftranscript|>
 
 
 @pytest.fixture()
@@ -62,7 +63,7 @@ def test_logits_with_padding_and_kv_cache_match(peer_dir) -> None:
     peer, folder = peer_dir
     model = from_pretrained(folder)
     feats = _features(_audio())
-    tgt = torch.randint(4, 91, (2, max(TGT_LENGTHS)))
+    tgt = torch.randint(0, EOS_ID, (2, max(TGT_LENGTHS)))
     tgt[:, 0] = BOS_ID
     mask = torch.arange(tgt.shape[1])[None] < torch.tensor(TGT_LENGTHS)[:, None]
     tgt = tgt.masked_fill(~mask, PAD_ID)
@@ -82,11 +83,13 @@ def test_greedy_transcripts_match_token_for_token(peer_dir) -> None:
     peer, folder = peer_dir
     model = from_pretrained(folder)
     feats, n = _features(_audio()), 12
-    mine = generate(model, feats, GenerationConfig(strategy="greedy", max_new_tokens=n))
+    ids = special_ids(folder)
+    assert ids == {"bos_id": BOS_ID, "eos_id": EOS_ID, "pad_id": PAD_ID}
+    mine = generate(model, feats, GenerationConfig(strategy="greedy", max_new_tokens=n, **ids))
     start = torch.full((2, 1), BOS_ID)
     # Whisper's own generate adds language/timestamp logic; the plain greedy loop is the reference.
     theirs = GenerationMixin.generate(peer, input_features=feats, decoder_input_ids=start, do_sample=False,
-                                      num_beams=1, max_new_tokens=n, suppress_tokens=[PAD_ID, BOS_ID],
+                                      num_beams=1, max_new_tokens=n, suppress_tokens=[BOS_ID],
                                       begin_suppress_tokens=None, forced_decoder_ids=None, eos_token_id=EOS_ID,
                                       pad_token_id=PAD_ID)[:, 1:]
     width = max(mine.shape[1], theirs.shape[1])
