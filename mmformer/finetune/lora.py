@@ -10,7 +10,9 @@ wraps the layer as ``base_layer`` instead, renaming every weight it touches; tha
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -159,3 +161,19 @@ def restore_lora(root: nn.Module, spec: dict[str, dict[str, float]]) -> None:
             raise ValueError(f"the checkpoint has LoRA on {name!r}, which is not a linear layer of "
                              f"{type(root).__name__}; load it into the model it was trained with")
         _set_child(root, name, LoRALinear.from_linear(layer, int(s["rank"]), float(s["alpha"]), float(s["dropout"])))
+
+
+@contextmanager
+def lora_hidden(root: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, ``root``'s state_dict and load_state_dict see the plain model (no LoRA tensors), so
+    plain pretrained weights load strictly into the base weights of a model that already has LoRA. The
+    LoRA parameters stay the same objects (an optimizer holding them is unaffected)."""
+    saved = []
+    for m in root.modules():
+        if isinstance(m, LoRALinear):
+            saved.append((m, m._parameters.pop("lora_A"), m._parameters.pop("lora_B")))
+    try:
+        yield root
+    finally:
+        for m, a, b in saved:
+            m._parameters["lora_A"], m._parameters["lora_B"] = a, b

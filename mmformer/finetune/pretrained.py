@@ -14,7 +14,7 @@ from typing import Mapping, Union
 
 from torch import nn
 
-from mmformer.finetune.lora import lora_layers
+from mmformer.finetune.lora import lora_hidden
 
 # A source: a folder/file/hub id, or {"source": ..., "prefix": "backbone."}.
 Source = Union[str, Mapping[str, str]]
@@ -39,7 +39,8 @@ def _check_source(target: str, source: str) -> None:
 
 
 def load_pretrained(root: nn.Module, sources: Mapping[str, Source], strict: bool = True) -> list[str]:
-    """Loads each source into ``root``'s submodule named by its key, in order.
+    """Loads each source into ``root``'s submodule named by its key, in order (LoRA layers, if any, keep
+    their updates; their base weights load).
 
     Args:
         root: the module the prefixes are relative to (a task: ``model.backbone`` is ``root.model.backbone``).
@@ -48,7 +49,7 @@ def load_pretrained(root: nn.Module, sources: Mapping[str, Source], strict: bool
     Returns:
         the submodule names loaded.
     Raises:
-        ValueError: a prefix that names no submodule; a submodule that already has LoRA layers (load first).
+        ValueError: a prefix that names no submodule.
         FileNotFoundError: a source that does not exist.
         mmformer.pretrained's errors for a checkpoint that does not fit (naming each tensor).
     """
@@ -62,8 +63,7 @@ def load_pretrained(root: nn.Module, sources: Mapping[str, Source], strict: bool
             children = [n for n, _ in root.named_children()]
             raise ValueError(f"pretrained prefix {target!r} names no module of {type(root).__name__} "
                              f"(its top-level modules: {children}); use dotted names like 'model.backbone'") from None
-        if lora_layers(module):
-            raise ValueError(f"{target!r} already has LoRA layers; load pretrained weights before adding LoRA")
         _check_source(target, source)
-        load_into(module, source, strict=strict, prefix=prefix)
+        with lora_hidden(module):  # the base weights of LoRA layers load under their plain names
+            load_into(module, source, strict=strict, prefix=prefix)
     return list(sources)

@@ -20,15 +20,17 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_info
 
 from mmformer.finetune.lora import LoRAConfig
-from mmformer.finetune.setup import FineTuneConfig, apply_finetune, frozen_batchnorms
+from mmformer.finetune.pretrained import load_pretrained
+from mmformer.finetune.setup import FineTuneConfig, apply_finetune, frozen_batchnorms, pretrained_sources
 
 
 class FineTuning(pl.Callback):
-    """Loads pretrained weights, adds LoRA and freezes parameters before the optimizer is built.
+    """Adds LoRA and freezes parameters before the optimizer is built; loads pretrained weights at fit start.
 
-    At ``fit`` start the pretrained sources are loaded once — not when resuming from a checkpoint,
-    whose weights win. LoRA and freezing are set up on every ``fit`` (so a resumed run trains the same
-    parameters); a LoRA checkpoint records its layers, so ``test``, ``export`` and ``load_from_checkpoint``
+    LoRA and freezing are set up in ``setup`` on every ``fit`` (so a resumed run trains the same
+    parameters). The pretrained sources are loaded once, in ``on_fit_start`` — not when resuming from a
+    checkpoint, whose weights win, and whose run needs no sources (under FSDP and DeepSpeed, which restore
+    after ``on_fit_start``, they are loaded and then overwritten); a LoRA checkpoint records its layers, so ``test``, ``export`` and ``load_from_checkpoint``
     rebuild them without this callback (see :class:`~mmformer.tasks.base.TaskModule`). BatchNorm layers
     whose parameters are all frozen stay in eval mode, so their running statistics stay frozen too.
 
@@ -55,15 +57,26 @@ class FineTuning(pl.Callback):
         self._frozen_bn: list[Any] = []
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # Before the optimizer is built and a checkpoint restored: which parameters train, and the LoRA layers.
         if stage != "fit":
             return
-        resuming = trainer.ckpt_path is not None
-        summary = apply_finetune(pl_module, self.config, load=not resuming)
+        summary = apply_finetune(pl_module, self.config, load=False)
         self._frozen_bn = frozen_batchnorms(pl_module)
-        loaded = f"loaded {', '.join(summary.loaded)}; " if summary.loaded else (
-            "pretrained weights skipped (resuming from a checkpoint); " if resuming and self.config.pretrained else "")
-        rank_zero_info(f"fine-tuning: {loaded}{len(summary.lora)} LoRA layers; trainable parameters "
-                       f"{summary.trainable:,} of {summary.total:,} ({100 * summary.trainable / summary.total:.2f}%)")
+        rank_zero_info(f"fine-tuning: {len(summary.lora)} LoRA layers, {summary.frozen} parameter tensors frozen; "
+                       f"trainable parameters {summary.trainable:,} of {summary.total:,} "
+                       f"({100 * summary.trainable / summary.total:.2f}%)")
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # After a resumed run's checkpoint is restored (so trainer.ckpt_path is known): its weights win, and
+        # the sources are not read at all (they may have moved since).
+        sources = pretrained_sources(self.config)
+        if not sources:
+            return
+        if trainer.ckpt_path is not None:
+            rank_zero_info(f"fine-tuning: resuming from {trainer.ckpt_path}; pretrained weights not loaded")
+            return
+        loaded = load_pretrained(pl_module, sources, self.config.strict)
+        rank_zero_info(f"fine-tuning: loaded pretrained weights into {', '.join(loaded)}")
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
