@@ -27,7 +27,7 @@ class FineTuneConfig:
 class FineTuneSummary(NamedTuple):
     loaded: list[str]  # module names given pretrained weights
     lora: list[str]  # LoRA layer names
-    frozen: int  # frozen parameter tensors
+    frozen: int  # frozen parameter tensors (by LoRA or by pattern)
     trainable: int  # trainable parameter count
     total: int  # all parameters
 
@@ -66,9 +66,11 @@ def apply_finetune(root: nn.Module, cfg: FineTuneConfig, *, load: bool = True,
         for name, p in root.named_parameters():
             if not (name.rsplit(".", 1)[-1] in ("lora_A", "lora_B") or name in keep):
                 p.requires_grad_(False)
-    frozen = freeze(root, cfg.freeze) if cfg.freeze else []
+    if cfg.freeze:
+        freeze(root, cfg.freeze)
+    frozen = sum(not p.requires_grad for p in root.parameters())
     trainable, total = count_trainable(root)
-    return FineTuneSummary(loaded, lora, len(frozen), trainable, total)
+    return FineTuneSummary(loaded, lora, frozen, trainable, total)
 
 
 def frozen_batchnorms(root: nn.Module) -> list[nn.Module]:
