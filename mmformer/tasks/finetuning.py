@@ -30,9 +30,10 @@ class FineTuning(pl.Callback):
     LoRA and freezing are set up in ``setup`` on every ``fit`` (so a resumed run trains the same
     parameters). The pretrained sources are loaded once, in ``on_fit_start`` — not when resuming from a
     checkpoint, whose weights win, and whose run needs no sources (under FSDP and DeepSpeed, which restore
-    after ``on_fit_start``, they are loaded and then overwritten); a LoRA checkpoint records its layers, so ``test``, ``export`` and ``load_from_checkpoint``
-    rebuild them without this callback (see :class:`~mmformer.tasks.base.TaskModule`). BatchNorm layers
-    whose parameters are all frozen stay in eval mode, so their running statistics stay frozen too.
+    after ``on_fit_start``, they are loaded and then overwritten). A LoRA checkpoint records its layers,
+    so ``test``, ``export`` and ``load_from_checkpoint`` rebuild them without this callback (see
+    :class:`~mmformer.tasks.base.TaskModule`). BatchNorm layers whose parameters are all frozen stay in
+    eval mode, so their running statistics stay frozen too.
 
     Args:
         pretrained: a source for the task's whole ``model`` (an ``mmformer export`` folder or a converted
