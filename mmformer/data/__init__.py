@@ -22,10 +22,12 @@ _EXPORTS = {
     "CaptionDataModule": "modules.captions", "CsvCaptionData": "modules.captions",
     "ShapesCaptionData": "modules.captions",
     "TrajectoryData": "modules.trajectories",
+    "ManifestData": "modules.manifest",
     # readers
     "load_image": "readers.image_files", "read_pairs": "readers.text_pairs",
     "load_audio": "readers.audio", "read_manifest": "readers.audio",
     "read_caption_table": "readers.caption_table",
+    "read_table": "readers.manifest", "ManifestError": "readers.manifest",
     "read_d4rl": "readers.d4rl", "episodes_from_arrays": "readers.d4rl",
     # builders
     "build_control_dataset": "builders.control",
@@ -50,6 +52,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the names
         DigitsData, FashionMNISTData, IdxImageData, ImageClassificationData, ImageFolderData, TensorImageDataset,
         TorchvisionImageData,
     )
+    from mmformer.data.modules.manifest import ManifestData
     from mmformer.data.modules.speech import SpeechRecognitionData
     from mmformer.data.modules.trajectories import TrajectoryData
     from mmformer.data.modules.translation import TranslationData
@@ -57,5 +60,6 @@ if TYPE_CHECKING:  # static analysers and IDEs see the names
     from mmformer.data.readers.caption_table import read_caption_table
     from mmformer.data.readers.d4rl import episodes_from_arrays, read_d4rl
     from mmformer.data.readers.image_files import load_image
+    from mmformer.data.readers.manifest import ManifestError, read_table
     from mmformer.data.readers.text_pairs import read_pairs
     from mmformer.data.spec import ControlSpec, DataSpec, EvalSplit, ProvidesDataSpec, ZeroShotSpec
