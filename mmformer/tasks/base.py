@@ -11,8 +11,12 @@ import pytorch_lightning as pl
 import torch
 
 from mmformer.data.spec import DataSpec, ProvidesDataSpec
+from mmformer.finetune.lora import lora_spec, restore_lora
 from mmformer.tasks.checkpoint_fit import WRITER_KEY, check_fits, describe
 from mmformer.tasks.legacy import FORMAT_KEY, FORMAT_VERSION, legacy_task_name, upgrade_state_dict
+
+
+LORA_KEY = "mmformer_lora"  # checkpoint entry: {LoRA layer name: {rank, alpha, dropout}}
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -35,6 +39,10 @@ class TaskModule(pl.LightningModule):
     ``required_data``; :meth:`setup` takes the spec from the trainer's DataModule (which must
     implement :class:`~mmformer.data.spec.ProvidesDataSpec`), checks them, and hands the spec to
     :meth:`bind_data` once per stage. Nothing else reads the DataModule.
+
+    A model with LoRA layers (:class:`mmformer.tasks.FineTuning`) records them in its checkpoints
+    (``mmformer_lora``), and loading one rebuilds them before the weights load, so ``test``, ``export``
+    and resume need no fine-tuning settings.
 
     Checkpoints are marked with ``mmformer_format``; an older one (without it) has its state_dict
     keys upgraded in :meth:`on_load_checkpoint` (see :func:`mmformer.tasks.legacy.upgrade_state_dict`).
@@ -111,11 +119,14 @@ class TaskModule(pl.LightningModule):
         checkpoint["mmformer_rng"] = rng
         checkpoint[FORMAT_KEY] = FORMAT_VERSION
         checkpoint[WRITER_KEY] = describe(self)  # so a run it does not fit can say who wrote it
+        if spec := lora_spec(self):
+            checkpoint[LORA_KEY] = spec
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Lightning calls this before loading ``checkpoint["state_dict"]``: older keys are upgraded here."""
         if checkpoint.get(FORMAT_KEY, 0) < FORMAT_VERSION and "state_dict" in checkpoint:
             checkpoint["state_dict"] = upgrade_state_dict(legacy_task_name(type(self)), checkpoint["state_dict"])
+        restore_lora(self, checkpoint.get(LORA_KEY, {}))  # LoRA layers before their weights load
         check_fits(self, checkpoint)  # a clear error instead of Lightning's Missing key(s)/size mismatch
         self._rng_to_restore = checkpoint.get("mmformer_rng")
 
