@@ -83,8 +83,9 @@ def build(
         words = [w for w in ZEROSHOT_WORDS for _ in range(zeroshot_per_word)]
         random.Random(f"{corpus.seed}-zeroshot").shuffle(words)
         voices = random_voices(len(words), test_variants, voices_cfg, f"{corpus.seed}-zeroshot")
+        clips = write_clips(tmp, "zeroshot", words, voices, workers)
         rows = [{"audio_filepath": r["audio_filepath"], "text": r["keyword"], "keyword": r["keyword"],
-                 "duration": r["duration"], "voice": r["voice"]} for r in write_clips(tmp, "zeroshot", words, voices, workers)]
+                 "duration": r["duration"], "voice": r["voice"]} for r in clips]
         stats["zeroshot"] = {"clips": write_jsonl(tmp / "zeroshot.jsonl", rows), "words": len(ZEROSHOT_WORDS)}
         return stats
 

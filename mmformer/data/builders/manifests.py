@@ -87,7 +87,7 @@ def build_once(
         else:
             shutil.rmtree(folder, ignore_errors=True)
             tmp.rename(folder)
-    counts = {split: {k: v for k, v in value.items() if isinstance(v, (int, float))} if isinstance(value, dict) else value
-              for split, value in stats.items()}
+    counts = {split: {k: v for k, v in value.items() if isinstance(v, (int, float))}  # no long lists
+              if isinstance(value, dict) else value for split, value in stats.items()}
     print(f"{folder.name} ready in {meta['build_seconds']} s: {counts}", file=sys.stderr, flush=True)
     return manifests
