@@ -23,7 +23,7 @@ from pathlib import Path
 from PIL import Image
 
 from mmformer.data.builders.manifests import build_once, cache_folder, write_jsonl
-from mmformer.data.builders.shapes import RENDER_VERSION, ShapesConfig, ensure_rendered, load_split
+from mmformer.data.builders.shapes import RENDER_VERSION, ShapesConfig, build_split
 
 SPLITS = ("train", "val", "test")
 
@@ -49,7 +49,7 @@ def build(data_dir: str | Path = "data", cfg: ShapeCaptionsConfig = ShapeCaption
     """Renders (once) the scenes and writes them as PNGs; returns ``{"train"|"val"|"test": manifest path}``.
 
     Args:
-        data_dir: where the renderer's cache and the settings-hashed PNG folder go.
+        data_dir: where the settings-hashed PNG folder goes.
         cfg: sizes, the two-shape share and the seed (20k + 2k scenes take well under a minute).
     """
     from tqdm import tqdm
@@ -57,10 +57,9 @@ def build(data_dir: str | Path = "data", cfg: ShapeCaptionsConfig = ShapeCaption
     settings = {"v": 1, "render_v": RENDER_VERSION, **asdict(cfg)}
 
     def make(tmp: Path, _final: Path) -> dict:
-        rendered = ensure_rendered(shapes_config(cfg), data_dir)  # the shapes cache: images.npy + captions.txt
         stats = {}
         for split in SPLITS:
-            images, captions, _ = load_split(rendered, split)  # (N, H, W, 3) uint8, N captions
+            images, captions, _ = build_split(shapes_config(cfg), split)  # (N, H, W, 3) uint8, N captions
             (tmp / split).mkdir()
             rows = []
             for i in tqdm(range(len(captions)), desc=f"png {split}", file=sys.stderr, mininterval=2.0):

@@ -48,6 +48,6 @@ def test_rows_are_pngs_with_canonical_captions(built: dict[str, Path]) -> None:
 def test_a_second_build_reuses_the_pngs(built: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     png = built["test"].parent / read_jsonl(built["test"])[0]["image"]
     stamp = png.stat().st_mtime_ns
-    monkeypatch.setattr(shape_captions, "ensure_rendered", lambda *a, **k: pytest.fail("rebuilt"))
+    monkeypatch.setattr(shape_captions, "build_split", lambda *a, **k: pytest.fail("rebuilt"))
     assert build(built["test"].parent.parent, TINY) == built
     assert png.stat().st_mtime_ns == stamp
