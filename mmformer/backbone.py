@@ -29,7 +29,7 @@ class BackboneConfig:
     num_heads: int = 8  # query heads H (D must be divisible by H)
     num_kv_heads: int | None = None  # key/value heads: None = H, 1 = multi-query, else grouped-query
     mlp_ratio: float = 4.0  # MLP hidden width = mlp_ratio * D
-    mlp: MlpSpec = "gelu"  # "gelu" | "swiglu" | dotted import path of a (dim, hidden, bias, drop) class
+    mlp: MlpSpec = "gelu"  # "gelu" | "swiglu" | "mlp_<act>" (gelu_tanh, quick_gelu, silu, relu) | dotted import path
     norm: NormSpec = "layernorm"  # "layernorm" | "rmsnorm" | dotted import path of a (dim) class
     norm_eps: float = 1e-6  # epsilon of named norms (timm ViT: 1e-6; torch.nn.Transformer: 1e-5)
     norm_position: Literal["pre", "post"] = "pre"  # pre-norm (GPT-2/ViT) or post-norm (Vaswani et al.)

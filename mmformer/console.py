@@ -1,8 +1,9 @@
-"""The ``mmformer`` console script: LightningCLI's subcommands plus ``export`` and ``train-tokenizer``.
+"""The ``mmformer`` console script: LightningCLI's subcommands plus ``export``, ``convert`` and ``train-tokenizer``.
 
     mmformer fit --config tasks/<recipe>.yaml          # fit / validate / test / predict: mmformer.cli
     mmformer export --config ... --ckpt_path ... --out exported/          # mmformer.export
     mmformer train-tokenizer --input a.txt --output data/spm/m            # mmformer.data.train_tokenizer
+    mmformer convert path/to/bert converted/                             # mmformer.pretrained
 
 ``python -m mmformer ...`` is the same command. This module sits above everything it dispatches to,
 so none of them imports it back.
@@ -62,6 +63,11 @@ def _dispatch(argv: list[str]) -> int:
         from mmformer.export import main as export_main
 
         export_main(argv[1:])
+        return 0
+    if argv[:1] == ["convert"]:
+        from mmformer.pretrained import main as convert_main
+
+        convert_main(argv[1:])
         return 0
     if argv[:1] == ["train-tokenizer"]:
         from mmformer.data.train_tokenizer import main as train_tokenizer_main

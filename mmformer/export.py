@@ -2,8 +2,8 @@
 
     mmformer export --config tasks/<recipe>.yaml --ckpt_path runs/version_0/checkpoints/last.ckpt --out exported/
 
-writes ``exported/model.safetensors`` (the plain ``task.model`` weights, no optimizer state, no pickled
-code) and ``exported/config.yaml`` (the recipe's fully resolved ``model`` section). From Python::
+writes ``exported/model.safetensors`` (the plain ``task.model`` weights, LoRA merged in, no optimizer
+state, no pickled code) and ``exported/config.yaml`` (the recipe's fully resolved ``model`` section). From Python::
 
     from mmformer.export import load_exported
     model = load_exported("exported/")   # a plain nn.Module in eval mode; no Trainer, no DataModule
@@ -22,6 +22,7 @@ import pytorch_lightning as pl
 import yaml
 from torch import Tensor, nn
 
+from mmformer.finetune.lora import merge_lora
 from mmformer.tasks.legacy import FORMAT_VERSION, legacy_task_name, upgrade_state_dict
 
 FORMAT, VERSION = "mmformer-export", 2  # 2: records the weights' layout (state_format)
@@ -58,6 +59,7 @@ def export_model(config: str | Path, ckpt_path: str | Path, out_dir: str | Path,
     from mmformer.recipes import load_task, model_config  # the recipe machinery: LightningCLI
 
     task, _ = load_task(config, ckpt_path, *overrides)  # ValueError when the checkpoint does not fit
+    merge_lora(task.model)  # LoRA folded into plain weights: the export loads into the model the config builds
     model_cfg = model_config(config, *overrides)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,11 @@ class GenerationConfig:
     no_repeat_ngram_size: int = 0  # no n-gram of this size occurs twice in an output (fairseq/HF); 0 = off
     repetition_penalty: float = 1.0  # CTRL/HF: logits of tokens already generated are divided by it if > 0,
     #                                  multiplied if < 0 (before log-softmax in beam search); 1 = off
+    # Special ids: mmformer's sentencepiece vocabularies by default; a converted checkpoint's own otherwise
+    # (e.g. Marian's decoder_start/eos/pad, from mmformer.pretrained.special_ids).
+    bos_id: int = BOS_ID  # every row starts with it (a decoder's start token); never generated
+    eos_id: int = EOS_ID  # ends a row
+    pad_id: int = PAD_ID  # fills a row after eos; never generated
 
 
 class BeamOutput(NamedTuple):
@@ -118,11 +123,15 @@ def _check(model: Any, cfg: GenerationConfig) -> int:
     return cfg.max_new_tokens
 
 
-def _ban_specials(scores: Tensor, eos_too: bool = False) -> Tensor:
+def _ban_specials(scores: Tensor, eos_too: bool = False, cfg: GenerationConfig | None = None) -> Tensor:
     """pad and bos are never generated: pad only fills rows after eos, bos only starts them.
-    ``eos_too`` also bans eos (before ``min_new_tokens``)."""
-    banned = [PAD_ID, BOS_ID, EOS_ID] if eos_too else [PAD_ID, BOS_ID]
-    return scores.index_fill(-1, torch.tensor(banned, device=scores.device), float("-inf"))
+    ``eos_too`` also bans eos (before ``min_new_tokens``); ``cfg`` gives the ids (default: mmformer's)."""
+    pad, bos, eos = (PAD_ID, BOS_ID, EOS_ID) if cfg is None else (cfg.pad_id, cfg.bos_id, cfg.eos_id)
+    # A vocabulary may reuse eos as bos or pad (GPT-2, Whisper): eos stays allowed unless eos_too.
+    banned = [pad, bos, eos] if eos_too else [i for i in (pad, bos) if i != eos]
+    if not banned:
+        return scores
+    return scores.index_fill(-1, torch.tensor(banned, dtype=torch.long, device=scores.device), float("-inf"))
 
 
 def _row_limits(memory: BackboneOutput, cfg: GenerationConfig, steps: int) -> Tensor | None:
@@ -141,8 +150,8 @@ def _constrain(scores: Tensor, prefix: Tensor, t: int, cfg: GenerationConfig, li
     """Bans specials (and eos before ``min_new_tokens``) and repeated n-grams in ``scores (R, V)``; rows
     that reach their length limit at step ``t``, or have no token left, get eos only (at its score before
     the bans, so beam scores stay the model's log-probs)."""
-    eos = scores[:, EOS_ID:EOS_ID + 1]  # (R, 1)
-    scores = _ban_specials(scores, eos_too=t < cfg.min_new_tokens)
+    eos = scores[:, cfg.eos_id:cfg.eos_id + 1]  # (R, 1)
+    scores = _ban_specials(scores, eos_too=t < cfg.min_new_tokens, cfg=cfg)
     if cfg.no_repeat_ngram_size > 0:
         scores = scores.masked_fill(repeated_ngram_bans(prefix[:, 1:], cfg.no_repeat_ngram_size, scores.shape[-1]),
                                     float("-inf"))
@@ -154,7 +163,7 @@ def _constrain(scores: Tensor, prefix: Tensor, t: int, cfg: GenerationConfig, li
         force = at_limit if force is None else force | at_limit
     if force is None:
         return scores
-    is_eos = torch.arange(scores.shape[-1], device=scores.device) == EOS_ID  # (V,)
+    is_eos = torch.arange(scores.shape[-1], device=scores.device) == cfg.eos_id  # (V,)
     return torch.where(force, torch.where(is_eos, eos, float("-inf")), scores)
 
 
@@ -162,10 +171,10 @@ class _Stepper:
     """Feeds one new token per row and returns next-token log-probs, with or without the KV cache."""
 
     def __init__(self, model: Any, memory: BackboneOutput, rows: int, steps: int, use_cache: bool,
-                 device: torch.device):
+                 device: torch.device, bos_id: int = BOS_ID):
         self.model, self.memory = model, memory
         self.cache = model.new_cache(steps + 1) if use_cache else None
-        self.prefix = torch.full((rows, 1), BOS_ID, dtype=torch.long, device=device)  # (R, t) ids so far
+        self.prefix = torch.full((rows, 1), bos_id, dtype=torch.long, device=device)  # (R, t) ids so far
 
     def logits(self) -> Tensor:
         ids = self.prefix[:, -1:] if self.cache is not None else self.prefix
@@ -191,7 +200,7 @@ def generate(model: Any, source: Any, cfg: GenerationConfig, memory: BackboneOut
     limits = _row_limits(memory, cfg, steps)
     steps = steps if limits is None else min(steps, int(limits.max()))  # the one host sync, before the loop
     gen = torch.Generator(device=device).manual_seed(cfg.seed) if cfg.strategy == "sample" else None
-    stepper = _Stepper(model, memory, b, steps, cfg.use_cache, device)
+    stepper = _Stepper(model, memory, b, steps, cfg.use_cache, device, cfg.bos_id)
     done = torch.zeros(b, dtype=torch.bool, device=device)
     for t in range(steps):
         raw = repetition_penalty(stepper.logits(), stepper.prefix[:, 1:], cfg.repetition_penalty)
@@ -203,8 +212,8 @@ def generate(model: Any, source: Any, cfg: GenerationConfig, memory: BackboneOut
             token = torch.multinomial(logits.softmax(-1), 1, generator=gen)[:, 0]
         else:
             raise ValueError(f"strategy must be greedy, sample or beam, got {cfg.strategy!r}")
-        token = token.masked_fill(done, PAD_ID)
-        done |= token == EOS_ID
+        token = token.masked_fill(done, cfg.pad_id)
+        done |= token == cfg.eos_id
         stepper.push(token)
         if (t + 1) % _CHECK_EVERY == 0 and bool(done.all()):
             break
@@ -229,7 +238,7 @@ def beam_search(model: Any, source: Any, cfg: GenerationConfig, memory: Backbone
     limits = _row_limits(memory, cfg, steps)
     steps = steps if limits is None else min(steps, int(limits.max()))  # the one host sync, before the loop
     limits = None if limits is None else limits.repeat_interleave(k)  # (B*K,) rows b*K .. b*K+K-1
-    stepper = _Stepper(model, memory.repeat(k), b * k, steps, cfg.use_cache, device)
+    stepper = _Stepper(model, memory.repeat(k), b * k, steps, cfg.use_cache, device, cfg.bos_id)
     scores = torch.zeros(b, k, device=device)
     scores[:, 1:] = float("-inf")  # all beams start identical: let only the first one expand at step 0
     lengths = torch.zeros(b, k, dtype=torch.long, device=device)
@@ -243,7 +252,7 @@ def beam_search(model: Any, source: Any, cfg: GenerationConfig, memory: Backbone
         v = logp.shape[-1]
         # Finished hypotheses continue only with pad, at no cost.
         frozen = torch.full_like(logp[0, 0], float("-inf"))
-        frozen[PAD_ID] = 0.0
+        frozen[cfg.pad_id] = 0.0
         logp = torch.where(done[..., None], frozen, logp)
         cand = scores[..., None] + logp  # (B, K, V)
         cand_len = torch.where(done, lengths, lengths + 1)  # (B, K): every token of a beam adds the same length
@@ -252,7 +261,7 @@ def beam_search(model: Any, source: Any, cfg: GenerationConfig, memory: Backbone
         beam, token = flat // v, flat % v
         scores = cand.view(b, -1).gather(1, flat)
         lengths = cand_len.gather(1, beam)
-        done = done.gather(1, beam) | (token == EOS_ID)
+        done = done.gather(1, beam) | (token == cfg.eos_id)
         stepper.push(token.view(-1), (base + beam).view(-1))
         if (t + 1) % _CHECK_EVERY == 0 and bool(done.all()):
             break
@@ -263,21 +272,23 @@ def beam_search(model: Any, source: Any, cfg: GenerationConfig, memory: Backbone
     return BeamOutput(seq, scores.gather(1, order), normalized, lengths.gather(1, order))
 
 
-def sequence_log_probs(model: Any, source: Any, sequences: Tensor) -> Tensor:
+def sequence_log_probs(model: Any, source: Any, sequences: Tensor, cfg: GenerationConfig | None = None) -> Tensor:
     """Sum of token log-probs of ``sequences (B, T)`` (ids after bos; pads after eos ignored),
-    by one full teacher-forced forward pass: the reference that beam scores must equal."""
+    by one full teacher-forced forward pass: the reference that beam scores must equal.
+    ``cfg`` gives the special ids (default: mmformer's)."""
+    bos_id, eos_id, pad_id = (BOS_ID, EOS_ID, PAD_ID) if cfg is None else (cfg.bos_id, cfg.eos_id, cfg.pad_id)
     memory = model.encode(source)
-    bos = torch.full_like(sequences[:, :1], BOS_ID)
+    bos = torch.full_like(sequences[:, :1], bos_id)
     logits = model.decode(torch.cat([bos, sequences[:, :-1]], 1), memory)[0].float()
     logp = logits.log_softmax(-1).gather(-1, sequences[..., None])[..., 0]  # (B, T)
-    ended = (sequences == EOS_ID).long().cumsum(1) - (sequences == EOS_ID).long()  # 1 after the first eos
-    return (logp * ((ended == 0) & (sequences != PAD_ID))).sum(1)
+    ended = (sequences == eos_id).long().cumsum(1) - (sequences == eos_id).long()  # 1 after the first eos
+    return (logp * ((ended == 0) & (sequences != pad_id))).sum(1)
 
 
-def strip(ids: Tensor) -> list[list[int]]:
+def strip(ids: Tensor, eos_id: int = EOS_ID) -> list[list[int]]:
     """Generated ``(B, T)`` ids → per-row lists without eos and what follows."""
     rows = ids.tolist()
-    return [r[: r.index(EOS_ID)] if EOS_ID in r else r for r in rows]
+    return [r[: r.index(eos_id)] if eos_id in r else r for r in rows]
 
 
 __all__ = ["BeamOutput", "GenerationConfig", "beam_search", "generate", "length_penalty", "repeated_ngram_bans",

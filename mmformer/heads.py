@@ -22,8 +22,8 @@ from torch import Tensor, nn
 
 from mmformer.layers.attention import CrossAttention
 
-Pool = Literal["cls", "mean", "attention"]
-POOLS = ("cls", "mean", "attention")
+Pool = Literal["cls", "mean", "attention", "last"]
+POOLS = ("cls", "mean", "attention", "last")
 
 
 def masked_mean(hidden: Tensor, mask: Tensor | None) -> Tensor:
@@ -60,14 +60,15 @@ class Pooler(nn.Module):
     Args:
         dim: token width D.
         pool: ``cls`` (the first token; the tokenizer must prepend one), ``mean`` over the real
-            tokens, or ``attention`` (a learned query cross-attending to them).
+            tokens, ``attention`` (a learned query cross-attending to them), or ``last``: the last
+            real token of each right-padded row (CLIP's end-of-text token under causal attention).
         num_heads: heads of the attention pool.
     """
 
     def __init__(self, dim: int, pool: Pool = "mean", num_heads: int = 4) -> None:
         super().__init__()
         if pool not in POOLS:
-            raise ValueError(f"pool must be 'cls', 'mean' or 'attention', got {pool!r}")
+            raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
         self.pool = pool
         self.attn = AttentionPool(dim, num_heads) if pool == "attention" else None
 
@@ -77,6 +78,10 @@ class Pooler(nn.Module):
             if num_prefix_tokens < 1:
                 raise ValueError("pool='cls' needs a tokenizer that prepends a CLS token (e.g. cls_token: true)")
             return hidden[:, 0]
+        if self.pool == "last":  # (B,) index of each row's last real token
+            last = (mask.sum(1) - 1 if mask is not None
+                    else torch.full(hidden.shape[:1], hidden.shape[1] - 1, device=hidden.device))
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         hidden = hidden[:, num_prefix_tokens:]  # (B, N - P, D)
         mask = None if mask is None else mask[:, num_prefix_tokens:]
         return masked_mean(hidden, mask) if self.attn is None else self.attn(hidden, mask)
@@ -144,10 +149,14 @@ class LMHead(nn.Linear):
         vocab_size: V.
         tied_embedding: the target embedding whose table becomes this weight (Press & Wolf 2017);
             None = an own weight, truncated-normal(0.02) initialized.
+        bias: a per-token logit bias, zero-initialized (BERT's MLM decoder, Marian's final_logits_bias).
     """
 
-    def __init__(self, dim: int, vocab_size: int, tied_embedding: nn.Embedding | None = None) -> None:
+    def __init__(self, dim: int, vocab_size: int, tied_embedding: nn.Embedding | None = None,
+                 bias: bool = False) -> None:
         super().__init__(dim, vocab_size, bias=False)  # draws its init even when tied: seeded runs stay equal
+        if bias:  # added after the init above, so bias=False models draw the same numbers as before
+            self.bias = nn.Parameter(torch.zeros(vocab_size))
         if tied_embedding is not None:
             if tuple(tied_embedding.weight.shape) != (vocab_size, dim):
                 raise ValueError(f"the tied embedding is {tuple(tied_embedding.weight.shape)}, "

@@ -79,3 +79,17 @@ def test_projection_ctc_and_action_heads() -> None:
     cont, disc = ActionHead(8, 2, discrete=False), ActionHead(8, 3, discrete=True)
     assert bool((cont(h).abs() <= 1).all()) and disc(h).shape == (2, 4, 3)
     assert torch.allclose(disc(h), disc.fc(h))
+
+
+def test_last_pooling_reads_each_rows_last_real_token() -> None:
+    hidden, mask = _hidden()
+    pooled = Pooler(8, "last")(hidden, mask)
+    torch.testing.assert_close(pooled, torch.stack([hidden[0, 4], hidden[1, 2]]))
+    torch.testing.assert_close(Pooler(8, "last")(hidden, None), hidden[:, -1])
+
+
+def test_lm_head_bias_is_opt_in_and_zero_initialized() -> None:
+    emb = nn.Embedding(11, 8)
+    assert LMHead(8, 11, emb).bias is None
+    head = LMHead(8, 11, emb, bias=True)
+    assert head.weight is emb.weight and torch.equal(head.bias, torch.zeros(11))

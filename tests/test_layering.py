@@ -22,6 +22,8 @@ LAYERS = {
                      "mmformer.retrieval", "mmformer.text_metrics", "mmformer.viz", "mmformer.testing"), 3),
     # Plain nn.Module models (and the rollouts that drive a policy model in an environment).
     **dict.fromkeys(("mmformer.models", "mmformer.rollout"), 4),
+    "mmformer.pretrained": 4,  # converters of peer checkpoints into those models (torch + safetensors alone)
+    "mmformer.finetune": 4,  # LoRA, freezing, layer-wise lr decay, loading by module prefix (torch alone)
     "mmformer.data": 5,
     "mmformer.tasks": 6,
     "mmformer.checkpoint": 6,  # reads checkpoint files with torch alone; tasks may use it

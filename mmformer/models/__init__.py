@@ -5,10 +5,12 @@ The task modules in :mod:`mmformer.tasks` wrap them with losses, metrics and log
 model zoo.
 """
 
+from mmformer.models.causal_lm import CausalLM
 from mmformer.models.classifier import Classifier, ClassifierFeatures
 from mmformer.models.decision_transformer import DecisionTransformer
 from mmformer.models.dual_encoder import ContrastiveModel, ContrastiveOutput
+from mmformer.models.masked_lm import MaskedLM, MLMHead
 from mmformer.models.seq2seq import DecoderOutput, Seq2Seq
 
-__all__ = ["Classifier", "ClassifierFeatures", "ContrastiveModel", "ContrastiveOutput", "DecisionTransformer",
-           "DecoderOutput", "Seq2Seq"]
+__all__ = ["CausalLM", "Classifier", "ClassifierFeatures", "ContrastiveModel", "ContrastiveOutput",
+           "DecisionTransformer", "DecoderOutput", "MLMHead", "MaskedLM", "Seq2Seq"]

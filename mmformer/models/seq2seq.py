@@ -34,6 +34,7 @@ class Seq2Seq(nn.Module):
         tie_embeddings: share the target embedding with the output projection (Press & Wolf 2017).
         ctc_vocab_size: > 0 adds a :class:`~mmformer.heads.CTCHead` of that many labels on the
             encoder (hybrid CTC/attention training, CTC decoding); 0 = none.
+        logits_bias: a learned per-token bias on the output logits (Marian's ``final_logits_bias``).
     """
 
     def __init__(
@@ -44,12 +45,13 @@ class Seq2Seq(nn.Module):
         decoder: Decoder,
         tie_embeddings: bool = True,
         ctc_vocab_size: int = 0,
+        logits_bias: bool = False,
     ) -> None:
         super().__init__()
         self.source_tokenizer, self.encoder = source_tokenizer, encoder
         self.target_tokenizer, self.decoder = target_tokenizer, decoder
         self.lm_head = LMHead(decoder.config.dim, target_tokenizer.vocab_size,
-                              target_tokenizer.embed if tie_embeddings else None)
+                              target_tokenizer.embed if tie_embeddings else None, bias=logits_bias)
         self.ctc_head = CTCHead(encoder.config.dim, ctc_vocab_size) if ctc_vocab_size > 0 else None
 
     @property

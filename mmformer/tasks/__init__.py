@@ -4,8 +4,9 @@
 from mmformer.tasks.classification import ClassificationTask
 from mmformer.tasks.contrastive import ContrastiveTask
 from mmformer.tasks.decision_transformer import DecisionTransformerTask
+from mmformer.tasks.finetuning import FineTuning
 from mmformer.tasks.optim import OptimConfig, build_optimizer
 from mmformer.tasks.seq2seq import Seq2SeqTask
 
-__all__ = ["ClassificationTask", "ContrastiveTask", "DecisionTransformerTask", "OptimConfig", "Seq2SeqTask",
+__all__ = ["ClassificationTask", "ContrastiveTask", "DecisionTransformerTask", "FineTuning", "OptimConfig", "Seq2SeqTask",
            "build_optimizer"]

@@ -11,9 +11,13 @@ import pytorch_lightning as pl
 import torch
 
 from mmformer.data.spec import DataSpec, ProvidesDataSpec
+from mmformer.finetune.lora import lora_spec, restore_lora
 from mmformer.tasks.checkpoint_fit import WRITER_KEY, check_fits, describe
 from mmformer.tasks.legacy import (FORMAT_KEY, FORMAT_VERSION, legacy_task_name, upgrade_module_names,
                                    upgrade_state_dict)
+
+
+LORA_KEY = "mmformer_lora"  # checkpoint entry: {LoRA layer name: {rank, alpha, dropout}}
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -36,6 +40,10 @@ class TaskModule(pl.LightningModule):
     ``required_data``; :meth:`setup` takes the spec from the trainer's DataModule (which must
     implement :class:`~mmformer.data.spec.ProvidesDataSpec`), checks them, and hands the spec to
     :meth:`bind_data` once per stage. Nothing else reads the DataModule.
+
+    A model with LoRA layers (:class:`mmformer.tasks.FineTuning`) records them in its checkpoints
+    (``mmformer_lora``), and loading one rebuilds them before the weights load, so ``test``, ``export``
+    and resume need no fine-tuning settings.
 
     Checkpoints are marked with ``mmformer_format``; an older one (without it) has its state_dict
     keys upgraded in :meth:`on_load_checkpoint` (see :func:`mmformer.tasks.legacy.upgrade_state_dict`).
@@ -112,17 +120,22 @@ class TaskModule(pl.LightningModule):
         checkpoint["mmformer_rng"] = rng
         checkpoint[FORMAT_KEY] = FORMAT_VERSION
         checkpoint[WRITER_KEY] = describe(self)  # so a run it does not fit can say who wrote it
+        if spec := lora_spec(self):
+            checkpoint[LORA_KEY] = spec
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Lightning calls this before loading ``checkpoint["state_dict"]``: older keys are upgraded here."""
         version, task_name = checkpoint.get(FORMAT_KEY, 0), legacy_task_name(type(self))
-        if version < FORMAT_VERSION and "state_dict" in checkpoint:
-            checkpoint["state_dict"] = upgrade_state_dict(task_name, checkpoint["state_dict"], version)
-        writer = checkpoint.get(WRITER_KEY)
-        if version < FORMAT_VERSION and isinstance(writer, dict) and isinstance(writer.get("backbones"), dict):
-            # an older writer names its backbones by the old module names too
-            checkpoint[WRITER_KEY] = {**writer, "backbones": upgrade_module_names(task_name, writer["backbones"],
-                                                                                  version)}
+        if version < FORMAT_VERSION:
+            if "state_dict" in checkpoint:
+                checkpoint["state_dict"] = upgrade_state_dict(task_name, checkpoint["state_dict"], version)
+            # the writer's backbones and the LoRA layers are named by the old module names too
+            writer = checkpoint.get(WRITER_KEY)
+            if isinstance(writer, dict) and isinstance(writer.get("backbones"), dict):
+                writer["backbones"] = upgrade_module_names(task_name, writer["backbones"], version)
+            if isinstance(checkpoint.get(LORA_KEY), dict):
+                checkpoint[LORA_KEY] = upgrade_module_names(task_name, checkpoint[LORA_KEY], version)
+        restore_lora(self, checkpoint.get(LORA_KEY, {}))  # LoRA layers before their weights load
         check_fits(self, checkpoint)  # a clear error instead of Lightning's Missing key(s)/size mismatch
         self._rng_to_restore = checkpoint.get("mmformer_rng")
 

@@ -20,15 +20,32 @@ class OptimConfig:
     warmup_fraction: float = 0.05  # warm-up as a fraction of all optimizer steps
     min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
     schedule: str = "cosine"  # "cosine" or "constant" (after warm-up)
+    layer_decay: float | None = None  # e.g. 0.75: layer-wise lr decay lr·decay^(L+1-layer) (mmformer.finetune.lr_decay)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Decays weight matrices and conv kernels; leaves biases, norm scales and 1-D parameters alone."""
-    decay, no_decay = [], []
-    for p in model.parameters():
+def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | None = None,
+                 lr: float = 1.0) -> list[dict]:
+    """Decays weight matrices and conv kernels; leaves biases, norm scales and 1-D parameters alone.
+
+    Frozen parameters (``requires_grad=False``) are left out. With ``layer_decay``, each (layer,
+    decay/no-decay) pair is its own group with ``lr = lr · layer_decay^(L+1-layer)`` (see
+    :mod:`mmformer.finetune.lr_decay`); without it, the two groups take the optimizer's lr.
+    """
+    if layer_decay is None:
+        decay, no_decay = [], []
+        for p in model.parameters():
+            if p.requires_grad:
+                (decay if p.dim() >= 2 else no_decay).append(p)
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    from mmformer.finetune.lr_decay import layer_scales
+
+    scales, groups = layer_scales(model, layer_decay), {}
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            wd = weight_decay if p.dim() >= 2 else 0.0
+            group = groups.setdefault((scales[name], wd), {"params": [], "weight_decay": wd, "lr": lr * scales[name]})
+            group["params"].append(p)
+    return list(groups.values())
 
 
 def lr_factor(step: int, total: int, warmup: int, min_ratio: float, schedule: str) -> float:
@@ -51,7 +68,11 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, total_steps: int) -> dic
         )
     total = int(total_steps)
     warmup = cfg.warmup_steps or int(cfg.warmup_fraction * total)
-    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    groups = param_groups(model, cfg.weight_decay, cfg.layer_decay, cfg.lr)
+    if not any(g["params"] for g in groups):
+        raise ValueError(f"{type(model).__name__} has no trainable parameter: the finetune freeze patterns (or "
+                         f"LoRA without targets) froze them all")
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, total, warmup, cfg.min_lr_ratio, cfg.schedule)
     )

@@ -45,6 +45,9 @@ class ImagePatchTokenizer(ModalityTokenizer):
         cls_token: prepend a learned CLS token (for ``pool: cls`` heads).
         pos_embed: ``learned`` (timm ViT) or ``sincos`` (fixed 2D table).
         patch_dropout: fraction of patch tokens dropped at random in training (timm PatchDropout).
+        patch_bias: a bias on the patch projection (CLIP's has none).
+        pre_norm: LayerNorm over the tokens after the positions are added (CLIP's ``ln_pre``).
+        norm_eps: that LayerNorm's epsilon.
     """
 
     def __init__(
@@ -58,6 +61,9 @@ class ImagePatchTokenizer(ModalityTokenizer):
         cls_token: bool = True,
         pos_embed: Literal["learned", "sincos"] = "learned",
         patch_dropout: float = 0.0,
+        patch_bias: bool = True,
+        pre_norm: bool = False,
+        norm_eps: float = 1e-5,
     ) -> None:
         super().__init__(dim)
         stem_channels = list(stem_channels or [])
@@ -71,7 +77,7 @@ class ImagePatchTokenizer(ModalityTokenizer):
         self.grid = (self.image_size[0] // patch_size, self.image_size[1] // patch_size)
         self.stem = conv_stem(in_chans, stem_channels, stem_convs_per_stage)
         k = patch_size // reduce
-        self.proj = nn.Conv2d(stem_channels[-1] if stem_channels else in_chans, dim, k, stride=k)
+        self.proj = nn.Conv2d(stem_channels[-1] if stem_channels else in_chans, dim, k, stride=k, bias=patch_bias)
         self.num_prefix_tokens = int(cls_token)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if cls_token else None
         if pos_embed not in ("learned", "sincos"):
@@ -85,6 +91,8 @@ class ImagePatchTokenizer(ModalityTokenizer):
         self.patch_drop = PatchDropout(patch_dropout, self.num_prefix_tokens) if patch_dropout > 0 else nn.Identity()
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
+        if pre_norm:  # registered only when asked: existing models keep their keys and init draws
+            self.norm = nn.LayerNorm(dim, eps=norm_eps)
 
     def _sincos(self, grid: tuple[int, int]) -> Tensor:
         table = sincos_2d(grid[0], grid[1], self.dim)
@@ -113,6 +121,8 @@ class ImagePatchTokenizer(ModalityTokenizer):
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
         x = x + self._positions(grid, x.dtype, x.device)
+        if hasattr(self, "norm"):
+            x = self.norm(x)
         if self.training and not isinstance(self.patch_drop, nn.Identity):
             return TokenBatch(self.patch_drop(x), num_prefix_tokens=self.num_prefix_tokens)
         return TokenBatch(x, grid=grid, num_prefix_tokens=self.num_prefix_tokens)

@@ -34,6 +34,8 @@ class TextTokenizer(ModalityTokenizer):
         pad_id: the padding id; its embedding row stays zero and its positions are masked out.
         scale: multiply embeddings by sqrt(D) (Vaswani et al., with sinusoidal positions).
         dropout: dropout on the embedded tokens.
+        embed_norm: LayerNorm over the embedded tokens after the positions are added (BERT).
+        norm_eps: that LayerNorm's epsilon.
     """
 
     def __init__(
@@ -45,6 +47,8 @@ class TextTokenizer(ModalityTokenizer):
         pad_id: int = PAD_ID,
         scale: bool = False,
         dropout: float = 0.0,
+        embed_norm: bool = False,
+        norm_eps: float = 1e-12,
     ) -> None:
         super().__init__(dim)
         if positions not in ("learned", "sinusoidal", "rope", "none"):
@@ -62,6 +66,8 @@ class TextTokenizer(ModalityTokenizer):
         }.get(positions, lambda: None)()
         self.scale = math.sqrt(dim) if scale else 1.0
         self.drop = nn.Dropout(dropout)
+        if embed_norm:  # only registered when asked, so existing models keep their state_dict keys
+            self.norm = nn.LayerNorm(dim, eps=norm_eps)
 
     def forward(self, ids: Tensor, offset: int = 0, mask: bool = True) -> TokenBatch:
         """Embeds ``ids (B, T)``; ``offset`` is the position of the first column (KV-cached decoding).
@@ -80,6 +86,8 @@ class TextTokenizer(ModalityTokenizer):
         x = self.embed(ids) * self.scale  # (B, T, D)
         if self.pos is not None:
             x = self.pos(x, offset)
+        if hasattr(self, "norm"):
+            x = self.norm(x)
         # RoPE needs no positions here: attention counts them from 0, or from the KV cache's length.
         return TokenBatch(self.drop(x), (ids != self.pad_id) if mask else None, needs_rope=self.kind == "rope")
 

@@ -105,3 +105,19 @@ def test_mlp_dropout_only_in_training(cls):
     torch.testing.assert_close(m(x), m(x), atol=0, rtol=0)
     m.train()
     assert not torch.allclose(m(x), m(x))
+
+
+@pytest.mark.parametrize("name,fn", [
+    ("gelu", F.gelu), ("mlp_gelu_tanh", lambda x: F.gelu(x, approximate="tanh")),
+    ("mlp_quick_gelu", lambda x: x * torch.sigmoid(1.702 * x)), ("mlp_silu", F.silu), ("mlp_relu", F.relu)])
+def test_named_activation_mlps_compute_their_activation(name, fn):
+    torch.manual_seed(0)
+    mlp = make_mlp(name, 8, 16)
+    x = torch.randn(2, 3, 8)
+    torch.testing.assert_close(mlp(x), mlp.fc2(fn(mlp.fc1(x))))
+    assert sorted(mlp.state_dict()) == sorted(Mlp(8, 16).state_dict())  # same tensors, so checkpoints convert
+
+
+def test_unknown_activation_is_named():
+    with pytest.raises(ValueError, match="unknown activation 'mish'"):
+        Mlp(8, 16, act="mish")
