@@ -93,6 +93,30 @@ def plot_alignment(weights: Tensor, source: Sequence[str], target: Sequence[str]
     return fig
 
 
+def plot_word_attention(image: Tensor, maps: Tensor, words: Sequence[str], path: str | Path) -> plt.Figure:
+    """Where each generated word looks: ``image (C, H, W)`` with one cross-attention map per word
+    ``maps (T, gh, gw)`` (over the patch grid) upsampled on top; saved as PNG at ``path``."""
+    t = maps.shape[0]
+    fig, axes = plt.subplots(1, t + 1, figsize=(1.6 * (t + 1), 1.9), squeeze=False)
+    img = image.float()
+    img = (img - img.min()) / (img.max() - img.min()).clamp_min(1e-12)
+    shown = (img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)).cpu().numpy()
+    heat = F.interpolate(maps[:, None].float(), size=image.shape[-2:], mode="bilinear", align_corners=False)
+    cmap = "gray" if img.shape[0] == 1 else None
+    axes[0, 0].imshow(shown, cmap=cmap)
+    axes[0, 0].set_title("input", fontsize=7)
+    for i in range(t):
+        axes[0, i + 1].imshow(shown, cmap=cmap)
+        axes[0, i + 1].imshow(heat[i, 0].cpu().numpy(), cmap="jet", alpha=0.5)
+        axes[0, i + 1].set_title(words[i], fontsize=7)
+    for ax in axes[0]:
+        ax.axis("off")
+    fig.suptitle("cross-attention of each generated word (last decoder layer, heads averaged)", fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
 def log_figure(loggers: Sequence[Any], tag: str, fig: plt.Figure, step: int = 0) -> None:
     """Adds ``fig`` under ``tag`` to every logger whose ``experiment`` has ``add_figure`` (TensorBoard's)."""
     for logger in loggers:
@@ -101,17 +125,20 @@ def log_figure(loggers: Sequence[Any], tag: str, fig: plt.Figure, step: int = 0)
             experiment.add_figure(tag, fig, global_step=step)
 
 
-def plot_similarity(sim: Tensor, captions: Sequence[str], path: str | Path) -> plt.Figure:
-    """Heatmap of caption (rows) against image (columns) cosine similarities ``sim (N, N)``; saved at ``path``."""
+def plot_similarity(sim: Tensor, captions: Sequence[str], path: str | Path,
+                    names: tuple[str, str] = ("image", "caption")) -> plt.Figure:
+    """Heatmap of caption (rows) against image (columns) cosine similarities ``sim (N, N)``; saved at ``path``.
+
+    ``names`` are the (columns, rows) towers' names in the labels (e.g. ``("audio", "text")``)."""
     n = sim.shape[0]
     fig, ax = plt.subplots(figsize=(5 + 0.55 * n, 1.5 + 0.55 * n))
     im = ax.imshow(sim.float().cpu().numpy(), cmap="viridis")
     ax.set_xticks(range(n), [str(i) for i in range(n)], fontsize=7)
     labels = ["\n".join(textwrap.wrap(f"{c} ({i})", 60)[:3]) for i, c in enumerate(captions)]
     ax.set_yticks(range(n), labels, fontsize=5)
-    ax.set_xlabel("image")
-    ax.set_ylabel("caption")
-    ax.set_title("cosine similarity: captions (rows) vs images (columns)", fontsize=8)
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1])
+    ax.set_title(f"cosine similarity: {names[1]} (rows) vs {names[0]} (columns)", fontsize=8)
     fig.colorbar(im, ax=ax, fraction=0.03)
     save_figure(fig, path)
     return fig

@@ -27,7 +27,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     cli = main(["fit", "--config", DIGITS, "--trainer.default_root_dir", str(root), "--trainer.max_steps=3",
                 "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false"])
     cli.datamodule.setup("test")
-    x, _ = next(iter(cli.datamodule.test_dataloader()))
+    x = next(iter(cli.datamodule.test_dataloader()))["input"]
     return cli, Path(cli.trainer.checkpoint_callback.last_model_path), x
 
 

@@ -9,8 +9,27 @@ from torch import Tensor, nn
 
 from mmformer.backbone import Encoder
 from mmformer.heads import ActionHead
-from mmformer.tokenizers.base import TokenBatch
-from mmformer.tokenizers.trajectory import TOKENS_PER_STEP, TrajectoryTokenizer
+from mmformer.tokenizers.base import ModalityTokenizer, TokenBatch
+from mmformer.tokenizers.trajectory import TOKENS_PER_STEP
+
+# What the model and its task read from a trajectory tokenizer besides forward(traj) → (B, 3K, D) tokens
+# interleaved (return, state, action) per step: the sizes the data is checked against, and the setter of
+# the training states' statistics.
+TRAJECTORY_TOKENIZER_API = ("state_dim", "act_dim", "discrete_actions", "set_state_stats")
+
+
+def check_trajectory_tokenizer(tokenizer: object) -> None:
+    """Raises a TypeError naming what ``tokenizer`` lacks to serve a decision transformer.
+
+    Any :class:`ModalityTokenizer` with ``state_dim``, ``act_dim``, ``discrete_actions`` and
+    ``set_state_stats(mean, std)`` qualifies (:class:`TrajectoryTokenizer`, a subclass, or a plug-in).
+    """
+    missing = [name for name in TRAJECTORY_TOKENIZER_API if not hasattr(tokenizer, name)]
+    if not isinstance(tokenizer, ModalityTokenizer) or missing:
+        what = f"lacks {', '.join(missing)}" if missing else "is not a ModalityTokenizer"
+        raise TypeError(f"the decision transformer's tokenizer {type(tokenizer).__name__} {what}: it needs a "
+                        f"ModalityTokenizer with {', '.join(TRAJECTORY_TOKENIZER_API)} (e.g. "
+                        f"mmformer.tokenizers.trajectory.TrajectoryTokenizer or a subclass)")
 
 
 def sample_categorical(logits: Tensor, temperature: float = 1.0, uniform: Tensor | None = None) -> Tensor:
@@ -33,16 +52,18 @@ class DecisionTransformer(nn.Module):
     """Trajectory ``(B, K)`` → action predictions at every state token.
 
     Args:
-        tokenizer: the trajectory tokenizer (holds the state statistics).
+        tokenizer: the trajectory tokenizer (holds the state statistics): a :class:`TrajectoryTokenizer`
+            or any tokenizer with its API (see :func:`check_trajectory_tokenizer`).
         backbone: a causal encoder.
         context: K, the timesteps the model sees (rollouts slide a K-step window).
         head_dropout: dropout before the action head.
     """
 
     def __init__(
-        self, tokenizer: TrajectoryTokenizer, backbone: Encoder, context: int, head_dropout: float = 0.0
+        self, tokenizer: ModalityTokenizer, backbone: Encoder, context: int, head_dropout: float = 0.0
     ) -> None:
         super().__init__()
+        check_trajectory_tokenizer(tokenizer)
         if not backbone.causal:
             raise ValueError("a decision transformer needs a causal backbone (BackboneConfig(causal=True))")
         self.tokenizer, self.backbone, self.context = tokenizer, backbone, context

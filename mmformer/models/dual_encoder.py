@@ -25,8 +25,9 @@ class ContrastiveOutput(NamedTuple):
 class ContrastiveModel(nn.Module):
     """Two towers and a learnable temperature; a plain ``nn.Module`` usable without Lightning.
 
-    "image" and "text" follow open_clip's names; any tokenizer can stand in either tower (an
-    audio tokenizer as the first tower makes an audio–text model).
+    "image" and "text" follow open_clip's names for tower a and tower b (``encode_image`` /
+    ``encode_text``); any tokenizer can stand in either tower (an audio tokenizer as tower a makes an
+    audio–text model). The attribute names are kept so checkpoints and exports keep their keys.
 
     Args:
         image_tokenizer, text_tokenizer: the towers' tokenizers (width D = the backbone's).

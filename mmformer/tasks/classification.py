@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -20,14 +20,43 @@ from mmformer.tasks.optim import OptimConfig, build_optimizer
 from mmformer.tokenizers.base import ModalityTokenizer
 
 
+def split_batch(batch: Any, second: str = "label") -> tuple[Any, Any]:
+    """A classification batch → ``(inputs, labels)`` (``second="index"``: ``(inputs, row ids)`` to predict).
+
+    Batches are dicts keyed by role: ``input`` (whatever the tokenizer takes: images ``(B, C, H, W)``,
+    ids ``(B, T)``, an ``AudioBatch``...), ``label`` ``(B,)`` long and ``index`` ``(B,)`` long. A 2-tuple
+    ``(inputs, labels)`` (``(inputs, ids)`` in predict) from a plain user DataModule is read the same
+    way. The second item is None when the batch lacks it (predict over bare inputs).
+    """
+    if isinstance(batch, Mapping):
+        if "input" not in batch or (second == "label" and "label" not in batch):
+            raise KeyError(f"a classification batch needs the roles 'input' and 'label' ('input' to predict), got "
+                           f"keys {sorted(batch)}; map the data's fields to these roles")
+        return batch["input"], batch.get(second)
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return batch[0], batch[1]
+    if second == "label":
+        raise TypeError(f"a classification batch is a dict with 'input' and 'label' (or a tuple (inputs, labels)), "
+                        f"got {type(batch).__name__}")
+    return batch, None
+
+
+def _is_image(x: Any) -> bool:
+    return isinstance(x, Tensor) and x.dim() == 4 and x.is_floating_point()
+
+
 class ClassificationTask(TaskModule):
-    """Cross-entropy classification over any tokenizer; batches are ``(inputs, labels)``.
+    """Cross-entropy classification over any tokenizer (image, audio, text or a plug-in).
 
-    At test time it also writes a confusion matrix and, for patch tokenizers, attention-rollout
-    overlays of a few test images (PNG beside the logs, and to TensorBoard). ``predict`` batches
-    are ``(inputs, ids)``; the predictions go to ``predictions.csv`` in the run's log folder.
+    Batches are dicts with the roles ``input`` (what the tokenizer takes), ``label`` ``(B,)`` long
+    and ``index`` ``(B,)``; a plain ``(inputs, labels)`` tuple works too (see :func:`split_batch`).
+    At test time it writes a confusion matrix and, for images through a patch tokenizer,
+    attention-rollout overlays of a few test images (PNG beside the logs, and to TensorBoard).
+    ``predict`` batches carry ``input`` and ``index`` (named by the data's ``predict_names``), or are
+    ``(inputs, ids)``; the predictions go to ``predictions.csv`` in the run's log folder.
 
-    Data: needs ``class_names`` (their count must equal ``num_classes``).
+    Data: uses ``class_names`` when declared (their count must equal ``num_classes``) and
+    ``predict_names``.
 
     Args:
         tokenizer: builds the tokenizer from the backbone width, ``tokenizer(dim)``; in YAML a
@@ -37,7 +66,8 @@ class ClassificationTask(TaskModule):
         pool: ``cls``, ``mean`` or ``attention`` pooling.
         head_dropout: dropout before the classifier.
         label_smoothing: cross-entropy label smoothing.
-        mixup, cutmix: alphas of timm's Mixup/CutMix in training (0 = off; an odd-sized last batch is left unmixed).
+        mixup, cutmix: alphas of timm's Mixup/CutMix in training (0 = off; an odd-sized last batch is left
+            unmixed); image inputs only.
         optim: AdamW and warm-up/cosine schedule settings.
         class_names: names for plots and predictions (default: the data's ``class_names``).
         num_overlays: test images drawn with attention overlays.
@@ -88,11 +118,13 @@ class ClassificationTask(TaskModule):
         self.confusion = MulticlassConfusionMatrix(num_classes)
         self._overlay_inputs: Tensor | None = None
         self._predictions: list[tuple[str, int, float]] = []
+        self._predict_names: Sequence[str] | None = None
 
     def forward(self, inputs: Any) -> Tensor:
         return self.model(inputs)
 
     def bind_data(self, spec: DataSpec, stage: str) -> None:
+        self._predict_names = spec.predict_names
         if spec.class_names is None:  # data without names: plots and predictions show class ids
             return
         names = list(spec.class_names)
@@ -106,8 +138,11 @@ class ClassificationTask(TaskModule):
         names = self.class_names
         return list(names) if names else [str(i) for i in range(self.num_classes)]
 
-    def training_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> Tensor:
-        inputs, labels = batch
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        inputs, labels = split_batch(batch)
+        if self.mixup is not None and not _is_image(inputs):
+            raise ValueError(f"mixup/cutmix mix images (B, C, H, W) float, but the inputs are "
+                             f"{_describe(inputs)}; set model.init_args.mixup and cutmix to 0 for this data")
         if self.mixup is not None and labels.shape[0] % 2 == 0:  # timm's batch mixup needs pairs
             inputs, soft = self.mixup(inputs, labels)
             logits = self(inputs)
@@ -120,8 +155,7 @@ class ClassificationTask(TaskModule):
         self.log("train/acc", self.metrics["train_acc"], prog_bar=True, batch_size=labels.shape[0])
         return loss
 
-    def _eval_step(self, batch: tuple[Any, Tensor], stage: str) -> Tensor:
-        inputs, labels = batch
+    def _eval_step(self, inputs: Any, labels: Tensor, stage: str) -> Tensor:
         logits = self(inputs)
         bs = labels.shape[0]
         self.metrics[f"{stage}_acc"](logits, labels)
@@ -129,16 +163,17 @@ class ClassificationTask(TaskModule):
         self.log(f"{stage}/acc", self.metrics[f"{stage}_acc"], prog_bar=True, batch_size=bs)
         return logits
 
-    def validation_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(*split_batch(batch), "val")
 
-    def test_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> None:
-        logits = self._eval_step(batch, "test")
-        self.metrics["test_topk"](logits, batch[1])
-        self.log(f"test/acc_top{self.topk}", self.metrics["test_topk"], batch_size=batch[1].shape[0])
-        self.confusion.update(logits, batch[1])
-        if batch_idx == 0 and isinstance(batch[0], Tensor):
-            self._overlay_inputs = batch[0][: self.num_overlays]
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        inputs, labels = split_batch(batch)
+        logits = self._eval_step(inputs, labels, "test")
+        self.metrics["test_topk"](logits, labels)
+        self.log(f"test/acc_top{self.topk}", self.metrics["test_topk"], batch_size=labels.shape[0])
+        self.confusion.update(logits, labels)
+        if batch_idx == 0 and _is_image(inputs):  # attention overlays are drawn over images only
+            self._overlay_inputs = inputs[: self.num_overlays]
 
     def on_test_epoch_end(self) -> None:
         matrix = self.confusion.compute()  # synced across processes
@@ -168,12 +203,20 @@ class ClassificationTask(TaskModule):
         log_figure(self.loggers, "test/attention_overlays", fig, self.global_step)
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
-        inputs, ids = batch if isinstance(batch, (tuple, list)) else (batch, None)
+        inputs, ids = split_batch(batch, "index")
         probs = self(inputs).softmax(dim=-1)
         conf, label = probs.max(dim=-1)
         if ids is not None:
-            self._predictions += zip([str(i) for i in ids], label.tolist(), conf.tolist())
+            self._predictions += zip(self._ids(ids), label.tolist(), conf.tolist())
         return {"label": label, "prob": conf}
+
+    def _ids(self, ids: Any) -> list[str]:
+        """A predict batch's ids as strings: row indices name the data's ``predict_names`` when it has them."""
+        if isinstance(ids, Tensor):
+            rows = ids.tolist()
+            names = self._predict_names
+            return [str(names[i]) for i in rows] if names is not None else [str(i) for i in rows]
+        return [str(i) for i in ids]
 
     def on_predict_epoch_end(self) -> None:
         if not self._predictions:
@@ -192,3 +235,9 @@ class ClassificationTask(TaskModule):
 
     def configure_optimizers(self) -> dict:
         return build_optimizer(self.model, self.optim, self.trainer.estimated_stepping_batches)
+
+
+def _describe(x: Any) -> str:
+    if isinstance(x, Tensor):
+        return f"a {x.dtype} tensor of shape {tuple(x.shape)}"
+    return type(x).__name__

@@ -1,11 +1,12 @@
-"""CLIP-style contrastive training of a :class:`~mmformer.models.ContrastiveModel` (any two
-modalities; open_clip's naming): global-batch InfoNCE, retrieval and zero-shot evaluation."""
+"""CLIP-style contrastive training of a :class:`~mmformer.models.ContrastiveModel` between any two
+towers ``a`` and ``b`` (image–text, audio–text...; open_clip's naming for the model): global-batch
+InfoNCE, retrieval and zero-shot evaluation."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -23,31 +24,58 @@ from mmformer.tokenizers.base import ModalityTokenizer
 from mmformer.tokenizers.sentencepiece_vocab import SentencePieceVocab
 from mmformer.tokenizers.text import TextTokenizer
 
+OLD_KEYS = {"a": "image", "b": "text"}  # the batch keys before towers were named by role (still read)
+
+
+def tower_inputs(batch: Mapping[str, Any], role: str) -> Any:
+    """The inputs of tower ``role`` (``a`` or ``b``) in a batch; a batch with the older keys
+    ``image``/``text`` is read too."""
+    if role in batch:
+        return batch[role]
+    if OLD_KEYS[role] in batch:
+        return batch[OLD_KEYS[role]]
+    raise KeyError(f"a contrastive batch needs the roles 'a' and 'b' (the two towers' inputs), got keys "
+                   f"{sorted(batch)}; map the data's fields to the roles a/b")
+
+
+def _initials(names: Sequence[str]) -> tuple[str, str]:
+    if len(names) != 2 or not all(names) or names[0][0] == names[1][0]:
+        raise ValueError(f"names must be two tower names with different first letters (metrics are named "
+                         f"a2t, t2a... by them), got {list(names)}; e.g. names: [audio, text]")
+    return names[0][0], names[1][0]
+
+
 class ContrastiveTask(TaskModule):
     """CLIP training with a DDP-exact global-batch loss, retrieval and zero-shot evaluation.
 
-    Batches are dicts with ``image`` (first-tower inputs), ``text`` (caption ids ``(B, T)``) and,
-    on labelled evaluation splits, ``labels (B, K)`` (see :mod:`mmformer.data.modules.captions`). The
-    data supplies the caption ``vocab`` and ``tokenize`` (required) and, for ``test``, what each test
-    split measures (``eval_splits``, required there: a test run that measured nothing would pass
-    silently; e.g. ``[EvalSplit("")]`` = retrieval over all test pairs): ``test/t2i_r@k`` and ``test/i2t_r@k``
-    (k = 1, 5, 10) over a split's pairs, and
-    ``test/{prefix}zeroshot_{label}_acc`` from prompt-ensembled class embeddings. The test run also
-    writes ``similarity_matrix.png`` (a batch's image–caption similarities) beside the logs and to
-    TensorBoard.
+    Batches are dicts with the roles ``a`` (first-tower inputs: images, an ``AudioBatch``...), ``b``
+    (second-tower inputs, e.g. caption ids ``(B, T)``), ``index`` and, on labelled evaluation splits,
+    ``labels (B, K)`` and ``split (B,)`` (see :mod:`mmformer.data.modules.captions`; the older keys
+    ``image``/``text`` are read too). The data supplies, for a text tower b, the ``vocab`` and
+    ``tokenize`` (prompts → ids, for zero-shot through tower b) and, for ``test``, what each test split
+    measures (``eval_splits``, required there: a test run that measured nothing would pass silently;
+    e.g. ``[EvalSplit("")]`` = retrieval over all test pairs). Metrics are named by the towers'
+    initials from ``names``: with the default ``[image, text]``, ``test/t2i_r@k`` and ``test/i2t_r@k``
+    (k = 1, 5, 10) over a split's pairs; with ``[audio, text]``, ``test/t2a_r@k`` and ``test/a2t_r@k``;
+    and ``test/{prefix}zeroshot_{label}_acc`` from prompt-ensembled class embeddings of tower b. The
+    test run also writes ``similarity_matrix.png`` (a batch's a–b similarities) beside the logs and
+    to TensorBoard.
 
-    ``predict`` classifies images zero-shot against ``predict_labels`` and writes ``predictions.csv``
-    (and, with ``predict_embeddings_dir``, ``image_embeddings.npy`` / ``text_embeddings.npy``).
+    ``predict`` classifies tower-a inputs zero-shot against ``predict_labels`` and writes
+    ``predictions.csv`` (and, with ``predict_embeddings_dir``, ``{names[0]}_embeddings.npy`` /
+    ``{names[1]}_embeddings.npy``).
 
     Args:
-        image_tokenizer, text_tokenizer: build each tower's tokenizer from the width, ``tokenizer(dim)``.
+        image_tokenizer, text_tokenizer: build tower a's and tower b's tokenizer from the width,
+            ``tokenizer(dim)`` (open_clip's names; any tokenizer stands in either, e.g. an
+            ``AudioTokenizer`` as tower a of an audio–text model).
         backbone: the first tower's encoder (and the shared one when ``shared_backbone``).
         shared_backbone: one encoder instance serves both towers. Give both tokenizers tokens of the
             same size (e.g. the text tokenizer's ``scale: true`` next to a conv-stem image tokenizer):
             otherwise the smaller stream's gradients dominate the shared blocks and the other tower
             barely trains (tasks/clip_shared.yaml).
-        text_backbone: the second tower's encoder when not shared (default: a copy of ``backbone``).
-        image_pool, text_pool: ``cls``, ``mean`` or ``attention`` pooling per tower.
+        text_backbone: tower b's encoder when not shared (default: a copy of ``backbone``).
+        image_pool, text_pool: ``cls``, ``mean`` or ``attention`` pooling of tower a and tower b.
         embed_dim: width of the joint embedding space.
         init_temperature: initial temperature (logit scale ``1/T``, learned; the parameter is kept at or below
             log 100 after each optimizer step).
@@ -56,9 +84,10 @@ class ContrastiveTask(TaskModule):
         predict_templates: prompts for ``predict_labels`` (``{}`` = the label).
         predict_embeddings_dir: where ``predict`` writes embeddings as ``.npy`` (None = not written).
         heatmap_size: pairs shown in the similarity-matrix plot.
+        names: the towers' names (a, then b); their first letters name the retrieval metrics.
     """
 
-    required_data: ClassVar[tuple[str, ...]] = ("vocab", "tokenize")
+    required_data: ClassVar[tuple[str, ...]] = ("vocab", "tokenize")  # for a text tower b
 
     def __init__(
         self,
@@ -76,8 +105,11 @@ class ContrastiveTask(TaskModule):
         predict_templates: list[str] | None = None,
         predict_embeddings_dir: str | None = None,
         heatmap_size: int = 12,
+        names: list[str] | None = None,
     ) -> None:
         super().__init__()
+        self.names = list(names) if names is not None else ["image", "text"]
+        self.initials = _initials(self.names)
         backbone = backbone or BackboneConfig()
         if shared_backbone and text_backbone is not None:
             raise ValueError("text_backbone is set but shared_backbone is true; drop one of them")
@@ -99,19 +131,21 @@ class ContrastiveTask(TaskModule):
         self._eval_splits: Sequence[EvalSplit] = ()
         self._predict_names: Sequence[str] | None = None
 
-    def forward(self, images: Any, ids: Any) -> ContrastiveOutput:
-        return self.model(images, ids)
+    def forward(self, a: Any, b: Any) -> ContrastiveOutput:
+        return self.model(a, b)
 
     # --- set-up -------------------------------------------------------------------------------
     def required_data_for(self, stage: str) -> tuple[str, ...]:
-        """``vocab`` and ``tokenize`` always; ``eval_splits`` too for ``test`` (what to measure)."""
-        return (*self.required_data, "eval_splits") if stage == "test" else self.required_data
+        """``vocab`` and ``tokenize`` when tower b is text (zero-shot prompts); ``eval_splits`` too for ``test``."""
+        text_b = isinstance(self.model.text_tokenizer, TextTokenizer)
+        need = self.required_data if text_b else ()
+        return (*need, "eval_splits") if stage == "test" else need
 
     def bind_data(self, spec: DataSpec, stage: str) -> None:
-        want = spec.vocab.vocab_size  # type: ignore[union-attr]
+        want = spec.vocab.vocab_size if spec.vocab is not None else None
         text = self.model.text_tokenizer
         have = text.vocab_size if isinstance(text, TextTokenizer) else None
-        if have is not None and want != have:
+        if have is not None and want is not None and want != have:
             raise ValueError(f"the text tokenizer's vocab_size is {have} but the data's caption vocabulary has {want} "
                              f"pieces; set model.init_args.text_tokenizer.init_args.vocab_size: {want}")
         self._vocab, self._tokenize = spec.vocab, spec.tokenize
@@ -124,15 +158,15 @@ class ContrastiveTask(TaskModule):
 
     def _prompts(self, texts: Sequence[str]) -> Tensor:
         if self._tokenize is None:
-            raise RuntimeError("ContrastiveTask has no caption tokenizer: run it with a DataModule whose data_spec() "
-                               "provides tokenize")
+            raise RuntimeError(f"ContrastiveTask has no tokenizer for the prompts of tower b ({self.names[1]}): run it "
+                               f"with a DataModule whose data_spec() provides tokenize")
         return self._tokenize(texts).to(self.device)
 
     # --- training -----------------------------------------------------------------------------
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        out = self(batch["image"], batch["text"])
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        out = self(tower_inputs(batch, "a"), tower_inputs(batch, "b"))
         loss = clip_loss(out.image_embeds, out.text_embeds, out.logit_scale).loss
-        bs = batch["text"].shape[0]
+        bs = out.image_embeds.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/logit_scale", out.logit_scale.detach(), batch_size=bs)
         return loss
@@ -142,38 +176,47 @@ class ContrastiveTask(TaskModule):
         self.model.clamp_logit_scale_()  # after the optimizer step, as open_clip: the parameter, not the forward
 
     # --- evaluation ---------------------------------------------------------------------------
-    def _collect(self, batch: dict[str, Tensor]) -> ContrastiveOutput:
-        out = self(batch["image"], batch["text"])
-        for key, value in (("image", out.image_embeds.float()), ("text", out.text_embeds.float()),
+    def _collect(self, batch: dict[str, Any]) -> ContrastiveOutput:
+        out = self(tower_inputs(batch, "a"), tower_inputs(batch, "b"))
+        for key, value in (("a", out.image_embeds.float()), ("b", out.text_embeds.float()),
                            ("labels", batch.get("labels")), ("split", batch.get("split"))):
             if value is not None:
                 self._eval.setdefault(key, []).append(value)
         return out
 
     def _gathered(self) -> dict[str, Tensor]:
-        """This epoch's evaluation rows from every rank: image/text ``(N, E)``, labels ``(N, K)``, split ``(N,)``."""
+        """This epoch's evaluation rows from every rank: a/b ``(N, E)``, labels ``(N, K)``, split ``(N,)``."""
         out = {key: gather_rows(torch.cat(parts)) for key, parts in self._eval.items()}
         self._eval.clear()
         return out
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         out = self._collect(batch)
         loss = clip_loss(out.image_embeds, out.text_embeds, out.logit_scale, gather=False).loss
-        self.log("val/loss", loss, batch_size=batch["text"].shape[0], sync_dist=True)
+        self.log("val/loss", loss, batch_size=out.image_embeds.shape[0], sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         rows = self._gathered()
         if rows:
-            for name, value in retrieval_metrics(rows["image"], rows["text"]).items():
-                self.log(f"val/{name}", value, prog_bar=name == "t2i_r@1", sync_dist=True)
+            a, b = self.initials
+            for name, value in retrieval_metrics(rows["a"], rows["b"], initials=self.initials).items():
+                self.log(f"val/{name}", value, prog_bar=name == f"{b}2{a}_r@1", sync_dist=True)
 
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         out = self._collect(batch)
         if self._heatmap is None:
-            keep = batch["split"] == 0 if "split" in batch else torch.ones_like(batch["text"][:, 0], dtype=torch.bool)
-            image, text = out.image_embeds[keep][: self.heatmap_size], out.text_embeds[keep][: self.heatmap_size]
-            if len(image) > 1:
-                self._heatmap = ((text @ image.t()).float().cpu(), batch["text"][keep][: self.heatmap_size].cpu())
+            n = out.image_embeds.shape[0]
+            keep = batch["split"] == 0 if "split" in batch else torch.ones(n, dtype=torch.bool, device=self.device)
+            a, b = out.image_embeds[keep][: self.heatmap_size], out.text_embeds[keep][: self.heatmap_size]
+            if len(a) > 1:
+                self._heatmap = ((b @ a.t()).float().cpu(), self._row_labels(tower_inputs(batch, "b"), keep))
+
+    def _row_labels(self, b_inputs: Any, keep: Tensor) -> list[str]:
+        """Names of the heatmap's rows: tower b's text when it is ids over the data's vocabulary, else row numbers."""
+        rows = keep.nonzero()[:, 0][: self.heatmap_size].cpu()
+        if isinstance(b_inputs, Tensor) and b_inputs.dtype == torch.long and self._vocab is not None:
+            return self._vocab.decode(b_inputs.cpu()[rows])
+        return [f"{self.names[1]} {i}" for i in rows.tolist()]
 
     @torch.no_grad()
     def _class_embeddings(self, classes: Sequence[str], templates: Sequence[str]) -> Tensor:
@@ -185,19 +228,20 @@ class ContrastiveTask(TaskModule):
 
         rows = self._gathered()
         splits = self._eval_splits
-        split_of = rows.get("split", torch.zeros(len(rows.get("image", [])), dtype=torch.long))
+        split_of = rows.get("split", torch.zeros(len(rows.get("a", [])), dtype=torch.long))
         measured = 0
         for idx, split in enumerate(splits):
             sel = split_of == idx
             if not bool(sel.any()):
                 continue
-            metrics = retrieval_metrics(rows["image"][sel], rows["text"][sel]) if split.retrieval else {}
+            metrics = (retrieval_metrics(rows["a"][sel], rows["b"][sel], initials=self.initials)
+                       if split.retrieval else {})
             if split.zeroshot and "labels" not in rows:
                 raise ValueError(f"eval split {split.name or '(main)'!r} measures zero-shot "
                                  f"{sorted(split.zeroshot)} but the test batches carry no 'labels' (B, K)")
             for name, spec in split.zeroshot.items():
                 weights = self._class_embeddings(spec.classes, spec.templates)  # (C, E)
-                preds = (rows["image"][sel] @ weights.t()).argmax(dim=-1)
+                preds = (rows["a"][sel] @ weights.t()).argmax(dim=-1)
                 metrics[f"zeroshot_{name}_acc"] = multiclass_accuracy(
                     preds, rows["labels"][sel][:, spec.column], len(spec.classes), average="micro", ignore_index=-1)
             for name, value in metrics.items():
@@ -219,20 +263,20 @@ class ContrastiveTask(TaskModule):
 
         from mmformer.viz import log_figure, plot_similarity
 
-        sim, ids = self._heatmap  # type: ignore[misc]
-        captions = self._vocab.decode(ids) if self._vocab is not None else [str(i) for i in range(len(ids))]
-        fig = plot_similarity(sim, captions, folder / "similarity_matrix.png")
+        sim, captions = self._heatmap  # type: ignore[misc]
+        axes = ("image", "caption") if self.names == ["image", "text"] else (self.names[0], self.names[1])
+        fig = plot_similarity(sim, captions, folder / "similarity_matrix.png", axes)
         log_figure(self.loggers, "test/similarity_matrix", fig, self.global_step)
         plt.close(fig)
 
     # --- prediction ---------------------------------------------------------------------------
-    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
         if not self.predict_labels:
-            raise ValueError("set the labels to classify images against: "
-                             "--model.init_args.predict_labels='[circle,square]'")
+            raise ValueError(f"set the labels to classify {self.names[0]} inputs against: "
+                             f"--model.init_args.predict_labels='[circle,square]'")
         if not hasattr(self, "_label_embeds"):
             self._label_embeds = self._class_embeddings(list(self.predict_labels), list(self.predict_templates))
-        image = self.model.encode_image(batch["image"], normalize=True)
+        image = self.model.encode_image(tower_inputs(batch, "a"), normalize=True)
         probs = (self.model.scale() * image @ self._label_embeds.t()).softmax(dim=-1)
         self._predicted.append((batch["index"].cpu(), image.float().cpu()))
         conf, label = probs.max(dim=-1)
@@ -261,10 +305,11 @@ class ContrastiveTask(TaskModule):
         if self.predict_embeddings_dir is not None:
             out = Path(self.predict_embeddings_dir)
             out.mkdir(parents=True, exist_ok=True)
-            np.save(out / "image_embeddings.npy", image.numpy())
-            np.save(out / "text_embeddings.npy", labels.numpy())
-            (out / "text_labels.txt").write_text("\n".join(names) + "\n")
-            print(f"wrote image_embeddings.npy {tuple(image.shape)} and text_embeddings.npy {tuple(labels.shape)} "
+            a, b = self.names
+            np.save(out / f"{a}_embeddings.npy", image.numpy())
+            np.save(out / f"{b}_embeddings.npy", labels.numpy())
+            (out / f"{b}_labels.txt").write_text("\n".join(names) + "\n")
+            print(f"wrote {a}_embeddings.npy {tuple(image.shape)} and {b}_embeddings.npy {tuple(labels.shape)} "
                   f"to {out}")
         self._predicted = []
         del self._label_embeds

@@ -27,7 +27,7 @@ from mmformer.models.decision_transformer import DecisionTransformer
 from mmformer.rollout import VAL_SEED_START, RolloutResult, rollout
 from mmformer.tasks.base import TaskModule
 from mmformer.tasks.optim import OptimConfig, build_optimizer
-from mmformer.tokenizers.trajectory import TrajectoryTokenizer
+from mmformer.tokenizers.base import ModalityTokenizer
 
 
 class DecisionTransformerTask(TaskModule):
@@ -39,7 +39,11 @@ class DecisionTransformerTask(TaskModule):
     runs use the trained ones); rollouts run in its ``env_id``.
 
     Args:
-        tokenizer: builds the trajectory tokenizer from the width, ``tokenizer(dim)``.
+        tokenizer: builds the trajectory tokenizer from the width, ``tokenizer(dim)``; in YAML a
+            ``class_path`` (:class:`~mmformer.tokenizers.trajectory.TrajectoryTokenizer`, or any tokenizer
+            with its API, see :func:`~mmformer.models.decision_transformer.check_trajectory_tokenizer`)
+            with ``init_args`` minus ``dim``. Its ``state_dim``, ``act_dim`` and ``discrete_actions``
+            must fit the data's ControlSpec (checked when the run starts).
         backbone: encoder sizes; ``causal`` is forced on.
         context: K timesteps per segment (must equal the data's ``context``).
         head_dropout: dropout before the action head.
@@ -58,7 +62,7 @@ class DecisionTransformerTask(TaskModule):
 
     def __init__(
         self,
-        tokenizer: Callable[[int], TrajectoryTokenizer],
+        tokenizer: Callable[[int], ModalityTokenizer],
         backbone: BackboneConfig | None = None,
         context: int = 20,
         head_dropout: float = 0.0,
@@ -72,10 +76,7 @@ class DecisionTransformerTask(TaskModule):
     ) -> None:
         super().__init__()
         backbone = replace(backbone or BackboneConfig(dim=128, depth=3, num_heads=4), causal=True)
-        tok = tokenizer(backbone.dim)
-        if not isinstance(tok, TrajectoryTokenizer):
-            raise TypeError(f"the decision transformer needs a TrajectoryTokenizer, got {type(tok).__name__}")
-        self.model = DecisionTransformer(tok, Encoder(backbone), context, head_dropout)
+        self.model = DecisionTransformer(tokenizer(backbone.dim), Encoder(backbone), context, head_dropout)
         self.targets = [float(t) for t in (target_returns or [500.0, 150.0])]
         self.sample_actions, self.temperature = sample_actions, temperature
         if val_episodes < 0 or temperature <= 0:
@@ -107,7 +108,8 @@ class DecisionTransformerTask(TaskModule):
             raise ValueError(
                 f"the dataset has states of size {c.state_dim} and {'discrete' if c.discrete else 'continuous'} "
                 f"actions ({c.act_dim}); the tokenizer is set to state_dim={m.state_dim}, "
-                f"act_dim={m.act_dim}, discrete_actions={m.discrete}")
+                f"act_dim={m.act_dim}, discrete_actions={m.discrete}; set model.init_args.tokenizer.init_args "
+                f"to state_dim: {c.state_dim}, act_dim: {c.act_dim}, discrete_actions: {str(c.discrete).lower()}")
         self._env_id = c.env_id
         if stage != "fit":  # test/predict: the checkpoint's buffers (restored after setup) are the trained ones
             return

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -26,17 +26,37 @@ from mmformer.tokenizers.base import ModalityTokenizer
 from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID, SentencePieceVocab
 from mmformer.tokenizers.text import TextPositions, TextTokenizer
 
-Batch = dict[str, Any]  # {"source": ..., "target": (B, T) [bos] ids [eos] pads, "target_text": [...], ...}
+Batch = dict[str, Any]  # {"source": ..., "target": (B, T) [bos] ids [eos] pads, "target_text": [...], "index": ...}
+
+
+def describe_source(source: Any, row: int, index: Any = None, vocab: SentencePieceVocab | None = None) -> str:
+    """A printable line for row ``row`` of a source batch without ``source_text``: text ids decoded with
+    the source vocabulary, otherwise the kind and size of the input (image, audio...) and its data row."""
+    where = f" (row {int(index[row])})" if isinstance(index, Tensor) else ""
+    if isinstance(source, Tensor) and source.dtype == torch.long and source.dim() == 2:
+        ids = source[row : row + 1]
+        return (vocab.decode(ids)[0] if vocab is not None else " ".join(map(str, ids[0].tolist()))) + where
+    if isinstance(source, Tensor) and source.dim() == 4:
+        return f"image {'x'.join(map(str, source.shape[1:]))}{where}"
+    lengths = getattr(source, "lengths", None)  # AudioBatch and other padded batches
+    if isinstance(lengths, Tensor):
+        return f"{type(source).__name__.removesuffix('Batch').lower() or 'input'} of {int(lengths[row])} samples{where}"
+    return f"{type(source).__name__}{where}"
 
 
 class Seq2SeqTask(TaskModule):
     """Trains and evaluates a :class:`~mmformer.models.Seq2Seq` model.
 
-    Batches are dicts: ``source`` (whatever the source tokenizer takes), ``target`` ``(B, T)`` long
-    = bos + ids + eos, right-padded with 0, ``target_text`` (reference strings) and optionally
-    ``source_text`` and ``id``. The data declares ``vocab`` (the target :class:`SentencePieceVocab`,
-    required) and ``source_vocab`` (for plots); the vocabulary is also stored in checkpoints so a
-    trained model decodes without the training data.
+    Batches are dicts: ``source`` (whatever the source tokenizer takes: text ids, an ``AudioBatch``,
+    images ``(B, C, H, W)``...), ``target`` ``(B, T)`` long = bos + ids + eos, right-padded with 0,
+    ``target_text`` (reference strings) and optionally ``source_text``, ``index`` (data rows, named by
+    the data's ``predict_names`` in predictions) or ``id``. The data declares ``vocab`` (the target
+    :class:`SentencePieceVocab`, required) and ``source_vocab`` (for plots); the vocabulary is also
+    stored in checkpoints so a trained model decodes without the training data.
+
+    Test runs print and write ``samples.txt`` (a source without ``source_text`` is described by its
+    kind, size and row), plot the first sample's cross-attention (``cross_attention.png``) and, for an
+    image source through a patch tokenizer, where each generated word attends (``word_attention.png``).
 
     Args:
         source_tokenizer: builds the source tokenizer from the encoder width, ``source_tokenizer(dim)``.
@@ -117,6 +137,7 @@ class Seq2SeqTask(TaskModule):
         self._samples: list[tuple[str, str, str]] = []
         self._predictions: list[tuple[str, str]] = []
         self._alignment_input: tuple[Any, list[int]] | None = None
+        self._predict_names: Sequence[str] | None = None
 
     # ---- vocabulary --------------------------------------------------------------------------
     @property
@@ -131,6 +152,7 @@ class Seq2SeqTask(TaskModule):
         return () if stage == "predict" else self.required_data
 
     def bind_data(self, spec: DataSpec, stage: str) -> None:
+        self._predict_names = spec.predict_names
         vocab = spec.vocab
         if vocab is None:  # predict without a data vocabulary: the checkpoint's is loaded next
             self._source_vocab = spec.source_vocab
@@ -222,7 +244,8 @@ class Seq2SeqTask(TaskModule):
         update(self.metrics["test"], hyps, batch["target_text"])
         if self.ctc_metrics is not None:
             update(self.ctc_metrics, self.ctc_transcribe(memory), batch["target_text"])
-        sources = batch.get("source_text") or [""] * len(hyps)
+        sources = batch.get("source_text") or [describe_source(batch["source"], i, batch.get("index"),
+                                                                self._source_vocab) for i in range(len(hyps))]
         room = self.num_samples - len(self._samples)
         self._samples += list(zip(sources, batch["target_text"], hyps))[: max(0, room)]
 
@@ -236,7 +259,7 @@ class Seq2SeqTask(TaskModule):
             self._log_metrics("test", self.ctc_metrics, suffix="_ctc")
         log_dir = self.trainer.log_dir  # a collective under DDP
         if self.trainer.is_global_zero and log_dir is not None and self._alignment_input is not None:
-            self._plot_alignment(Path(log_dir) / "cross_attention.png")
+            self._plot_alignment(Path(log_dir))
         if self.trainer.is_global_zero and self._samples:
             lines = [f"source: {s}\nreference: {r}\nhypothesis: {h}\n" for s, r, h in self._samples]
             print("\n" + "\n".join(lines))
@@ -250,9 +273,10 @@ class Seq2SeqTask(TaskModule):
         self._samples = []
 
     @torch.no_grad()
-    def _plot_alignment(self, path: Path) -> None:
-        """The last decoder layer's cross-attention (heads averaged) for the first test sample."""
-        from mmformer.viz import log_figure, plot_alignment
+    def _plot_alignment(self, folder: Path) -> None:
+        """The last decoder layer's cross-attention (heads averaged) for the first test sample; over an
+        image's patch grid, also one map per generated word."""
+        from mmformer.viz import log_figure, plot_alignment, plot_word_attention
 
         source, hyp = self._alignment_input  # type: ignore[misc]
         memory = self.model.encode(source)
@@ -260,6 +284,15 @@ class Seq2SeqTask(TaskModule):
         row = memory.mask[:1] if memory.mask is not None else None
         _, out = self.model.decode(ids, memory._replace(hidden=memory.hidden[:1], mask=row), need_weights=True)
         weights = out.cross_attentions[-1][0].mean(0)  # (T, S)
+        tgt_labels = [self.vocab.id_to_piece(i) for i in ids[0].tolist()]
+        if memory.grid is not None and isinstance(source, Tensor) and source.dim() == 4 and hyp:  # an image source
+            gh, gw = memory.grid
+            p = memory.num_prefix_tokens
+            # row k (the query at ids[k]) is the step that generated piece k+1 = hyp[k]
+            maps = weights[:-1, p : p + gh * gw].reshape(-1, gh, gw)  # (len(hyp), gh, gw)
+            words = [w.replace("\u2581", " ").strip() or w for w in tgt_labels[1:13]]  # without the word-start mark
+            fig = plot_word_attention(source[0], maps[:12], words, folder / "word_attention.png")
+            log_figure(self.loggers, "test/word_attention", fig, self.global_step)
         n_src = int(row.sum()) if row is not None else weights.shape[1]
         weights = weights[:, :n_src]
         src_vocab = self._source_vocab
@@ -267,17 +300,23 @@ class Seq2SeqTask(TaskModule):
             src_labels = [src_vocab.id_to_piece(i) for i in source[0, :n_src].tolist()]
         else:  # a non-text source (audio frames, patches): positions
             src_labels = [str(i) if i % 5 == 0 else "" for i in range(n_src)]
-        tgt_labels = [self.vocab.id_to_piece(i) for i in ids[0].tolist()]
-        fig = plot_alignment(weights, src_labels, tgt_labels, path)
+        fig = plot_alignment(weights, src_labels, tgt_labels, folder / "cross_attention.png")
         log_figure(self.loggers, "test/cross_attention", fig, self.global_step)
 
     def predict_step(self, batch: Batch, batch_idx: int) -> list[str]:
         hyps = self.vocab.decode(self._generate(self.model.encode(batch["source"]), self.generation))
-        ids = batch.get("id") or [str(batch_idx * len(hyps) + i) for i in range(len(hyps))]
+        ids = batch.get("id") or self._row_names(batch.get("index"), batch_idx, len(hyps))
         for id_, hyp in zip(ids, hyps):
             print(hyp, flush=True)
             self._predictions.append((str(id_), hyp))
         return hyps
+
+    def _row_names(self, index: Any, batch_idx: int, n: int) -> list[str]:
+        """Names of a predict batch's rows: the data's ``predict_names`` at ``index``, else the row numbers."""
+        if not isinstance(index, Tensor):
+            return [str(batch_idx * n + i) for i in range(n)]
+        names = self._predict_names
+        return [str(names[i]) if names is not None else str(i) for i in index.tolist()]
 
     def on_predict_epoch_end(self) -> None:
         if not self._predictions:

@@ -139,7 +139,7 @@ def test_load_task_from_python_and_corrupt_checkpoint_errors(tmp_path: Path) -> 
     ckpt = Path(fit.trainer.checkpoint_callback.last_model_path)
     task, dm = load_task(DIGITS, ckpt)
     dm.setup("test")
-    x, _ = next(iter(dm.test_dataloader()))
+    x = next(iter(dm.test_dataloader()))["input"]
     with torch.no_grad():
         assert torch.allclose(task(x), fit.model.eval()(x), atol=1e-6)
 

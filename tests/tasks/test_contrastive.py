@@ -98,8 +98,8 @@ class Pairs(pl.LightningDataModule, ProvidesDataSpec):
         g = torch.Generator().manual_seed(1)
         batches = []
         for _ in range(2):
-            batch = {"image": torch.randn(self.n, 3, 8, 8, generator=g),
-                     "text": torch.randint(4, 20, (self.n, 5), generator=g)}
+            batch = {"a": torch.randn(self.n, 3, 8, 8, generator=g),
+                     "b": torch.randint(4, 20, (self.n, 5), generator=g)}
             if self.split is not None:
                 batch["split"] = torch.full((self.n,), self.split)
             batches.append(batch)

@@ -2,9 +2,9 @@
 (:class:`CaptionDataModule`), CSV/TSV tables (:class:`CsvCaptionData`) and the rendered shapes
 default (:class:`ShapesCaptionData`).
 
-Batches are dicts: ``image (B, C, H, W)`` float normalized, ``text (B, T)`` long right-padded ids
-(pad 0, eos 3), ``index (B,)`` long row numbers, and ``labels (B, K)`` long (-1 = none) for
-splits that carry zero-shot labels. Captions are tokenized once at ``setup`` (a sentencepiece model
+Batches are dicts keyed by the contrastive task's roles: ``a`` (images ``(B, C, H, W)`` float
+normalized), ``b`` (captions ``(B, T)`` long right-padded ids, pad 0, eos 3), ``index (B,)`` long row
+numbers, and ``labels (B, K)`` long (-1 = none) for splits that carry zero-shot labels. Captions are tokenized once at ``setup`` (a sentencepiece model
 trained on the training captions, cached by fingerprint), so a batch is a few tensor gathers.
 """
 
@@ -75,8 +75,8 @@ class CaptionDataset(Dataset):
         idx = torch.as_tensor(indices, dtype=torch.long) % len(self)
         width = int(self.lengths[idx].max().clamp_min(1))
         batch = {
-            "image": (self._images(idx).float().div_(255) - self.mean) / self.std,
-            "text": self.ids[idx, :width],
+            "a": (self._images(idx).float().div_(255) - self.mean) / self.std,  # tower a: images
+            "b": self.ids[idx, :width],  # tower b: caption ids
             "index": idx,
         }
         if self.labels is not None:

@@ -1,7 +1,9 @@
 """Image-classification DataModules: the shared base (split, transforms, loaders) and its sources —
 IDX files, Fashion-MNIST, scikit-learn digits, torchvision datasets by name, ImageFolder trees.
 
-Batches are ``(images (B, C, H, W) float32 normalized, labels (B,) long)``. The validation split
+Batches are dicts keyed by the classification task's roles: ``input`` (images ``(B, C, H, W)`` float32
+normalized), ``label`` ``(B,)`` long and ``index`` ``(B,)`` long row numbers; predict batches carry
+``input`` and ``index`` (the row of the file in ``data_spec().predict_names``). The validation split
 is carved from the training data (seeded), never from the test set.
 """
 
@@ -31,7 +33,8 @@ from mmformer.data.spec import DataSpec, ProvidesDataSpec
 
 
 class TensorImageDataset(Dataset):
-    """``images (N, C, H, W)`` uint8 and ``labels (N,)`` held in memory, transformed per sample.
+    """``images (N, C, H, W)`` uint8 and ``labels (N,)`` held in memory, transformed per sample;
+    a sample is ``{"input": image, "label": label, "index": row}``.
 
     Index ``v >= N`` reads sample ``v % N``: :class:`ResumableSampler` yields ``epoch * N + i``,
     and with ``seed`` set, the random transform of index ``v`` is seeded by ``seed + v``, so
@@ -49,12 +52,25 @@ class TensorImageDataset(Dataset):
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def __getitem__(self, v: int) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, v: int) -> dict[str, Tensor]:
         i = v % len(self)
         x = self.images[i]
         if self.transform is not None:
             x = self.transform(x) if self.seed is None else seeded_call(self.transform, x, self.seed + v)
-        return x, self.labels[i]
+        return {"input": x, "label": self.labels[i], "index": torch.tensor(i)}
+
+
+class _IndexedFiles(Dataset):
+    """Image files for prediction as role dicts ``{"input": image, "index": i}`` (names: ``predict_names``)."""
+
+    def __init__(self, files: ImageFileDataset) -> None:
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        return {"input": self.files[i][0], "index": torch.tensor(i)}
 
 
 def check_labels(labels: Tensor, num_classes: int, source: str) -> None:
@@ -213,7 +229,7 @@ class ImageClassificationData(ResumableDataModule, ProvidesDataSpec):
 
     def predict_dataloader(self) -> DataLoader:
         ds = ImageFileDataset(self._predict_files(), self.channels, self.image_size, self.transforms(train=False))
-        return self._eval_loader(ds)
+        return self._eval_loader(_IndexedFiles(ds))
 
     def data_spec(self) -> DataSpec:
         """``class_names``; after ``setup("predict")``, ``predict_names``: the files of ``predict_dir`` in order."""

@@ -49,10 +49,10 @@ def test_datamodule_batches_images_with_their_captions(tmp_path: Path) -> None:
     dm.prepare_data()
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
-    assert batch["image"].shape == (4, 3, 16, 16) and batch["text"].shape[0] == 4
+    assert batch["a"].shape == (4, 3, 16, 16) and batch["b"].shape[0] == 4
     for i, row in enumerate(batch["index"].tolist()):
-        assert dm.vocab.decode(batch["text"][i : i + 1])[0] == CAPTIONS[row]
-        level = batch["image"][i].mean() * 0.5 + 0.5  # undo the default (0.5, 0.5) normalization
+        assert dm.vocab.decode(batch["b"][i : i + 1])[0] == CAPTIONS[row]
+        level = batch["a"][i].mean() * 0.5 + 0.5  # undo the default (0.5, 0.5) normalization
         assert level.item() == pytest.approx(40 * row / 255, abs=0.02)
 
 
@@ -95,11 +95,11 @@ def test_shapes_datamodule_batches_and_vocab(tmp_path: Path) -> None:
     dm.setup("fit")
     assert dm.vocab is not None and dm.vocab.vocab_size == 64
     batch = next(iter(dm.train_dataloader()))
-    assert batch["image"].shape == (16, 3, 48, 48) and batch["text"].dtype.is_floating_point is False
-    assert batch["image"].mean().abs() < 0.5  # normalized with the training statistics
+    assert batch["a"].shape == (16, 3, 48, 48) and batch["b"].dtype.is_floating_point is False
+    assert batch["a"].mean().abs() < 0.5  # normalized with the training statistics
     row = int(batch["index"][0])
-    words = dm.vocab.decode(batch["text"][:1])[0]
+    words = dm.vocab.decode(batch["b"][:1])[0]
     assert words == dm.load_raw("train")[1][row]  # captions stay paired with their images
     assert [s.name for s in dm.data_spec().eval_splits] == ["", "", "unseen_"]
     test = next(iter(dm.test_dataloader()))
-    assert set(test) >= {"image", "text", "labels", "split"}
+    assert set(test) >= {"a", "b", "index", "labels", "split"}

@@ -60,8 +60,10 @@ def test_idx_datamodule_splits_val_from_train_never_test(idx_root: Path) -> None
     train_imgs = {tuple(x.flatten().tolist()) for x in dm.train_set.images}
     val_imgs = {tuple(x.flatten().tolist()) for x in dm.val_set.images}
     assert not train_imgs & val_imgs
-    x, y = next(iter(dm.train_dataloader()))
+    batch = next(iter(dm.train_dataloader()))
+    x, y = batch["input"], batch["label"]
     assert x.shape == (8, 1, 6, 6) and x.dtype == torch.float32 and y.dtype == torch.long
+    assert torch.equal(dm.train_set.labels[batch["index"]], y), "index names each sample's row"
     dm2 = IdxImageData(str(idx_root), ["a", "b", "c"], image_size=6, val_fraction=0.25)
     dm2.setup("fit")
     assert torch.equal(dm.val_set.images, dm2.val_set.images), "the split is seeded"
@@ -105,8 +107,8 @@ def test_image_folder_mixed_modes_become_the_requested_channels(tmp_path: Path) 
     dm = ImageFolderData(str(_image_folder(tmp_path)), image_size=8, channels=3, val_fraction=0.25, batch_size=4)
     dm.setup("fit")
     assert dm.classes == ["cat", "dog"] and len(dm.test_set) == 4
-    x, y = next(iter(dm.test_dataloader()))
-    assert x.shape == (4, 3, 8, 8)
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["input"].shape == (4, 3, 8, 8) and batch["index"].tolist() == [0, 1, 2, 3]
 
 
 def test_corrupt_or_non_image_file_is_named(tmp_path: Path) -> None:
@@ -129,7 +131,9 @@ def test_predict_loader_yields_one_row_per_file_with_its_path(tmp_path: Path) ->
     root = _image_folder(tmp_path / "ds")
     dm = ImageFolderData(str(root), image_size=8, channels=1, predict_dir=str(root / "test" / "cat"))
     dm.setup("predict")
-    x, paths = next(iter(dm.predict_dataloader()))
+    batch = next(iter(dm.predict_dataloader()))
+    x, names = batch["input"], dm.data_spec().predict_names
+    paths = [names[i] for i in batch["index"].tolist()]
     assert x.shape == (2, 1, 8, 8) and [Path(p).name for p in paths] == ["0.png", "1.png"]
     assert torch.allclose(dm.load_images(paths), x)
 
@@ -144,7 +148,7 @@ def test_predict_skips_an_unreadable_file_with_a_warning_and_keeps_the_others(tm
     dm.setup("predict")
     with pytest.warns(UserWarning, match=r"skipped 1 unreadable image file\(s\).*0b\.png is not a readable image"):
         names = dm.data_spec().predict_names
-    rows = [p for _, paths in dm.predict_dataloader() for p in paths]
+    rows = [names[i] for batch in dm.predict_dataloader() for i in batch["index"].tolist()]
     assert [Path(p).name for p in rows] == ["0.png", "1.png"] == [Path(p).name for p in names]
     (folder / "0.png").write_text("broken")
     (folder / "1.png").write_bytes(b"")
