@@ -1,4 +1,6 @@
 """Builders of the offline embedded defaults, cached under ``data/``: the WordNet/Apertium
 translation corpus, the espeak-ng speech corpus, rendered shape scenes, scripted CartPole/Pendulum
-datasets, and the image sets read from packages (Fashion-MNIST from Debian, scikit-learn digits).
+datasets, the image sets read from packages (Fashion-MNIST from Debian, scikit-learn digits), and the
+manifests of the cross-modal recipes (spoken keywords, shape captions, speech translation, audio–text
+pairs; :mod:`~mmformer.data.builders.manifests` holds their shared cache).
 Builders may import readers, never DataModules."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import re
 import shutil
@@ -22,6 +23,7 @@ import sys
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -197,6 +199,26 @@ def corpus_dir(root: str | Path, cfg: EspeakCorpusConfig) -> Path:
     return Path(root) / f"espeak_asr_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
+def synthesize_many(jobs: Sequence[tuple[str, Voice]], workers: int = 2, desc: str = "espeak-ng") -> list[np.ndarray]:
+    """Synthesizes ``(text, voice)`` jobs in ``workers`` processes, in order, with a progress bar.
+
+    Args:
+        jobs: what to say and how.
+        workers: synthesis processes (espeak-ng is single-threaded; about 10 ms per utterance each).
+        desc: the progress bar's label.
+
+    Returns:
+        One 16 kHz int16 waveform ``(L,)`` per job.
+    """
+    from tqdm import tqdm
+
+    require_espeak()
+    ctx = get_context("fork" if sys.platform != "win32" else "spawn")
+    with ctx.Pool(max(1, workers), initializer=_init_worker) as pool:
+        return list(tqdm(pool.imap(_work, jobs, chunksize=32), total=len(jobs), desc=desc, file=sys.stderr,
+                         mininterval=2.0))
+
+
 def build_corpus(root: str | Path, cfg: EspeakCorpusConfig = EspeakCorpusConfig(), workers: int = 2) -> Path:
     """Synthesizes (or reuses) the corpus; returns its folder with ``{train,val,test}.{npy,jsonl}``.
 
@@ -205,33 +227,61 @@ def build_corpus(root: str | Path, cfg: EspeakCorpusConfig = EspeakCorpusConfig(
         cfg: corpus size, voice ranges and seed.
         workers: synthesis processes (espeak-ng is single-threaded; about 10 ms per utterance each).
     """
-    from tqdm import tqdm
-
     folder = corpus_dir(root, cfg)
     if (folder / "done").exists():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     groups = split_variants(list_variants(), cfg.val_variants, cfg.test_variants, cfg.seed)
     sizes = {"train": cfg.num_train, "val": cfg.num_val, "test": cfg.num_test}
-    ctx = get_context("fork" if sys.platform != "win32" else "spawn")
-    with ctx.Pool(max(1, workers), initializer=_init_worker) as pool:
-        for split, n in sizes.items():
-            jobs = _jobs(cfg, split, groups[split], n)
-            waves = list(tqdm(pool.imap(_work, jobs, chunksize=32), total=n, desc=f"espeak-ng {split}",
-                              file=sys.stderr, mininterval=2.0))
-            lengths = np.array([len(w) for w in waves], dtype=np.int64)
-            offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-            tmp = folder / f"{split}.tmp.npy"
-            np.save(tmp, np.concatenate(waves) if waves else np.zeros(0, np.int16))
-            tmp.replace(folder / f"{split}.npy")
-            with open(folder / f"{split}.jsonl", "w") as f:
-                for i, ((text, voice), off, num) in enumerate(zip(jobs, offsets.tolist(), lengths.tolist())):
-                    f.write(json.dumps({"id": f"{split}-{i:06d}", "offset": off, "num_samples": num,
-                                        "duration": round(num / SAMPLE_RATE, 4), "text": text, **asdict(voice)})
-                            + "\n")
+    for split, n in sizes.items():
+        jobs = _jobs(cfg, split, groups[split], n)
+        waves = synthesize_many(jobs, workers, desc=f"espeak-ng {split}")
+        lengths = np.array([len(w) for w in waves], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        tmp = folder / f"{split}.tmp.npy"
+        np.save(tmp, np.concatenate(waves) if waves else np.zeros(0, np.int16))
+        tmp.replace(folder / f"{split}.npy")
+        with open(folder / f"{split}.jsonl", "w") as f:
+            for i, ((text, voice), off, num) in enumerate(zip(jobs, offsets.tolist(), lengths.tolist())):
+                f.write(json.dumps({"id": f"{split}-{i:06d}", "offset": off, "num_samples": num,
+                                    "duration": round(num / SAMPLE_RATE, 4), "text": text, **asdict(voice)})
+                        + "\n")
     (folder / "settings.json").write_text(json.dumps({**asdict(cfg), "variants": groups}, indent=1))
     (folder / "done").touch()
     return folder
+
+
+def export_wavs(corpus: Path, split: str) -> list[tuple[dict, Path]]:
+    """One WAV file per utterance of a built corpus split (written once, under ``<corpus>/wav/<split>/``).
+
+    Args:
+        corpus: a folder :func:`build_corpus` returned.
+        split: ``train``, ``val`` or ``test``.
+
+    Returns:
+        ``(manifest row, wav path)`` per utterance, in the split's order.
+    """
+    from tqdm import tqdm
+
+    from mmformer.data.readers.audio import write_wav
+
+    with open(corpus / f"{split}.jsonl") as f:
+        rows = [json.loads(line) for line in f]
+    out = corpus / "wav" / split
+    paths = [out / f"{row['id']}.wav" for row in rows]
+    if (out / "done").exists():
+        return list(zip(rows, paths))
+    tmp = corpus / "wav" / f"{split}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    pcm = np.load(corpus / f"{split}.npy", mmap_mode="r")  # (total samples,) int16, utterances back to back
+    for row in tqdm(rows, desc=f"wav files {split}", file=sys.stderr, mininterval=2.0):
+        clip = pcm[row["offset"]: row["offset"] + row["num_samples"]]
+        write_wav(tmp / f"{row['id']}.wav", clip.astype(np.float32) / 32767, SAMPLE_RATE)  # int16 exactly
+    (tmp / "done").touch()
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.replace(out)
+    return list(zip(rows, paths))
 
 
 def vocabulary() -> list[str]:
