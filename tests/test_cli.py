@@ -174,6 +174,9 @@ def test_readme_plugin_example_runs_from_the_current_folder(tmp_path: Path) -> N
     work.mkdir()
     (work / "my_pkg.py").write_text(module)
     (work / "sensor.yaml").write_text(recipe)
+    data = subprocess.run([sys.executable, "-c", "import my_pkg; my_pkg.write_sines(n=96)"],  # the README's step
+                          env=ENV, cwd=work, capture_output=True, text=True, timeout=120)
+    assert data.returncode == 0 and (work / "sines" / "train.jsonl").is_file(), data.stderr[-3000:]
     # What pip's console script does: sys.path[0] is the script's folder, not the current folder.
     script = tmp_path / "bin" / "mmformer"
     script.parent.mkdir()
