@@ -203,3 +203,58 @@ def test_readme_plugin_modality_fits_tests_and_predicts_over_a_manifest(tmp_path
     my_pkg.write_sines(n=48)  # the README's own data writer, smaller
     ids = _expected_ids(Path("sines/test.jsonl"), None)  # the recipe names the manifest relative to the cwd
     _fit_test_predict(["sensor.yaml"], work / "runs", Pairing(None, {}, ("test/acc",), "predictions.csv"), ids)
+
+
+# --- the README's "Pair any two modalities" section ---------------------------------------------------
+def _pairing_section() -> str:
+    return README.read_text().split("## Pair any two modalities", 1)[1].split("\n## ", 1)[0]
+
+
+def test_readme_field_excerpts_are_the_recipes_own() -> None:
+    excerpts = [b for b in re.findall(r"```yaml\n(.*?)```", _pairing_section(), re.S) if b.startswith("# tasks/")]
+    assert len(excerpts) >= 3
+    for block in excerpts:
+        head = block.splitlines()[0]
+        recipe = ROOT / head.split()[1]
+        row = json.loads(head.split(" rows ", 1)[1])  # the example row the excerpt's comment shows
+        shown = yaml.safe_load(block)
+        data = yaml.safe_load(recipe.read_text())["data"]["init_args"]
+        assert shown["fields"] == data["fields"] and shown["inputs"] == data["inputs"], recipe.name
+        assert set(row) == set(data["fields"]), f"{recipe.name}: the example row has other fields"
+
+
+def test_readme_own_files_walkthrough_reads_them_and_names_a_bad_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The section's manifest writer over a folder of clips, its YAML layered over the recipe; then one clip
+    goes missing and the run stops at start-up with one line naming manifest, row and field."""
+    from mmformer import console
+    from tests.data.manifests import tone
+
+    section = _pairing_section()
+    writer = re.search(r"```py\n(.*?)```", section, re.S)
+    mine = re.search(r"```yaml\n(model:.*?)```", section, re.S)
+    assert writer and mine
+    keywords = [f"word{k:02d}" for k in range(yaml.safe_load(mine[1])["model"]["init_args"]["num_classes"])]
+    monkeypatch.chdir(tmp_path)
+    for k, word in enumerate(keywords):
+        for i in range(5):
+            tone(tmp_path / "my_audio" / word / f"{i:03d}.wav", 200 + 40 * k, 0.1, rate=8000)
+    exec(compile(writer[1], "README.md", "exec"), {})
+    (tmp_path / "my_keywords.yaml").write_text(mine[1])
+    args = ["--config", str(ROOT / "tasks" / "audio_classification.yaml"), "--config", "my_keywords.yaml",
+            "--trainer.default_root_dir", str(tmp_path / "runs")]
+
+    cli = main(args, run=False)
+    cli.datamodule.setup("fit")
+    assert cli.datamodule.data_spec().class_names == keywords
+    assert {s: len(d) for s, d in cli.datamodule.datasets.items()} == {"train": 48, "val": 6, "test": 6}
+
+    rows = (tmp_path / "my_audio" / "train.jsonl").read_text().splitlines()
+    gone = json.loads(rows[16])["audio_filepath"]
+    (tmp_path / "my_audio" / gone).unlink()
+    capsys.readouterr()
+    assert console.main(["fit", *args, *FAST]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    example = " ".join(re.search(r"`(error: my_audio/train\.jsonl:17,.*?)`", section, re.S)[1].split())
+    assert len(err) == 1 and err[0].startswith(example.replace("my_audio/yes/017.wav", f"my_audio/{gone}")), err
+    assert not list((tmp_path / "runs").glob("version_*/checkpoints")), "nothing is trained or written"
