@@ -36,7 +36,7 @@ SPLITS = ("train", "val", "test")
 class KeywordsConfig:
     """What the keyword corpus holds; every field enters the cache hash."""
 
-    per_word_train: int = 120  # clips per word in training (35 words → 4,200 clips)
+    per_word_train: int = 200  # clips per word in training (35 words → 7,000 clips)
     per_word_val: int = 10  # clips per word in validation (held-out variants)
     per_word_test: int = 30  # clips per word in test (other held-out variants)
     val_variants: int = 6  # voice variants reserved for validation
@@ -97,7 +97,7 @@ def build(data_dir: str | Path = "data", cfg: KeywordsConfig = KeywordsConfig(),
     Args:
         data_dir: where the settings-hashed corpus folder goes.
         cfg: clips per word, voice ranges, the words and the seed.
-        workers: espeak-ng processes (about 10 ms per clip each; 5,600 clips take a minute or two).
+        workers: espeak-ng processes (about 10 ms per clip each; 8,400 clips take a few minutes).
     """
     s = settings(cfg)
     groups = split_variants(s["variants"], cfg.val_variants, cfg.test_variants, cfg.seed)
