@@ -10,12 +10,15 @@ modality runs as the README gives it: its module, its data writer and its YAML.
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import math
 import re
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Iterator
 
 import pytest
@@ -178,31 +181,34 @@ def readme_plugin() -> tuple[str, str]:
     return module[1], recipe[1]
 
 
-@pytest.fixture
-def isolated_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The README's module registers its tokenizer by name; a copy of the registry keeps that from
-    clashing with the README block ``tests/test_readme.py`` runs in this same process."""
-    monkeypatch.setattr(tokenizer_base, "_REGISTRY", {k: v for k, v in tokenizer_base._REGISTRY.items()
-                                                      if k != "sensor"})
-    yield
-    sys.modules.pop("my_pkg", None)
+@contextmanager
+def readme_plugin_module(work: Path) -> Iterator[ModuleType]:
+    """The README's module written to ``work/my_pkg.py`` and imported. It registers its tokenizer by name:
+    into a copy of the registry, so that it cannot clash with the README block ``tests/test_readme.py``
+    runs in this same process."""
+    (work / "my_pkg.py").write_text(readme_plugin()[0])
+    registry = tokenizer_base._REGISTRY
+    tokenizer_base._REGISTRY = {k: v for k, v in registry.items() if k != "sensor"}
+    sys.path.insert(0, str(work))
+    importlib.invalidate_caches()
+    try:
+        yield importlib.import_module("my_pkg")
+    finally:
+        tokenizer_base._REGISTRY = registry
+        sys.path.remove(str(work))
+        sys.modules.pop("my_pkg", None)
 
 
-@pytest.mark.usefixtures("isolated_registry")
 def test_readme_plugin_modality_fits_tests_and_predicts_over_a_manifest(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    module, recipe = readme_plugin()
     work = tmp_path / "work"
     work.mkdir()
-    (work / "my_pkg.py").write_text(module)
-    (work / "sensor.yaml").write_text(recipe)
+    (work / "sensor.yaml").write_text(readme_plugin()[1])
     monkeypatch.chdir(work)  # as the README runs it: from the folder holding my_pkg.py
-    monkeypatch.syspath_prepend(str(work))
-    import my_pkg  # type: ignore[import-not-found]
-
-    my_pkg.write_sines(n=48)  # the README's own data writer, smaller
-    ids = _expected_ids(Path("sines/test.jsonl"), None)  # the recipe names the manifest relative to the cwd
-    _fit_test_predict(["sensor.yaml"], work / "runs", Pairing(None, {}, ("test/acc",), "predictions.csv"), ids)
+    with readme_plugin_module(work) as my_pkg:
+        my_pkg.write_sines(n=48)  # the README's own data writer, smaller
+        ids = _expected_ids(Path("sines/test.jsonl"), None)  # the recipe names the manifest relative to the cwd
+        _fit_test_predict(["sensor.yaml"], work / "runs", Pairing(None, {}, ("test/acc",), "predictions.csv"), ids)
 
 
 # --- the README's "Pair any two modalities" section ---------------------------------------------------
