@@ -15,6 +15,7 @@ import torch
 from mmformer import console
 from mmformer.cli import MMFormerCLI, _holds_nothing_useful, main, reserve_version
 from mmformer.data import DigitsData
+from tests.test_pairings import readme_plugin_module
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = str(ROOT / "tasks" / "image_classification_digits.yaml")
@@ -174,6 +175,8 @@ def test_readme_plugin_example_runs_from_the_current_folder(tmp_path: Path) -> N
     work.mkdir()
     (work / "my_pkg.py").write_text(module)
     (work / "sensor.yaml").write_text(recipe)
+    with readme_plugin_module(work) as my_pkg:  # the README's data step, in this process (one import less)
+        my_pkg.write_sines(str(work / "sines"), n=96)
     # What pip's console script does: sys.path[0] is the script's folder, not the current folder.
     script = tmp_path / "bin" / "mmformer"
     script.parent.mkdir()

@@ -1,4 +1,5 @@
-"""The README's ```python examples run as written (```py blocks need a trained checkpoint)."""
+"""The README's ```python examples run as written (```py blocks need a trained checkpoint or your own
+files; tests/test_pairings.py runs the pairing section's over generated ones)."""
 
 import re
 from pathlib import Path
