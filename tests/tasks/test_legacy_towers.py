@@ -16,6 +16,8 @@ from mmformer.backbone import BackboneConfig
 from mmformer.console import main as console_main
 from mmformer.export import load_exported
 from mmformer.tasks import ContrastiveTask
+from mmformer.finetune.lora import LoRALinear
+from mmformer.tasks.base import LORA_KEY
 from mmformer.tasks.checkpoint_fit import WRITER_KEY
 from mmformer.tasks.legacy import FORMAT_KEY, upgrade_state_dict
 from mmformer.tokenizers import ImagePatchTokenizer, TextTokenizer
@@ -105,3 +107,17 @@ def test_a_config_with_an_old_argument_name_says_the_new_one(tmp_path: Path,
     assert console_main(["fit", "--config", str(ROOT / "tasks" / "clip.yaml"), "--model.init_args.text_pool=cls",
                          "--print_config"]) == 2
     assert "unknown key 'text_pool' in model.init_args: it was renamed to 'pool_b'" in capsys.readouterr().err
+
+
+def test_lora_layers_recorded_under_the_old_names_are_rebuilt_in_tower_a() -> None:
+    ckpt = _old_checkpoint(1)
+    qkv = "model.image_backbone.blocks.0.attn.qkv"
+    out_features, in_features = ckpt["state_dict"][f"{qkv}.weight"].shape
+    ckpt["state_dict"][f"{qkv}.lora_A"] = torch.randn(2, in_features)
+    ckpt["state_dict"][f"{qkv}.lora_B"] = torch.zeros(out_features, 2)  # a zero update: the old outputs hold
+    ckpt[LORA_KEY] = {qkv: {"rank": 2, "alpha": 2.0, "dropout": 0.0}}
+    task = contrastive().eval()
+    task.on_load_checkpoint(ckpt)
+    task.load_state_dict(ckpt["state_dict"], strict=True)
+    assert isinstance(task.model.backbone_a.blocks[0].attn.qkv, LoRALinear)
+    _assert_computes_the_old_outputs(task, ckpt)
