@@ -166,7 +166,7 @@ def unknown_key_message(message: str, argv: Sequence[str] = ()) -> str | None:
                 break
     if option is None:
         return None
-    return _unknown(option.split(".")[0], path, _parameters(cls), argv)
+    return _unknown(option.split(".")[0], path, _parameters(cls), argv, getattr(cls, "renamed_args", None))
 
 
 def _parameters(cls: Any) -> list[str]:
@@ -200,11 +200,16 @@ def _top_level_unknown(message: str, argv: Sequence[str]) -> str | None:
 _TOP_LEVEL = ("seed_everything", "trainer", "model", "data", "optimizer", "lr_scheduler", "ckpt_path", "weights_only")
 
 
-def _unknown(key: str, path: list[str], valid: list[str], argv: Sequence[str]) -> str:
+def _unknown(key: str, path: list[str], valid: list[str], argv: Sequence[str],
+             renamed: dict[str, str] | None = None) -> str:
+    """The one-line message for ``key``; ``renamed`` (a class's ``renamed_args``: old → new name)
+    names the key's new name when it is an old one."""
     where = ".".join(path) or "the config"
     text = f"unknown key '{key}' in {where}"
     close = difflib.get_close_matches(key, valid, n=1)
-    if close:
+    if isinstance(renamed, dict) and key in renamed:
+        text += f": it was renamed to '{renamed[key]}'"
+    elif close:
         text += f"; did you mean '{close[0]}'?"
     elif valid:
         text += f"; valid keys: {', '.join(valid)}"

@@ -13,6 +13,7 @@ state, no pickled code) and ``exported/config.yaml`` (the recipe's fully resolve
 from __future__ import annotations
 
 import argparse
+import importlib
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,8 +23,9 @@ import yaml
 from torch import Tensor, nn
 
 from mmformer.finetune.lora import merge_lora
+from mmformer.tasks.legacy import FORMAT_VERSION, legacy_task_name, upgrade_state_dict
 
-FORMAT, VERSION = "mmformer-export", 1
+FORMAT, VERSION = "mmformer-export", 2  # 2: records the weights' layout (state_format)
 WEIGHTS, CONFIG = "model.safetensors", "config.yaml"
 
 
@@ -62,7 +64,7 @@ def export_model(config: str | Path, ckpt_path: str | Path, out_dir: str | Path,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_file(_plain_tensors(task.model.state_dict()), str(out / WEIGHTS), metadata={"format": "pt"})
-    doc = {"format": FORMAT, "version": VERSION, "model": model_cfg}
+    doc = {"format": FORMAT, "version": VERSION, "state_format": FORMAT_VERSION, "model": model_cfg}
     (out / CONFIG).write_text(yaml.safe_dump(doc, sort_keys=False))
     return out
 
@@ -80,6 +82,28 @@ def _read_config(path: Path) -> dict[str, Any]:
     if not isinstance(doc.get("model"), dict) or "class_path" not in doc["model"]:
         raise ValueError(f"{path} has no 'model' entry with a class_path")
     return doc
+
+
+def _upgraded(doc: dict[str, Any], weights: dict[str, Tensor]) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """An export written by an older layout (``state_format`` below the current one; version-1
+    exports do not record it and are upgraded from 0, which leaves current keys as they are): the
+    task's renamed init arguments (its ``renamed_args``) and weight keys take their current names."""
+    state_format = doc.get("state_format", 0)
+    model_cfg = doc["model"]
+    if not isinstance(state_format, int) or state_format >= FORMAT_VERSION:
+        return model_cfg, weights
+    module, _, cls_name = str(model_cfg["class_path"]).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), cls_name)
+    except (ImportError, AttributeError, ValueError):
+        cls = None  # _build_task says what is wrong with the class_path
+    renamed: dict[str, str] = getattr(cls, "renamed_args", None) or {}
+    init_args = {renamed.get(k, k): v for k, v in (model_cfg.get("init_args") or {}).items()}
+    model_cfg = {**model_cfg, "init_args": init_args} if "init_args" in model_cfg else model_cfg
+    name = legacy_task_name(cls) if isinstance(cls, type) else None
+    # the task's keys are "model." + the exported ones
+    upgraded = upgrade_state_dict(name, {f"model.{k}": v for k, v in weights.items()}, state_format)
+    return model_cfg, {k[len("model."):]: v for k, v in upgraded.items()}
 
 
 def _build_task(model_cfg: dict[str, Any], source: Path) -> pl.LightningModule:
@@ -111,11 +135,12 @@ def load_exported(out_dir: str | Path) -> nn.Module:
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder / name} does not exist (an export has {CONFIG} and {WEIGHTS})")
     doc = _read_config(folder / CONFIG)
-    model = _build_task(doc["model"], folder / CONFIG).model
     try:
         weights = load_file(str(folder / WEIGHTS))
     except (SafetensorError, OSError) as e:
         raise ValueError(f"{folder / WEIGHTS} cannot be read: {e}") from e
+    model_cfg, weights = _upgraded(doc, weights)
+    model = _build_task(model_cfg, folder / CONFIG).model
 
     expected = model.state_dict()
     missing = sorted(set(expected) - set(weights))

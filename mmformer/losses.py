@@ -50,24 +50,24 @@ class ContrastiveLossOutput(NamedTuple):
     text_to_image_loss: Tensor  # () cross-entropy of the text rows
 
 
-def clip_loss(image_embeds: Tensor, text_embeds: Tensor, logit_scale: Tensor,
+def clip_loss(embeds_a: Tensor, embeds_b: Tensor, logit_scale: Tensor,
               gather: bool = True) -> ContrastiveLossOutput:
     """Symmetric InfoNCE (Radford et al. 2021): pair ``i`` is the positive of row and column ``i``.
 
     Args:
-        image_embeds: ``(b, E)`` L2-normalized embeddings of this rank's first modality.
-        text_embeds: ``(b, E)`` L2-normalized embeddings of the paired second modality.
+        embeds_a: ``(b, E)`` L2-normalized embeddings of this rank's first modality.
+        embeds_b: ``(b, E)`` L2-normalized embeddings of the paired second modality.
         logit_scale: ``()`` the multiplier of the cosine similarities (exp of the learned
             log-temperature; a clamp applied here would zero its gradient at the cap).
         gather: under torch.distributed, gather both sides from every rank (with gradients) so the
             loss is over the global batch; False = this rank's pairs only.
     """
-    if image_embeds.shape != text_embeds.shape or image_embeds.dim() != 2:
-        raise ValueError(f"paired embeddings must both be (B, E); got {tuple(image_embeds.shape)} and "
-                         f"{tuple(text_embeds.shape)}")
+    if embeds_a.shape != embeds_b.shape or embeds_a.dim() != 2:
+        raise ValueError(f"paired embeddings must both be (B, E); got {tuple(embeds_a.shape)} and "
+                         f"{tuple(embeds_b.shape)}")
     if gather:
-        image_embeds, text_embeds = gather_with_grad(image_embeds), gather_with_grad(text_embeds)
-    logits = logit_scale * image_embeds @ text_embeds.t()  # (B, B)
+        embeds_a, embeds_b = gather_with_grad(embeds_a), gather_with_grad(embeds_b)
+    logits = logit_scale * embeds_a @ embeds_b.t()  # (B, B)
     target = torch.arange(logits.shape[0], device=logits.device)
     i2t = F.cross_entropy(logits, target)
     t2i = F.cross_entropy(logits.t(), target)

@@ -30,18 +30,18 @@ def recall_at_k(similarity: Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[int,
     return {k: (rank < k).float().mean() for k in ks}
 
 
-def retrieval_metrics(image_embeds: Tensor, text_embeds: Tensor, ks: Sequence[int] = (1, 5, 10),
+def retrieval_metrics(embeds_a: Tensor, embeds_b: Tensor, ks: Sequence[int] = (1, 5, 10),
                       initials: tuple[str, str] = ("i", "t")) -> dict[str, Tensor]:
     """Recall@k both ways for aligned ``(N, E)`` normalized embeddings of two towers.
 
     Args:
-        image_embeds, text_embeds: the first (a) and second (b) tower's embeddings, row i of each a pair.
+        embeds_a, embeds_b: the first (a) and second (b) tower's embeddings, row i of each a pair.
         ks: the k of each recall.
         initials: the towers' letters in metric names: ``("i", "t")`` gives ``t2i_r@k`` (text queries,
             image items) and ``i2t_r@k``; ``("a", "t")`` gives ``t2a_r@k`` and ``a2t_r@k``.
     """
     a, b = initials
-    sim = image_embeds.float() @ text_embeds.float().t()  # (N a-items, N b-items)
+    sim = embeds_a.float() @ embeds_b.float().t()  # (N a-items, N b-items)
     out = {f"{b}2{a}_r@{k}": v for k, v in recall_at_k(sim.t(), ks).items()}
     out.update({f"{a}2{b}_r@{k}": v for k, v in recall_at_k(sim, ks).items()})
     return out

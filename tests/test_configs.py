@@ -54,7 +54,7 @@ def test_model_preset_composes_after_a_recipe(preset: Path, base_recipe: str, ca
 def _backbones(model: object) -> list:
     """The encoders a task's model reads its inputs with (the ones a size preset sizes)."""
     m = model.model  # type: ignore[attr-defined]
-    return [getattr(m, "backbone", None) or getattr(m, "encoder", None) or m.image_backbone]
+    return [getattr(m, "backbone", None) or getattr(m, "encoder", None) or m.backbone_a]
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)

@@ -97,7 +97,7 @@ def _pairings(folder: Path) -> dict[str, Pairing]:
         "audio_text_contrastive": Pairing(
             "audio_text_contrastive.yaml",
             {"model": {"init_args": {"backbone": TINY, "embed_dim": 32, "predict_labels": ["one", "two", "three"],
-                                     "text_tokenizer": {"init_args": {"vocab_size": 40}}}},
+                                     "tokenizer_b": {"init_args": {"vocab_size": 40}}}},
              "data": _data(folder, vocab_size=40, zeroshot={"keyword": ["{}"]}, fields={
                  "audio_filepath": {"type": "audio", "sample_rate": 16000}, "text": {"type": "text", "max_len": 48},
                  "keyword": {"type": "label"}})},

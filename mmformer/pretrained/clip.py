@@ -54,16 +54,16 @@ def _hf_layers(h: str, m: str, depth: int) -> list[Entry]:
 
 def _hf_entries(vision_depth: int, text_depth: int) -> list[Entry]:
     v, t = "vision_model.", "text_model."
-    e: list[Entry] = [("image_tokenizer.proj.weight", (f"{v}embeddings.patch_embedding.weight",), ""),
-                      ("text_tokenizer.embed.weight", (f"{t}embeddings.token_embedding.weight",), ""),
-                      ("text_tokenizer.pos.weight", (f"{t}embeddings.position_embedding.weight",), ""),
-                      ("image_proj.weight", ("visual_projection.weight",), ""),
-                      ("text_proj.weight", ("text_projection.weight",), ""), ("logit_scale", ("logit_scale",), "")]
-    e += [(f"image_tokenizer.norm.{p}", (f"{v}pre_layrnorm.{p}",), "") for p in _LN]
-    e += [(f"image_backbone.norm.{p}", (f"{v}post_layernorm.{p}",), "") for p in _LN]
-    e += [(f"text_backbone.norm.{p}", (f"{t}final_layer_norm.{p}",), "") for p in _LN]
-    return e + _hf_layers(f"{v}encoder.", "image_backbone.", vision_depth) + _hf_layers(
-        f"{t}encoder.", "text_backbone.", text_depth)
+    e: list[Entry] = [("tokenizer_a.proj.weight", (f"{v}embeddings.patch_embedding.weight",), ""),
+                      ("tokenizer_b.embed.weight", (f"{t}embeddings.token_embedding.weight",), ""),
+                      ("tokenizer_b.pos.weight", (f"{t}embeddings.position_embedding.weight",), ""),
+                      ("proj_a.weight", ("visual_projection.weight",), ""),
+                      ("proj_b.weight", ("text_projection.weight",), ""), ("logit_scale", ("logit_scale",), "")]
+    e += [(f"tokenizer_a.norm.{p}", (f"{v}pre_layrnorm.{p}",), "") for p in _LN]
+    e += [(f"backbone_a.norm.{p}", (f"{v}post_layernorm.{p}",), "") for p in _LN]
+    e += [(f"backbone_b.norm.{p}", (f"{t}final_layer_norm.{p}",), "") for p in _LN]
+    return e + _hf_layers(f"{v}encoder.", "backbone_a.", vision_depth) + _hf_layers(
+        f"{t}encoder.", "backbone_b.", text_depth)
 
 
 # -- open_clip ----------------------------------------------------------------------------------------
@@ -80,16 +80,16 @@ def _oc_layers(h: str, m: str, depth: int) -> list[Entry]:
 
 
 def _oc_entries(vision_depth: int, text_depth: int) -> list[Entry]:
-    e: list[Entry] = [("image_tokenizer.proj.weight", ("visual.conv1.weight",), ""),
-                      ("text_tokenizer.embed.weight", ("token_embedding.weight",), ""),
-                      ("text_tokenizer.pos.weight", ("positional_embedding",), ""),
-                      ("image_proj.weight", ("visual.proj",), "T"), ("text_proj.weight", ("text_projection",), "T"),
+    e: list[Entry] = [("tokenizer_a.proj.weight", ("visual.conv1.weight",), ""),
+                      ("tokenizer_b.embed.weight", ("token_embedding.weight",), ""),
+                      ("tokenizer_b.pos.weight", ("positional_embedding",), ""),
+                      ("proj_a.weight", ("visual.proj",), "T"), ("proj_b.weight", ("text_projection",), "T"),
                       ("logit_scale", ("logit_scale",), "")]
-    e += [(f"image_tokenizer.norm.{p}", (f"visual.ln_pre.{p}",), "") for p in _LN]
-    e += [(f"image_backbone.norm.{p}", (f"visual.ln_post.{p}",), "") for p in _LN]
-    e += [(f"text_backbone.norm.{p}", (f"ln_final.{p}",), "") for p in _LN]
-    return e + _oc_layers("visual.transformer.", "image_backbone.", vision_depth) + _oc_layers(
-        "transformer.", "text_backbone.", text_depth)
+    e += [(f"tokenizer_a.norm.{p}", (f"visual.ln_pre.{p}",), "") for p in _LN]
+    e += [(f"backbone_a.norm.{p}", (f"visual.ln_post.{p}",), "") for p in _LN]
+    e += [(f"backbone_b.norm.{p}", (f"ln_final.{p}",), "") for p in _LN]
+    return e + _oc_layers("visual.transformer.", "backbone_a.", vision_depth) + _oc_layers(
+        "transformer.", "backbone_b.", text_depth)
 
 
 _OC_VISION_UNSUPPORTED = ("timm_model_name", "hf_model_name", "attentional_pool", "no_ln_pre", "final_ln_after_pool",
@@ -145,8 +145,8 @@ def build_model(config: dict[str, Any]) -> ContrastiveModel:
                                     norm_eps=vision["eps"])
     text_tok = TextTokenizer(text["dim"], text["vocab"], max_len=text["max_len"], positions="learned",
                              pad_id=text["pad"])
-    return ContrastiveModel(image_tok, text_tok, encoder(vision, False), encoder(text, True), image_pool="cls",
-                            text_pool="last", embed_dim=embed_dim)
+    return ContrastiveModel(image_tok, text_tok, encoder(vision, False), encoder(text, True), pool_a="cls",
+                            pool_b="last", embed_dim=embed_dim)
 
 
 def _depths(config: dict[str, Any]) -> tuple[int, int]:
@@ -165,8 +165,8 @@ def convert_state_dict(peer_state: dict[str, Tensor], config: dict[str, Any]) ->
                else "vision_model.embeddings.position_embedding.weight")
     entries = _oc_entries(*_depths(config)) if _is_open_clip(config) else _hf_entries(*_depths(config))
     out = convert_entries(state, entries, "the CLIP checkpoint", ignore=("*position_ids", "attn_mask", "*.attn_mask"))
-    out["image_tokenizer.cls_token"] = cls.reshape(1, 1, -1)
-    out["image_tokenizer.pos_embed"] = pos[None]
+    out["tokenizer_a.cls_token"] = cls.reshape(1, 1, -1)
+    out["tokenizer_a.pos_embed"] = pos[None]
     return out
 
 
@@ -177,24 +177,23 @@ def export(model: ContrastiveModel, out_dir: str | Path, flavor: str = "hf", eos
     ``eos_token_id``: HF pools the first occurrence of this id (written into ``text_config``); open_clip
     pools the largest id of each row (its end-of-text token).
     """
-    it, tt, ib = model.image_tokenizer, model.text_tokenizer, model.image_backbone
-    tb = model._text_encoder
-    if model.shared_backbone or not isinstance(it, ImagePatchTokenizer) or not isinstance(tt, TextTokenizer):
+    it, tt, ib, tb = model.tokenizer_a, model.tokenizer_b, model.backbone_a, model.backbone_b
+    if tb is None or not isinstance(it, ImagePatchTokenizer) or not isinstance(tt, TextTokenizer):
         raise ValueError("only two-tower models with an image patch tokenizer and a text tokenizer export as CLIP")
     if not hasattr(it, "norm") or it.proj.bias is not None or it.cls_token is None or len(it.stem):
         raise ValueError("a CLIP image tower has ln_pre, a bias-free patch projection, a CLS token and no stem")
-    if (model.image_pool.pool, model.text_pool.pool) != ("cls", "last") or not tb.causal or tt.kind != "learned":
+    if (model.pool_a.pool, model.pool_b.pool) != ("cls", "last") or not tb.causal or tt.kind != "learned":
         raise ValueError("a CLIP text tower is causal with learned positions and pools its last token; "
                          "the image tower pools CLS")
     vc, tc, state = ib.config, tb.config, model.state_dict()
     if vc.mlp != tc.mlp or vc.mlp not in ("gelu", "mlp_quick_gelu"):
         raise ValueError(f"CLIP towers share a gelu or quick_gelu MLP, got {vc.mlp!r} / {tc.mlp!r}")
     hidden = (ib.blocks[0].mlp.fc1.out_features, tb.blocks[0].mlp.fc1.out_features)
-    cls, pos = state.pop("image_tokenizer.cls_token").reshape(-1), state.pop("image_tokenizer.pos_embed")[0]
+    cls, pos = state.pop("tokenizer_a.cls_token").reshape(-1), state.pop("tokenizer_a.pos_embed")[0]
     if flavor == "open_clip":
         out = export_entries(state, _oc_entries(vc.depth, tc.depth))
         out.update({"visual.class_embedding": cls, "visual.positional_embedding": pos})
-        cfg = {"embed_dim": model.image_proj.out_features, "quick_gelu": vc.mlp == "mlp_quick_gelu",
+        cfg = {"embed_dim": model.proj_a.out_features, "quick_gelu": vc.mlp == "mlp_quick_gelu",
                "vision_cfg": {"layers": vc.depth, "width": vc.dim, "head_width": vc.dim // vc.num_heads,
                               "mlp_ratio": hidden[0] / vc.dim, "patch_size": it.patch_size,
                               "image_size": it.image_size[0]},
@@ -206,7 +205,7 @@ def export(model: ContrastiveModel, out_dir: str | Path, flavor: str = "hf", eos
     out.update({"vision_model.embeddings.class_embedding": cls,
                 "vision_model.embeddings.position_embedding.weight": pos})
     act = "quick_gelu" if vc.mlp == "mlp_quick_gelu" else "gelu"
-    config = {"model_type": "clip", "architectures": ["CLIPModel"], "projection_dim": model.image_proj.out_features,
+    config = {"model_type": "clip", "architectures": ["CLIPModel"], "projection_dim": model.proj_a.out_features,
               "logit_scale_init_value": float(model.logit_scale.detach()),
               "vision_config": {"hidden_size": vc.dim, "num_hidden_layers": vc.depth, "num_attention_heads": vc.num_heads,
                                 "intermediate_size": hidden[0], "image_size": it.image_size[0],

@@ -13,7 +13,8 @@ import torch
 from mmformer.data.spec import DataSpec, ProvidesDataSpec
 from mmformer.finetune.lora import lora_spec, restore_lora
 from mmformer.tasks.checkpoint_fit import WRITER_KEY, check_fits, describe
-from mmformer.tasks.legacy import FORMAT_KEY, FORMAT_VERSION, legacy_task_name, upgrade_state_dict
+from mmformer.tasks.legacy import (FORMAT_KEY, FORMAT_VERSION, legacy_task_name, upgrade_module_names,
+                                   upgrade_state_dict)
 
 
 LORA_KEY = "mmformer_lora"  # checkpoint entry: {LoRA layer name: {rank, alpha, dropout}}
@@ -124,8 +125,16 @@ class TaskModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Lightning calls this before loading ``checkpoint["state_dict"]``: older keys are upgraded here."""
-        if checkpoint.get(FORMAT_KEY, 0) < FORMAT_VERSION and "state_dict" in checkpoint:
-            checkpoint["state_dict"] = upgrade_state_dict(legacy_task_name(type(self)), checkpoint["state_dict"])
+        version, task_name = checkpoint.get(FORMAT_KEY, 0), legacy_task_name(type(self))
+        if version < FORMAT_VERSION:
+            if "state_dict" in checkpoint:
+                checkpoint["state_dict"] = upgrade_state_dict(task_name, checkpoint["state_dict"], version)
+            # the writer's backbones and the LoRA layers are named by the old module names too
+            writer = checkpoint.get(WRITER_KEY)
+            if isinstance(writer, dict) and isinstance(writer.get("backbones"), dict):
+                writer["backbones"] = upgrade_module_names(task_name, writer["backbones"], version)
+            if isinstance(checkpoint.get(LORA_KEY), dict):
+                checkpoint[LORA_KEY] = upgrade_module_names(task_name, checkpoint[LORA_KEY], version)
         restore_lora(self, checkpoint.get(LORA_KEY, {}))  # LoRA layers before their weights load
         check_fits(self, checkpoint)  # a clear error instead of Lightning's Missing key(s)/size mismatch
         self._rng_to_restore = checkpoint.get("mmformer_rng")

@@ -1,6 +1,6 @@
 """CLIP-style contrastive training of a :class:`~mmformer.models.ContrastiveModel` between any two
-towers ``a`` and ``b`` (image–text, audio–text...; open_clip's naming for the model): global-batch
-InfoNCE, retrieval and zero-shot evaluation."""
+towers ``a`` and ``b`` (image–text, audio–text...): global-batch InfoNCE, retrieval and zero-shot
+evaluation."""
 
 from __future__ import annotations
 
@@ -66,16 +66,16 @@ class ContrastiveTask(TaskModule):
     ``{names[1]}_embeddings.npy``).
 
     Args:
-        image_tokenizer, text_tokenizer: build tower a's and tower b's tokenizer from the width,
-            ``tokenizer(dim)`` (open_clip's names; any tokenizer stands in either, e.g. an
-            ``AudioTokenizer`` as tower a of an audio–text model).
-        backbone: the first tower's encoder (and the shared one when ``shared_backbone``).
+        tokenizer_a, tokenizer_b: build tower a's and tower b's tokenizer from the width,
+            ``tokenizer(dim)``; any tokenizer stands in either (an ``ImagePatchTokenizer`` and a
+            ``TextTokenizer`` make CLIP, an ``AudioTokenizer`` as tower a an audio–text model).
+        backbone: tower a's encoder (and the shared one when ``shared_backbone``).
         shared_backbone: one encoder instance serves both towers. Give both tokenizers tokens of the
             same size (e.g. the text tokenizer's ``scale: true`` next to a conv-stem image tokenizer):
             otherwise the smaller stream's gradients dominate the shared blocks and the other tower
             barely trains (tasks/clip_shared.yaml).
-        text_backbone: tower b's encoder when not shared (default: a copy of ``backbone``).
-        image_pool, text_pool: ``cls``, ``mean`` or ``attention`` pooling of tower a and tower b.
+        backbone_b: tower b's encoder when not shared (default: a copy of ``backbone``).
+        pool_a, pool_b: ``cls``, ``mean`` or ``attention`` pooling of tower a and tower b.
         embed_dim: width of the joint embedding space.
         init_temperature: initial temperature (logit scale ``1/T``, learned; the parameter is kept at or below
             log 100 after each optimizer step).
@@ -88,16 +88,21 @@ class ContrastiveTask(TaskModule):
     """
 
     required_data: ClassVar[tuple[str, ...]] = ("vocab", "tokenize")  # for a text tower b
+    # init arguments renamed when the towers were named a/b (a config with an old name gets an
+    # error naming the new one: see mmformer.console)
+    renamed_args: ClassVar[dict[str, str]] = {
+        "image_tokenizer": "tokenizer_a", "text_tokenizer": "tokenizer_b", "text_backbone": "backbone_b",
+        "image_pool": "pool_a", "text_pool": "pool_b"}
 
     def __init__(
         self,
-        image_tokenizer: Callable[[int], ModalityTokenizer],
-        text_tokenizer: Callable[[int], ModalityTokenizer],
+        tokenizer_a: Callable[[int], ModalityTokenizer],
+        tokenizer_b: Callable[[int], ModalityTokenizer],
         backbone: BackboneConfig | None = None,
         shared_backbone: bool = True,
-        text_backbone: BackboneConfig | None = None,
-        image_pool: Pool = "mean",
-        text_pool: Pool = "mean",
+        backbone_b: BackboneConfig | None = None,
+        pool_a: Pool = "mean",
+        pool_b: Pool = "mean",
         embed_dim: int = 128,
         init_temperature: float = 0.07,
         optim: OptimConfig | None = None,
@@ -111,14 +116,13 @@ class ContrastiveTask(TaskModule):
         self.names = list(names) if names is not None else ["image", "text"]
         self.initials = _initials(self.names)
         backbone = backbone or BackboneConfig()
-        if shared_backbone and text_backbone is not None:
-            raise ValueError("text_backbone is set but shared_backbone is true; drop one of them")
-        image_encoder = Encoder(backbone)
-        text_cfg = None if shared_backbone else (text_backbone or BackboneConfig(**vars(backbone)))
+        if shared_backbone and backbone_b is not None:
+            raise ValueError("backbone_b is set but shared_backbone is true; drop one of them")
+        encoder_a = Encoder(backbone)  # built before the tokenizers: the order of initialization is the recipes'
+        cfg_b = None if shared_backbone else (backbone_b or BackboneConfig(**vars(backbone)))
         self.model = ContrastiveModel(
-            image_tokenizer(backbone.dim), text_tokenizer(text_cfg.dim if text_cfg else backbone.dim), image_encoder,
-            Encoder(text_cfg) if text_cfg else None, image_pool, text_pool, embed_dim, backbone.num_heads,
-            init_temperature,
+            tokenizer_a(backbone.dim), tokenizer_b(cfg_b.dim if cfg_b else backbone.dim), encoder_a,
+            Encoder(cfg_b) if cfg_b else None, pool_a, pool_b, embed_dim, backbone.num_heads, init_temperature,
         )
         self.optim = optim or OptimConfig()
         self.predict_labels, self.predict_templates = predict_labels, predict_templates or ["{}"]
@@ -137,17 +141,17 @@ class ContrastiveTask(TaskModule):
     # --- set-up -------------------------------------------------------------------------------
     def required_data_for(self, stage: str) -> tuple[str, ...]:
         """``vocab`` and ``tokenize`` when tower b is text (zero-shot prompts); ``eval_splits`` too for ``test``."""
-        text_b = isinstance(self.model.text_tokenizer, TextTokenizer)
+        text_b = isinstance(self.model.tokenizer_b, TextTokenizer)
         need = self.required_data if text_b else ()
         return (*need, "eval_splits") if stage == "test" else need
 
     def bind_data(self, spec: DataSpec, stage: str) -> None:
         want = spec.vocab.vocab_size if spec.vocab is not None else None
-        text = self.model.text_tokenizer
+        text = self.model.tokenizer_b
         have = text.vocab_size if isinstance(text, TextTokenizer) else None
         if have is not None and want is not None and want != have:
             raise ValueError(f"the text tokenizer's vocab_size is {have} but the data's caption vocabulary has {want} "
-                             f"pieces; set model.init_args.text_tokenizer.init_args.vocab_size: {want}")
+                             f"pieces; set model.init_args.tokenizer_b.init_args.vocab_size: {want}")
         self._vocab, self._tokenize = spec.vocab, spec.tokenize
         self._eval_splits = tuple(spec.eval_splits or ())
         if stage == "test" and not any(split.retrieval or split.zeroshot for split in self._eval_splits):
@@ -165,8 +169,8 @@ class ContrastiveTask(TaskModule):
     # --- training -----------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         out = self(tower_inputs(batch, "a"), tower_inputs(batch, "b"))
-        loss = clip_loss(out.image_embeds, out.text_embeds, out.logit_scale).loss
-        bs = out.image_embeds.shape[0]
+        loss = clip_loss(out.embeds_a, out.embeds_b, out.logit_scale).loss
+        bs = out.embeds_a.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/logit_scale", out.logit_scale.detach(), batch_size=bs)
         return loss
@@ -178,7 +182,7 @@ class ContrastiveTask(TaskModule):
     # --- evaluation ---------------------------------------------------------------------------
     def _collect(self, batch: dict[str, Any]) -> ContrastiveOutput:
         out = self(tower_inputs(batch, "a"), tower_inputs(batch, "b"))
-        for key, value in (("a", out.image_embeds.float()), ("b", out.text_embeds.float()),
+        for key, value in (("a", out.embeds_a.float()), ("b", out.embeds_b.float()),
                            ("labels", batch.get("labels")), ("split", batch.get("split"))):
             if value is not None:
                 self._eval.setdefault(key, []).append(value)
@@ -192,8 +196,8 @@ class ContrastiveTask(TaskModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         out = self._collect(batch)
-        loss = clip_loss(out.image_embeds, out.text_embeds, out.logit_scale, gather=False).loss
-        self.log("val/loss", loss, batch_size=out.image_embeds.shape[0], sync_dist=True)
+        loss = clip_loss(out.embeds_a, out.embeds_b, out.logit_scale, gather=False).loss
+        self.log("val/loss", loss, batch_size=out.embeds_a.shape[0], sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         rows = self._gathered()
@@ -205,9 +209,9 @@ class ContrastiveTask(TaskModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         out = self._collect(batch)
         if self._heatmap is None:
-            n = out.image_embeds.shape[0]
+            n = out.embeds_a.shape[0]
             keep = batch["split"] == 0 if "split" in batch else torch.ones(n, dtype=torch.bool, device=self.device)
-            a, b = out.image_embeds[keep][: self.heatmap_size], out.text_embeds[keep][: self.heatmap_size]
+            a, b = out.embeds_a[keep][: self.heatmap_size], out.embeds_b[keep][: self.heatmap_size]
             if len(a) > 1:
                 self._heatmap = ((b @ a.t()).float().cpu(), self._row_labels(tower_inputs(batch, "b"), keep))
 
@@ -220,7 +224,7 @@ class ContrastiveTask(TaskModule):
 
     @torch.no_grad()
     def _class_embeddings(self, classes: Sequence[str], templates: Sequence[str]) -> Tensor:
-        return zeroshot_classifier(lambda p: self.model.encode_text(self._prompts(p), True), list(classes),
+        return zeroshot_classifier(lambda p: self.model.encode_b(self._prompts(p), True), list(classes),
                                    list(templates))
 
     def on_test_epoch_end(self) -> None:
@@ -276,9 +280,9 @@ class ContrastiveTask(TaskModule):
                              f"--model.init_args.predict_labels='[circle,square]'")
         if not hasattr(self, "_label_embeds"):
             self._label_embeds = self._class_embeddings(list(self.predict_labels), list(self.predict_templates))
-        image = self.model.encode_image(tower_inputs(batch, "a"), normalize=True)
-        probs = (self.model.scale() * image @ self._label_embeds.t()).softmax(dim=-1)
-        self._predicted.append((batch["index"].cpu(), image.float().cpu()))
+        embeds = self.model.encode_a(tower_inputs(batch, "a"), normalize=True)  # (B, E)
+        probs = (self.model.scale() * embeds @ self._label_embeds.t()).softmax(dim=-1)
+        self._predicted.append((batch["index"].cpu(), embeds.float().cpu()))
         conf, label = probs.max(dim=-1)
         return {"label": label, "prob": conf}
 
@@ -287,9 +291,9 @@ class ContrastiveTask(TaskModule):
             return
         files = self._predict_names
         index = torch.cat([i for i, _ in self._predicted])
-        image = torch.cat([e for _, e in self._predicted])
+        embeds = torch.cat([e for _, e in self._predicted])  # (N, E) tower a
         labels = self._label_embeds.float().cpu()
-        probs = (self.model.scale().detach().cpu() * image @ labels.t()).softmax(dim=-1)
+        probs = (self.model.scale().detach().cpu() * embeds @ labels.t()).softmax(dim=-1)
         folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         folder.mkdir(parents=True, exist_ok=True)
         names = list(self.predict_labels or [])
@@ -306,10 +310,10 @@ class ContrastiveTask(TaskModule):
             out = Path(self.predict_embeddings_dir)
             out.mkdir(parents=True, exist_ok=True)
             a, b = self.names
-            np.save(out / f"{a}_embeddings.npy", image.numpy())
+            np.save(out / f"{a}_embeddings.npy", embeds.numpy())
             np.save(out / f"{b}_embeddings.npy", labels.numpy())
             (out / f"{b}_labels.txt").write_text("\n".join(names) + "\n")
-            print(f"wrote {a}_embeddings.npy {tuple(image.shape)} and {b}_embeddings.npy {tuple(labels.shape)} "
+            print(f"wrote {a}_embeddings.npy {tuple(embeds.shape)} and {b}_embeddings.npy {tuple(labels.shape)} "
                   f"to {out}")
         self._predicted = []
         del self._label_embeds

@@ -1,17 +1,20 @@
-"""Loading checkpoints written before the models/heads redesign (checkpoints without ``mmformer_format``).
+"""Loading checkpoints written by older layouts of the tasks' state_dicts (``mmformer_format`` below
+the current version; absent = 0, before the models/heads redesign).
 
-The redesign kept state_dict keys wherever it could; the few that moved are renamed here by a pure
+State_dict keys are kept wherever they can be; the few that moved are renamed here by a pure
 function, which :meth:`mmformer.tasks.base.TaskModule.on_load_checkpoint` applies before Lightning
 loads the weights (an exported ``task.model`` state_dict uses the same keys without ``model.``).
 
-========================  ==========================  ==================================
-task                      before (format 0)           now (format 1)
-========================  ==========================  ==================================
-ClassificationTask        ``model.head.attn_pool.*``  ``model.head.pool.attn.*`` (the shared Pooler)
-Seq2SeqTask               ``ctc_head.*``              ``model.ctc_head.*`` (the CTC head is in the model)
-DecisionTransformerTask   ``model.head.1.*``          ``model.head.fc.*`` (ActionHead)
-ContrastiveTask           unchanged
-========================  ==========================  ==================================
+=======================  =======  ===============================  ====================================
+task                     format   before                           after
+=======================  =======  ===============================  ====================================
+ClassificationTask       0 → 1    ``model.head.attn_pool.*``       ``model.head.pool.attn.*`` (the shared Pooler)
+Seq2SeqTask              0 → 1    ``ctc_head.*``                   ``model.ctc_head.*`` (the CTC head is in the model)
+DecisionTransformerTask  0 → 1    ``model.head.1.*``               ``model.head.fc.*`` (ActionHead)
+ContrastiveTask          1 → 2    ``model.image_{tokenizer,        ``model.{tokenizer,backbone,pool,proj}_a.*``
+                                  backbone,pool,proj}.*``,         and ``..._b.*`` (towers named a and b)
+                                  ``model.text_*``
+=======================  =======  ===============================  ====================================
 """
 
 from __future__ import annotations
@@ -19,14 +22,18 @@ from __future__ import annotations
 from typing import Mapping, TypeVar
 
 FORMAT_KEY = "mmformer_format"  # checkpoint entry: the state_dict layout version
-FORMAT_VERSION = 1  # 0 (absent) = before the redesign
+FORMAT_VERSION = 2  # 0 (absent) = before the redesign; 1 = contrastive towers named image/text
 
-# task class name → (old prefix, new prefix) renames from format 0 to 1, applied in order
-RENAMES: dict[str, tuple[tuple[str, str], ...]] = {
-    "ClassificationTask": (("model.head.attn_pool.", "model.head.pool.attn."),),
-    "Seq2SeqTask": (("ctc_head.", "model.ctc_head."),),
-    "DecisionTransformerTask": (("model.head.1.", "model.head.fc."),),
-    "ContrastiveTask": (),
+_TOWERS = tuple((f"model.{old}_{part}.", f"model.{part}_{new}.")
+                for part in ("tokenizer", "backbone", "pool", "proj") for old, new in (("image", "a"), ("text", "b")))
+
+# format version → task class name → (old prefix, new prefix) renames from the version before it
+# to that version, applied in order (the first prefix that matches a key renames it)
+RENAMES: dict[int, dict[str, tuple[tuple[str, str], ...]]] = {
+    1: {"ClassificationTask": (("model.head.attn_pool.", "model.head.pool.attn."),),
+        "Seq2SeqTask": (("ctc_head.", "model.ctc_head."),),
+        "DecisionTransformerTask": (("model.head.1.", "model.head.fc."),)},
+    2: {"ContrastiveTask": _TOWERS},
 }
 
 V = TypeVar("V")
@@ -34,25 +41,36 @@ V = TypeVar("V")
 
 def legacy_task_name(cls: type) -> str | None:
     """The first class in ``cls``'s MRO with a rename table (so subclasses of a task upgrade too)."""
-    return next((c.__name__ for c in cls.__mro__ if c.__name__ in RENAMES), None)
+    names = {name for table in RENAMES.values() for name in table}
+    return next((c.__name__ for c in cls.__mro__ if c.__name__ in names), None)
 
 
-def upgrade_state_dict(task_name: str | None, state_dict: Mapping[str, V]) -> dict[str, V]:
-    """A format-0 task state_dict with its keys renamed to the current layout (order kept).
+def upgrade_state_dict(task_name: str | None, state_dict: Mapping[str, V], version: int = 0) -> dict[str, V]:
+    """A task state_dict of layout ``version`` with its keys renamed to the current layout (order kept).
 
     Args:
         task_name: the task class's name (see :data:`RENAMES`); an unknown name (a task of another
             package) leaves the keys as they are.
         state_dict: the checkpoint's ``state_dict``; not modified.
+        version: the checkpoint's ``mmformer_format`` (0 when it has none).
     Returns:
         a new dict; a key that is already current stays as it is, so upgrading twice changes nothing.
     """
-    renames = RENAMES.get(task_name or "", ())
-    out: dict[str, V] = {}
-    for key, value in state_dict.items():
-        for old, new in renames:
-            if key.startswith(old):
-                key = new + key[len(old):]
-                break
-        out[key] = value
+    out: dict[str, V] = dict(state_dict)
+    for step in range(version + 1, FORMAT_VERSION + 1):
+        renames = RENAMES.get(step, {}).get(task_name or "", ())
+        if renames:
+            out = {_renamed(key, renames): value for key, value in out.items()}
     return out
+
+
+def _renamed(key: str, renames: tuple[tuple[str, str], ...]) -> str:
+    old, new = next(((old, new) for old, new in renames if key.startswith(old)), ("", ""))
+    return new + key[len(old):]
+
+
+def upgrade_module_names(task_name: str | None, modules: Mapping[str, V], version: int = 0) -> dict[str, V]:
+    """:func:`upgrade_state_dict` for module names (e.g. a checkpoint writer's backbones by name,
+    ``model.image_backbone`` → ``model.backbone_a``)."""
+    upgraded = upgrade_state_dict(task_name, {f"{name}.": value for name, value in modules.items()}, version)
+    return {name[:-1]: value for name, value in upgraded.items()}

@@ -28,8 +28,8 @@ def test_shared_backbone_is_one_instance_and_separate_ones_are_two() -> None:
     assert shared.shared_backbone and not separate.shared_backbone
     n_shared = sum(p.numel() for p in shared.parameters())
     n_sep = sum(p.numel() for p in separate.parameters())
-    assert n_sep - n_shared == sum(p.numel() for p in separate.text_backbone.parameters())
-    assert not any(k.startswith("text_backbone") for k in shared.state_dict())  # no duplicated keys
+    assert n_sep - n_shared == sum(p.numel() for p in separate.backbone_b.parameters())
+    assert not any(k.startswith("backbone_b") for k in shared.state_dict())  # no duplicated keys
 
 
 def test_encoders_follow_open_clip_names_and_padding_does_not_change_text() -> None:
@@ -40,7 +40,12 @@ def test_encoders_follow_open_clip_names_and_padding_does_not_change_text() -> N
     assert torch.allclose(emb.norm(dim=-1), torch.ones(3))
     assert torch.allclose(model.encode_text(F.pad(ids, (0, 5)), normalize=True), emb, atol=1e-6)
     out = model(images, ids)
-    assert out.image_embeds.shape == out.text_embeds.shape == (3, 16)
+    assert out.embeds_a.shape == out.embeds_b.shape == (3, 16)
+    # open_clip's names are the towers a and b of an image–text model
+    assert torch.equal(model.encode_a(images, normalize=True), out.embeds_a)
+    assert torch.equal(model.encode_image(images, normalize=True), out.embeds_a)
+    assert torch.equal(model.encode_b(ids, normalize=True), out.embeds_b)
+    assert out.image_embeds is out.embeds_a and out.text_embeds is out.embeds_b
 
 
 def test_logit_scale_starts_at_one_over_temperature_and_the_parameter_is_clamped_at_100() -> None:
@@ -86,6 +91,6 @@ def test_the_temperature_comes_down_from_the_cap_when_the_loss_asks() -> None:
 
 
 def test_tower_width_mismatch_is_named() -> None:
-    with pytest.raises(ValueError, match="text tokenizer has width 16"):
+    with pytest.raises(ValueError, match="tower b's tokenizer has width 16"):
         ContrastiveModel(ImagePatchTokenizer(32, image_size=8, patch_size=4), TextTokenizer(16, vocab_size=20),
                          Encoder(BB))

@@ -51,8 +51,8 @@ def test_hf_clip_embeddings_match_and_export_back(tmp_path: Path) -> None:
     images, (ids, mask) = torch.randn(2, 3, 32, 32), _captions()
     theirs = peer(input_ids=ids, attention_mask=mask.long(), pixel_values=images)
     mine = model(images, ids)
-    close(mine.image_embeds, theirs.image_embeds)
-    close(mine.text_embeds, theirs.text_embeds)
+    close(mine.embeds_a, theirs.image_embeds)
+    close(mine.embeds_b, theirs.text_embeds)
     close(mine.logit_scale, peer.logit_scale.exp())
     close(model.encode_text(ids[-1:, :LENGTHS[-1]]), model.encode_text(ids)[-1:])  # padding changes nothing
 

@@ -34,9 +34,9 @@ def _task(shared: bool = True, **kw) -> ContrastiveTask:
                            embed_dim=16, **kw)
 
 
-def test_text_backbone_with_a_shared_backbone_is_an_error() -> None:
+def test_backbone_b_with_a_shared_backbone_is_an_error() -> None:
     with pytest.raises(ValueError, match="shared_backbone is true"):
-        _task(True, text_backbone=BB)
+        _task(True, backbone_b=BB)
 
 
 def test_recall_at_k_matches_torchmetrics() -> None:
@@ -68,12 +68,12 @@ def test_tiny_model_learns_to_match_its_pairs() -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(60):
         out = model(images, ids)
-        loss = clip_loss(out.image_embeds, out.text_embeds, out.logit_scale).loss
+        loss = clip_loss(out.embeds_a, out.embeds_b, out.logit_scale).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
     out = model.eval()(images, ids)
-    assert recall_at_k(out.text_embeds @ out.image_embeds.t(), (1,))[1] >= 0.75  # chance: 0.125
+    assert recall_at_k(out.embeds_b @ out.embeds_a.t(), (1,))[1] >= 0.75  # chance: 0.125
 
 
 class _Vocab:
@@ -157,10 +157,10 @@ def _tower_gradients_on_the_shared_encoder(recipe: str, *overrides: str) -> tupl
     for side in ("image", "text"):
         model.zero_grad()
         out = model(images, ids)
-        image, text = out.image_embeds, out.text_embeds
+        image, text = out.embeds_a, out.embeds_b
         image, text = (image, text.detach()) if side == "image" else (image.detach(), text)
         clip_loss(image, text, out.logit_scale).loss.backward()
-        norms.append(torch.stack([p.grad.norm() for p in model.image_backbone.parameters()]).norm().item())
+        norms.append(torch.stack([p.grad.norm() for p in model.backbone_a.parameters()]).norm().item())
     return norms[0], norms[1]
 
 
@@ -196,6 +196,6 @@ def test_recipe_fits_tests_and_predicts_through_the_cli(tmp_path: Path) -> None:
     image, text = np.load(emb_dir / "image_embeddings.npy"), np.load(emb_dir / "text_embeddings.npy")
     assert image.shape == (64, 128) and text.shape == (2, 128)
 
-    with pytest.raises(ValueError, match="vocab_size is 99 .* set model.init_args.text_tokenizer"):
+    with pytest.raises(ValueError, match="vocab_size is 99 .* set model.init_args.tokenizer_b"):
         main(["fit", "--config", RECIPE, *small, "--trainer.max_steps=1",
-              "--model.init_args.text_tokenizer.init_args.vocab_size=99"])
+              "--model.init_args.tokenizer_b.init_args.vocab_size=99"])

@@ -37,7 +37,7 @@ def seq2seq() -> TaskModule:
 
 def contrastive() -> TaskModule:
     return ContrastiveTask(lambda d: ImagePatchTokenizer(d, image_size=8, patch_size=4, cls_token=False),
-                           lambda d: TextTokenizer(d, vocab_size=VOCAB, max_len=8), cfg(), image_pool="attention",
+                           lambda d: TextTokenizer(d, vocab_size=VOCAB, max_len=8), cfg(), pool_a="attention",
                            embed_dim=8)
 
 
@@ -56,7 +56,7 @@ def outputs(name: str, task: Any, inputs: dict) -> dict[str, torch.Tensor]:
         return {"logits": m(inputs["source"], inputs["target_in"]), "ctc_logits": m.ctc_logits(memory)}
     if name == "contrastive":
         out = m(inputs["images"], inputs["ids"])
-        return {"image_embeds": out.image_embeds, "text_embeds": out.text_embeds}
+        return {"image_embeds": out.embeds_a, "text_embeds": out.embeds_b}  # the fixture's names
     return {"actions": m(inputs["traj"])}
 
 
