@@ -89,7 +89,7 @@ def _pairings(folder: Path) -> dict[str, Pairing]:
         "image_captioning": Pairing(
             "image_captioning.yaml",
             {"model": {"init_args": {**TINY_SEQ2SEQ, "target_vocab_size": 24}}, "data": _data(folder, vocab_size=24)},
-            ("test/bleu", "test/chrf"), "predictions.tsv", "image"),
+            ("test/bleu", "test/chrf", "test/exact"), "predictions.tsv", "image"),
         "speech_translation": Pairing(
             "speech_translation.yaml",
             {"model": {"init_args": {**TINY_SEQ2SEQ, "target_vocab_size": 40}}, "data": _data(folder, vocab_size=40)},
