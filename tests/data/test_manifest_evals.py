@@ -115,6 +115,20 @@ def test_an_extra_split_without_a_path_is_the_embedded_builders_split_of_that_na
         bad.setup("test")
 
 
+def test_the_embedded_corpus_extra_split_is_left_out_with_a_warning_when_train_replaces_the_corpus(
+        tmp_path: Path) -> None:
+    """A recipe's builder-filled split (no path) does not apply to one's own manifests: it is not measured, and
+    the warning says how to measure it; the recipe's other settings (a main zero-shot field) still hold."""
+    with pytest.warns(UserWarning, match=r"extra_test.words is the embedded corpus's 'words' split, but "
+                                         r"data.init_args.train replaces that corpus.*set extra_test.words.path"):
+        dm = make(tmp_path, embedded=f"{__name__}.build_words", extra_test=words_split(None),
+                  fields={**FIELDS, "label": {"type": "label"}}, zeroshot={"label": ["{}"]})
+    assert dm.extra == [] and "words" not in dm.datasets
+    (main,) = dm.data_spec().eval_splits
+    assert set(main.zeroshot) == {"label"} and not (tmp_path / "words").exists(), "the builder did not run"
+    assert "split" not in next(iter(dm.test_dataloader()))  # the main test split alone, as without extra_test
+
+
 @pytest.mark.parametrize("change, message", [
     ({"inputs": {"source": "audio", "target": "text"}, "extra_test": words_split("w.jsonl")}, "contrastive test splits: map inputs to the roles a and b"),
     ({"extra_test": {"words": {"path": "w.jsonl", "weight": 1}}}, r"unknown option\(s\) \['weight'\]"),

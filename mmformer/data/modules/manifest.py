@@ -143,7 +143,7 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
             raise ValueError("set data.init_args.train (a manifest) or data.init_args.embedded (a builder)")
         self.paths: dict[str, str | None] = {"train": train, "val": val, "test": test, "predict": predict}
         self.extra: list[ExtraTest] = parse_extra_test(extra_test, self.fields, self.inputs, self.zeroshot, SPLITS,
-                                                       embedded is not None and train is None)
+                                                       embedded, embedded is not None and train is None)
         self.paths.update({e.name: e.path for e in self.extra})
         self.embedded, self.data_dir = embedded, Path(data_dir)
         self.vocab_size, self.vocab_model, self.vocab_model_type = vocab_size, vocab_model, vocab_model_type

@@ -20,6 +20,7 @@ contrastive DataModules of images and captions do.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -57,15 +58,19 @@ class ExtraTest:
 
 def parse_extra_test(config: Mapping[str, Mapping[str, Any]] | None, fields: Mapping[str, FieldSpec],
                      inputs: Mapping[str, str], zeroshot: Mapping[str, Any], splits: Sequence[str],
-                     embedded: bool) -> list[ExtraTest]:
+                     embedded: str | None, builder_used: bool) -> list[ExtraTest]:
     """Checks ``extra_test`` (name → options) against the recipe and returns the splits in order.
+
+    A split without ``path`` is the embedded corpus's: when the recipe's corpus is replaced by manifests of
+    one's own (``train`` set), it is left out, with a warning saying how to measure it.
 
     Args:
         config: the ``extra_test`` mapping, or None.
         fields: the recipe's declared fields; inputs: its role → field mapping.
         zeroshot: the main test split's zero-shot fields (their metric names must stay distinct).
         splits: the standard split names (an extra split may not reuse one).
-        embedded: an embedded builder fills the splits left without a path.
+        embedded: the dotted path of the recipe's embedded builder, or None.
+        builder_used: the builder fills the splits (``train`` is unset).
 
     Raises:
         ManifestError: an unknown option, a reused name, a missing path, a split that measures nothing, a
@@ -87,9 +92,14 @@ def parse_extra_test(config: Mapping[str, Mapping[str, Any]] | None, fields: Map
             raise ManifestError(f"{where}: unknown option(s) {unknown}; it takes {list(OPTIONS)}")
         if name in splits:
             raise ManifestError(f"{where}: {name!r} is a standard split; give the extra split another name")
-        if cfg.get("path") is None and not embedded:
+        if cfg.get("path") is None and embedded is None:
             raise ManifestError(f"{where}: set path (a manifest); only an embedded builder (data.init_args.embedded "
                                 f"with train unset) fills a split without one")
+        if cfg.get("path") is None and not builder_used:
+            warnings.warn(f"{where} is the embedded corpus's {name!r} split, but data.init_args.train replaces "
+                          f"that corpus: {name!r} is not measured (set {where}.path to a manifest of yours to "
+                          f"measure it, or extra_test: null to silence this)", stacklevel=3)
+            continue
         own = parse_fields(cfg["fields"]) if cfg.get("fields") else {}
         clash = sorted(set(own) & set(fields))
         if clash:
