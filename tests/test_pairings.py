@@ -89,7 +89,7 @@ def _pairings(folder: Path) -> dict[str, Pairing]:
         "image_captioning": Pairing(
             "image_captioning.yaml",
             {"model": {"init_args": {**TINY_SEQ2SEQ, "target_vocab_size": 24}}, "data": _data(folder, vocab_size=24)},
-            ("test/bleu", "test/chrf"), "predictions.tsv", "image"),
+            ("test/bleu", "test/chrf", "test/exact"), "predictions.tsv", "image"),
         "speech_translation": Pairing(
             "speech_translation.yaml",
             {"model": {"init_args": {**TINY_SEQ2SEQ, "target_vocab_size": 40}}, "data": _data(folder, vocab_size=40)},
@@ -98,9 +98,9 @@ def _pairings(folder: Path) -> dict[str, Pairing]:
             "audio_text_contrastive.yaml",
             {"model": {"init_args": {"backbone": TINY, "embed_dim": 32, "predict_labels": ["one", "two", "three"],
                                      "tokenizer_b": {"init_args": {"vocab_size": 40}}}},
-             "data": _data(folder, vocab_size=40, zeroshot={"keyword": ["{}"]}, fields={
-                 "audio_filepath": {"type": "audio", "sample_rate": 16000}, "text": {"type": "text", "max_len": 48},
-                 "keyword": {"type": "label"}})},
+             "data": _data(folder, vocab_size=40, extra_test={"zeroshot": {  # the recipe's, over this test's rows
+                 "path": str(folder / "test.jsonl"), "retrieval": False, "zeroshot": {"keyword": ["{}"]},
+                 "fields": {"keyword": {"type": "label"}}}})},
             ("test/a2t_r@1", "test/t2a_r@1", "test/a2t_r@5", "test/zeroshot_keyword_acc"), "predictions.csv",
             "audio_filepath"),
         "text_classification": Pairing(

@@ -18,6 +18,7 @@ from mmformer.models.classifier import Classifier
 from mmformer.tasks.base import TaskModule
 from mmformer.tasks.optim import OptimConfig, build_optimizer
 from mmformer.tokenizers.base import ModalityTokenizer
+from mmformer.tokenizers.text import TextTokenizer
 
 
 def split_batch(batch: Any, second: str = "label") -> tuple[Any, Any]:
@@ -125,6 +126,13 @@ class ClassificationTask(TaskModule):
 
     def bind_data(self, spec: DataSpec, stage: str) -> None:
         self._predict_names = spec.predict_names
+        tokenizer = self.model.tokenizer
+        if spec.vocab is not None and isinstance(tokenizer, TextTokenizer) and \
+                spec.vocab.vocab_size != tokenizer.vocab_size:  # else: an index error at the first step
+            raise ValueError(f"the data's sentencepiece vocabulary has {spec.vocab.vocab_size} pieces but the text "
+                             f"tokenizer was built for vocab_size={tokenizer.vocab_size}; set "
+                             f"--model.init_args.tokenizer.init_args.vocab_size={spec.vocab.vocab_size} (or retrain "
+                             f"the vocabulary)")
         if spec.class_names is None:  # data without names: plots and predictions show class ids
             return
         names = list(spec.class_names)

@@ -73,7 +73,7 @@ class Seq2SeqTask(TaskModule):
         label_smoothing: of the decoder's cross-entropy.
         ctc_weight: weight of a CTC loss on the encoder (blank = pad id); the loss is
             ``(1 - w) * CE + w * CTC``; 0 = no CTC head.
-        metrics: text metrics on decoded outputs (bleu, chrf, wer, cer), logged as ``{stage}/{name}``.
+        metrics: text metrics on decoded outputs (bleu, chrf, wer, cer, exact), logged as ``{stage}/{name}``.
         generation: decoding at test and predict time (strategy, beam, length limits ``max_new_tokens`` and
             ``max_len_a * source_len + max_len_b``, ``no_repeat_ngram_size``, ``repetition_penalty``...);
             validation decodes greedily with its limits and anti-repetition options.

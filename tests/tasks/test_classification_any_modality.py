@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
@@ -95,3 +96,25 @@ def test_batches_are_role_dicts_or_input_label_tuples_and_anything_else_is_named
         split_batch({"image": x, "label": y})
     with pytest.raises(TypeError, match="got Tensor"):
         split_batch(x)
+
+
+def test_a_text_tokenizer_of_another_size_than_the_data_vocabulary_fails_at_start_up(tmp_path: Path) -> None:
+    def task(tokenizer) -> ClassificationTask:  # type: ignore[no-untyped-def]
+        return ClassificationTask(tokenizer, num_classes=3, backbone=BB, optim=OptimConfig(lr=3e-3))
+
+    def data(vocab_size: int, rows: dict) -> RoleData:
+        return RoleData({"train": rows}, DataSpec(class_names=CLASSES, vocab=SimpleNamespace(vocab_size=vocab_size)))
+
+    text = task(lambda d: TextTokenizer(d, vocab_size=24, max_len=8))
+    before = [p.detach().clone() for p in text.parameters()]
+    with pytest.raises(ValueError, match=r"vocabulary has 40 pieces but the text tokenizer was built for "
+                                         r"vocab_size=24; set --model.init_args.tokenizer.init_args.vocab_size=40"):
+        _trainer(tmp_path, 1).fit(text, datamodule=data(40, _text_rows(32, 0)))
+    assert all(torch.equal(a, b) for a, b in zip(before, text.parameters())), "it failed before any step"
+    trainer = _trainer(tmp_path, 1)
+    trainer.fit(text, datamodule=data(24, _text_rows(32, 0)))  # the sizes agree
+    assert trainer.global_step == 1
+    labels = torch.arange(16) % 3  # not a text tokenizer: a data vocabulary is not its concern
+    trainer = _trainer(tmp_path, 1)
+    trainer.fit(task(audio_tokenizer), datamodule=data(40, {"input": tones(labels, 0), "label": labels}))
+    assert trainer.global_step == 1

@@ -28,7 +28,9 @@ label    ``(B,)`` long class ids; number ``(B,)`` float; vector ``(B, D)`` float
 =======  ==========================================================================================
 
 plus ``index (B,)`` long (row positions in the split) and, when ``zeroshot`` is set, ``labels (B, K)``
-long (the zero-shot label fields' class ids, in ``zeroshot`` order).
+long (the zero-shot label fields' class ids, in ``zeroshot`` order). ``extra_test`` adds contrastive test
+splits measured in the same test run (zero-shot over a manifest of its own, say): test batches then also
+carry ``split (B,)`` (see :mod:`mmformer.data.modules.manifest_evals`).
 
 Every manifest the stage uses is read and checked in ``prepare_data``/``setup`` (fit also checks the
 test manifest), so a bad row fails before the first step with an error naming the manifest, the line
@@ -57,9 +59,10 @@ from mmformer.data.common.ids import wrap_rows
 from mmformer.data.common.loading import world_of
 from mmformer.data.common.sampling import ResumableDataModule
 from mmformer.data.modules.manifest_dataset import ManifestDataset, RoleValues
+from mmformer.data.modules.manifest_evals import EvalSplitsDataset, ExtraTest, SplitEvalBatchSampler, parse_extra_test
 from mmformer.data.modules.manifest_roles import TARGET_ROLES, check_roles
 from mmformer.data.readers.manifest import (
-    Column, ManifestTable, label_classes, label_ids, parse_fields, read_column, read_table,
+    Column, FieldSpec, ManifestError, ManifestTable, label_classes, label_ids, parse_fields, read_column, read_table,
 )
 from mmformer.data.spec import DataSpec, EvalSplit, ProvidesDataSpec, ZeroShotSpec
 from mmformer.tokenizers.sentencepiece_vocab import SentencePieceVocab
@@ -96,6 +99,10 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
         drop_last: training epochs keep only full batches (contrastive losses want equal batches).
         zeroshot: label field → prompt templates (``{}`` = class name): the contrastive test also measures
             zero-shot accuracy over that field's classes through tower ``b`` (``test/zeroshot_<field>_acc``).
+        extra_test: more contrastive test manifests, name → ``{path, retrieval, zeroshot, fields, prefix}``,
+            measured by the same ``test`` (e.g. zero-shot accuracy over a manifest of isolated words); a split
+            without ``path`` is the embedded builder's split of that name. See
+            :mod:`mmformer.data.modules.manifest_evals`.
         num_workers: DataLoader worker processes (they decode the image/audio files).
         seed: training order; epoch ``e``'s order depends only on (seed, e).
     """
@@ -121,6 +128,7 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
         bucket_batches: int = 50,
         drop_last: bool = False,
         zeroshot: dict[str, list[str]] | None = None,
+        extra_test: dict[str, dict[str, Any]] | None = None,
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
@@ -134,12 +142,16 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
         if train is None and embedded is None:
             raise ValueError("set data.init_args.train (a manifest) or data.init_args.embedded (a builder)")
         self.paths: dict[str, str | None] = {"train": train, "val": val, "test": test, "predict": predict}
+        self.extra: list[ExtraTest] = parse_extra_test(extra_test, self.fields, self.inputs, self.zeroshot, SPLITS,
+                                                       embedded, embedded is not None and train is None)
+        self.paths.update({e.name: e.path for e in self.extra})
         self.embedded, self.data_dir = embedded, Path(data_dir)
         self.vocab_size, self.vocab_model, self.vocab_model_type = vocab_size, vocab_model, vocab_model_type
         self.byte_fallback, self.batch_size, self.max_tokens = byte_fallback, batch_size, max_tokens
         self.bucket_batches, self.drop_last, self.num_workers, self.seed = bucket_batches, drop_last, num_workers, seed
         self.vocab: SentencePieceVocab | None = None
         self.classes: dict[str, list[str]] = {}
+        self._extra_classes: dict[tuple[str, str], list[str]] = {}
         self.datasets: dict[str, ManifestDataset] = {}
         self._tables: dict[str, ManifestTable] = {}
         self._columns: dict[tuple[str, str], Column] = {}
@@ -155,10 +167,15 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
             except (ImportError, AttributeError, ValueError) as err:
                 raise ValueError(f"data.init_args.embedded: cannot import builder {self.embedded!r} ({err})") from err
             built = build(self.data_dir)
-            self.paths.update({s: str(p) for s, p in built.items() if s in SPLITS and self.paths.get(s) is None})
+            fill = [*SPLITS, *(e.name for e in self.extra)]
+            self.paths.update({s: str(p) for s, p in built.items() if s in fill and self.paths.get(s) is None})
             self._built = True
             if self.paths["train"] is None:
                 raise ValueError(f"builder {self.embedded} returned no train manifest (got {sorted(built)})")
+            for e in self.extra:
+                if self.paths[e.name] is None:
+                    raise ManifestError(f"extra_test.{e.name}: builder {self.embedded} returned no {e.name!r} "
+                                        f"split (got {sorted(built)}); set extra_test.{e.name}.path")
         return self.paths[split]
 
     def _column(self, split: str, name: str) -> Column:
@@ -166,19 +183,35 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
         if (split, name) not in self._columns:
             if split not in self._tables:
                 self._tables[split] = read_table(self._path(split))  # type: ignore[arg-type]
-            self._columns[split, name] = read_column(self._tables[split], self.fields[name])
+            self._columns[split, name] = read_column(self._tables[split], self._fields_of(split)[name])
         return self._columns[split, name]
 
+    def _extra(self, split: str) -> ExtraTest | None:
+        return next((e for e in self.extra if e.name == split), None)
+
+    def _fields_of(self, split: str) -> dict[str, FieldSpec]:
+        """The declared fields, plus an extra test split's own."""
+        extra = self._extra(split)
+        return {**self.fields, **extra.fields} if extra else self.fields
+
     def _needed_fields(self, split: str) -> list[str]:
-        """Every declared field, except that a predict manifest needs only the roles' inputs."""
+        """Every declared field, except that a predict manifest needs only the roles' inputs and an extra test
+        manifest the roles', its own and its zero-shot labels."""
         if split == "predict":
             return [f for r, f in self.inputs.items() if r not in TARGET_ROLES]
+        extra = self._extra(split)
+        if extra is not None:
+            return list(dict.fromkeys([*self.inputs.values(), *extra.fields, *extra.zeroshot]))
         return list(self.fields)
 
     def _stage_splits(self, stage: str | None) -> list[str]:
         eval_split = "predict" if self._path("predict") is not None else "test"
-        wanted = {"fit": ["train", "val", "test"], "validate": ["val"], "test": ["test"], "predict": [eval_split]}
-        return [s for s in wanted.get(stage or "", ["train", "val", "test"]) if self._path(s) is not None]
+        tests = ["test", *(e.name for e in self.extra)]
+        wanted = {"fit": ["train", "val", *tests], "validate": ["val"], "test": tests, "predict": [eval_split]}
+        splits = [s for s in wanted.get(stage or "", ["train", "val", *tests]) if self._path(s) is not None]
+        if self.extra and "test" not in splits and (stage in ("fit", "test") or stage is None):
+            raise ManifestError("extra_test measures splits beside the main test split: set data.init_args.test")
+        return splits
 
     def _check(self, splits: Sequence[str]) -> None:
         """Reads every field the splits need (so a bad row fails now), then the training text and labels."""
@@ -233,6 +266,11 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
         for name, spec in self.fields.items():
             if spec.type == "label" and name not in self.classes:
                 self.classes[name] = spec["classes"] or label_classes(self._column("train", name).values)  # type: ignore[arg-type]
+        for e in self.extra:  # an extra split's own labels: its listed classes, else its own values sorted
+            for name, spec in e.fields.items():
+                if spec.type == "label" and (e.name, name) not in self._extra_classes and e.name in splits:
+                    self._extra_classes[e.name, name] = (spec["classes"] or  # type: ignore[arg-type]
+                                                         label_classes(self._column(e.name, name).values))
         for split in splits:
             if split not in self.datasets:
                 self.datasets[split] = self._dataset(split)
@@ -248,7 +286,7 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
         if spec.type == "text":
             return self._encode_text(split, role, col)
         if spec.type == "label":
-            return RoleValues(spec, label_ids(self._tables[split], col, self.classes[name], split))
+            return RoleValues(spec, label_ids(self._tables[split], col, self._classes(split, name), split))
         return RoleValues(spec, col.values)  # number (N,), vector (N, D)
 
     def _encode_text(self, split: str, role: str, col: Column) -> RoleValues:
@@ -264,15 +302,31 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
         ids = wrap_rows(rows, bos, max_len)
         return RoleValues(col.spec, ids, texts, ids.lengths)
 
+    def _classes(self, split: str, name: str) -> list[str]:
+        return self._extra_classes.get((split, name)) or self.classes[name]
+
+    def _label_columns(self) -> list[tuple[str | None, str]]:
+        """The columns of test batches' ``labels``: (None, field) for the main ``zeroshot`` fields, then
+        (extra split, field) for each extra test split's."""
+        return [(None, n) for n in self.zeroshot] + [(e.name, n) for e in self.extra for n in e.zeroshot]
+
+    def _labels(self, split: str) -> Tensor | None:
+        """``(N, K)`` zero-shot class ids of a split (-1 in the columns of other splits), or None."""
+        table, extra = self._tables[split], self._extra(split) is not None
+        columns = self._label_columns() if split == "test" or extra else [(None, n) for n in self.zeroshot]
+        if not columns or split == "predict":
+            return None
+        out = torch.full((len(table), len(columns)), -1, dtype=torch.long)
+        for k, (owner, name) in enumerate(columns):
+            if owner == split or (owner is None and not extra):
+                out[:, k] = label_ids(table, self._column(split, name), self._classes(split, name), split)
+        return out
+
     def _dataset(self, split: str) -> ManifestDataset:
         table = self._tables[split]
         roles = {role: self._role_values(split, role, name) for role, name in self.inputs.items()
                  if name in self._needed_fields(split)}
-        zeroshot = None
-        if self.zeroshot and split != "predict":
-            zeroshot = torch.stack([label_ids(table, self._column(split, n), self.classes[n], split)
-                                    for n in self.zeroshot], dim=1)  # (N, K)
-        return ManifestDataset(roles, [f"{table.path}:{line}" for line in table.lines], zeroshot)
+        return ManifestDataset(roles, [f"{table.path}:{line}" for line in table.lines], self._labels(split))
 
     # --- loaders -------------------------------------------------------------------------------
     def _split_dataset(self, split: str) -> ManifestDataset:
@@ -311,7 +365,13 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
         return self._eval_loader("val") if self._path("val") is not None else []  # no val manifest: no validation
 
     def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
+        """The test split's batches, then each extra test split's (batches carry ``split`` then)."""
+        if not self.extra:
+            return self._eval_loader("test")
+        ds = EvalSplitsDataset([self._split_dataset(s) for s in ("test", *(e.name for e in self.extra))])
+        sampler = SplitEvalBatchSampler(ds, self.batch_size, *world_of(self.trainer))
+        return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
 
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader("predict" if "predict" in self.datasets else "test", sort=False)
@@ -337,16 +397,21 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
     def data_spec(self) -> DataSpec:
         """``class_names`` (the ``label`` role's classes), ``vocab`` (the text fields' model), ``source_vocab``
         (when ``source`` is text), ``tokenize`` (prompts for a text tower), ``eval_splits`` (retrieval over
-        the test pairs, plus zero-shot by the ``zeroshot`` label fields) and, when predicting,
+        the test pairs, plus zero-shot by the ``zeroshot`` label fields; then each ``extra_test`` split) and, when predicting,
         ``predict_names`` (the input files, else ``manifest:line``)."""
         label = self.inputs.get("label")
         source = self.inputs.get("source")
-        zeroshot = {n: ZeroShotSpec(k, self.classes.get(n, []), self.zeroshot[n]) for k, n in enumerate(self.zeroshot)}
+        columns = {key: k for k, key in enumerate(self._label_columns())}
+
+        def zeroshot(split: str, prompts: dict[str, list[str]], owner: str | None = None) -> dict[str, ZeroShotSpec]:
+            return {n: ZeroShotSpec(columns[owner, n], self._extra_classes.get((split, n)) or self.classes.get(n, []),
+                                    t) for n, t in prompts.items()}
         return DataSpec(
             class_names=self.classes.get(label) if label else None,
             vocab=self.vocab,
             source_vocab=self.vocab if source and self.fields[source].type == "text" else None,
             tokenize=self.tokenize if self.vocab is not None else None,
-            eval_splits=[EvalSplit("", retrieval=True, zeroshot=zeroshot)],
+            eval_splits=[EvalSplit("", retrieval=True, zeroshot=zeroshot("test", self.zeroshot)),
+                         *(EvalSplit(e.prefix, e.retrieval, zeroshot(e.name, e.zeroshot, e.name)) for e in self.extra)],
             predict_names=self._predict_names(),
         )
