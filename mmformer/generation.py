@@ -5,7 +5,9 @@ repetition penalty (HF's ``no_repeat_ngram_size`` and ``repetition_penalty``), b
 
 Any model with ``encode(source) -> BackboneOutput`` (the memory), ``decode(ids, memory, cache, last_only)
 -> (logits, _)``, ``new_cache(capacity)`` and ``max_target_len`` works (see
-:class:`mmformer.models.seq2seq.Seq2Seq`).
+:class:`mmformer.models.seq2seq.Seq2Seq`). ``static_cache`` / ``compile`` also need ``new_cache(capacity,
+static=True)``: a preallocated cache written in place, so every decoding step has the same shapes and
+``torch.compile`` builds one graph for all of them (no recompilation as the position moves on).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID
 
 # Finished rows are checked (one host sync) every this many steps, not every step.
 _CHECK_EVERY = 8
+# torch.compile's backend for GenerationConfig(compile=True) (tests swap in a counting backend).
+_COMPILE_BACKEND: Any = "inductor"
 
 
 @dataclass
@@ -177,7 +181,7 @@ class _Stepper:
     def __init__(self, model: Any, memory: BackboneOutput, rows: int, steps: int, cfg: GenerationConfig,
                  device: torch.device):
         self.model, self.memory = model, memory
-        static = cfg.use_cache and (cfg.static_cache or cfg.compile)
+        static = self.static = cfg.use_cache and (cfg.static_cache or cfg.compile)
         if not cfg.use_cache:
             self.cache = None
         else:
@@ -189,9 +193,9 @@ class _Stepper:
         if self.cache is None:
             return self.model.decode(self.prefix, self.memory, None, last_only=True)[0][:, -1].float()
         # A fresh contiguous (R, 1) tensor: the same shape and strides every step (no recompiles).
-        ids = self.prefix[:, -1:].clone() if self.cache.static else self.prefix[:, -1:]
+        ids = self.prefix[:, -1:].clone() if self.static else self.prefix[:, -1:]
         out = self.decode(ids, self.memory, self.cache, last_only=True)[0][:, -1].float()  # (R, V)
-        if self.cache.static:
+        if self.static:
             self.cache.advance()
         return out
 
@@ -208,7 +212,7 @@ def _compiled(model: Any) -> Any:
     """``torch.compile(model.decode)``, built once per model (dynamo then keeps one graph per input shape)."""
     fn = getattr(model, "_compiled_decode", None)
     if fn is None:
-        fn = torch.compile(model.decode, dynamic=False)
+        fn = torch.compile(model.decode, dynamic=False, backend=_COMPILE_BACKEND)
         object.__setattr__(model, "_compiled_decode", fn)  # a plain attribute: not a submodule, not saved
     return fn
 

@@ -80,7 +80,8 @@ class SinusoidalPositions(nn.Module):
         offset as in :class:`LearnedPositions`)."""
         if isinstance(offset, Tensor):
             pos = offset + torch.arange(x.shape[1], device=x.device)
-            rows = self.table.index_select(0, pos) if self.table is not None else sinusoidal_1d(pos, self.dim, self.base)
+            table = self.table
+            rows = table.index_select(0, pos) if table is not None else sinusoidal_1d(pos, self.dim, self.base)
             return x + rows.to(x.dtype)
         if self.table is not None:
             _check_length(offset + x.shape[1], self.max_len, "sinusoidal position")  # type: ignore[arg-type]
