@@ -9,9 +9,10 @@ bf16 matmul probe is printed beside it as the attainable ceiling.
 
 Padded vs packed (encoder–decoder): the same real tokens, as right-padded rows (lengths spread over
 [L/4, L], a boolean key-padding mask on the source, which moves SDPA off the FlashAttention kernel) and
-packed end to end into full rows (no padding and no mask). The packed rows here carry no per-document
-mask, so they measure the kernel path and the padding saved, not a numerically equal packed model
-(that is ``bench/packing.py``'s job, issue #17 item 2). Both are reported as real tokens/s.
+packed end to end into full rows fed without a mask (only the last row's tail is pad; the loss ignores
+it). The packed rows here carry no per-document mask, so they measure the kernel path and the padding
+saved, not a numerically equal packed model (that is ``bench/packing.py``'s job, issue #17 item 2).
+Both are reported as real tokens/s.
 
 Timing: warm-up steps (compilation included there), then ``--iters`` steps between CUDA synchronizes;
 the mean step time is reported.
@@ -99,14 +100,18 @@ def time_step(step: Step, warmup: int, iters: int, device: torch.device) -> floa
     return (time.perf_counter() - t0) / iters
 
 
-def train_step(model: nn.Module, loss_fn: Callable[[nn.Module], Tensor], device: torch.device) -> Step:
-    """One bf16-autocast training step (fp32 master weights, fused AdamW where available)."""
+def train_step(model: nn.Module, loss_fn: Callable[[nn.Module], Tensor], device: torch.device,
+               compile_backend: str | None = None) -> Step:
+    """One bf16-autocast training step (fp32 master weights, fused AdamW where available); with a
+    ``compile_backend`` the forward + loss is ``torch.compile``'d as one function (backward through AOT)."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    forward = (lambda: loss_fn(model)) if compile_backend is None else \
+        torch.compile(lambda: loss_fn(model), backend=compile_backend)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            loss = loss_fn(model)
+            loss = forward()
         loss.backward()
         opt.step()
 
@@ -164,10 +169,16 @@ def seq2seq_batches(a: argparse.Namespace, device: torch.device) -> dict[str, tu
     return {"padded": (src.to(device), tgt.to(device), real), "packed": (ps.to(device), pt.to(device), real)}
 
 
-def seq2seq_loss(source: Tensor, target: Tensor) -> Callable[[nn.Module], Tensor]:
-    """Teacher-forced cross-entropy (pads ignored); the first target column plays bos."""
-    def loss(m: nn.Module) -> Tensor:
-        logits = m(source, target[:, :-1])
+def seq2seq_loss(source: Tensor, target: Tensor, packed: bool) -> Callable[[Seq2Seq], Tensor]:
+    """Teacher-forced cross-entropy (pads ignored); the first target column plays bos.
+
+    ``packed``: the source goes in without a padding mask (``mask=False``), so the encoder and the
+    cross-attention run SDPA unmasked (FlashAttention on a GPU); the decoder is causal and unmasked
+    either way. Padded: the source's boolean key-padding mask reaches both.
+    """
+    def loss(m: Seq2Seq) -> Tensor:
+        memory = m.encoder(m.source_tokenizer(source, mask=not packed))
+        logits = m.decode(target[:, :-1], memory).logits
         return F.cross_entropy(logits.flatten(0, 1).float(), target[:, 1:].flatten(), ignore_index=PAD)
     return loss
 
@@ -178,9 +189,9 @@ def measure(name: str, model: nn.Module, loss_fn: Callable[[nn.Module], Tensor],
     flops = count_flops(train_step(model, loss_fn, device))  # eager, one step: the model's FLOPs
     out: dict[str, float] = {}
     for variant in a.variants:
-        m = model if variant == "eager" else torch.compile(model, backend=a.compile_backend)
+        backend = None if variant == "eager" else a.compile_backend
         t0 = time.perf_counter()
-        sec = time_step(train_step(m, loss_fn, device), a.warmup, a.iters, device)  # type: ignore[arg-type]
+        sec = time_step(train_step(model, loss_fn, device, backend), a.warmup, a.iters, device)
         out[variant] = sec
         print(f"{name} ({variant}): {sec * 1e3:.1f} ms/step, {tokens / sec:,.0f} tokens/s, "
               f"{flops / sec / 1e12:.1f} TFLOP/s, MFU {flops / sec / peak:.1%} "
@@ -259,8 +270,8 @@ def main() -> None:
     for kind, (src, tgt, real) in batches.items():
         model = seq2seq_model(a, device)
         label = f"enc-dec {a.layers}+{a.layers} d{a.dim} {kind} {tuple(src.shape)}"
-        per_kind[kind] = {v: real / s for v, s in measure(label, model, seq2seq_loss(src, tgt), real, a, device,
-                                                          peak).items()}
+        secs = measure(label, model, seq2seq_loss(src, tgt, kind == "packed"), real, a, device, peak)
+        per_kind[kind] = {v: real / sec for v, sec in secs.items()}
         del model
     for v in a.variants:
         print(f"ratio vs padded (enc-dec {v}, real tokens/s): {per_kind['packed'][v] / per_kind['padded'][v]:.2f}")
