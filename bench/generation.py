@@ -20,7 +20,10 @@ Run:
     OMP_NUM_THREADS=1 .venv/bin/python bench/generation.py              # a few minutes on 1 thread
     OMP_NUM_THREADS=1 .venv/bin/python bench/generation.py --quick      # tiny smoke run
 
-Ratio lines: ``ratio vs <peer> (<strategy>): X.XX`` with X = peer_time / mmformer_time (> 1: mmformer is faster).
+Ratio lines: ``ratio vs <peer> (<strategy>): X.XX`` with X = peer_time / mmformer_time (> 1: mmformer is faster),
+for mmformer's eager decoding (growing KV cache); with ``--compile`` (the default outside ``--quick``) also
+``ratio of mmformer compiled vs <peer> (<strategy>): X.XX`` for the static-cache, ``torch.compile``'d step
+(``GenerationConfig(compile=True)``), its compilation done in the warm-up call.
 Targets (issue #4): >= 1.5 vs MarianMT, >= 3 vs the no-cache path, at 128 new tokens.
 """
 
@@ -42,6 +45,7 @@ from mmformer.tokenizers.text import TextTokenizer
 
 HF = "MarianMT"
 NO_CACHE = "mmformer no-cache"
+COMPILED = "mmformer compiled"
 
 
 def build_ours(a: argparse.Namespace) -> Seq2Seq:
@@ -122,6 +126,9 @@ def make_steps(a: argparse.Namespace, ours: Seq2Seq, marian: Any, src: Tensor, s
     run = (lambda cfg: beam_search(ours, src, cfg).sequences[:, 0]) if strategy == "beam" \
         else (lambda cfg: generate(ours, src, cfg))
     steps: dict[str, Callable[[], Tensor]] = {f"mmformer ({strategy})": lambda: run(cached)}
+    if a.compile:  # static KV cache + torch.compile'd decoding step; compiled during the warm-up call
+        compiled = GenerationConfig(compile=True, **kw)  # type: ignore[arg-type]
+        steps[f"{COMPILED} ({strategy})"] = lambda: run(compiled)
     if marian is not None:
         mask = src != PAD_ID
         hf_kw = dict(max_new_tokens=n, min_new_tokens=n, do_sample=False, num_beams=k, use_cache=True,
@@ -151,8 +158,14 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the machine is shared)")
     p.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls per model before timing")
-    p.add_argument("--quick", action="store_true", help="tiny sizes and 2 rounds (smoke test)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes and 2 rounds (smoke test); no compiled peer "
+                   "unless --compile is given")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="also time mmformer with a static KV cache and a torch.compile'd step (default: on, "
+                        "off with --quick; compiling takes a minute or two on a busy CPU, in the warm-up)")
     a = p.parse_args()
+    if a.compile is None:
+        a.compile = not a.quick
     if a.quick:
         a.batch, a.src_len, a.new_tokens, a.dim, a.layers, a.heads, a.ffn, a.vocab = 2, 8, 8, 32, 1, 2, 64, 100
         a.beam, a.repeats, a.warmup = 2, 2, 1
@@ -190,7 +203,12 @@ def main() -> None:
                 med = statistics.median(v)
                 print(f"{k}: median {med * 1e3:.0f} ms [{min(v) * 1e3:.0f}-{max(v) * 1e3:.0f}], "
                       f"{a.batch * a.new_tokens / med:.0f} tokens/s")
-            print_ratios(times, [k for k in steps if not k.startswith("mmformer (")], ours=f"mmformer ({strategy})")
+            peers = [k for k in steps if not k.startswith(("mmformer (", COMPILED))]
+            print_ratios(times, peers, ours=f"mmformer ({strategy})")
+            if a.compile:
+                comp = statistics.median(times[f"{COMPILED} ({strategy})"])
+                for k in [*peers, f"mmformer ({strategy})"]:
+                    print(f"ratio of mmformer compiled vs {k}: {statistics.median(times[k]) / comp:.2f}")
 
 
 if __name__ == "__main__":

@@ -174,9 +174,10 @@ class _Stack(nn.Module):
         self.norm = norm(c.dim) if c.norm_position == "pre" else nn.Identity()
         self.apply(_init_weights)
 
-    def new_cache(self, capacity: int = 64) -> DecoderCache:
-        """An empty cache for step-by-step decoding with ``forward(..., cache=cache)``."""
-        return DecoderCache(len(self.blocks), capacity)
+    def new_cache(self, capacity: int = 64, static: bool = False) -> DecoderCache:
+        """An empty cache for step-by-step decoding with ``forward(..., cache=cache)``; ``static``: fixed
+        shapes, ``capacity`` positions at most, :meth:`DecoderCache.advance` after each step."""
+        return DecoderCache(len(self.blocks), capacity, static, next(self.parameters()).device)
 
     def _run(
         self,

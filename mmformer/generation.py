@@ -5,7 +5,9 @@ repetition penalty (HF's ``no_repeat_ngram_size`` and ``repetition_penalty``), b
 
 Any model with ``encode(source) -> BackboneOutput`` (the memory), ``decode(ids, memory, cache, last_only)
 -> (logits, _)``, ``new_cache(capacity)`` and ``max_target_len`` works (see
-:class:`mmformer.models.seq2seq.Seq2Seq`).
+:class:`mmformer.models.seq2seq.Seq2Seq`). ``static_cache`` / ``compile`` also need ``new_cache(capacity,
+static=True)``: a preallocated cache written in place, so every decoding step has the same shapes and
+``torch.compile`` builds one graph for all of them (no recompilation as the position moves on).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID
 
 # Finished rows are checked (one host sync) every this many steps, not every step.
 _CHECK_EVERY = 8
+# torch.compile's backend for GenerationConfig(compile=True) (tests swap in a counting backend).
+_COMPILE_BACKEND: Any = "inductor"
 
 
 @dataclass
@@ -37,6 +41,10 @@ class GenerationConfig:
     top_p: float = 1.0  # keep the smallest set with this much probability, 1 = off (sample)
     seed: int = 0  # sampling seed, so samples are reproducible
     use_cache: bool = True  # KV cache; False recomputes the whole prefix every step (for parity checks)
+    # Static KV cache: preallocated for every step, written in place, read whole under a validity mask, so each
+    # decoding step has the same shapes (needs a model whose new_cache takes static=True, e.g. Seq2Seq).
+    static_cache: bool = False
+    compile: bool = False  # torch.compile the decoding step (implies static_cache); compiled once per model/shape
     # Row i stops (eos forced) after min(max_new_tokens, floor(max_len_a * S_i + max_len_b)) tokens, S_i = its
     # real memory positions (source tokens; encoder frames for audio), as fairseq; both 0 = off.
     max_len_a: float = 0.0
@@ -170,15 +178,26 @@ def _constrain(scores: Tensor, prefix: Tensor, t: int, cfg: GenerationConfig, li
 class _Stepper:
     """Feeds one new token per row and returns next-token log-probs, with or without the KV cache."""
 
-    def __init__(self, model: Any, memory: BackboneOutput, rows: int, steps: int, use_cache: bool,
-                 device: torch.device, bos_id: int = BOS_ID):
+    def __init__(self, model: Any, memory: BackboneOutput, rows: int, steps: int, cfg: GenerationConfig,
+                 device: torch.device):
         self.model, self.memory = model, memory
-        self.cache = model.new_cache(steps + 1) if use_cache else None
-        self.prefix = torch.full((rows, 1), bos_id, dtype=torch.long, device=device)  # (R, t) ids so far
+        static = self.static = cfg.use_cache and (cfg.static_cache or cfg.compile)
+        if not cfg.use_cache:
+            self.cache = None
+        else:
+            self.cache = model.new_cache(steps + 1, static=True) if static else model.new_cache(steps + 1)
+        self.decode = _compiled(model) if cfg.compile and cfg.use_cache else model.decode
+        self.prefix = torch.full((rows, 1), cfg.bos_id, dtype=torch.long, device=device)  # (R, t) ids so far
 
     def logits(self) -> Tensor:
-        ids = self.prefix[:, -1:] if self.cache is not None else self.prefix
-        return self.model.decode(ids, self.memory, self.cache, last_only=True)[0][:, -1].float()  # (R, V)
+        if self.cache is None:
+            return self.model.decode(self.prefix, self.memory, None, last_only=True)[0][:, -1].float()
+        # A fresh contiguous (R, 1) tensor: the same shape and strides every step (no recompiles).
+        ids = self.prefix[:, -1:].clone() if self.static else self.prefix[:, -1:]
+        out = self.decode(ids, self.memory, self.cache, last_only=True)[0][:, -1].float()  # (R, V)
+        if self.static:
+            self.cache.advance()
+        return out
 
     def push(self, token: Tensor, rows: Tensor | None = None) -> None:
         """Appends ``token (R,)``; ``rows (R,)`` first reorders the history (beam search)."""
@@ -187,6 +206,15 @@ class _Stepper:
             if self.cache is not None:
                 self.cache.reorder(rows)
         self.prefix = torch.cat([self.prefix, token[:, None]], dim=1)
+
+
+def _compiled(model: Any) -> Any:
+    """``torch.compile(model.decode)``, built once per model (dynamo then keeps one graph per input shape)."""
+    fn = getattr(model, "_compiled_decode", None)
+    if fn is None:
+        fn = torch.compile(model.decode, dynamic=False, backend=_COMPILE_BACKEND)
+        object.__setattr__(model, "_compiled_decode", fn)  # a plain attribute: not a submodule, not saved
+    return fn
 
 
 @torch.no_grad()
@@ -200,7 +228,7 @@ def generate(model: Any, source: Any, cfg: GenerationConfig, memory: BackboneOut
     limits = _row_limits(memory, cfg, steps)
     steps = steps if limits is None else min(steps, int(limits.max()))  # the one host sync, before the loop
     gen = torch.Generator(device=device).manual_seed(cfg.seed) if cfg.strategy == "sample" else None
-    stepper = _Stepper(model, memory, b, steps, cfg.use_cache, device, cfg.bos_id)
+    stepper = _Stepper(model, memory, b, steps, cfg, device)
     done = torch.zeros(b, dtype=torch.bool, device=device)
     for t in range(steps):
         raw = repetition_penalty(stepper.logits(), stepper.prefix[:, 1:], cfg.repetition_penalty)
@@ -238,7 +266,7 @@ def beam_search(model: Any, source: Any, cfg: GenerationConfig, memory: Backbone
     limits = _row_limits(memory, cfg, steps)
     steps = steps if limits is None else min(steps, int(limits.max()))  # the one host sync, before the loop
     limits = None if limits is None else limits.repeat_interleave(k)  # (B*K,) rows b*K .. b*K+K-1
-    stepper = _Stepper(model, memory.repeat(k), b * k, steps, cfg.use_cache, device, cfg.bos_id)
+    stepper = _Stepper(model, memory.repeat(k), b * k, steps, cfg, device)
     scores = torch.zeros(b, k, device=device)
     scores[:, 1:] = float("-inf")  # all beams start identical: let only the first one expand at step 0
     lengths = torch.zeros(b, k, dtype=torch.long, device=device)

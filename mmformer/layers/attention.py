@@ -188,14 +188,16 @@ class SelfAttention(_MultiHead):
         q, k, v = qkv.split([self.num_heads, self.num_kv_heads, self.num_kv_heads], dim=1)
         q, k = self.q_norm(q), self.k_norm(k)
         if self.rope is not None:
-            if positions is None:
-                past = cache.length if cache is not None else 0
-                positions = torch.arange(past, past + t, device=x.device)
+            if positions is None:  # past: an int, or a static cache's 0-d position tensor (no sync)
+                past = (cache.position if cache.static else cache.length) if cache is not None else 0
+                positions = past + torch.arange(t, device=x.device)
             cos, sin = self.rope(positions)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        causal = self.causal
         if cache is not None:
             k, v, mask = cache.append(k, v, mask)
-        return self._attend(q, k, v, mask, self.causal, need_weights)
+            causal = causal and not cache.static  # a static cache's mask already hides the future slots
+        return self._attend(q, k, v, mask, causal, need_weights)
 
 
 class CrossAttention(_MultiHead):

@@ -16,9 +16,14 @@ class KVCache:
     the optional key-padding mask ``(B, T)`` (True = real) is kept beside them.
     """
 
-    def __init__(self, capacity: int = 64) -> None:
+    def __init__(self, capacity: int = 64, position: Tensor | None = None) -> None:
         self.capacity = capacity
         self.length = 0
+        # Static mode (``position``: a 0-d long tensor, shared by a stack's layers): storage is exactly
+        # ``capacity`` positions, each step writes at ``position`` in place and attention reads the whole
+        # buffer with a validity mask, so every step has the same shapes (torch.compile, CUDA graphs).
+        # ``DecoderCache.advance`` moves position and length on, outside any compiled region.
+        self.position = position
         self._k: Tensor | None = None
         self._v: Tensor | None = None
         self._mask: Tensor | None = None
@@ -49,6 +54,8 @@ class KVCache:
         Returns:
             ``(k, v, mask)`` covering ``length`` positions; mask is None while every key is real.
         """
+        if self.position is not None:
+            return self._write_static(k, v, mask)
         t = k.shape[2]
         end = self.length + t
         self._grow(k, end)
@@ -64,6 +71,30 @@ class KVCache:
         self.length = end
         return self._k[:, :, :end], self._v[:, :, :end], self._mask  # type: ignore[index]
 
+    @property
+    def static(self) -> bool:
+        return self.position is not None
+
+    def _write_static(self, k: Tensor, v: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Writes one position at ``self.position``; returns the full buffers and ``(B, capacity)`` validity.
+
+        The validity mask (positions written so far, this one included) also carries causality for the
+        single new query, so attention runs it as non-causal. Unwritten slots hold zeros (finite), so
+        their masked scores are exactly 0 after softmax and cannot turn into NaN.
+        """
+        if k.shape[2] != 1 or mask is not None:
+            raise ValueError(f"a static KV cache takes one new position per step and no padding mask (decoding), "
+                             f"got {k.shape[2]} positions{' and a mask' if mask is not None else ''}; "
+                             f"use a DecoderCache(static=False) to prefill several positions")
+        if self._k is None:
+            b, h, _, d = k.shape
+            self._k, self._v = k.new_zeros(b, h, self.capacity, d), k.new_zeros(b, h, self.capacity, d)
+        at = self.position.view(1)  # type: ignore[union-attr]
+        self._k.index_copy_(2, at, k)
+        self._v.index_copy_(2, at, v)  # type: ignore[union-attr]
+        valid = torch.arange(self.capacity, device=k.device) <= self.position  # (capacity,)
+        return self._k, self._v, valid.expand(k.shape[0], -1)  # type: ignore[return-value]
+
     def reorder(self, index: Tensor) -> None:
         """Selects batch rows (beam search keeps the surviving beams). index: ``(B',)`` long.
 
@@ -76,10 +107,13 @@ class KVCache:
         n = self.length
         if index.shape[0] == self._k.shape[0]:
             if self._spare is None or self._spare[0].shape != self._k.shape:
-                self._spare = (torch.empty_like(self._k), torch.empty_like(self._v))  # type: ignore[arg-type]
+                # Zeros, not empty: a static cache reads unwritten slots (masked), which must be finite.
+                self._spare = (torch.zeros_like(self._k), torch.zeros_like(self._v))  # type: ignore[arg-type]
             k, v = self._spare
-            k[:, :, :n] = self._k[:, :, :n].index_select(0, index)
-            v[:, :, :n] = self._v[:, :, :n].index_select(0, index)  # type: ignore[index]
+            # Gathered straight into the spare's filled slice (one pass; index_select then copy_ is two
+            # passes plus an allocation, ~5x slower for one-token steps on CPU).
+            torch.index_select(self._k[:, :, :n], 0, index, out=k[:, :, :n])
+            torch.index_select(self._v[:, :, :n], 0, index, out=v[:, :, :n])  # type: ignore[index]
             self._spare, self._k, self._v = (self._k, self._v), k, v  # type: ignore[assignment]
         else:
             self._k = self._k.index_select(0, index)
@@ -108,13 +142,63 @@ class LayerCache:
 class DecoderCache:
     """Per-layer caches of a backbone stack, passed to ``forward(..., cache=...)`` step after step."""
 
-    def __init__(self, num_layers: int, capacity: int = 64) -> None:
-        self.layers = [LayerCache(KVCache(capacity)) for _ in range(num_layers)]
+    def __init__(self, num_layers: int, capacity: int = 64, static: bool = False, device: torch.device | None = None
+                 ) -> None:
+        """Args:
+            num_layers: blocks of the stack.
+            capacity: positions preallocated (static: the most that can be decoded).
+            static: fixed-shape steps (see :class:`KVCache`): one position per step, then :meth:`advance`.
+            device: where the static position counter lives (the model's device).
+        """
+        self.position = torch.zeros((), dtype=torch.long, device=device) if static else None
+        self.layers = [LayerCache(KVCache(capacity, self.position)) for _ in range(num_layers)]
+
+    @property
+    def static(self) -> bool:
+        return self.position is not None
+
+    @property
+    def offset(self) -> int | Tensor:
+        """Position of the next token: an int, or (static) the 0-d position tensor, read without a sync."""
+        return self.position if self.position is not None else self.length
+
+    def advance(self) -> None:
+        """Static caches: moves every layer one position on after a step (in place, so a compiled
+        step keeps reading the same counter tensor). Dynamic caches advance inside ``append``."""
+        if self.position is None:
+            return
+        self.position.add_(1)
+        for layer in self.layers:
+            layer.self_kv.length += 1
 
     @property
     def length(self) -> int:
         """Number of positions already decoded (the position offset of the next token)."""
         return self.layers[0].self_kv.length
+
+    @property
+    def static(self) -> bool:
+        return self.position is not None
+
+    def _write_static(self, k: Tensor, v: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Writes one position at ``self.position``; returns the full buffers and ``(B, capacity)`` validity.
+
+        The validity mask (positions written so far, this one included) also carries causality for the
+        single new query, so attention runs it as non-causal. Unwritten slots hold zeros (finite), so
+        their masked scores are exactly 0 after softmax and cannot turn into NaN.
+        """
+        if k.shape[2] != 1 or mask is not None:
+            raise ValueError(f"a static KV cache takes one new position per step and no padding mask (decoding), "
+                             f"got {k.shape[2]} positions{' and a mask' if mask is not None else ''}; "
+                             f"use a DecoderCache(static=False) to prefill several positions")
+        if self._k is None:
+            b, h, _, d = k.shape
+            self._k, self._v = k.new_zeros(b, h, self.capacity, d), k.new_zeros(b, h, self.capacity, d)
+        at = self.position.view(1)  # type: ignore[union-attr]
+        self._k.index_copy_(2, at, k)
+        self._v.index_copy_(2, at, v)  # type: ignore[union-attr]
+        valid = torch.arange(self.capacity, device=k.device) <= self.position  # (capacity,)
+        return self._k, self._v, valid.expand(k.shape[0], -1)  # type: ignore[return-value]
 
     def reorder(self, index: Tensor) -> None:
         """Keeps batch rows ``index`` of every self-attention cache (beam search).

@@ -31,10 +31,20 @@ class LearnedPositions(nn.Module):
         self.weight = nn.Parameter(torch.zeros(max_len, dim))
         nn.init.trunc_normal_(self.weight, std=0.02)
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
-        """x: ``(B, N, D)`` → x plus the embeddings of positions ``offset .. offset+N-1``."""
+    def forward(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
+        """x: ``(B, N, D)`` → x plus the embeddings of positions ``offset .. offset+N-1``.
+
+        A 0-d tensor ``offset`` (a static KV cache's position) is gathered without a host sync or a
+        shape that depends on it, so a compiled decoding step never recompiles."""
+        if isinstance(offset, Tensor):
+            return x + _rows(self.weight, offset, x.shape[1]).to(x.dtype)
         _check_length(offset + x.shape[1], self.max_len, "learned position")
         return x + self.weight[offset : offset + x.shape[1]].to(x.dtype)
+
+
+def _rows(table: Tensor, offset: Tensor, n: int) -> Tensor:
+    """Rows ``offset .. offset+n-1`` of ``table`` for a 0-d tensor offset (no bounds check: no sync)."""
+    return table.index_select(0, offset + torch.arange(n, device=table.device))
 
 
 def sinusoidal_1d(positions: Tensor, dim: int, base: float = 10000.0) -> Tensor:
@@ -65,8 +75,14 @@ class SinusoidalPositions(nn.Module):
         table = sinusoidal_1d(torch.arange(max_len), dim, base) if max_len is not None else None
         self.register_buffer("table", table, persistent=False)
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
-        """x: ``(B, N, D)`` → x plus the encodings of positions ``offset .. offset+N-1``."""
+    def forward(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
+        """x: ``(B, N, D)`` → x plus the encodings of positions ``offset .. offset+N-1`` (a 0-d tensor
+        offset as in :class:`LearnedPositions`)."""
+        if isinstance(offset, Tensor):
+            pos = offset + torch.arange(x.shape[1], device=x.device)
+            table = self.table
+            rows = table.index_select(0, pos) if table is not None else sinusoidal_1d(pos, self.dim, self.base)
+            return x + rows.to(x.dtype)
         if self.table is not None:
             _check_length(offset + x.shape[1], self.max_len, "sinusoidal position")  # type: ignore[arg-type]
             return x + self.table[offset : offset + x.shape[1]].to(x.dtype)

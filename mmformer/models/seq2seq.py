@@ -69,8 +69,9 @@ class Seq2Seq(nn.Module):
             raise ValueError("this model has no CTC head (build it with ctc_vocab_size > 0, e.g. ctc_weight > 0)")
         return self.ctc_head(memory.hidden)
 
-    def new_cache(self, capacity: int = 64) -> DecoderCache:
-        return self.decoder.new_cache(capacity)
+    def new_cache(self, capacity: int = 64, static: bool = False) -> DecoderCache:
+        """The decoder's KV cache (``static``: fixed-shape steps for torch.compile, see :class:`DecoderCache`)."""
+        return self.decoder.new_cache(capacity, static)
 
     def decode(
         self, ids: Tensor, memory: BackboneOutput, cache: DecoderCache | None = None, need_weights: bool = False,
@@ -83,7 +84,7 @@ class Seq2Seq(nn.Module):
         Rows are right-padded, so under causal attention no real token ever sees a pad: the
         decoder runs without a padding mask and keeps SDPA's ``is_causal`` kernel.
         """
-        offset = cache.length if cache is not None else 0
+        offset = cache.offset if cache is not None else 0  # a static cache's is a tensor: no recompiles
         batch = self.target_tokenizer(ids, offset=offset, mask=False)
         out = self.decoder(batch, memory.hidden, memory.mask, cache=cache, need_weights=need_weights)
         hidden = out.hidden[:, -1:] if last_only else out.hidden

@@ -69,7 +69,7 @@ class TextTokenizer(ModalityTokenizer):
         if embed_norm:  # only registered when asked, so existing models keep their state_dict keys
             self.norm = nn.LayerNorm(dim, eps=norm_eps)
 
-    def forward(self, ids: Tensor, offset: int = 0, mask: bool = True) -> TokenBatch:
+    def forward(self, ids: Tensor, offset: int | Tensor = 0, mask: bool = True) -> TokenBatch:
         """Embeds ``ids (B, T)``; ``offset`` is the position of the first column (KV-cached decoding).
 
         ``mask=False`` returns ``mask=None`` (all tokens real) — right for a causal decoder fed
@@ -78,7 +78,7 @@ class TextTokenizer(ModalityTokenizer):
         """
         if ids.dim() != 2 or ids.dtype not in (torch.long, torch.int32, torch.int64):
             raise ValueError(f"TextTokenizer takes integer ids of shape (B, T), got {ids.dtype} {tuple(ids.shape)}")
-        if ids.numel() and offset == 0 and not torch.compiler.is_compiling():  # once per sequence, not per step
+        if ids.numel() and isinstance(offset, int) and offset == 0 and not torch.compiler.is_compiling():  # once per sequence, not per step
             lo, hi = int(ids.min()), int(ids.max())  # one sync per batch, not per token; catches vocab mismatches
             if lo < 0 or hi >= self.vocab_size:
                 raise ValueError(f"token id {hi if hi >= self.vocab_size else lo} is outside the embedding table "
