@@ -43,7 +43,11 @@ def manifests(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ``image`` + ``caption``, ``audio_filepath`` + ``keyword`` (its colour), ``text`` (number words) and
     ``translation`` (the same words in Spanish). The WAVs are at 8 kHz: the recipes' 16 kHz fields
     resample them. JSONL, except text classification's CSV copy."""
-    folder = tmp_path_factory.mktemp("manifests")
+    return write_pairing_manifests(tmp_path_factory.mktemp("manifests"))
+
+
+def write_pairing_manifests(folder: Path) -> Path:
+    """Writes the manifests of :func:`manifests` into ``folder`` (also the DDP recipe smoke test's data)."""
     for split, (n, seed) in SPLITS.items():
         rows = []
         for r in sample_rows(folder, n, seed=seed, rate=8000):

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from mmformer.checkpoint import read_checkpoint
+from tests.test_pairings import _pairings, write_pairing_manifests
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = str(ROOT / "tasks" / "image_classification_digits.yaml")
@@ -77,6 +79,14 @@ def test_every_recipe_takes_ddp_steps_on_two_cpu_processes(recipe: Path, tmp_pat
     # recipe whose embedded corpus takes minutes to build can smoke-test on a small one.
     extra_file = Path(__file__).parent / "smoke" / f"{recipe.stem}.args"
     extra = extra_file.read_text().replace("{tmp}", str(tmp_path)).split() if extra_file.exists() else []
+    # The cross-modal recipes over ManifestData: the small manifests and tiny model of tests/test_pairings.py
+    # (their embedded corpora take minutes to synthesize).
+    pairings = _pairings(tmp_path / "manifests")
+    if recipe.stem in pairings:
+        write_pairing_manifests(tmp_path / "manifests")
+        override = tmp_path / "override.yaml"
+        override.write_text(yaml.safe_dump(pairings[recipe.stem].override))
+        extra += ["--config", str(override)]
     out = subprocess.run(
         [sys.executable, "-m", "mmformer.cli", "fit", "--config", str(recipe), "--trainer.default_root_dir",
          str(tmp_path), "--trainer", str(ROOT / "configs/trainer/ddp.yaml"), "--trainer.accelerator=cpu",
