@@ -176,30 +176,6 @@ class DecoderCache:
         """Number of positions already decoded (the position offset of the next token)."""
         return self.layers[0].self_kv.length
 
-    @property
-    def static(self) -> bool:
-        return self.position is not None
-
-    def _write_static(self, k: Tensor, v: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-        """Writes one position at ``self.position``; returns the full buffers and ``(B, capacity)`` validity.
-
-        The validity mask (positions written so far, this one included) also carries causality for the
-        single new query, so attention runs it as non-causal. Unwritten slots hold zeros (finite), so
-        their masked scores are exactly 0 after softmax and cannot turn into NaN.
-        """
-        if k.shape[2] != 1 or mask is not None:
-            raise ValueError(f"a static KV cache takes one new position per step and no padding mask (decoding), "
-                             f"got {k.shape[2]} positions{' and a mask' if mask is not None else ''}; "
-                             f"use a DecoderCache(static=False) to prefill several positions")
-        if self._k is None:
-            b, h, _, d = k.shape
-            self._k, self._v = k.new_zeros(b, h, self.capacity, d), k.new_zeros(b, h, self.capacity, d)
-        at = self.position.view(1)  # type: ignore[union-attr]
-        self._k.index_copy_(2, at, k)
-        self._v.index_copy_(2, at, v)  # type: ignore[union-attr]
-        valid = torch.arange(self.capacity, device=k.device) <= self.position  # (capacity,)
-        return self._k, self._v, valid.expand(k.shape[0], -1)  # type: ignore[return-value]
-
     def reorder(self, index: Tensor) -> None:
         """Keeps batch rows ``index`` of every self-attention cache (beam search).
 
