@@ -59,6 +59,7 @@ def main() -> None:
     p.add_argument("--asr", required=True, help="tasks/speech_recognition.yaml checkpoint")
     p.add_argument("--mt", required=True, help="tasks/translation.yaml checkpoint")
     p.add_argument("--manifest", help="test manifest with audio_filepath, text and translation (default: the builder's)")
+    p.add_argument("--show", type=int, default=3, help="examples printed (reference, both outputs, transcript)")
     p.add_argument("--precision", default="32-true", help="trainer precision for all three (CPU: 32-true)")
     args = p.parse_args()
     manifest = Path(args.manifest) if args.manifest else sorted((ROOT / "data").glob("speech_translation_*/test.jsonl"))[-1]
@@ -91,6 +92,9 @@ def main() -> None:
     print(f"cascade (speech_recognition.yaml WER {100 * float(wer.compute()):.1f} → translation.yaml): "
           f"BLEU {cascade['bleu']:.1f}  chrF {cascade['chrf']:.1f}")
     print(f"end to end minus cascade: {end_to_end['bleu'] - cascade['bleu']:+.1f} BLEU")
+    for i in range(min(args.show, len(clips))):
+        print(f"  reference: {refs[i]}\n  end to end: {st[clips[i]]}\n  transcript: {transcripts[i]}\n"
+              f"  cascade: {mt[i]}\n")
 
 
 if __name__ == "__main__":
