@@ -16,7 +16,7 @@ from mmformer.layers.attention import CrossAttention, SelfAttention, check_heads
 from mmformer.layers.kv_cache import DecoderCache, LayerCache
 from mmformer.layers.mlp import MlpSpec, make_mlp
 from mmformer.layers.norms import NormSpec, make_norm
-from mmformer.layers.packing import DocumentMask, document_mask
+from mmformer.layers.packing import DocumentMask, Kernel, document_mask
 from mmformer.layers.positions import RotaryEmbedding
 from mmformer.tokenizers.base import TokenBatch
 
@@ -43,6 +43,7 @@ class BackboneConfig:
     drop_path: float = 0.0  # stochastic depth rate of the last block; earlier blocks scale linearly
     attn_drop: float = 0.0  # dropout on attention weights (0 keeps the fused kernels)
     proj_drop: float = 0.0  # dropout after attention/MLP output projections
+    packed_attention: Kernel = "auto"  # packed rows only: "flex" (CUDA), "sdpa" (dense mask), "auto" = flex on CUDA
 
 
 class BlockOutput(NamedTuple):
@@ -203,9 +204,10 @@ class _Stack(nn.Module):
         if (batch.documents is None) != (memory_documents is None) and memory is not None:
             raise ValueError("pack the decoder's tokens and its memory together (documents on both or neither)")
         if batch.documents is not None:  # packed rows: one mask per forward, shared by every block
-            mask = document_mask(batch.documents, batch.documents, causal=self.causal)
+            kernel = self.config.packed_attention
+            mask = document_mask(batch.documents, batch.documents, causal=self.causal, kernel=kernel)
             if memory_documents is not None:
-                cross_mask = document_mask(batch.documents, memory_documents, causal=False)
+                cross_mask = document_mask(batch.documents, memory_documents, causal=False, kernel=kernel)
         x, self_w, cross_w = batch.tokens, [], []
         for i, block in enumerate(self.blocks):
             x, sw, cw = block(x, mask, positions=batch.positions, memory=memory, memory_mask=cross_mask,

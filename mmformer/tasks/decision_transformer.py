@@ -139,7 +139,11 @@ class DecisionTransformerTask(TaskModule):
         if isinstance(batch, dict) and PACK_KEY in batch:
             batch = dict(batch)
             budget = batch.pop(PACK_KEY)
-            batch["packing"] = plan_packing(self.model.tokenizer.token_counts(batch), budget)[0]
+            count = getattr(self.model.tokenizer, "token_counts", None)
+            if count is None:
+                raise ValueError(f"{type(self.model.tokenizer).__name__} has no token_counts(inputs), which packing "
+                                 f"plans with; drop the data's pack_len or add the method")
+            batch["packing"] = plan_packing(count(batch), budget)[0]
         return batch
 
     def _loss(self, batch: dict[str, Tensor]) -> Tensor:
