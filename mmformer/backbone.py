@@ -16,6 +16,7 @@ from mmformer.layers.attention import CrossAttention, SelfAttention, check_heads
 from mmformer.layers.kv_cache import DecoderCache, LayerCache
 from mmformer.layers.mlp import MlpSpec, make_mlp
 from mmformer.layers.norms import NormSpec, make_norm
+from mmformer.layers.packing import DocumentMask, Kernel, document_mask
 from mmformer.layers.positions import RotaryEmbedding
 from mmformer.tokenizers.base import TokenBatch
 
@@ -42,6 +43,7 @@ class BackboneConfig:
     drop_path: float = 0.0  # stochastic depth rate of the last block; earlier blocks scale linearly
     attn_drop: float = 0.0  # dropout on attention weights (0 keeps the fused kernels)
     proj_drop: float = 0.0  # dropout after attention/MLP output projections
+    packed_attention: Kernel = "auto"  # packed rows only: "flex" (CUDA), "sdpa" (dense mask), "auto" = flex on CUDA
 
 
 class BlockOutput(NamedTuple):
@@ -85,11 +87,11 @@ class Block(nn.Module):
     def forward(
         self,
         x: Tensor,
-        mask: Tensor | None = None,
+        mask: Tensor | DocumentMask | None = None,
         *,
         positions: Tensor | None = None,
         memory: Tensor | None = None,
-        memory_mask: Tensor | None = None,
+        memory_mask: Tensor | DocumentMask | None = None,
         cache: LayerCache | None = None,
         need_weights: bool = False,
     ) -> BlockOutput:
@@ -131,6 +133,7 @@ class BackboneOutput(NamedTuple):
     cross_attentions: tuple[Tensor, ...] | None = None  # per block (B, H, N, S) cross-attention weights
     num_prefix_tokens: int = 0  # leading non-sequence tokens (CLS, registers) of the input TokenBatch
     grid: tuple[int, int] | None = None  # (H, W) patch grid of the input TokenBatch, patches after the prefix
+    documents: Tensor | None = None  # (R, L) packed rows only: the sample of each token, -1 in row tails
 
     def repeat(self, n: int) -> BackboneOutput:
         """Each row ``n`` times in a row (``(B*n, N, D)``): beam search's view of a memory.
@@ -186,6 +189,7 @@ class _Stack(nn.Module):
         memory_mask: Tensor | None,
         cache: DecoderCache | None,
         need_weights: bool,
+        memory_documents: Tensor | None = None,
     ) -> BackboneOutput:
         if not isinstance(batch, TokenBatch):
             raise TypeError(f"the backbone takes a TokenBatch, got {type(batch).__name__}")
@@ -195,9 +199,18 @@ class _Stack(nn.Module):
             raise ValueError("the tokenizer leaves positions to rotary attention (positions: rope) but this "
                              "backbone has rope: false, so it would see no token order; set the backbone's "
                              "rope: true, or give the tokenizer learned or sinusoidal positions")
+        mask: Tensor | DocumentMask | None = batch.mask
+        cross_mask: Tensor | DocumentMask | None = memory_mask
+        if (batch.documents is None) != (memory_documents is None) and memory is not None:
+            raise ValueError("pack the decoder's tokens and its memory together (documents on both or neither)")
+        if batch.documents is not None:  # packed rows: one mask per forward, shared by every block
+            kernel = self.config.packed_attention
+            mask = document_mask(batch.documents, batch.documents, causal=self.causal, kernel=kernel)
+            if memory_documents is not None:
+                cross_mask = document_mask(batch.documents, memory_documents, causal=False, kernel=kernel)
         x, self_w, cross_w = batch.tokens, [], []
         for i, block in enumerate(self.blocks):
-            x, sw, cw = block(x, batch.mask, positions=batch.positions, memory=memory, memory_mask=memory_mask,
+            x, sw, cw = block(x, mask, positions=batch.positions, memory=memory, memory_mask=cross_mask,
                               cache=None if cache is None else cache.layers[i], need_weights=need_weights)
             self_w.append(sw)
             cross_w.append(cw)
@@ -208,6 +221,7 @@ class _Stack(nn.Module):
             tuple(cross_w) if need_weights and memory is not None else None,  # type: ignore[arg-type]
             batch.num_prefix_tokens,
             batch.grid,
+            batch.documents,
         )
 
 
@@ -257,10 +271,12 @@ class Decoder(_Stack):
         *,
         cache: DecoderCache | None = None,
         need_weights: bool = False,
+        memory_documents: Tensor | None = None,
     ) -> BackboneOutput:
         """Decodes ``batch.tokens (B, T, D)`` against ``memory (B, S, D_mem)``.
 
         With a cache, ``batch`` holds only the new positions; their mask covers only them, and RoPE
-        positions continue from ``cache.length``.
+        positions continue from ``cache.length``. Packed rows (``batch.documents``) need the packed
+        memory's ``memory_documents (R, S)``: each target document attends to its own source only.
         """
-        return self._run(batch, memory, memory_mask, cache, need_weights)
+        return self._run(batch, memory, memory_mask, cache, need_weights, memory_documents)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmformer.layers.kv_cache import KVCache, StaticKV
+from mmformer.layers.packing import DocumentMask
 from mmformer.layers.positions import RotaryEmbedding, apply_rotary
 
 
@@ -31,9 +32,11 @@ def check_heads(dim: int, num_heads: int, num_kv_heads: int | None) -> tuple[int
     return kv, dim // num_heads
 
 
-def check_mask(mask: Tensor | None, batch: int, length: int, what: str = "mask") -> None:
-    """A key-padding mask must be bool ``(B, S)``; anything else is a user error worth naming."""
-    if mask is None:
+def check_mask(mask: Tensor | DocumentMask | None, batch: int, length: int, what: str = "mask") -> None:
+    """A key-padding mask must be bool ``(B, S)``; anything else is a user error worth naming.
+
+    A :class:`~mmformer.layers.packing.DocumentMask` (packed rows) is built by the backbone and passes."""
+    if mask is None or isinstance(mask, DocumentMask):
         return
     if mask.dtype != torch.bool:
         raise ValueError(f"{what} must be a bool tensor (True = real token), got dtype {mask.dtype}")
@@ -70,7 +73,7 @@ def attend(
     q: Tensor,
     k: Tensor,
     v: Tensor,
-    mask: Tensor | None = None,
+    mask: Tensor | DocumentMask | None = None,
     causal: bool = False,
     dropout_p: float = 0.0,
     need_weights: bool = False,
@@ -79,12 +82,17 @@ def attend(
 
     Args:
         q: ``(B, H, T, hd)``; k, v: ``(B, Hkv, S, hd)`` with H a multiple of Hkv.
-        mask: ``(B, S)`` bool key-padding mask, True = real key; None = all real.
+        mask: ``(B, S)`` bool key-padding mask, True = real key; None = all real; or the
+            :class:`~mmformer.layers.packing.DocumentMask` of packed rows (causality included in it).
         causal: queries are the last T of S positions and see only keys at or before them.
         need_weights: use the explicit softmax path and return the ``(B, H, T, S)`` weights.
     Returns:
         ``AttentionOutput(out (B, H, T, hd), weights)``.
     """
+    if isinstance(mask, DocumentMask):
+        if need_weights:
+            raise ValueError("attention weights are not returned for packed rows; plot a padded batch instead")
+        return AttentionOutput(mask.attend(q, k, v, dropout_p), None)
     t, s = q.shape[2], k.shape[2]
     attn_mask, is_causal = _build_mask(mask, causal, t, s, q.device)
     gqa = q.shape[1] != k.shape[1]
@@ -125,7 +133,7 @@ class _MultiHead(nn.Module):
         self.proj = nn.Linear(dim, dim, bias=bias)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool,
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | DocumentMask | None, causal: bool,
                 need_weights: bool) -> AttentionOutput:
         """Heads ``(B, H, T, hd)`` against ``(B, Hkv, S, hd)`` → projected ``(B, T, D)`` output."""
         drop = self.attn_drop if self.training else 0.0
@@ -169,7 +177,7 @@ class SelfAttention(_MultiHead):
     def forward(
         self,
         x: Tensor,
-        mask: Tensor | None = None,
+        mask: Tensor | DocumentMask | None = None,
         *,
         positions: Tensor | None = None,
         cache: KVCache | None = None,
@@ -178,7 +186,8 @@ class SelfAttention(_MultiHead):
         """Attends ``x: (B, T, D)`` to itself (plus cached past positions).
 
         Args:
-            mask: ``(B, T)`` key-padding mask of these T positions (the cache remembers earlier ones).
+            mask: ``(B, T)`` key-padding mask of these T positions (the cache remembers earlier ones), or
+                the :class:`~mmformer.layers.packing.DocumentMask` of packed rows (no cache).
             positions: ``(T,)`` or ``(B, T)`` integer positions for RoPE; default ``past + arange(T)``.
             cache: the layer's :class:`KVCache` while decoding step by step; it is updated in place.
         """
@@ -194,6 +203,8 @@ class SelfAttention(_MultiHead):
             cos, sin = self.rope(positions)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         causal = self.causal
+        if cache is not None and isinstance(mask, DocumentMask):
+            raise ValueError("a KV cache decodes padded rows; packed rows are for training (drop the cache)")
         if cache is not None:
             k, v, mask = cache.append(k, v, mask)
             causal = causal and not cache.static  # a static cache's mask already hides the future slots
@@ -229,7 +240,7 @@ class CrossAttention(_MultiHead):
         self,
         x: Tensor,
         memory: Tensor,
-        memory_mask: Tensor | None = None,
+        memory_mask: Tensor | DocumentMask | None = None,
         *,
         cache: StaticKV | None = None,
         need_weights: bool = False,

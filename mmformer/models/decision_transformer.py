@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from mmformer.backbone import Encoder
 from mmformer.heads import ActionHead
+from mmformer.layers.packing import Packing
 from mmformer.tokenizers.base import ModalityTokenizer, TokenBatch
 from mmformer.tokenizers.trajectory import TOKENS_PER_STEP
 
@@ -73,12 +74,20 @@ class DecisionTransformer(nn.Module):
         self.register_buffer("action_low", -torch.ones(self.act_dim))
         self.register_buffer("action_high", torch.ones(self.act_dim))
 
-    def forward(self, traj: dict[str, Tensor]) -> Tensor:
-        """Discrete: logits ``(B, K, act_dim)``; continuous: squashed actions in ``[-1, 1]`` ``(B, K, A)``."""
+    def forward(self, traj: dict[str, Tensor], packing: Packing | None = None) -> Tensor:
+        """Discrete: logits ``(B, K, act_dim)``; continuous: squashed actions in ``[-1, 1]`` ``(B, K, A)``.
+
+        ``packing`` (planned from ``tokenizer.token_counts(traj)``) runs the backbone on packed rows, each
+        segment attending causally within itself; the outputs come back in the padded layout.
+        """
         batch = self.tokenizer(traj)
         # Padding is on the right and attention is causal, so no real token ever sees a padded one:
         # dropping the mask keeps SDPA's is_causal kernel (padded outputs are ignored by the loss).
-        hidden = self.backbone(TokenBatch(batch.tokens)).hidden  # (B, 3K, D)
+        tokens = TokenBatch(batch.tokens)
+        if packing is None:
+            hidden = self.backbone(tokens).hidden  # (B, 3K, D)
+        else:
+            hidden = packing.unpack(self.backbone(tokens.packed(packing)).hidden, batch.seq_len)  # (B, 3K, D)
         return self.head(hidden[:, 1::TOKENS_PER_STEP])  # state tokens predict the action: (B, K, A)
 
     def to_unit(self, actions: Tensor) -> Tensor:

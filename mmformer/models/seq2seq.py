@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from mmformer.backbone import BackboneOutput, Decoder, Encoder
 from mmformer.heads import CTCHead, LMHead
 from mmformer.layers.kv_cache import DecoderCache
+from mmformer.layers.packing import Packing
 from mmformer.tokenizers.base import ModalityTokenizer
 from mmformer.tokenizers.text import TextTokenizer
 
@@ -59,9 +60,14 @@ class Seq2Seq(nn.Module):
         """Longest target (bos included) the decoder's position table takes."""
         return self.target_tokenizer.max_len if self.target_tokenizer.pos is not None else 1 << 30
 
-    def encode(self, source: Any, need_weights: bool = False) -> BackboneOutput:
-        """Raw source batch → memory: the encoder output, hidden ``(B, S, D)`` with mask ``(B, S)``."""
-        return self.encoder(self.source_tokenizer(source), need_weights=need_weights)
+    def encode(self, source: Any, need_weights: bool = False, packing: Packing | None = None) -> BackboneOutput:
+        """Raw source batch → memory: the encoder output, hidden ``(B, S, D)`` with mask ``(B, S)``.
+
+        With ``packing`` (the source side's), the tokens are packed after the tokenizer and the memory
+        is packed rows ``(R, S_packed, D)`` carrying ``documents`` (see :mod:`mmformer.layers.packing`).
+        """
+        batch = self.source_tokenizer(source)
+        return self.encoder(batch if packing is None else batch.packed(packing), need_weights=need_weights)
 
     def ctc_logits(self, memory: BackboneOutput) -> Tensor:
         """The CTC head's frame-wise scores ``(B, S, V)`` over the memory."""
@@ -75,7 +81,7 @@ class Seq2Seq(nn.Module):
 
     def decode(
         self, ids: Tensor, memory: BackboneOutput, cache: DecoderCache | None = None, need_weights: bool = False,
-        last_only: bool = False,
+        last_only: bool = False, packing: Packing | None = None,
     ) -> DecoderOutput:
         """Target ids ``(B, T)`` → logits ``(B, T, V)`` (and the decoder output).
 
@@ -83,10 +89,15 @@ class Seq2Seq(nn.Module):
         ``last_only`` projects only the last position to the vocabulary: ``(B, 1, V)`` (decoding).
         Rows are right-padded, so under causal attention no real token ever sees a pad: the
         decoder runs without a padding mask and keeps SDPA's ``is_causal`` kernel.
+        ``packing`` (the target side's, with a memory from ``encode(..., packing=...)``) packs the
+        target rows too: logits come out packed, ``(R, T_packed, V)`` (pack the labels alike).
         """
         offset = cache.offset if cache is not None else 0  # a static cache's is a tensor: no recompiles
         batch = self.target_tokenizer(ids, offset=offset, mask=False)
-        out = self.decoder(batch, memory.hidden, memory.mask, cache=cache, need_weights=need_weights)
+        if packing is not None:
+            batch = batch.packed(packing)
+        out = self.decoder(batch, memory.hidden, memory.mask, cache=cache, need_weights=need_weights,
+                           memory_documents=memory.documents)
         hidden = out.hidden[:, -1:] if last_only else out.hidden
         return DecoderOutput(self.lm_head(hidden), out)
 

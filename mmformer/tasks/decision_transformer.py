@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from pytorch_lightning.trainer.states import TrainerFn
@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from mmformer.backbone import BackboneConfig, Encoder
+from mmformer.data.common.packing import PACK_KEY, plan_packing
 from mmformer.data.spec import ControlSpec, DataSpec
 from mmformer.losses import action_loss
 from mmformer.models.decision_transformer import DecisionTransformer
@@ -133,8 +134,20 @@ class DecisionTransformerTask(TaskModule):
     def forward(self, traj: dict[str, Tensor]) -> Tensor:
         return self.model(traj)
 
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """A batch the data marked ``pack_len`` gets its packing plan here, on the host (no device sync)."""
+        if isinstance(batch, dict) and PACK_KEY in batch:
+            batch = dict(batch)
+            budget = batch.pop(PACK_KEY)
+            count = getattr(self.model.tokenizer, "token_counts", None)
+            if count is None:
+                raise ValueError(f"{type(self.model.tokenizer).__name__} has no token_counts(inputs), which packing "
+                                 f"plans with; drop the data's pack_len or add the method")
+            batch["packing"] = plan_packing(count(batch), budget)[0]
+        return batch
+
     def _loss(self, batch: dict[str, Tensor]) -> Tensor:
-        out = self.model(batch)  # (B, K, A)
+        out = self.model(batch, packing=batch.get("packing"))  # (B, K, A)
         return action_loss(out, self.model.action_targets(batch, out.dtype), batch["mask"], self.model.discrete)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from mmformer.backbone import BackboneConfig, BackboneOutput, Decoder, Encoder
 from mmformer.ctc import ctc_greedy_decode
+from mmformer.data.common.packing import PACK_KEY, plan_packing
 from mmformer.data.spec import DataSpec
 from mmformer.generation import GenerationConfig, generate, strip
 from mmformer.losses import ctc_loss, sequence_cross_entropy
@@ -177,19 +178,40 @@ class Seq2SeqTask(TaskModule):
     def forward(self, source: Any, target_in: Tensor) -> Tensor:
         return self.model(source, target_in)
 
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """A batch the data marked ``pack_len`` gets its packing plans (source, target) here, on the host:
+        the tokenizers' ``token_counts`` say how many tokens each sample becomes."""
+        if isinstance(batch, dict) and PACK_KEY in batch:
+            batch = dict(batch)
+            budget = batch.pop(PACK_KEY)
+            count = getattr(self.model.source_tokenizer, "token_counts", None)
+            if count is None:
+                raise ValueError(f"{type(self.model.source_tokenizer).__name__} has no token_counts(inputs), which "
+                                 f"packing plans with; drop the data's pack_len or add the method")
+            target = self.model.target_tokenizer.token_counts(batch["target"]) - 1  # target[:, :-1] / [:, 1:]
+            batch["packing"] = tuple(plan_packing([count(batch["source"]), target], budget))
+        return batch
+
     def _losses(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor], BackboneOutput]:
+        """Loss, its parts and the memory; a batch with ``packing`` runs packed (its memory is packed rows,
+        for the loss only: the tokens the loss averages over are the same, so is the loss)."""
         target = batch["target"]
         if target.dim() != 2 or target.shape[1] < 2:
             raise ValueError(f"target must be (B, T>=2) ids = bos + pieces + eos, got shape {tuple(target.shape)}")
         tgt_in, tgt_out = target[:, :-1], target[:, 1:]  # teacher forcing: predict token t+1 from tokens <= t
-        memory = self.model.encode(batch["source"])
-        logits = self.model.decode(tgt_in, memory).logits  # (B, T-1, V)
-        ce = sequence_cross_entropy(logits, tgt_out, self.label_smoothing, ignore_index=PAD_ID)
+        src_plan, tgt_plan = batch.get("packing") or (None, None)
+        memory = self.model.encode(batch["source"], packing=src_plan)
+        logits = self.model.decode(tgt_in, memory, packing=tgt_plan).logits  # (B, T-1, V) or packed (R, L, V)
+        labels = tgt_out if tgt_plan is None else tgt_plan.pack(tgt_out)  # row tails are PAD_ID: ignored
+        ce = sequence_cross_entropy(logits, labels, self.label_smoothing, ignore_index=PAD_ID)
         parts = {"ce": ce}
         loss = ce
         if self.model.ctc_head is not None:
-            parts["ctc"] = ctc_loss(self.model.ctc_logits(memory), memory.mask, tgt_out, blank=PAD_ID,
-                                    special_ids=(EOS_ID, BOS_ID))
+            ctc_logits, ctc_mask = self.model.ctc_logits(memory), memory.mask
+            if src_plan is not None:  # CTC reads each utterance's frames: back to (B, L, V) rows
+                ctc_logits = src_plan.unpack(ctc_logits, src_plan.width)
+                ctc_mask = torch.arange(src_plan.width, device=target.device) < src_plan.length[:, None]
+            parts["ctc"] = ctc_loss(ctc_logits, ctc_mask, tgt_out, blank=PAD_ID, special_ids=(EOS_ID, BOS_ID))
             loss = (1 - self.ctc_weight) * ce + self.ctc_weight * parts["ctc"]
         return loss, parts, memory
 

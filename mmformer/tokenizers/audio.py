@@ -190,6 +190,12 @@ class AudioTokenizer(ModalityTokenizer):
         per = self.patch_size[0] if self.patching == "patches" else self.stack
         return (n + per - 1).div(per, rounding_mode="floor")
 
+    def token_counts(self, inputs: AudioBatch) -> Tensor:
+        """Real tokens per utterance of ``inputs``: ``(B,)`` long, mel bands included for ``patches``
+        (what packing plans with; computed from the lengths alone, so on the host before transfer)."""
+        n = self.num_tokens(inputs.lengths)
+        return n * (self.n_mels // self.patch_size[1]) if self.patching == "patches" else n
+
     # --- the pipeline --------------------------------------------------------------------------
     def features(self, inputs: AudioBatch) -> tuple[Tensor, Tensor]:
         """Normalized (and, in training, SpecAugmented) log-mel ``(B, F, T)`` and its frame mask ``(B, T)``."""

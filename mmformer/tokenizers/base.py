@@ -10,6 +10,8 @@ from typing import Any, Callable, TypeVar
 import torch
 from torch import Tensor, nn
 
+from mmformer.layers.packing import Packing
+
 ENTRY_POINT_GROUP = "mmformer.tokenizers"
 
 
@@ -28,6 +30,8 @@ class TokenBatch:
         num_prefix_tokens: leading tokens that are not part of the grid or sequence (CLS, registers).
         needs_rope: the tokens carry no positional signal of their own and rely on the backbone's
             rotary attention (a backbone without RoPE refuses them rather than train order-blind).
+        documents: ``(B, N)`` long, packed rows only (see :meth:`packed`): the sample each token
+            belongs to, -1 in row tails; the backbone then attends within documents.
     """
 
     tokens: Tensor
@@ -36,6 +40,7 @@ class TokenBatch:
     grid: tuple[int, int] | None = None
     num_prefix_tokens: int = 0
     needs_rope: bool = False
+    documents: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.tokens.dim() != 3 or not self.tokens.is_floating_point():
@@ -53,6 +58,9 @@ class TokenBatch:
             raise ValueError(
                 f"TokenBatch.positions has shape {tuple(self.positions.shape)}; tokens need ({n},) or ({b}, {n})"
             )
+        if self.documents is not None and (tuple(self.documents.shape) != (b, n) or self.documents.is_floating_point()):
+            raise ValueError(f"TokenBatch.documents must be integer ({b}, {n}), got {self.documents.dtype} "
+                             f"{tuple(self.documents.shape)}")
         if self.grid is not None and self.num_prefix_tokens + self.grid[0] * self.grid[1] > n:
             raise ValueError(f"grid {self.grid} plus {self.num_prefix_tokens} prefix tokens exceeds {n} tokens")
 
@@ -82,7 +90,28 @@ class TokenBatch:
         """Moves tokens like ``Tensor.to``; mask and positions move device only."""
         tokens = self.tokens.to(*args, **kwargs)
         move = (lambda t: None if t is None else t.to(tokens.device))
-        return replace(self, tokens=tokens, mask=move(self.mask), positions=move(self.positions))
+        return replace(self, tokens=tokens, mask=move(self.mask), positions=move(self.positions),
+                       documents=move(self.documents))
+
+    def packed(self, packing: Packing) -> TokenBatch:
+        """This right-padded batch ``(B, N, D)`` with its samples packed into rows ``(R, L, D)``.
+
+        Every sample's real tokens must be a prefix of its row (right padding) whose length is
+        ``packing.length``. Absolute positions were added per sample already; RoPE positions restart
+        per sample (``positions`` become ``(R, L)``). The result carries ``documents`` so the backbone
+        isolates the samples, and ``mask`` = not a row tail.
+        """
+        if self.documents is not None:
+            raise ValueError("this TokenBatch is packed already")
+        if self.grid is not None or self.num_prefix_tokens:
+            raise ValueError("packing keeps no patch grid or prefix tokens; pack sequence tokenizers only")
+        docs = packing.documents()  # (R, L)
+        if self.positions is not None and self.positions.dim() == 2:
+            positions = packing.pack(self.positions[..., None])[..., 0]
+        else:  # 0 .. n-1 per sample (a (N,) table is arange-like for right-padded rows)
+            positions = packing.positions() if self.positions is None else packing.pack(
+                self.positions[None, :, None].expand(self.batch_size, -1, -1))[..., 0]
+        return TokenBatch(packing.pack(self.tokens), docs >= 0, positions, needs_rope=self.needs_rope, documents=docs)
 
 
 class ModalityTokenizer(nn.Module, abc.ABC):

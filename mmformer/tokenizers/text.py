@@ -91,6 +91,10 @@ class TextTokenizer(ModalityTokenizer):
         # RoPE needs no positions here: attention counts them from 0, or from the KV cache's length.
         return TokenBatch(self.drop(x), (ids != self.pad_id) if mask else None, needs_rope=self.kind == "rope")
 
+    def token_counts(self, ids: Tensor) -> Tensor:
+        """Real tokens per right-padded row of ``ids (B, T)``: ``(B,)`` long (what packing plans with)."""
+        return (ids != self.pad_id).sum(1)
+
     def dummy_inputs(self, batch_size: int = 2, pad: int = 0, seed: int = 0) -> Tensor:
         g = torch.Generator().manual_seed(seed)
         lengths = [5 + 2 * i for i in range(batch_size)]

@@ -100,6 +100,10 @@ class TrajectoryTokenizer(ModalityTokenizer):
         mask = inputs["mask"].bool().repeat_interleave(TOKENS_PER_STEP, dim=1)  # (B, 3K)
         return TokenBatch(self.norm(tokens), mask)
 
+    def token_counts(self, inputs: dict[str, Tensor]) -> Tensor:
+        """Real tokens per right-padded segment: ``(B,)`` long, three per real timestep (what packing plans with)."""
+        return TOKENS_PER_STEP * inputs["mask"].long().sum(1)
+
     def dummy_inputs(self, batch_size: int = 2, pad: int = 0, seed: int = 0) -> dict[str, Tensor]:
         g = torch.Generator().manual_seed(seed)
         k = 4

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from mmformer.data.common.batching import BucketBatchSampler
 from mmformer.data.common.ids import Ragged, wrap_rows
 from mmformer.data.common.loading import world_of
+from mmformer.data.common.packing import MarkPacked
 from mmformer.data.common.sampling import ResumableDataModule
 from mmformer.data.readers.audio import ManifestEntry, load_audio, read_manifest
 from mmformer.data.spec import DataSpec, ProvidesDataSpec
@@ -113,6 +114,9 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
         max_target_len: longest target in pieces, bos/eos included (longer ones are cut).
         unknown_chars: a transcript with characters the vocabulary lacks: ``error``, ``skip`` or ``unk``.
         num_workers: DataLoader worker processes.
+        pack_len: pack each training batch's samples into rows of at most this many tokens (per side:
+            source and target), each attending only within itself (:mod:`mmformer.data.common.packing`);
+            no compute is spent on padding. None = padded batches (the default). Losses are unchanged.
         seed: shuffling and corpus seed.
         predict_files: audio files ``mmformer predict`` transcribes (in this order).
         predict_manifest: or a manifest of them (``text`` optional).
@@ -140,6 +144,7 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
         max_target_len: int = 128,
         unknown_chars: Literal["error", "skip", "unk"] = "error",
         num_workers: int = 0,
+        pack_len: int | None = None,
         seed: int = 0,
         predict_files: list[str] | None = None,
         predict_manifest: str | None = None,
@@ -155,6 +160,7 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
         self.units, self.vocab_size, self.batch_size, self.bucket_batches = units, vocab_size, batch_size, bucket_batches
         self.sample_rate, self.min_duration, self.max_duration = sample_rate, min_duration, max_duration
         self.max_target_len, self.unknown_chars, self.num_workers = max_target_len, unknown_chars, num_workers
+        self.pack_len = pack_len
         self.predict_files, self.predict_manifest = predict_files, predict_manifest
         self.vocab: SentencePieceVocab | None = None
         self._resume: tuple[int, int] | None = None
@@ -249,8 +255,9 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
             sampler.resume_at(*self._resume)
             self._resume = None
         # batch_size=None: the sampler yields index lists and the dataset returns whole batches.
+        extra = {"collate_fn": MarkPacked(self.pack_len)} if shuffle and self.pack_len is not None else {}
         return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+                          persistent_workers=self.num_workers > 0, **extra)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.datasets["train"], shuffle=True)

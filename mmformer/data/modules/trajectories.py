@@ -14,6 +14,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from mmformer.data.common.loading import eval_loader
+from mmformer.data.common.packing import MarkPacked
 from mmformer.data.common.sampling import ResumableDataModule, ResumableSampler
 from mmformer.data.readers.d4rl import Episodes, episodes_from_arrays, read_d4rl
 from mmformer.data.spec import ControlSpec, DataSpec, ProvidesDataSpec
@@ -82,6 +83,9 @@ class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
             ``ref_min_score``/``ref_max_score``, else the dataset's lowest/highest episode return).
         num_workers: DataLoader workers.
         seed: seed of the split and of the data order.
+        pack_len: pack each training batch's samples into rows of at most this many tokens (three per
+            timestep), each attending only within itself (:mod:`mmformer.data.common.packing`);
+            no compute is spent on padding. None = padded batches (the default). Losses are unchanged.
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
         expert_return: float | None = None,
         num_workers: int = 0,
         seed: int = 0,
+        pack_len: int | None = None,
     ) -> None:
         super().__init__()
         if context <= 0 or batch_size <= 0 or eval_episodes <= 0 or not 0.0 <= val_fraction < 1.0:
@@ -112,6 +117,7 @@ class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
         self.eval_episodes = eval_episodes
         self.random_return, self.expert_return = random_return, expert_return
         self.num_workers, self.seed = num_workers, seed
+        self.pack_len = pack_len
         self._resume: tuple[int, int] | None = None
 
     def dataset_path(self) -> Path:
@@ -171,7 +177,8 @@ class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
         sampler = ResumableSampler(len(self.train_set), self.seed, shuffle=True)
         if self._resume is not None:
             sampler.resume_at(*self._resume)
-        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, collate_fn=_as_batch,
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler,
+                          collate_fn=_as_batch if self.pack_len is None else MarkPacked(self.pack_len, _as_batch),
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0, drop_last=True)
 
     def _eval_loader(self, ds: Dataset | Tensor, batch_size: int, collate: Callable = _as_batch) -> DataLoader:

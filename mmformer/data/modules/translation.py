@@ -32,6 +32,7 @@ from mmformer.data.builders.apertium import build_wordnet_corpus
 from mmformer.data.common.batching import EvalBatchSampler, TokenBudgetBatchSampler
 from mmformer.data.common.ids import Ragged, wrap_rows
 from mmformer.data.common.loading import world_of
+from mmformer.data.common.packing import MarkPacked
 from mmformer.data.common.sampling import ResumableDataModule
 from mmformer.data.readers.text_pairs import TextPairs, read_pairs, read_sources
 from mmformer.data.spec import DataSpec, ProvidesDataSpec
@@ -117,6 +118,9 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
         limit_train: use only the first N training pairs (smoke tests); the tokenizer sees only them.
         predict_path: source sentences to translate, one per line, or ``-`` for stdin.
         num_workers: DataLoader worker processes.
+        pack_len: pack each training batch's samples into rows of at most this many tokens (per side:
+            source and target), each attending only within itself (:mod:`mmformer.data.common.packing`);
+            no compute is spent on padding. None = padded batches (the default). Losses are unchanged.
         seed: training order and the held-out validation of a user ``train_path``; epoch ``e``'s order
             depends only on (seed, e). The embedded corpus and its splits do not depend on it.
         max_sentences: embedded corpus only: translate just a seeded sample of this many WordNet
@@ -144,6 +148,7 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
         limit_train: int | None = None,
         predict_path: str | None = None,
         num_workers: int = 0,
+        pack_len: int | None = None,
         seed: int = 0,
         max_sentences: int | None = None,
         val_size: int = 1000,
@@ -166,6 +171,7 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
         self.max_source_len, self.max_target_len, self.truncation = max_source_len, max_target_len, truncation
         self.max_tokens, self.batch_size, self.limit_train = max_tokens, batch_size, limit_train
         self.predict_path, self.num_workers, self.seed = predict_path, num_workers, seed
+        self.pack_len = pack_len
         self.max_sentences, self.val_size, self.test_size = max_sentences, val_size, test_size
         self.vocab: SentencePieceVocab | None = None
         self.source_vocab: SentencePieceVocab | None = None
@@ -289,10 +295,11 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
             self.datasets["predict"] = self._encode(read_sources(self.predict_path), with_target=False)
 
     # --- loaders ------------------------------------------------------------------------------
-    def _loader(self, ds: EncodedPairs, sampler: DistributedSampler) -> DataLoader:
+    def _loader(self, ds: EncodedPairs, sampler: DistributedSampler, pack: bool = False) -> DataLoader:
         # batch_size=None: the sampler yields whole batches and the dataset collates them in one gather
+        extra = {"collate_fn": MarkPacked(self.pack_len)} if pack and self.pack_len is not None else {}
         return DataLoader(ds, batch_size=None, sampler=sampler, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+                          persistent_workers=self.num_workers > 0, **extra)
 
     def train_dataloader(self) -> DataLoader:
         ds = self.datasets["train"]
@@ -300,7 +307,7 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
         sampler = TokenBudgetBatchSampler(ds.lengths(), self.max_tokens, self.seed, world, rank)
         if self._resume is not None:
             sampler.resume_at(*self._resume)
-        return self._loader(ds, sampler)
+        return self._loader(ds, sampler, pack=True)
 
     def _eval_loader(self, split: str, sort: bool = True) -> DataLoader:
         ds = self.datasets[split]
