@@ -23,7 +23,7 @@ from mmformer.data.builders.images import (
     DIGITS_CLASSES, FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, FASHION_MNIST_DOWNLOAD_DIR, download_fashion_mnist,
     load_digits_split,
 )
-from mmformer.data.common.loading import eval_loader
+from mmformer.data.common.loading import eval_loader, world_of
 from mmformer.data.common.sampling import ResumableDataModule, ResumableSampler, seeded_call
 from mmformer.data.readers.idx import find_idx, read_idx
 from mmformer.data.readers.image_files import (
@@ -188,7 +188,7 @@ class ImageClassificationData(ResumableDataModule, ProvidesDataSpec):
         return eval_loader(ds, self.batch_size, self.trainer, self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
-        sampler = ResumableSampler(len(self.train_set), self.seed, shuffle=True)
+        sampler = ResumableSampler(len(self.train_set), self.seed, True, *world_of(self.trainer))
         if self._resume is not None:
             sampler.resume_at(*self._resume)
         return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
