@@ -34,10 +34,20 @@ class ImageReader(Protocol):
     def __call__(self, row: int) -> tuple[Tensor, int]: ...
 
 
+def match_channels(images: Tensor, channels: int) -> Tensor:
+    """Converts uint8 ``(N, C, H, W)`` to ``channels``: gray → RGB repeats, RGB → gray uses luma."""
+    c = images.shape[1]
+    if c == channels:
+        return images
+    if c == 1 and channels == 3:
+        return images.expand(-1, 3, -1, -1).contiguous()
+    if c == 3 and channels == 1:
+        return v2.functional.rgb_to_grayscale(images)
+    raise ValueError(f"cannot convert {c}-channel images to {channels} channels")
+
+
 def fit_image(image: Tensor, channels: int, size: int) -> Tensor:
     """uint8 ``(C, H, W)`` → ``(channels, size, size)``, the conversions of the in-memory path, per image."""
-    from mmformer.data.modules.images import match_channels
-
     x = match_channels(image[None], channels)
     if x.shape[-2:] != (size, size):
         x = v2.functional.resize(x, [size, size], antialias=True)

@@ -26,7 +26,7 @@ from mmformer.data.builders.images import (
 from mmformer.data.common.loading import eval_loader, world_of
 from mmformer.data.common.sampling import ResumableDataModule, ResumableSampler, seeded_call
 from mmformer.data.modules.image_sources import (
-    FolderImages, ImageReader, LazyImageDataset, ShardImages, image_stats,
+    FolderImages, ImageReader, LazyImageDataset, ShardImages, image_stats, match_channels,
 )
 from mmformer.data.readers.idx import find_idx, read_idx
 from mmformer.data.readers.image_files import (
@@ -87,18 +87,6 @@ def check_labels(labels: Tensor, num_classes: int, source: str) -> None:
             f"{source}: label {int(labels[i])} at index {i} is out of range for {num_classes} classes "
             f"(expected 0..{num_classes - 1})"
         )
-
-
-def match_channels(images: Tensor, channels: int) -> Tensor:
-    """Converts uint8 ``(N, C, H, W)`` to ``channels``: gray → RGB repeats, RGB → gray uses luma."""
-    c = images.shape[1]
-    if c == channels:
-        return images
-    if c == 1 and channels == 3:
-        return images.expand(-1, 3, -1, -1).contiguous()
-    if c == 3 and channels == 1:
-        return v2.functional.rgb_to_grayscale(images)
-    raise ValueError(f"cannot convert {c}-channel images to {channels} channels")
 
 
 class ImageClassificationData(ResumableDataModule, ProvidesDataSpec):

@@ -155,14 +155,11 @@ def read_index(uri: str, cache_dir: str | None = None) -> tuple[dict[str, Any], 
         check_local(folder, data)
         return data, str(folder)
     try:
-        from litdata.streaming.resolver import _resolve_dir
         from litdata.streaming.downloader import get_downloader
 
         target = Path(cache_dir or Path.home() / ".cache" / "mmformer-shards") / uri.replace("://", "/")
         target.mkdir(parents=True, exist_ok=True)
-        resolved = _resolve_dir(uri)
-        get_downloader(resolved.url, str(target), []).download_file(
-            f"{resolved.url.rstrip('/')}/{INDEX}", str(target / INDEX))
+        get_downloader(uri, str(target), []).download_file(f"{uri.rstrip('/')}/{INDEX}", str(target / INDEX))
         return json.loads((target / INDEX).read_text()), str(target)
     except Exception as e:  # noqa: BLE001 - any failure of the storage client: say which URI
         raise ShardError(f"cannot read shards at {uri}: {type(e).__name__}: {e}") from e
