@@ -77,8 +77,8 @@ def train(args: argparse.Namespace) -> None:
                           "num_workers": args.workers, "val_fraction": 0.0}}
     clock = Clock()
     cli = main(["--config", str(DIGITS), "--data", json.dumps(data), f"--trainer.max_steps={args.steps}",
-                "--trainer.max_epochs=-1", "--trainer.limit_val_batches=0", "--trainer.logger=false",
-                "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
+                "--trainer.max_epochs=-1", "--trainer.limit_val_batches=0",
+                "--trainer.enable_progress_bar=false",
                 f"--trainer.default_root_dir={args.out / args.mode}"], run=False)
     cli.trainer.callbacks.append(clock)
     cli.trainer.fit(cli.model, cli.datamodule)
