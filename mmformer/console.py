@@ -1,9 +1,10 @@
-"""The ``mmformer`` console script: LightningCLI's subcommands plus ``export``, ``convert`` and ``train-tokenizer``.
+"""The ``mmformer`` console script: LightningCLI's subcommands plus ``export``, ``convert``, ``prepare`` and ``train-tokenizer``.
 
     mmformer fit --config tasks/<recipe>.yaml          # fit / validate / test / predict: mmformer.cli
     mmformer export --config ... --ckpt_path ... --out exported/          # mmformer.export
     mmformer train-tokenizer --input a.txt --output data/spm/m            # mmformer.data.train_tokenizer
     mmformer convert path/to/bert converted/                             # mmformer.pretrained
+    mmformer prepare imagefolder data/pets shards/pets                   # mmformer.data.shards.prepare
 
 ``python -m mmformer ...`` is the same command. This module sits above everything it dispatches to,
 so none of them imports it back.
@@ -69,6 +70,10 @@ def _dispatch(argv: list[str]) -> int:
 
         convert_main(argv[1:])
         return 0
+    if argv[:1] == ["prepare"]:
+        from mmformer.data.shards.prepare import main as prepare_main
+
+        return prepare_main(argv[1:])
     if argv[:1] == ["train-tokenizer"]:
         from mmformer.data.train_tokenizer import main as train_tokenizer_main
 

@@ -1,5 +1,6 @@
 """The benchmarks run and print one ratio line per peer (a smoke test; timings are never asserted)."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,3 +17,15 @@ def test_benchmark_quick_run_prints_ratio_lines(script: str, peers: list[str]) -
                          timeout=300, check=True).stdout
     for peer in peers:
         assert any(line.startswith(f"ratio vs {peer}: ") for line in out.splitlines()), out
+
+
+@pytest.mark.slow
+def test_streaming_benchmark_smoke_prints_rss_and_ratio(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(BENCH.parent), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, str(BENCH / "streaming.py"), "--smoke", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600, check=True, env=env).stdout
+    lines = out.splitlines()
+    assert any(line.startswith("shards: ") and "peak RSS" in line for line in lines), out
+    ratio = [float(line.split(": ")[1]) for line in lines if line.startswith("ratio vs in-memory: ")]
+    assert len(ratio) == 1 and ratio[0] > 0, out
+    assert (tmp_path / "shards-2000-16" / "train" / "index.json").is_file(), "the shards were prepared"

@@ -13,46 +13,86 @@ import math
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DistributedSampler, Sampler
+from torch import Tensor
+from torch.utils.data import DistributedSampler
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-class ResumableSampler(Sampler[int]):
-    """Shuffled (or sequential) virtual indices over ``n`` samples.
+def chunk_window_order(chunks: Tensor, window: int, generator: torch.Generator) -> Tensor:
+    """A shuffle that reads few chunks at a time: ``(n,)`` positions whose chunk ids are ``chunks``.
+
+    The chunks are permuted, cut into groups of ``window`` consecutive chunks, and the positions of
+    each group are permuted together (litdata and WebDataset shuffle the same way). A reader then
+    needs about ``window`` chunks at once instead of all of them, which is what object storage wants.
+    """
+    ids, inverse = torch.unique(chunks, return_inverse=True)
+    rank_of = torch.empty_like(ids)
+    rank_of[torch.randperm(len(ids), generator=generator)] = torch.arange(len(ids))
+    group = rank_of[inverse] // max(1, window)  # (n,) which window each position falls in
+    noise = torch.rand(len(chunks), generator=generator)
+    # sort by (group, noise): groups in order, a random order inside each
+    return torch.argsort(group.double() + noise.double() * 0.5, stable=True)
+
+
+class ResumableSampler(DistributedSampler):
+    """Shuffled (or sequential) virtual indices over ``n`` samples, sharded by DDP rank, resumable mid-epoch.
+
+    A subclass of ``DistributedSampler`` only so Lightning does not wrap it under DDP: it shards itself,
+    so a mid-epoch resume skips what *this rank* already trained on (Lightning's wrapper would skip
+    from the global order and hand ranks the wrong samples). Rank ``r`` of ``W`` takes positions
+    ``r::W`` of the epoch's order padded by wrapping to a multiple of ``W`` — exactly what Lightning's
+    ``DistributedSamplerWrapper`` gave before — or, with ``chunks``, a contiguous block of the order
+    (so each rank reads its own chunks). With ``W = 1`` and no ``chunks`` the order is the plain
+    seeded permutation.
 
     Args:
         n: dataset size.
         seed: shuffling seed; epoch ``e`` uses the permutation of ``seed`` and ``e``.
         shuffle: permute within each epoch.
+        num_replicas, rank: the DDP world size and this process's rank.
+        chunks: ``(n,)`` shard chunk id of each sample, to shuffle chunk-aware (:func:`chunk_window_order`).
+        window: chunks mixed together by that shuffle.
     """
 
-    def __init__(self, n: int, seed: int = 0, shuffle: bool = True) -> None:
-        self.n, self.seed, self.shuffle = n, seed, shuffle
-        self.epoch = 0
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True, num_replicas: int = 1, rank: int = 0,
+                 chunks: Tensor | None = None, window: int = 8) -> None:
+        super().__init__(range(n), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)  # type: ignore[arg-type]
+        if chunks is not None and len(chunks) != n:
+            raise ValueError(f"chunks has {len(chunks)} entries for {n} samples")
+        self.n, self.chunks, self.window = n, chunks, window
+        self.per_rank = math.ceil(n / num_replicas)
         self._resume: tuple[int, int] | None = None
 
-    def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning at every epoch start."""
-        self.epoch = epoch
-
     def resume_at(self, epoch: int, start: int) -> None:
-        """The next iteration over ``epoch`` starts at its ``start``-th sample (a mid-epoch checkpoint)."""
+        """The next iteration over ``epoch`` starts at this rank's ``start``-th sample (a mid-epoch checkpoint)."""
         self._resume = (epoch, start)
 
+    def order(self, epoch: int) -> Tensor:
+        """``(n,)`` the whole epoch's order (every rank's), before sharding."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        if not self.shuffle:
+            return torch.arange(self.n)
+        if self.chunks is not None:
+            return chunk_window_order(self.chunks, self.window, g)
+        return torch.randperm(self.n, generator=g)
+
     def __iter__(self) -> Iterator[int]:
-        if self.shuffle:
-            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch))
-        else:
-            order = torch.arange(self.n)
+        order = self.order(self.epoch)
+        if self.num_replicas > 1:
+            padded = torch.cat([order, order[: self.per_rank * self.num_replicas - self.n]])
+            if self.chunks is not None:  # a contiguous block: this rank's own chunks
+                order = padded[self.rank * self.per_rank:(self.rank + 1) * self.per_rank]
+            else:
+                order = padded[self.rank::self.num_replicas]
         start = 0
         if self._resume is not None and self._resume[0] == self.epoch:
             start, self._resume = self._resume[1], None
         return iter((order[start:] + self.epoch * self.n).tolist())
 
     def __len__(self) -> int:
-        return self.n
+        return self.per_rank
 
 
 def seeded_call(fn: Callable[[T], R], x: T, seed: int) -> R:

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from mmformer.data.builders.shapes import (
     COLOR_NAMES, SHAPES, ShapesConfig, cache_dir, combo_classes, ensure_rendered, load_split,
 )
-from mmformer.data.common.loading import eval_loader
+from mmformer.data.common.loading import eval_loader, world_of
 from mmformer.data.common.sampling import ResumableDataModule, ResumableSampler
 from mmformer.data.readers.caption_table import read_caption_table
 from mmformer.data.readers.image_files import list_images, load_image
@@ -210,7 +210,7 @@ class CaptionDataModule(ResumableDataModule, ProvidesDataSpec):
         return eval_loader(ds, self.batch_size, self.trainer, self.num_workers, collate_fn=_identity)
 
     def train_dataloader(self) -> DataLoader:
-        sampler = ResumableSampler(len(self.train_set), self.seed, shuffle=True)
+        sampler = ResumableSampler(len(self.train_set), self.seed, True, *world_of(self.trainer))
         if self._resume is not None:
             sampler.resume_at(*self._resume)
         # drop_last: every contrastive batch is full, and equal across ranks for the gather

@@ -23,12 +23,17 @@ from mmformer.data.builders.images import (
     DIGITS_CLASSES, FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, FASHION_MNIST_DOWNLOAD_DIR, download_fashion_mnist,
     load_digits_split,
 )
-from mmformer.data.common.loading import eval_loader
+from mmformer.data.common.loading import eval_loader, world_of
 from mmformer.data.common.sampling import ResumableDataModule, ResumableSampler, seeded_call
+from mmformer.data.modules.image_sources import (
+    FolderImages, ImageReader, LazyImageDataset, ShardImages, image_stats, match_channels,
+)
 from mmformer.data.readers.idx import find_idx, read_idx
 from mmformer.data.readers.image_files import (
     ImageFileDataset, folder_classes, list_images, load_image, read_image_folder,
 )
+from mmformer.data.shards.dataset import ShardView
+from mmformer.data.shards.format import ShardError
 from mmformer.data.spec import DataSpec, ProvidesDataSpec
 
 
@@ -84,18 +89,6 @@ def check_labels(labels: Tensor, num_classes: int, source: str) -> None:
         )
 
 
-def match_channels(images: Tensor, channels: int) -> Tensor:
-    """Converts uint8 ``(N, C, H, W)`` to ``channels``: gray → RGB repeats, RGB → gray uses luma."""
-    c = images.shape[1]
-    if c == channels:
-        return images
-    if c == 1 and channels == 3:
-        return images.expand(-1, 3, -1, -1).contiguous()
-    if c == 3 and channels == 1:
-        return v2.functional.rgb_to_grayscale(images)
-    raise ValueError(f"cannot convert {c}-channel images to {channels} channels")
-
-
 class ImageClassificationData(ResumableDataModule, ProvidesDataSpec):
     """Base of the image DataModules: split, transforms, loaders. Subclasses implement ``load``.
 
@@ -110,6 +103,10 @@ class ImageClassificationData(ResumableDataModule, ProvidesDataSpec):
         num_workers: DataLoader worker processes.
         seed: seed of the validation split.
         predict_dir: folder of image files for ``mmformer predict`` (one prediction per file).
+        shards: read ``<shards>/train`` and ``<shards>/test`` prepared by ``mmformer prepare`` (a folder or an
+            ``s3://``/``gs://``... URI) instead of the source: images are decoded per sample, in the workers.
+        chunk_window: with ``shards``, shuffle chunk-aware: mix this many chunks at a time and give each DDP
+            rank its own block of chunks (for object storage); None shuffles globally (local disks, NFS).
     """
 
     classes: list[str]
@@ -126,6 +123,8 @@ class ImageClassificationData(ResumableDataModule, ProvidesDataSpec):
         num_workers: int = 0,
         seed: int = 0,
         predict_dir: str | None = None,
+        shards: str | None = None,
+        chunk_window: int | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= val_fraction < 1.0:
@@ -133,6 +132,7 @@ class ImageClassificationData(ResumableDataModule, ProvidesDataSpec):
         self.image_size, self.channels, self.batch_size = image_size, channels, batch_size
         self.val_fraction, self.augment, self.crop_padding, self.hflip = val_fraction, augment, crop_padding, hflip
         self.num_workers, self.seed, self.predict_dir = num_workers, seed, predict_dir
+        self.shards, self.chunk_window = shards, chunk_window
         self._resume: tuple[int, int] | None = None
         self.mean: Sequence[float] = (0.5,) * channels
         self.std: Sequence[float] = (0.5,) * channels
@@ -141,6 +141,21 @@ class ImageClassificationData(ResumableDataModule, ProvidesDataSpec):
     def load(self, split: str) -> tuple[Tensor, Tensor]:
         """``split`` in {"train", "test"} → ``(images (N, C, H, W) uint8, labels (N,))``."""
         raise NotImplementedError
+
+    def reader(self, split: str) -> ImageReader | None:
+        """A per-sample reader of ``split`` (images decoded on demand), or None to ``load`` it into memory."""
+        if self.shards is None:
+            return None
+        view = ShardView(f"{self.shards.rstrip('/')}/{split}", "image_classification", ["image", "label"])
+        named, count = view.info.meta.get("classes"), int(view.info.meta.get("num_classes", 0))
+        if not getattr(self, "classes", None):
+            self.classes = list(named or [str(c) for c in range(count)])
+        elif named is not None and list(named) != list(self.classes):
+            raise ShardError(f"{view.uri} holds classes {named}, not this dataset's {self.classes}: shards of "
+                             f"another dataset")
+        if count > len(self.classes):
+            raise ShardError(f"{view.uri} holds {count} classes, more than this dataset's {len(self.classes)}")
+        return ShardImages(view, self.channels, self.image_size)
 
     @property
     def num_classes(self) -> int:
@@ -172,6 +187,10 @@ class ImageClassificationData(ResumableDataModule, ProvidesDataSpec):
         self._stage = stage
         if getattr(self, "_ready", False):
             return
+        reader = self.reader("train")
+        if reader is not None:
+            self._setup_lazy(reader)
+            return
         images, labels = self._prepare(*self.load("train"), "train")
         stats = images[: 10000].float().div(255)
         self.mean = stats.mean(dim=(0, 2, 3)).tolist()  # normalization from the training file, never test
@@ -184,11 +203,26 @@ class ImageClassificationData(ResumableDataModule, ProvidesDataSpec):
         self.test_set = TensorImageDataset(*self._prepare(*self.load("test"), "test"), self.transforms(train=False))
         self._ready = True
 
+    def _setup_lazy(self, reader: ImageReader) -> None:
+        """``setup`` for images decoded per sample: the same statistics, carve and transforms as in memory."""
+        self.mean, self.std = image_stats(reader)
+        perm = torch.randperm(len(reader), generator=torch.Generator().manual_seed(self.seed))
+        n_val = int(round(self.val_fraction * len(reader)))
+        self.train_set = LazyImageDataset(reader, perm[n_val:], self.transforms(train=True), self.seed)
+        self.val_set = LazyImageDataset(reader, perm[:n_val], self.transforms(train=False))
+        test = self.reader("test")
+        assert test is not None
+        self.test_set = LazyImageDataset(test, torch.arange(len(test)), self.transforms(train=False))
+        self._ready = True
+
     def _eval_loader(self, ds: Dataset) -> DataLoader:
         return eval_loader(ds, self.batch_size, self.trainer, self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
-        sampler = ResumableSampler(len(self.train_set), self.seed, shuffle=True)
+        chunks = self.train_set.chunks() if isinstance(self.train_set, LazyImageDataset) else None
+        window = self.chunk_window
+        sampler = ResumableSampler(len(self.train_set), self.seed, True, *world_of(self.trainer),
+                                   chunks=chunks if window is not None else None, window=window or 1)
         if self._resume is not None:
             sampler.resume_at(*self._resume)
         return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
@@ -349,17 +383,38 @@ class ImageFolderData(ImageClassificationData):
     """The ImageFolder layout: ``root/train/<class>/*.png`` and ``root/test/<class>/*.png``.
 
     Class names are the sub-folder names (sorted, as torchvision does). Images are decoded once,
-    converted to ``channels`` and resized to ``image_size``, and held in memory as uint8.
+    converted to ``channels`` and resized to ``image_size``, and held in memory as uint8; with ``lazy``
+    they are decoded per sample in the DataLoader's workers instead (a folder bigger than memory trains).
 
     Args:
-        root: folder with ``train/`` and ``test/``.
+        root: folder with ``train/`` and ``test/`` (may be None with ``shards``).
+        lazy: decode per sample instead of holding every image in memory (same batches either way).
         **kwargs: see :class:`ImageClassificationData`.
     """
 
-    def __init__(self, root: str, **kwargs) -> None:
+    def __init__(self, root: str | None = None, lazy: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.root = Path(root)
-        self.classes = folder_classes(self.root / "train")
+        if root is None and self.shards is None:
+            raise ValueError("set data.init_args.root (an ImageFolder tree) or data.init_args.shards")
+        self.root, self.lazy = (Path(root) if root is not None else None), lazy
+        self.classes = folder_classes(self.root / "train") if self.root is not None else []
+
+    def reader(self, split: str) -> ImageReader | None:
+        if self.shards is not None or not self.lazy:
+            return super().reader(split)
+        assert self.root is not None
+        folder = self.root / split
+        if not folder.is_dir():
+            raise FileNotFoundError(f"ImageFolder split folder {folder} does not exist")
+        subs = sorted(x for x in folder.iterdir() if x.is_dir())
+        for sub in subs:
+            if sub.name not in self.classes:
+                raise ValueError(f"{sub} is a class not present in train/ (known: {self.classes})")
+        files = [(p, self.classes.index(d.name)) for d in subs for p in list_images(d)]
+        if not files:
+            raise ValueError(f"no images found under {folder}")
+        return FolderImages([p for p, _ in files], [y for _, y in files], self.channels, self.image_size)
 
     def load(self, split: str) -> tuple[Tensor, Tensor]:
+        assert self.root is not None
         return read_image_folder(self.root / split, self.classes, self.channels, self.image_size)

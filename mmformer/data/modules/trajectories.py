@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from mmformer.data.common.loading import eval_loader
+from mmformer.data.common.loading import eval_loader, world_of
 from mmformer.data.common.packing import MarkPacked
 from mmformer.data.common.sampling import ResumableDataModule, ResumableSampler
 from mmformer.data.readers.d4rl import Episodes, episodes_from_arrays, read_d4rl
@@ -174,7 +174,7 @@ class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
         return self.train_episodes.observations.shape[1]
 
     def train_dataloader(self) -> DataLoader:
-        sampler = ResumableSampler(len(self.train_set), self.seed, shuffle=True)
+        sampler = ResumableSampler(len(self.train_set), self.seed, True, *world_of(self.trainer))
         if self._resume is not None:
             sampler.resume_at(*self._resume)
         return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler,

@@ -1,0 +1,1 @@
+"""Streaming shards: ``mmformer prepare`` writes them, the DataModules read them (``shards=``)."""
