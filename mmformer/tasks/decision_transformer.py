@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from mmformer.backbone import BackboneConfig, Encoder
-from mmformer.data.common.packing import PACK_KEY, plan_packing
+from mmformer.data.common.packing import PACK_KEY, plan_packing, token_counter
 from mmformer.data.spec import ControlSpec, DataSpec
 from mmformer.losses import action_loss
 from mmformer.models.decision_transformer import DecisionTransformer
@@ -139,11 +139,7 @@ class DecisionTransformerTask(TaskModule):
         if isinstance(batch, dict) and PACK_KEY in batch:
             batch = dict(batch)
             budget = batch.pop(PACK_KEY)
-            count = getattr(self.model.tokenizer, "token_counts", None)
-            if count is None:
-                raise ValueError(f"{type(self.model.tokenizer).__name__} has no token_counts(inputs), which packing "
-                                 f"plans with; drop the data's pack_len or add the method")
-            batch["packing"] = plan_packing(count(batch), budget)[0]
+            batch["packing"] = plan_packing(token_counter(self.model.tokenizer)(batch), budget)[0]
         return batch
 
     def _loss(self, batch: dict[str, Tensor]) -> Tensor:

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from mmformer.backbone import BackboneConfig, BackboneOutput, Decoder, Encoder
 from mmformer.ctc import ctc_greedy_decode
-from mmformer.data.common.packing import PACK_KEY, plan_packing
+from mmformer.data.common.packing import PACK_KEY, plan_packing, token_counter
 from mmformer.data.spec import DataSpec
 from mmformer.generation import GenerationConfig, generate, strip
 from mmformer.losses import ctc_loss, sequence_cross_entropy
@@ -184,10 +184,7 @@ class Seq2SeqTask(TaskModule):
         if isinstance(batch, dict) and PACK_KEY in batch:
             batch = dict(batch)
             budget = batch.pop(PACK_KEY)
-            count = getattr(self.model.source_tokenizer, "token_counts", None)
-            if count is None:
-                raise ValueError(f"{type(self.model.source_tokenizer).__name__} has no token_counts(inputs), which "
-                                 f"packing plans with; drop the data's pack_len or add the method")
+            count = token_counter(self.model.source_tokenizer)
             target = self.model.target_tokenizer.token_counts(batch["target"]) - 1  # target[:, :-1] / [:, 1:]
             batch["packing"] = tuple(plan_packing([count(batch["source"]), target], budget))
         return batch

@@ -10,7 +10,7 @@ batch order (the samplers') is untouched.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +19,15 @@ from torch import Tensor
 from mmformer.layers.packing import Packing
 
 PACK_KEY = "pack_len"
+
+
+def token_counter(tokenizer: Any) -> Callable[[Any], Tensor]:
+    """``tokenizer.token_counts``: ``(B,)`` tokens each sample of a batch becomes, which packing plans with."""
+    count = getattr(tokenizer, "token_counts", None)
+    if count is None:
+        raise ValueError(f"{type(tokenizer).__name__} has no token_counts(inputs), which packing plans with; "
+                         f"drop the data's pack_len or add the method")
+    return count
 
 
 def plan_packing(lengths: Tensor | Sequence[Tensor], budget: int) -> list[Packing]:
