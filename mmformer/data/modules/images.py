@@ -30,7 +30,7 @@ from mmformer.data.modules.image_sources import (
 )
 from mmformer.data.readers.idx import find_idx, read_idx
 from mmformer.data.readers.image_files import (
-    ImageFileDataset, folder_classes, list_images, load_image, read_image_folder,
+    ImageFileDataset, folder_classes, image_folder_files, list_images, load_image, read_image_folder,
 )
 from mmformer.data.shards.dataset import ShardView
 from mmformer.data.shards.format import ShardError
@@ -403,16 +403,9 @@ class ImageFolderData(ImageClassificationData):
         if self.shards is not None or not self.lazy:
             return super().reader(split)
         assert self.root is not None
-        folder = self.root / split
-        if not folder.is_dir():
-            raise FileNotFoundError(f"ImageFolder split folder {folder} does not exist")
-        subs = sorted(x for x in folder.iterdir() if x.is_dir())
-        for sub in subs:
-            if sub.name not in self.classes:
-                raise ValueError(f"{sub} is a class not present in train/ (known: {self.classes})")
-        files = [(p, self.classes.index(d.name)) for d in subs for p in list_images(d)]
+        files = image_folder_files(self.root / split, self.classes)
         if not files:
-            raise ValueError(f"no images found under {folder}")
+            raise ValueError(f"no images found under {self.root / split}")
         return FolderImages([p for p, _ in files], [y for _, y in files], self.channels, self.image_size)
 
     def load(self, split: str) -> tuple[Tensor, Tensor]:

@@ -76,6 +76,25 @@ def folder_classes(folder: str | Path) -> list[str]:
     return classes
 
 
+def image_folder_files(folder: str | Path, classes: list[str]) -> list[tuple[Path, int]]:
+    """One ImageFolder split ``folder/<class>/*.png`` → ``(path, label)`` per image, class by class, each
+    class's files sorted by name; labels index ``classes``.
+
+    Raises:
+        FileNotFoundError: ``folder`` does not exist.
+        ValueError: a class sub-folder is not in ``classes``.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"ImageFolder split folder {folder} does not exist")
+    files = []
+    for sub in sorted(d for d in folder.iterdir() if d.is_dir()):
+        if sub.name not in classes:
+            raise ValueError(f"{sub} is a class not present in train/ (known: {classes})")
+        files += [(path, classes.index(sub.name)) for path in list_images(sub)]
+    return files
+
+
 def read_image_folder(folder: str | Path, classes: list[str], channels: int, size: int) -> tuple[Tensor, Tensor]:
     """One ImageFolder split ``folder/<class>/*.png`` → ``(images (N, channels, size, size) uint8, labels (N,))``.
 
@@ -85,16 +104,7 @@ def read_image_folder(folder: str | Path, classes: list[str], channels: int, siz
         FileNotFoundError: ``folder`` does not exist.
         ValueError: a class sub-folder is not in ``classes``, or no image is found.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"ImageFolder split folder {folder} does not exist")
-    images, labels = [], []
-    for sub in sorted(d for d in folder.iterdir() if d.is_dir()):
-        if sub.name not in classes:
-            raise ValueError(f"{sub} is a class not present in train/ (known: {classes})")
-        for path in list_images(sub):
-            images.append(load_image(path, channels, size))
-            labels.append(classes.index(sub.name))
-    if not images:
+    files = image_folder_files(folder, classes)
+    if not files:
         raise ValueError(f"no images found under {folder}")
-    return torch.stack(images), torch.tensor(labels)
+    return torch.stack([load_image(p, channels, size) for p, _ in files]), torch.tensor([y for _, y in files])

@@ -47,18 +47,17 @@ def fingerprint(path: Path) -> dict[str, Any]:
 
 def image_folder(root: Path) -> list[Split]:
     """An ImageFolder tree ``root/{train,test}/<class>/*.png``: the image files' bytes and their labels."""
-    from mmformer.data.readers.image_files import folder_classes, list_images
+    from mmformer.data.readers.image_files import folder_classes, image_folder_files
 
     classes = folder_classes(root / "train")
     splits = []
     for name in ("train", "test"):
         if not (root / name).is_dir():
             continue
-        files = [(p, classes.index(d.name)) for d in sorted(x for x in (root / name).iterdir() if x.is_dir())
-                 for p in list_images(d)]
-        unknown = sorted({d.name for d in (root / name).iterdir() if d.is_dir()} - set(classes))
-        if unknown:
-            raise ShardError(f"{root / name} has classes not present in train/: {unknown}")
+        try:
+            files = image_folder_files(root / name, classes)
+        except ValueError as e:  # a class folder train/ lacks
+            raise ShardError(str(e)) from None
         info = ShardInfo("image_classification", {"image": "encoded", "label": "int"}, meta={"classes": classes, "num_classes": len(classes)})
         splits.append(Split(name, info, len(files),
                             lambda files=files: ({"image": p.read_bytes(), "label": y} for p, y in files)))
