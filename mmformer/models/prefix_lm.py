@@ -60,6 +60,13 @@ class PrefixLM(CausalLM):
             raise ValueError("the prefix tokenizer returned packed rows; a prefix LM takes padded rows")
         return BackboneOutput(batch.tokens, batch.mask, num_prefix_tokens=batch.num_prefix_tokens, grid=batch.grid)
 
+    def new_cache(self, capacity: int = 64, static: bool = False) -> DecoderCache:
+        """A dynamic KV cache (its first step prefills ``[prefix | bos]`` at once, which a static one cannot)."""
+        if static:
+            raise ValueError("a prefix LM decodes with a dynamic KV cache (the first step prefills the prefix); "
+                             "set generation.static_cache and generation.compile to false")
+        return super().new_cache(capacity)
+
     def _positions(self, prefix: BackboneOutput, text_offset: int, t: int, with_prefix: bool) -> Tensor | None:
         """RoPE positions ``(B, [P +] t)``: the prefix counts 0 .. P-1, text continues after each row's *real*
         prefix tokens, so a row's text positions do not depend on how much padding its prefix has."""
