@@ -94,14 +94,16 @@ class Block(nn.Module):
         memory_mask: Tensor | DocumentMask | None = None,
         cache: LayerCache | None = None,
         need_weights: bool = False,
+        prefix_len: int = 0,
     ) -> BlockOutput:
-        """x: ``(B, N, D)``, mask ``(B, N)``; memory ``(B, S, D_mem)`` with memory_mask ``(B, S)``.
+        """x: ``(B, N, D)``, mask ``(B, N)``; memory ``(B, S, D_mem)`` with memory_mask ``(B, S)``;
+        ``prefix_len``: leading positions every query sees (causal self-attention with a bidirectional prefix).
 
         Each branch is pre-norm ``x + f(norm(x))`` or post-norm ``norm(x + f(x))``.
         """
         h = self.norm1(x) if self.prenorm else x
         sa = self.attn(h, mask, positions=positions, cache=None if cache is None else cache.self_kv,
-                       need_weights=need_weights)
+                       need_weights=need_weights, prefix_len=prefix_len)
         x = (x + self.drop_path(sa.out)) if self.prenorm else self.norm1(x + self.drop_path(sa.out))
 
         cross_weights = None
@@ -190,6 +192,7 @@ class _Stack(nn.Module):
         cache: DecoderCache | None,
         need_weights: bool,
         memory_documents: Tensor | None = None,
+        prefix_len: int = 0,
     ) -> BackboneOutput:
         if not isinstance(batch, TokenBatch):
             raise TypeError(f"the backbone takes a TokenBatch, got {type(batch).__name__}")
@@ -203,6 +206,9 @@ class _Stack(nn.Module):
         cross_mask: Tensor | DocumentMask | None = memory_mask
         if (batch.documents is None) != (memory_documents is None) and memory is not None:
             raise ValueError("pack the decoder's tokens and its memory together (documents on both or neither)")
+        if prefix_len and (not self.causal or batch.documents is not None):
+            raise ValueError(f"prefix_len={prefix_len} needs a causal stack over padded rows (prefix-LM); this one is "
+                             f"{'packed' if self.causal else 'bidirectional'}")
         if batch.documents is not None:  # packed rows: one mask per forward, shared by every block
             kernel = self.config.packed_attention
             mask = document_mask(batch.documents, batch.documents, causal=self.causal, kernel=kernel)
@@ -211,7 +217,8 @@ class _Stack(nn.Module):
         x, self_w, cross_w = batch.tokens, [], []
         for i, block in enumerate(self.blocks):
             x, sw, cw = block(x, mask, positions=batch.positions, memory=memory, memory_mask=cross_mask,
-                              cache=None if cache is None else cache.layers[i], need_weights=need_weights)
+                              cache=None if cache is None else cache.layers[i], need_weights=need_weights,
+                              prefix_len=prefix_len)
             self_w.append(sw)
             cross_w.append(cw)
         return BackboneOutput(
@@ -244,12 +251,18 @@ class Encoder(_Stack):
         super().__init__(config, causal=config.causal, cross=False)
 
     def forward(
-        self, batch: TokenBatch, *, cache: DecoderCache | None = None, need_weights: bool = False
+        self, batch: TokenBatch, *, cache: DecoderCache | None = None, need_weights: bool = False,
+        prefix_len: int = 0,
     ) -> BackboneOutput:
-        """batch.tokens ``(B, N, D)`` → hidden ``(B, N, D)``. A cache is only meaningful when causal."""
+        """batch.tokens ``(B, N, D)`` → hidden ``(B, N, D)``. A cache is only meaningful when causal.
+
+        ``prefix_len`` (causal stacks): the first ``prefix_len`` positions (counted from the start of the
+        cache, when one holds earlier positions) are seen by every query: a bidirectional prefix ahead
+        of causal positions, the prefix-LM mask (T5, PaLI, LLaVA's image tokens). 0 = plain causal.
+        """
         if cache is not None and not self.causal:
             raise ValueError("a KV cache needs causal attention: set config.causal=True")
-        return self._run(batch, None, None, cache, need_weights)
+        return self._run(batch, None, None, cache, need_weights, prefix_len=prefix_len)
 
 
 class Decoder(_Stack):

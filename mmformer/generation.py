@@ -176,10 +176,14 @@ def _constrain(scores: Tensor, prefix: Tensor, t: int, cfg: GenerationConfig, li
 
 
 class _Stepper:
-    """Feeds one new token per row and returns next-token log-probs, with or without the KV cache."""
+    """Feeds one new token per row and returns next-token log-probs, with or without the KV cache.
+
+    ``start (R, m)``: ids after bos that every row begins with (the common part of the prompts); the first
+    cached step feeds them with bos at once (prefill), later steps one token each.
+    """
 
     def __init__(self, model: Any, memory: BackboneOutput, rows: int, steps: int, cfg: GenerationConfig,
-                 device: torch.device):
+                 device: torch.device, start: Tensor | None = None):
         self.model, self.memory = model, memory
         static = self.static = cfg.use_cache and (cfg.static_cache or cfg.compile)
         if not cfg.use_cache:
@@ -188,12 +192,16 @@ class _Stepper:
             self.cache = model.new_cache(steps + 1, static=True) if static else model.new_cache(steps + 1)
         self.decode = _compiled(model) if cfg.compile and cfg.use_cache else model.decode
         self.prefix = torch.full((rows, 1), cfg.bos_id, dtype=torch.long, device=device)  # (R, t) ids so far
+        if start is not None:
+            self.prefix = torch.cat([self.prefix, start], 1)
+        self.fed = 0  # positions of ``prefix`` already in the cache
 
     def logits(self) -> Tensor:
         if self.cache is None:
             return self.model.decode(self.prefix, self.memory, None, last_only=True)[0][:, -1].float()
         # A fresh contiguous (R, 1) tensor: the same shape and strides every step (no recompiles).
-        ids = self.prefix[:, -1:].clone() if self.static else self.prefix[:, -1:]
+        ids = self.prefix[:, self.fed:].clone() if self.static else self.prefix[:, self.fed:]
+        self.fed = self.prefix.shape[1]
         out = self.decode(ids, self.memory, self.cache, last_only=True)[0][:, -1].float()  # (R, V)
         if self.static:
             self.cache.advance()
@@ -217,18 +225,45 @@ def _compiled(model: Any) -> Any:
     return fn
 
 
+def _prompt_plan(model: Any, prompt: Tensor, cfg: GenerationConfig) -> tuple[Tensor, Tensor, Tensor]:
+    """Splits right-padded ``prompt (B, L)`` ids into the part every row shares (prefilled at once) and the
+    rest, forced step by step (fairseq's ``prefix_tokens``). Returns ``(start (B, m), forced (B, L - m),
+    lengths (B,))``, m the shortest prompt."""
+    if prompt.dim() != 2 or prompt.dtype != torch.long:
+        raise ValueError(f"prompt must be (B, L) long ids, right-padded with pad_id, got {prompt.dtype} "
+                         f"{tuple(prompt.shape)}")
+    if cfg.strategy == "beam" or cfg.min_new_tokens or cfg.max_len_a or cfg.max_len_b or cfg.static_cache or cfg.compile:
+        raise ValueError("prompts continue with greedy or sampled decoding without min_new_tokens, max_len_a/b, "
+                         "static_cache or compile; set generation.strategy to greedy or sample and those off")
+    lengths = (prompt != cfg.pad_id).sum(1)  # (B,)
+    if prompt.shape[1] + cfg.max_new_tokens >= model.max_target_len:
+        raise ValueError(f"a {prompt.shape[1]}-token prompt plus max_new_tokens={cfg.max_new_tokens} exceeds the "
+                         f"model's {model.max_target_len} positions (bos included); shorten one of them")
+    m = int(lengths.min()) if len(lengths) else 0  # one host sync, before the loop
+    return prompt[:, :m], prompt[:, m:], lengths - m
+
+
 @torch.no_grad()
-def generate(model: Any, source: Any, cfg: GenerationConfig, memory: BackboneOutput | None = None) -> Tensor:
-    """Greedy or sampled decoding: ``(B, T)`` ids after bos (eos included, pad after it)."""
-    if cfg.strategy == "beam":
+def generate(model: Any, source: Any, cfg: GenerationConfig, memory: BackboneOutput | None = None,
+             prompt: Tensor | None = None) -> Tensor:
+    """Greedy or sampled decoding: ``(B, T)`` ids after bos (eos included, pad after it).
+
+    ``prompt (B, L)``: right-padded ids (pad = ``cfg.pad_id``, no bos/eos) each row starts with; the result
+    then holds the prompt followed by up to ``max_new_tokens`` generated ids per row.
+    """
+    if cfg.strategy == "beam" and prompt is None:
         return beam_search(model, source, cfg, memory).sequences[:, 0]
     steps = _check(model, cfg)
     memory = model.encode(source) if memory is None else memory
     b, device = memory.hidden.shape[0], memory.hidden.device
+    start = forced = forced_len = None
+    if prompt is not None:
+        start, forced, forced_len = _prompt_plan(model, prompt.to(device), cfg)
+        steps += forced.shape[1]
     limits = _row_limits(memory, cfg, steps)
     steps = steps if limits is None else min(steps, int(limits.max()))  # the one host sync, before the loop
     gen = torch.Generator(device=device).manual_seed(cfg.seed) if cfg.strategy == "sample" else None
-    stepper = _Stepper(model, memory, b, steps, cfg, device)
+    stepper = _Stepper(model, memory, b, steps, cfg, device, start)
     done = torch.zeros(b, dtype=torch.bool, device=device)
     for t in range(steps):
         raw = repetition_penalty(stepper.logits(), stepper.prefix[:, 1:], cfg.repetition_penalty)
@@ -240,12 +275,19 @@ def generate(model: Any, source: Any, cfg: GenerationConfig, memory: BackboneOut
             token = torch.multinomial(logits.softmax(-1), 1, generator=gen)[:, 0]
         else:
             raise ValueError(f"strategy must be greedy, sample or beam, got {cfg.strategy!r}")
+        if forced is not None and t < forced.shape[1]:  # rows still inside their prompt take its next id
+            token = torch.where(t < forced_len, forced[:, t], token)  # type: ignore[operator]
         token = token.masked_fill(done, cfg.pad_id)
         done |= token == cfg.eos_id
         stepper.push(token)
         if (t + 1) % _CHECK_EVERY == 0 and bool(done.all()):
             break
-    return stepper.prefix[:, 1:]
+    out = stepper.prefix[:, 1:]
+    if prompt is not None:  # each row keeps max_new_tokens after its own prompt
+        keep = torch.arange(out.shape[1], device=device) < (prompt.shape[1] - forced.shape[1]  # type: ignore[union-attr]
+                                                            + forced_len + cfg.max_new_tokens)[:, None]
+        out = out.masked_fill(~keep, cfg.pad_id)
+    return out
 
 
 @torch.no_grad()

@@ -94,6 +94,9 @@ class DataSpec:
             column of test batches.
         predict_names: a name per predict sample in dataset order (file paths), for prediction files.
         control: the control dataset's environment and statistics.
+        target_ids: split name → ``(N, T)`` ids of the text ``target`` of every sample of that split, exactly as
+            batched (bos + pieces + eos, right-padded with 0): what baselines fit on the same tokens read
+            (the n-gram model a language model is compared with). Splits the stage did not set up raise KeyError.
     """
 
     class_names: Sequence[str] | None = None
@@ -103,6 +106,7 @@ class DataSpec:
     eval_splits: Sequence[EvalSplit] | None = None
     predict_names: Sequence[str] | None = None
     control: ControlSpec | None = None
+    target_ids: Callable[[str], Tensor] | None = None
 
     def require(self, names: Sequence[str], provider: str, consumer: str) -> None:
         """Raises a ValueError naming every field in ``names`` that is None."""

@@ -44,23 +44,27 @@ def check_mask(mask: Tensor | DocumentMask | None, batch: int, length: int, what
         raise ValueError(f"{what} has shape {tuple(mask.shape)} but the sequence needs ({batch}, {length})")
 
 
-def _build_mask(mask: Tensor | None, causal: bool, t: int, s: int, device: torch.device) -> tuple[Tensor | None, bool]:
+def _build_mask(mask: Tensor | None, causal: bool, t: int, s: int, device: torch.device,
+                prefix_len: int = 0) -> tuple[Tensor | None, bool]:
     """Combines a key-padding mask ``(B, S)`` and causality into SDPA's arguments.
 
     Returns ``(attn_mask, is_causal)``. Causal attention with no padding and T == S uses the
     kernel's ``is_causal`` (no materialized mask). A single new query (KV-cache decoding)
-    may see every cached key, so it needs only the padding mask.
+    may see every cached key, so it needs only the padding mask. ``prefix_len`` (causal only): the
+    first ``prefix_len`` keys are seen by every query (a prefix-LM's bidirectional prefix).
     """
     attn_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, S)
     if not causal:
         return attn_mask, False
-    if attn_mask is None:
+    if attn_mask is None and prefix_len == 0:
         if t == s:
             return None, True
         if t == 1:
             return None, False
-    # Queries are the last t of s positions: query i sees keys 0 .. s - t + i.
+    # Queries are the last t of s positions: query i sees keys 0 .. s - t + i (and the prefix keys).
     tri = torch.ones(t, s, dtype=torch.bool, device=device).tril(diagonal=s - t)
+    if prefix_len:
+        tri[:, :prefix_len] = True
     if attn_mask is None:
         return tri, False
     # A padded query can lose every key (left padding); letting it see itself keeps its row
@@ -77,6 +81,7 @@ def attend(
     causal: bool = False,
     dropout_p: float = 0.0,
     need_weights: bool = False,
+    prefix_len: int = 0,
 ) -> AttentionOutput:
     """Scaled dot-product attention over heads.
 
@@ -86,15 +91,19 @@ def attend(
             :class:`~mmformer.layers.packing.DocumentMask` of packed rows (causality included in it).
         causal: queries are the last T of S positions and see only keys at or before them.
         need_weights: use the explicit softmax path and return the ``(B, H, T, S)`` weights.
+        prefix_len: with ``causal``, the first ``prefix_len`` keys are visible to every query (prefix-LM:
+            a bidirectional prefix, causal after it); 0 = plain causal.
     Returns:
         ``AttentionOutput(out (B, H, T, hd), weights)``.
     """
     if isinstance(mask, DocumentMask):
         if need_weights:
             raise ValueError("attention weights are not returned for packed rows; plot a padded batch instead")
+        if prefix_len:
+            raise ValueError("a bidirectional prefix is not supported on packed rows; pad the batch instead")
         return AttentionOutput(mask.attend(q, k, v, dropout_p), None)
     t, s = q.shape[2], k.shape[2]
-    attn_mask, is_causal = _build_mask(mask, causal, t, s, q.device)
+    attn_mask, is_causal = _build_mask(mask, causal, t, s, q.device, prefix_len)
     gqa = q.shape[1] != k.shape[1]
     if not need_weights:
         out = F.scaled_dot_product_attention(
@@ -134,10 +143,10 @@ class _MultiHead(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | DocumentMask | None, causal: bool,
-                need_weights: bool) -> AttentionOutput:
+                need_weights: bool, prefix_len: int = 0) -> AttentionOutput:
         """Heads ``(B, H, T, hd)`` against ``(B, Hkv, S, hd)`` → projected ``(B, T, D)`` output."""
         drop = self.attn_drop if self.training else 0.0
-        out, weights = attend(q, k, v, mask, causal, drop, need_weights)
+        out, weights = attend(q, k, v, mask, causal, drop, need_weights, prefix_len)
         return AttentionOutput(self.proj_drop(self.proj(_merge_heads(out))), weights)
 
 
@@ -182,6 +191,7 @@ class SelfAttention(_MultiHead):
         positions: Tensor | None = None,
         cache: KVCache | None = None,
         need_weights: bool = False,
+        prefix_len: int = 0,
     ) -> AttentionOutput:
         """Attends ``x: (B, T, D)`` to itself (plus cached past positions).
 
@@ -190,8 +200,12 @@ class SelfAttention(_MultiHead):
                 the :class:`~mmformer.layers.packing.DocumentMask` of packed rows (no cache).
             positions: ``(T,)`` or ``(B, T)`` integer positions for RoPE; default ``past + arange(T)``.
             cache: the layer's :class:`KVCache` while decoding step by step; it is updated in place.
+            prefix_len: causal attention only: the first ``prefix_len`` positions (of the cache plus ``x``) are
+                seen by every query, so they attend to each other bidirectionally (prefix-LM).
         """
         b, t, _ = x.shape
+        if prefix_len and not self.causal:
+            raise ValueError("a bidirectional prefix only means something in causal attention (causal=True)")
         check_mask(mask, b, t)
         qkv = self.qkv(x).view(b, t, -1, self.head_dim).transpose(1, 2)  # (B, H + 2Hkv, T, hd)
         q, k, v = qkv.split([self.num_heads, self.num_kv_heads, self.num_kv_heads], dim=1)
@@ -208,7 +222,7 @@ class SelfAttention(_MultiHead):
         if cache is not None:
             k, v, mask = cache.append(k, v, mask)
             causal = causal and not cache.static  # a static cache's mask already hides the future slots
-        return self._attend(q, k, v, mask, causal, need_weights)
+        return self._attend(q, k, v, mask, causal, need_weights, prefix_len)
 
 
 class CrossAttention(_MultiHead):

@@ -10,7 +10,9 @@ from mmformer.models.classifier import Classifier, ClassifierFeatures
 from mmformer.models.decision_transformer import DecisionTransformer
 from mmformer.models.dual_encoder import ContrastiveModel, ContrastiveOutput
 from mmformer.models.masked_lm import MaskedLM, MLMHead
+from mmformer.models.prefix_lm import PrefixLM
 from mmformer.models.seq2seq import DecoderOutput, Seq2Seq
 
 __all__ = ["CausalLM", "Classifier", "ClassifierFeatures", "ContrastiveModel", "ContrastiveOutput",
-           "DecisionTransformer", "DecoderOutput", "MLMHead", "MaskedLM", "Seq2Seq"]
+           "DecisionTransformer", "DecoderOutput", "MLMHead", "MaskedLM", "PrefixLM",
+           "Seq2Seq"]

@@ -23,7 +23,7 @@ image    ``(B, C, H, W)`` float, ``[0, 1]`` pixels normalized by the field's mea
 audio    :class:`~mmformer.tokenizers.audio.AudioBatch` ``(waveforms (B, L), lengths (B,))`` at the
          field's ``sample_rate`` (files at another rate are resampled)
 text     ``(B, T)`` long ids + eos right-padded with 0; for the role ``target`` ``[bos] + ids + [eos]``;
-         a text ``target`` (``source``) also comes as ``target_text`` (``source_text``): ``list[str]``
+         a text ``target`` (``source``, ``prompt``) also comes as ``target_text`` (``source_text``, ``prompt_text``): ``list[str]``
 label    ``(B,)`` long class ids; number ``(B,)`` float; vector ``(B, D)`` float
 =======  ==========================================================================================
 
@@ -55,7 +55,7 @@ from torch.utils.data import DataLoader
 
 from mmformer.data.common.batching import BucketBatchSampler, EvalBatchSampler, TokenBudgetBatchSampler
 from mmformer.data.common.full_batches import FullBucketBatchSampler
-from mmformer.data.common.ids import wrap_rows
+from mmformer.data.common.ids import Ragged, wrap_rows
 from mmformer.data.common.loading import world_of
 from mmformer.data.common.sampling import ResumableDataModule
 from mmformer.data.modules.manifest_dataset import ManifestDataset, RoleValues
@@ -414,4 +414,13 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
             eval_splits=[EvalSplit("", retrieval=True, zeroshot=zeroshot("test", self.zeroshot)),
                          *(EvalSplit(e.prefix, e.retrieval, zeroshot(e.name, e.zeroshot, e.name)) for e in self.extra)],
             predict_names=self._predict_names(),
+            target_ids=self.target_ids if "target" in self.inputs else None,
         )
+
+    def target_ids(self, split: str) -> Tensor:
+        """``(N, T)`` the ``target`` role's ids of a set-up split, as batched (bos + pieces + eos, pad 0)."""
+        if split not in self.datasets or "target" not in self.datasets[split].roles:
+            raise KeyError(f"no {split} targets: the split is not set up for this stage (or has no target)")
+        ids = self.datasets[split].roles["target"].values
+        assert isinstance(ids, Ragged)
+        return ids.pad(torch.arange(len(ids.lengths)))

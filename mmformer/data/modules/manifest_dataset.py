@@ -95,7 +95,7 @@ class ManifestDataset(Dataset):
                 batch[role] = self._decode(idx_list, rv)
             elif isinstance(rv.values, Ragged):
                 batch[role] = rv.values.pad(idx)  # (B, T) right-padded with 0
-                if role in ("source", "target"):  # the strings too, as TranslationData's batches carry them
+                if role in ("source", "target", "prompt"):  # the strings too, as TranslationData's batches carry them
                     batch[f"{role}_text"] = [rv.texts[i] for i in idx_list]  # type: ignore[index]
             else:
                 batch[role] = rv.values[idx]  # type: ignore[index]  # (B,) or (B, D)

@@ -10,7 +10,8 @@ MEDIA = ("image", "audio", "text", "vector", "number")  # any of them may feed a
 # the field types each task role can take (extend it for a task of your own with new roles)
 ROLE_TYPES: dict[str, tuple[str, ...]] = {
     "input": MEDIA, "label": ("label",),  # ClassificationTask
-    "source": MEDIA, "target": ("text",),  # Seq2SeqTask
+    "source": MEDIA, "target": ("text",),  # Seq2SeqTask; PrefixLMTask (source = the prefix, optional)
+    "prompt": ("text",),  # PrefixLMTask's predict: the text each generated continuation starts with
     "a": MEDIA, "b": MEDIA,  # ContrastiveTask's two towers
 }
 TARGET_ROLES = ("label", "target")  # what a predict manifest may lack

@@ -1,0 +1,251 @@
+"""Decoder-only language modelling with an optional prefix of any modality: a GPT-style causal LM (no
+prefix) and an image-prefix captioner (patch tokens ahead of the text) are this one task over
+:class:`~mmformer.models.prefix_lm.PrefixLM`. Loss on text tokens only; ``val/ppl`` and ``test/ppl``;
+sampled text printed and logged to TensorBoard after each validation; predictions continue prompts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torchmetrics.text import Perplexity
+
+from mmformer.backbone import BackboneConfig, BackboneOutput, Encoder
+from mmformer.bigram import BigramLM
+from mmformer.data.spec import DataSpec
+from mmformer.generation import GenerationConfig, generate, strip
+from mmformer.losses import sequence_cross_entropy
+from mmformer.models.prefix_lm import PrefixLM
+from mmformer.tasks.base import TaskModule
+from mmformer.tasks.optim import OptimConfig, build_optimizer
+from mmformer.tasks.seq2seq import describe_source
+from mmformer.text_metrics import text_metrics, update
+from mmformer.tokenizers.base import ModalityTokenizer
+from mmformer.tokenizers.sentencepiece_vocab import EOS_ID, PAD_ID, SentencePieceVocab
+from mmformer.tokenizers.text import TextPositions, TextTokenizer
+
+Batch = dict[str, Any]  # {"target": (B, T) bos + ids + eos, pad 0; "source"?: the prefix input; "prompt"?; ...}
+
+
+class PrefixLMTask(TaskModule):
+    """Trains and evaluates a :class:`PrefixLM`: ``[prefix | text]`` in one causal backbone.
+
+    Batches are dicts: ``target`` ``(B, T)`` long = bos + ids + eos, right-padded with 0, and its strings
+    ``target_text``; with a prefix tokenizer also ``source`` (what it takes: images ``(B, C, H, W)``,
+    audio...). Predict batches may carry ``prompt`` ``(B, L)`` (ids + eos, pad 0: the text each continuation
+    starts with) instead of ``target``. The data declares ``vocab``; the vocabulary is stored in
+    checkpoints. When the data also gives ``target_ids`` (e.g. :class:`~mmformer.data.ManifestData`),
+    fitting first fits an interpolated Kneser-Ney bigram model on the training targets and logs its
+    validation perplexity as ``val/ppl_bigram``, beside the model's ``val/ppl`` (same tokens, same positions).
+
+    Args:
+        vocab_size: size of the sentencepiece vocabulary.
+        prefix_tokenizer: builds the prefix tokenizer from the width, ``prefix_tokenizer(dim)``; None = a
+            plain causal language model.
+        backbone: the decoder-only stack (made causal whatever ``causal`` says).
+        text_positions: positional scheme of the text embedding (``rope`` also sets the backbone's rope).
+        max_len: longest text (bos and eos included) the position table takes.
+        tie_embeddings: tie the text embedding and the output projection.
+        label_smoothing: of the training cross-entropy (perplexities are always of the plain one).
+        metrics: text metrics on decoded outputs (bleu, chrf, wer, cer, exact), ``{stage}/{name}``: greedy
+            over ``val_generate_batches`` validation batches, ``generation`` over the test set.
+        generation: decoding for validation samples, test metrics and predict (sampling with top-k/top-p
+            for a language model, greedy or beam for a captioner).
+        val_generate_batches: validation batches decoded for ``val/<metric>``.
+        num_samples: texts generated, printed and logged after each validation (from the first batch's
+            prefixes) and printed after test.
+        bigram_baseline: fit and log the bigram baseline when the data gives ``target_ids``.
+        optim: AdamW and schedule.
+    """
+
+    required_data: ClassVar[tuple[str, ...]] = ("vocab",)
+
+    def __init__(
+        self,
+        vocab_size: int,
+        prefix_tokenizer: Callable[[int], ModalityTokenizer] | None = None,
+        backbone: BackboneConfig | None = None,
+        text_positions: TextPositions = "learned",
+        max_len: int = 256,
+        tie_embeddings: bool = True,
+        label_smoothing: float = 0.0,
+        metrics: list[str] | None = None,
+        generation: GenerationConfig | None = None,
+        val_generate_batches: int = 1,
+        num_samples: int = 4,
+        bigram_baseline: bool = True,
+        optim: OptimConfig | None = None,
+    ) -> None:
+        super().__init__()
+        cfg = replace(backbone or BackboneConfig(), causal=True, rope=(backbone or BackboneConfig()).rope
+                      or text_positions == "rope")
+        text = TextTokenizer(cfg.dim, vocab_size, max_len=max_len, positions=text_positions)
+        prefix = prefix_tokenizer(cfg.dim) if prefix_tokenizer is not None else None
+        self.model = PrefixLM(text, Encoder(cfg), prefix, tie_embeddings)
+        self.vocab_size, self.label_smoothing = vocab_size, label_smoothing
+        self.generation = generation or GenerationConfig(strategy="sample", top_k=50, top_p=0.95, max_new_tokens=40)
+        self.val_generate_batches, self.num_samples, self.bigram_baseline = val_generate_batches, num_samples, bigram_baseline
+        self.optim = optim or OptimConfig()
+        self.ppl = nn.ModuleDict({s: Perplexity(ignore_index=PAD_ID) for s in ("val", "test")})
+        self.metrics = nn.ModuleDict({s: text_metrics(list(metrics or [])) for s in ("val", "test")})
+        self._vocab: SentencePieceVocab | None = None
+        self._bigram_ppl: float | None = None
+        self._samples: list[str] = []
+        self._predictions: list[tuple[str, str]] = []
+
+    # ---- data and checkpoints ----------------------------------------------------------------
+    @property
+    def vocab(self) -> SentencePieceVocab:
+        if self._vocab is None:
+            raise RuntimeError("no vocabulary: run with a DataModule whose data_spec() provides vocab, or load a "
+                               "checkpoint written by this task (it stores the vocabulary)")
+        return self._vocab
+
+    def required_data_for(self, stage: str) -> tuple[str, ...]:
+        return () if stage == "predict" else self.required_data  # predict decodes with the checkpoint's
+
+    def bind_data(self, spec: DataSpec, stage: str) -> None:
+        if spec.vocab is None:
+            return
+        if spec.vocab.vocab_size != self.vocab_size:
+            raise ValueError(f"the data's sentencepiece vocabulary has {spec.vocab.vocab_size} pieces but the model "
+                             f"was built for vocab_size={self.vocab_size}; set "
+                             f"--model.init_args.vocab_size={spec.vocab.vocab_size}")
+        self._vocab = spec.vocab
+        if stage == "fit" and self.bigram_baseline and spec.target_ids is not None and self._bigram_ppl is None:
+            try:
+                train, val = spec.target_ids("train"), spec.target_ids("val")
+            except KeyError:  # no validation split: nothing to compare with
+                return
+            self._bigram_ppl = BigramLM(self.vocab_size, pad_id=PAD_ID).fit(train).perplexity(val)
+            print(f"bigram baseline (interpolated Kneser-Ney, fit on {len(train):,} training texts): "
+                  f"val/ppl_bigram {self._bigram_ppl:.2f}", flush=True)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        proto = self.vocab.to_bytes()
+        checkpoint["mmformer_vocab"] = torch.frombuffer(bytearray(proto), dtype=torch.uint8)  # weights_only-safe
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if "mmformer_vocab" in checkpoint:
+            self._vocab = SentencePieceVocab.from_bytes(bytes(checkpoint["mmformer_vocab"].numpy()))
+
+    # ---- training ----------------------------------------------------------------------------
+    def _prefix(self, batch: Batch, rows: int) -> BackboneOutput:
+        """The batch's prefix tokens (empty for a plain language model)."""
+        if self.model.prefix_tokenizer is None:
+            return self.model.encode(rows)
+        if "source" not in batch:
+            raise ValueError("this model reads a prefix: batches need a 'source' (map data inputs.source to a field)")
+        return self.model.encode(batch["source"])
+
+    def _logits(self, batch: Batch) -> tuple[Tensor, Tensor, BackboneOutput]:
+        """Teacher forcing: text logits ``(B, T-1, V)``, labels ``(B, T-1)`` and the prefix."""
+        target = batch["target"]
+        if target.dim() != 2 or target.shape[1] < 2:
+            raise ValueError(f"target must be (B, T>=2) ids = bos + pieces + eos, got shape {tuple(target.shape)}")
+        prefix = self._prefix(batch, target.shape[0])
+        return self.model.decode(target[:, :-1], prefix).logits, target[:, 1:], prefix
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        logits, labels, _ = self._logits(batch)
+        loss = sequence_cross_entropy(logits, labels, self.label_smoothing, ignore_index=PAD_ID)
+        self.log("train/loss", loss, prog_bar=True, batch_size=labels.shape[0])
+        return loss
+
+    # ---- evaluation --------------------------------------------------------------------------
+    def _evaluate(self, batch: Batch, stage: str) -> BackboneOutput:
+        logits, labels, prefix = self._logits(batch)
+        loss = sequence_cross_entropy(logits, labels, 0.0, ignore_index=PAD_ID)
+        self.log(f"{stage}/loss", loss, batch_size=labels.shape[0], sync_dist=True)
+        self.ppl[stage].update(logits.float(), labels)
+        self.log(f"{stage}/ppl", self.ppl[stage], prog_bar=True, batch_size=labels.shape[0])
+        return prefix
+
+    def _decode(self, prefix: BackboneOutput, cfg: GenerationConfig, prompt: Tensor | None = None) -> list[str]:
+        return self.vocab.decode(strip(generate(self.model, None, cfg, memory=prefix, prompt=prompt)))
+
+    @property
+    def _greedy(self) -> GenerationConfig:
+        return GenerationConfig(strategy="greedy", max_new_tokens=self.generation.max_new_tokens)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        prefix = self._evaluate(batch, "val")
+        if batch_idx < self.val_generate_batches and len(self.metrics["val"]):
+            update(self.metrics["val"], self._decode(prefix, self._greedy), batch["target_text"])
+        if batch_idx == 0 and self.num_samples > 0:
+            n = min(self.num_samples, batch["target"].shape[0])
+            rows = prefix._replace(hidden=prefix.hidden[:n], mask=None if prefix.mask is None else prefix.mask[:n])
+            texts = self._decode(rows, self.generation)
+            self._samples = [self._sample_line(batch, i, t) for i, t in enumerate(texts)]
+
+    def _sample_line(self, batch: Batch, i: int, text: str) -> str:
+        if self.model.prefix_tokenizer is None:
+            return text
+        return f"{describe_source(batch['source'], i, batch.get('index'))} → {text}"
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+        if self._bigram_ppl is not None:
+            self.log("val/ppl_bigram", self._bigram_ppl, prog_bar=True)
+        if self._samples and self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            text = "\n".join(self._samples)
+            print(f"\nsamples at step {self.global_step}:\n{text}", flush=True)
+            for logger in self.loggers:
+                if hasattr(logger.experiment, "add_text"):
+                    logger.experiment.add_text("val/samples", text.replace("\n", "  \n"), global_step=self.global_step)
+        self._samples = []
+
+    def _log_metrics(self, stage: str) -> None:
+        for name, metric in self.metrics[stage].items():
+            if metric.update_count:
+                self.log(f"{stage}/{name}", metric.compute() * 100, prog_bar=name == "bleu")
+            metric.reset()
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        prefix = self._evaluate(batch, "test")
+        if len(self.metrics["test"]) or (batch_idx == 0 and self.num_samples > 0):
+            hyps = self._decode(prefix, self.generation)
+            if len(self.metrics["test"]):
+                update(self.metrics["test"], hyps, batch["target_text"])
+            if batch_idx == 0:
+                self._samples = [self._sample_line(batch, i, h) for i, h in enumerate(hyps[: self.num_samples])]
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+        if self._samples and self.trainer.is_global_zero:
+            print("\n" + "\n".join(self._samples), flush=True)
+        self._samples = []
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> list[str]:
+        """Generated texts: continuations of ``prompt`` (each output starts with its prompt) when the batch
+        has one, else texts from bos after the prefix."""
+        rows = len(batch["index"]) if "index" in batch else batch["target"].shape[0]
+        prompt = batch.get("prompt")
+        if prompt is not None:  # ids + eos → the ids (the continuation must not start after an eos)
+            prompt = prompt.masked_fill(prompt == EOS_ID, PAD_ID)
+        texts = self._decode(self._prefix(batch, rows), self.generation, prompt)
+        names = batch.get("id") or [str(int(i)) for i in batch.get("index", torch.arange(rows))]
+        for name, text in zip(names, texts):
+            print(text, flush=True)
+            self._predictions.append((str(name), text))
+        return texts
+
+    def on_predict_epoch_end(self) -> None:
+        if not self._predictions:
+            return
+        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "predictions.tsv").write_text("".join(f"{i}\t{t}\n" for i, t in self._predictions))
+        self._predictions = []
+
+    def configure_optimizers(self) -> dict:
+        return build_optimizer(self, self.optim, self.trainer.estimated_stepping_batches)
+
+
+__all__ = ["PrefixLMTask"]
