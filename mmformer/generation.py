@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from mmformer.backbone import BackboneOutput
+from mmformer.ctc_prefix import CTCPrefixScorer
 from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID
 
 # Finished rows are checked (one host sync) every this many steps, not every step.
@@ -52,6 +53,11 @@ class GenerationConfig:
     no_repeat_ngram_size: int = 0  # no n-gram of this size occurs twice in an output (fairseq/HF); 0 = off
     repetition_penalty: float = 1.0  # CTRL/HF: logits of tokens already generated are divided by it if > 0,
     #                                  multiplied if < 0 (before log-softmax in beam search); 1 = off
+    # Hybrid CTC/attention beam search (Watanabe et al. 2017; mmformer.ctc_prefix): hypotheses are ranked by
+    # (1 - w) log p_att + w log p_ctc, the CTC head's prefix probability, so the decoder cannot run past the
+    # audio nor stop before its end; needs a model with a CTC head (ctc_weight > 0 in training). 0 = off.
+    ctc_weight: float = 0.0
+    ctc_pre_beam: int = 0  # CTC-scored candidates per hypothesis: the decoder's best this many; 0 = 1.5 * beam
     # Special ids: mmformer's sentencepiece vocabularies by default; a converted checkpoint's own otherwise
     # (e.g. Marian's decoder_start/eos/pad, from mmformer.pretrained.special_ids).
     bos_id: int = BOS_ID  # every row starts with it (a decoder's start token); never generated
@@ -253,6 +259,9 @@ def generate(model: Any, source: Any, cfg: GenerationConfig, memory: BackboneOut
     """
     if cfg.strategy == "beam" and prompt is None:
         return beam_search(model, source, cfg, memory).sequences[:, 0]
+    if cfg.ctc_weight:
+        raise ValueError("generation.ctc_weight (hybrid CTC/attention decoding) needs strategy: beam "
+                         "(beam_size 1 is greedy with it)")
     steps = _check(model, cfg)
     memory = model.encode(source) if memory is None else memory
     b, device = memory.hidden.shape[0], memory.hidden.device
@@ -308,6 +317,7 @@ def beam_search(model: Any, source: Any, cfg: GenerationConfig, memory: Backbone
     limits = _row_limits(memory, cfg, steps)
     steps = steps if limits is None else min(steps, int(limits.max()))  # the one host sync, before the loop
     limits = None if limits is None else limits.repeat_interleave(k)  # (B*K,) rows b*K .. b*K+K-1
+    ctc = _ctc_scorer(model, memory, cfg, k)
     stepper = _Stepper(model, memory.repeat(k), b * k, steps, cfg, device)
     scores = torch.zeros(b, k, device=device)
     scores[:, 1:] = float("-inf")  # all beams start identical: let only the first one expand at step 0
@@ -318,7 +328,10 @@ def beam_search(model: Any, source: Any, cfg: GenerationConfig, memory: Backbone
         # The model's own log-probs (normalized before the bans), so scores are true sequence log-probs
         # (of the penalized distribution when repetition_penalty is set).
         raw = repetition_penalty(stepper.logits(), stepper.prefix[:, 1:], cfg.repetition_penalty).log_softmax(-1)
-        logp = _constrain(raw, stepper.prefix, t, cfg, limits).view(b, k, -1)
+        logp = _constrain(raw, stepper.prefix, t, cfg, limits)
+        if ctc is not None:
+            logp = _joint(logp, ctc, cfg)
+        logp = logp.view(b, k, -1)
         v = logp.shape[-1]
         # Finished hypotheses continue only with pad, at no cost.
         frozen = torch.full_like(logp[0, 0], float("-inf"))
@@ -333,6 +346,8 @@ def beam_search(model: Any, source: Any, cfg: GenerationConfig, memory: Backbone
         lengths = cand_len.gather(1, beam)
         done = done.gather(1, beam) | (token == cfg.eos_id)
         stepper.push(token.view(-1), (base + beam).view(-1))
+        if ctc is not None:
+            ctc.advance((base + beam).view(-1), token.view(-1))
         if (t + 1) % _CHECK_EVERY == 0 and bool(done.all()):
             break
     normalized = scores / length_penalty(lengths, cfg.length_penalty)
@@ -340,6 +355,34 @@ def beam_search(model: Any, source: Any, cfg: GenerationConfig, memory: Backbone
     seq = stepper.prefix[:, 1:].view(b, k, -1)
     seq = seq.gather(1, order[..., None].expand_as(seq))
     return BeamOutput(seq, scores.gather(1, order), normalized, lengths.gather(1, order))
+
+
+def _ctc_scorer(model: Any, memory: BackboneOutput, cfg: GenerationConfig, k: int) -> CTCPrefixScorer | None:
+    """The CTC prefix scorer of hybrid decoding over ``K`` hypotheses per source, or None when off."""
+    if cfg.ctc_weight == 0.0:
+        return None
+    if not 0.0 < cfg.ctc_weight <= 1.0:
+        raise ValueError(f"generation.ctc_weight must be in [0, 1], got {cfg.ctc_weight}")
+    if getattr(model, "ctc_head", None) is None:
+        raise ValueError("generation.ctc_weight > 0 needs a model with a CTC head: train it with ctc_weight > 0 "
+                         "(model.init_args.ctc_weight), or set generation.ctc_weight to 0")
+    log_probs = model.ctc_logits(memory).float().log_softmax(-1)  # (B, S, V)
+    lengths = memory.mask.sum(1) if memory.mask is not None else torch.full(log_probs.shape[:1], log_probs.shape[1])
+    return CTCPrefixScorer(log_probs.repeat_interleave(k, 0), lengths.repeat_interleave(k, 0), cfg.pad_id,
+                           cfg.eos_id)
+
+
+def _joint(logp: Tensor, ctc: CTCPrefixScorer, cfg: GenerationConfig) -> Tensor:
+    """``logp (R, V)`` decoder log-probs → hybrid scores: the decoder's ``C`` best tokens per row, and eos,
+    get ``(1 - w) logp + w * ctc``, every other token -inf (ESPnet's pre-beam). eos is always a candidate,
+    so a hypothesis whose labels have used up the audio can end even when the decoder would go on."""
+    pre_beam = cfg.ctc_pre_beam or -(-3 * cfg.beam_size // 2)  # ceil(1.5 * K)
+    cand = logp.topk(min(pre_beam, logp.shape[-1]), dim=-1).indices  # (R, C)
+    cand = torch.cat([cand, torch.full_like(cand[:, :1], cfg.eos_id)], 1)  # (R, C + 1); a repeat is harmless
+    top = logp.gather(-1, cand)
+    joint = (1.0 - cfg.ctc_weight) * top + cfg.ctc_weight * ctc.score(cand)
+    joint = joint.masked_fill(torch.isneginf(top), float("-inf"))  # a banned token stays banned
+    return torch.full_like(logp, float("-inf")).scatter(-1, cand, joint)
 
 
 def sequence_log_probs(model: Any, source: Any, sequences: Tensor, cfg: GenerationConfig | None = None) -> Tensor:
