@@ -14,12 +14,15 @@ shards sees the batches of the run from the source.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple
+from typing import TYPE_CHECKING, Any, Iterable, NamedTuple
 
 import numpy as np
 
 from mmformer.data.shards.dataset import ShardView
 from mmformer.data.shards.format import INDEX, is_remote
+
+if TYPE_CHECKING:
+    from mmformer.data.readers.manifest import ManifestTable
 
 
 def split_uri(shards: str, split: str) -> str:
@@ -72,3 +75,21 @@ class ShardFile(NamedTuple):
 def shard_files(view: ShardView, field: str) -> list[ShardFile]:
     """The ``field`` file of every sample of ``view``, as :class:`ShardFile` stand-ins (nothing is read)."""
     return [ShardFile(view, i, field) for i in range(len(view))]
+
+
+def shard_table(view: ShardView) -> ManifestTable:
+    """The rows of shards of ``mmformer prepare manifest`` as a manifest table: every field as the manifest
+    held it, a :class:`ShardFile` in place of each image/audio path, and the rows' manifest lines."""
+    import json
+
+    from mmformer.data.readers.manifest import ManifestTable
+    from mmformer.data.shards.sources import LINE
+
+    files = {n for n, kind in view.info.fields.items() if kind == "encoded"}
+    small = [n for n, kind in view.info.fields.items() if kind == "json"]
+    cols = read_columns(view, [*small, LINE])
+    rows: list[dict[str, Any]] = []
+    for i in range(len(view)):
+        row = {n: json.loads(cols[n][i]) for n in small}
+        rows.append({**row, **{n: ShardFile(view, i, n) for n in files}})
+    return ManifestTable(Path(view.uri), rows, [int(x) for x in cols[LINE]])

@@ -16,6 +16,7 @@ import numpy as np
 
 from mmformer.data.shards.format import ShardError, ShardInfo
 
+LINE = "manifest.line"  # the manifest line of a row, beside its fields
 MEDIA_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
                   ".wav", ".flac", ".mp3", ".ogg", ".opus")
 
@@ -128,7 +129,8 @@ def d4rl(path: Path) -> list[Split]:
 
 def manifest(path: Path) -> list[Split]:
     """A multimodal manifest (JSONL/CSV/TSV): a field naming an existing image/audio file is stored as its
-    bytes (its name in ``<field>.suffix``), every other field as its value, as JSON text."""
+    bytes (its name in ``<field>.suffix``), every other field as its value, as JSON text; ``manifest.line`` is
+    the row's line in the manifest (named in errors)."""
     import json
 
     from mmformer.data.readers.manifest import read_table
@@ -145,10 +147,11 @@ def manifest(path: Path) -> list[Split]:
     files = {n for n in names if any(media(row.get(n)) is not None for row in table.rows[:100])}
     fields = {n: ("encoded" if n in files else "json") for n in names}
     fields.update({f"{n}.suffix": "str" for n in files})
+    fields[LINE] = "int"
 
     def rows() -> Iterator[dict[str, Any]]:
         for i, row in enumerate(table.rows):
-            sample: dict[str, Any] = {}
+            sample: dict[str, Any] = {LINE: table.lines[i]}
             for n in names:
                 if n in files:
                     p = media(row.get(n))
