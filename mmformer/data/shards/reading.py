@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterable, NamedTuple
 import numpy as np
 
 from mmformer.data.shards.dataset import ShardView
-from mmformer.data.shards.format import INDEX, is_remote
+from mmformer.data.shards.format import COLUMNS, INDEX, ShardError, is_remote, read_columns_file
 
 if TYPE_CHECKING:
     from mmformer.data.readers.manifest import ManifestTable
@@ -46,8 +46,15 @@ def has_split(shards: str, split: str) -> bool:
 
 
 def read_columns(view: ShardView, names: Iterable[str]) -> dict[str, list[Any]]:
-    """``name → [value of every sample]`` for small fields, in sample order (one pass over the split)."""
+    """``name → [value of every sample]`` for small fields, in sample order: from ``columns.json`` (no chunk is
+    read), or for shards without it, by one pass over the samples."""
     names = list(names)
+    if set(names) <= set(view.info.columns):
+        stored = read_columns_file(view.uri, view.cache_dir)
+        if any(len(stored.get(n, ())) != len(view) for n in names):
+            raise ShardError(f"{view.uri}/{COLUMNS} does not hold {names} for its {len(view)} samples; prepare the "
+                             f"shards again")
+        return {n: stored[n] for n in names}
     out: dict[str, list[Any]] = {n: [] for n in names}
     for i in range(len(view)):
         sample = view[i]
