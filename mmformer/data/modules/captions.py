@@ -23,8 +23,10 @@ from mmformer.data.builders.shapes import (
 )
 from mmformer.data.common.loading import eval_loader, world_of
 from mmformer.data.common.sampling import ResumableDataModule, ResumableSampler
+from mmformer.data.readers.blob import Blob
 from mmformer.data.readers.caption_table import read_caption_table
 from mmformer.data.readers.image_files import list_images, load_image
+from mmformer.data.shards.reading import has_split, read_columns, shard_files, split_view
 from mmformer.data.spec import DataSpec, EvalSplit, ProvidesDataSpec, ZeroShotSpec
 from mmformer.tokenizers.sentencepiece_vocab import SentencePieceVocab
 
@@ -36,7 +38,7 @@ class CaptionDataset(Dataset):
     Batched fetching (``__getitems__``) gathers a whole batch with tensor indexing.
 
     Args:
-        images: ``(N, C, H, W)`` uint8, or N image paths (decoded with :func:`load_image`).
+        images: ``(N, C, H, W)`` uint8, or N image paths or files inside shards (decoded with :func:`load_image`).
         ids: ``(N, T)`` long right-padded caption ids.
         mean, std: per-channel normalization of ``[0, 1]`` pixels.
         labels: ``(N, K)`` long zero-shot labels (-1 = none), or None.
@@ -45,7 +47,7 @@ class CaptionDataset(Dataset):
         groups: ``(N,)`` long evaluation-split index of each sample (batches carry it as ``split``).
     """
 
-    def __init__(self, images: Tensor | Sequence[str | Path], ids: Tensor, mean: Sequence[float],
+    def __init__(self, images: Tensor | Sequence[str | Path | Blob], ids: Tensor, mean: Sequence[float],
                  std: Sequence[float], labels: Tensor | None = None, image_size: int = 0, channels: int = 3,
                  rows: Sequence[str] | None = None, groups: Tensor | None = None) -> None:
         if len(images) != ids.shape[0]:
@@ -99,7 +101,7 @@ def concat_splits(parts: Sequence[CaptionDataset]) -> CaptionDataset:
     ids = torch.cat([F.pad(p.ids, (0, width - p.ids.shape[1])) for p in parts])
     k = max((p.labels.shape[1] for p in parts if p.labels is not None), default=0)
     labels = torch.cat([p.labels if p.labels is not None else torch.full((len(p), k), -1) for p in parts])
-    images: Tensor | list[str | Path]
+    images: Tensor | list[str | Path | Blob]
     if all(isinstance(p.images, Tensor) for p in parts):
         images = torch.cat([p.images for p in parts])  # type: ignore[misc]
     else:
@@ -259,24 +261,36 @@ class CsvCaptionData(CaptionDataModule):
         separator: field separator (``"\\t"`` for TSV, ``","`` for CSV).
         image_root: folder relative image paths resolve against.
         predict_dir: folder of images for ``mmformer predict``.
+        shards: read ``<shards>/{train,val,test}`` prepared by ``mmformer prepare captions`` (a folder or an
+            ``s3://``/``gs://``... URI) instead of the tables (``<shards>/val`` serves as test when there is no
+            ``<shards>/test``): captions are read in ``setup``, images decoded per sample in the workers.
         **kwargs: see :class:`CaptionDataModule`.
     """
 
-    def __init__(self, train_file: str, val_file: str, test_file: str | None = None, image_column: str = "filepath",
+    def __init__(self, train_file: str | None = None, val_file: str | None = None, test_file: str | None = None, image_column: str = "filepath",
                  caption_column: str = "title", separator: str = "\t", image_root: str | None = None,
                  predict_dir: str | None = None, data_dir: str = "data", image_size: int = 64, channels: int = 3,
                  batch_size: int = 128, vocab_size: int = 1000, vocab_model_type: str = "bpe",
-                 max_caption_len: int = 64, num_workers: int = 0, seed: int = 0) -> None:
+                 max_caption_len: int = 64, num_workers: int = 0, seed: int = 0, shards: str | None = None) -> None:
         super().__init__(data_dir, image_size, channels, batch_size, vocab_size, vocab_model_type, max_caption_len,
                          num_workers, seed)
+        if (shards is None) == (train_file is None or val_file is None):
+            raise ValueError("set data.init_args.train_file and val_file (caption tables), or data.init_args.shards")
+        self.shards = shards
         self.files = {"train": train_file, "val": val_file, "test": test_file or val_file}
         self.columns, self.separator, self.image_root = (image_column, caption_column), separator, image_root
         self.predict_dir = predict_dir
 
     def vocab_prefix(self) -> Path:
-        return self.data_dir / "caption_vocab" / Path(self.files["train"]).stem
+        name = Path(self.shards.rstrip("/")).name if self.shards is not None else Path(self.files["train"]).stem
+        return self.data_dir / "caption_vocab" / name  # type: ignore[arg-type]
 
-    def load_raw(self, split: str) -> tuple[list[str], list[str], None, list[str]]:
+    def load_raw(self, split: str) -> tuple[list, list[str], None, list[str]]:
+        if self.shards is not None:  # the images stay in the shards: a ShardFile stands for each file
+            split = "val" if split == "test" and not has_split(self.shards, "test") else split
+            view = split_view(self.shards, split, "captions", ["image", "caption", "row"])
+            cols = read_columns(view, ["caption", "row"])
+            return shard_files(view, "image"), cols["caption"], None, cols["row"]
         images, captions, rows = read_caption_table(self.files[split], *self.columns, self.separator, self.image_root)
         return images, captions, None, rows
 

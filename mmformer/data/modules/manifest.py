@@ -64,6 +64,7 @@ from mmformer.data.modules.manifest_roles import TARGET_ROLES, check_roles
 from mmformer.data.readers.manifest import (
     Column, FieldSpec, ManifestError, ManifestTable, label_classes, label_ids, parse_fields, read_column, read_table,
 )
+from mmformer.data.shards.reading import has_split, shard_table, split_uri, split_view
 from mmformer.data.spec import DataSpec, EvalSplit, ProvidesDataSpec, ZeroShotSpec
 from mmformer.tokenizers.sentencepiece_vocab import SentencePieceVocab
 
@@ -105,6 +106,9 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
             :mod:`mmformer.data.modules.manifest_evals`.
         num_workers: DataLoader worker processes (they decode the image/audio files).
         seed: training order; epoch ``e``'s order depends only on (seed, e).
+        shards: read ``<shards>/{train,val,test}`` prepared by ``mmformer prepare manifest`` (a folder or an
+            ``s3://``/``gs://``... URI) instead of ``train``/``val``/``test``: the small fields are read in
+            ``setup`` as from the manifests, image/audio files are decoded per sample from the shards.
     """
 
     _resume_unit = "batches"  # bucketed batches vary in size
@@ -131,6 +135,7 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
         extra_test: dict[str, dict[str, Any]] | None = None,
         num_workers: int = 0,
         seed: int = 0,
+        shards: str | None = None,
     ) -> None:
         super().__init__()
         self.fields = parse_fields(fields)
@@ -139,8 +144,15 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
         check_roles(self.fields, self.inputs, self.zeroshot)
         if batch_size < 1 or (max_tokens is not None and max_tokens < 1):
             raise ValueError(f"batch_size and max_tokens must be positive, got {batch_size} and {max_tokens}")
-        if train is None and embedded is None:
-            raise ValueError("set data.init_args.train (a manifest) or data.init_args.embedded (a builder)")
+        if shards is not None and (train or val or test or embedded):
+            raise ValueError("give data.init_args.shards or the manifests (train/val/test/embedded), not both")
+        if train is None and embedded is None and shards is None:
+            raise ValueError("set data.init_args.train (a manifest), data.init_args.embedded (a builder) or "
+                             "data.init_args.shards")
+        self.shards = shards
+        if shards is not None:  # <shards>/train is required (checked in setup); val/test when prepared
+            train = split_uri(shards, "train")
+            val, test = (split_uri(shards, s) if has_split(shards, s) else None for s in ("val", "test"))
         self.paths: dict[str, str | None] = {"train": train, "val": val, "test": test, "predict": predict}
         self.extra: list[ExtraTest] = parse_extra_test(extra_test, self.fields, self.inputs, self.zeroshot, SPLITS,
                                                        embedded, embedded is not None and train is None)
@@ -182,9 +194,15 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
         """A field of a split, read and checked once."""
         if (split, name) not in self._columns:
             if split not in self._tables:
-                self._tables[split] = read_table(self._path(split))  # type: ignore[arg-type]
+                self._tables[split] = self._read_table(split)
             self._columns[split, name] = read_column(self._tables[split], self._fields_of(split)[name])
         return self._columns[split, name]
+
+    def _read_table(self, split: str) -> ManifestTable:
+        """A split's rows: from its manifest, or from its shards (files stay there, see :func:`shard_table`)."""
+        if self.shards is not None and split in ("train", "val", "test"):
+            return shard_table(split_view(self.shards, split, "manifest"))
+        return read_table(self._path(split))  # type: ignore[arg-type]
 
     def _extra(self, split: str) -> ExtraTest | None:
         return next((e for e in self.extra if e.name == split), None)

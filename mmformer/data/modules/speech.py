@@ -32,6 +32,7 @@ from mmformer.data.common.loading import world_of
 from mmformer.data.common.packing import MarkPacked
 from mmformer.data.common.sampling import ResumableDataModule
 from mmformer.data.readers.audio import ManifestEntry, load_audio, read_manifest
+from mmformer.data.shards.reading import ShardFile, read_columns, split_view
 from mmformer.data.spec import DataSpec, ProvidesDataSpec
 from mmformer.tokenizers.audio import AudioBatch
 from mmformer.tokenizers.sentencepiece_vocab import SentencePieceVocab
@@ -120,6 +121,9 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
         seed: shuffling and corpus seed.
         predict_files: audio files ``mmformer predict`` transcribes (in this order).
         predict_manifest: or a manifest of them (``text`` optional).
+        shards: read ``<shards>/{train,val,test}`` prepared by ``mmformer prepare nemo`` (a folder or an
+            ``s3://``/``gs://``... URI) instead of manifests: transcripts and durations are read in ``setup``
+            (vocabulary, filtering, bucketing), clips are decoded per batch in the workers.
     """
 
     _resume_unit = "batches"  # token/length-bucketed batches vary in size
@@ -148,6 +152,7 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
         seed: int = 0,
         predict_files: list[str] | None = None,
         predict_manifest: str | None = None,
+        shards: str | None = None,
     ) -> None:
         super().__init__()
         manifests = (train_manifest, val_manifest, test_manifest)
@@ -162,6 +167,9 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
         self.max_target_len, self.unknown_chars, self.num_workers = max_target_len, unknown_chars, num_workers
         self.pack_len = pack_len
         self.predict_files, self.predict_manifest = predict_files, predict_manifest
+        self.shards = shards
+        if shards is not None and self.manifests is not None:
+            raise ValueError("give shards or the manifests, not both")
         self.vocab: SentencePieceVocab | None = None
         self._resume: tuple[int, int] | None = None
         self._ready = False
@@ -175,6 +183,11 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
 
     def _entries(self, split: str) -> list[dict[str, Any]]:
         """Manifest rows of a split: dicts with id, text, duration and either file or offset/num_samples."""
+        if self.shards is not None:  # the clips stay in the shards: a ShardFile stands for each file
+            view = split_view(self.shards, split, "speech", ["audio", "duration", "text", "id"])
+            cols = read_columns(view, ["id", "text", "duration"])
+            return [{"id": i, "text": t, "duration": float(d), "file": ShardFile(view, n, "audio")}
+                    for n, (i, t, d) in enumerate(zip(cols["id"], cols["text"], cols["duration"]))]
         if self.manifests is not None:
             path = self.manifests[("train", "val", "test").index(split)]
             return [{"id": f"{e.manifest}:{e.line}", "text": e.text, "duration": e.duration, "file": e.audio_filepath}
@@ -184,6 +197,7 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
 
     def _train_vocab(self, texts: list[str]) -> SentencePieceVocab:
         name = "espeak" if self.manifests is None else Path(self.manifests[0]).stem
+        name = Path(self.shards.rstrip("/")).name if self.shards is not None else name
         return SentencePieceVocab.train(
             texts, self.data_dir / "asr_vocab" / f"{name}_{self.units}{self.vocab_size}", vocab_size=self.vocab_size,
             model_type=self.units, byte_fallback=False, character_coverage=1.0)

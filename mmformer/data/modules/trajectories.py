@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -17,7 +18,24 @@ from mmformer.data.common.loading import eval_loader, world_of
 from mmformer.data.common.packing import MarkPacked
 from mmformer.data.common.sampling import ResumableDataModule, ResumableSampler
 from mmformer.data.readers.d4rl import Episodes, episodes_from_arrays, read_d4rl
+from mmformer.data.shards.dataset import ShardView
+from mmformer.data.shards.reading import read_columns
 from mmformer.data.spec import ControlSpec, DataSpec, ProvidesDataSpec
+
+
+def read_episode_shards(uri: str) -> dict[str, np.ndarray]:
+    """The D4RL arrays of shards written by ``mmformer prepare d4rl`` (one sample per episode): the episodes
+    concatenated, each ending in a terminal flag, with the file's reference scores."""
+    view = ShardView(uri, "trajectories", ["observations", "actions", "rewards"])
+    eps = read_columns(view, ["observations", "actions", "rewards"])
+    lengths = np.array([len(r) for r in eps["rewards"]])
+    done = np.zeros(int(lengths.sum()), dtype=bool)
+    done[np.cumsum(lengths) - 1] = True  # each sample is one whole episode
+    arrays = {k: np.concatenate([np.asarray(x) for x in v]) for k, v in eps.items()}
+    arrays.update(terminals=done, timeouts=np.zeros_like(done))
+    arrays.update({k: np.asarray(view.info.meta[k]) for k in ("ref_min_score", "ref_max_score")
+                   if view.info.meta.get(k) is not None})
+    return arrays
 
 def gather_segments(data: Episodes, start: Tensor, context: int) -> dict[str, Tensor]:
     """K-step segments beginning at steps ``start (B,)``, right-padded with zeros past their episode.
@@ -86,6 +104,9 @@ class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
         pack_len: pack each training batch's samples into rows of at most this many tokens (three per
             timestep), each attending only within itself (:mod:`mmformer.data.common.packing`);
             no compute is spent on padding. None = padded batches (the default). Losses are unchanged.
+        shards: read the episodes from shards of ``mmformer prepare d4rl`` (a folder or an ``s3://``/``gs://``...
+            URI) instead of ``path``; trajectories are small arrays, so they are gathered into memory in ``setup``
+            (segments start at any step of any episode), giving the batches of the file.
     """
 
     def __init__(
@@ -103,6 +124,7 @@ class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
         num_workers: int = 0,
         seed: int = 0,
         pack_len: int | None = None,
+        shards: str | None = None,
     ) -> None:
         super().__init__()
         if context <= 0 or batch_size <= 0 or eval_episodes <= 0 or not 0.0 <= val_fraction < 1.0:
@@ -117,7 +139,9 @@ class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
         self.eval_episodes = eval_episodes
         self.random_return, self.expert_return = random_return, expert_return
         self.num_workers, self.seed = num_workers, seed
-        self.pack_len = pack_len
+        self.pack_len, self.shards = pack_len, shards
+        if shards is not None and path is not None:
+            raise ValueError("give path or shards, not both")
         self._resume: tuple[int, int] | None = None
 
     def dataset_path(self) -> Path:
@@ -129,6 +153,8 @@ class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
         return build_control_dataset(default_spec(self.env_id, self.episodes_per_level, self.seed), self.data_dir)
 
     def prepare_data(self) -> None:
+        if self.shards is not None:
+            return
         self.dataset_path()  # builds the embedded dataset once (rank 0), before setup on every rank
 
     def setup(self, stage: str | None = None) -> None:
@@ -136,8 +162,12 @@ class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
             return
         from mmformer.rollout import check_action_space, make_env
 
-        path = self.dataset_path()
-        data = episodes_from_arrays(read_d4rl(path), str(path))
+        if self.shards is not None:
+            path = self.shards
+            data = episodes_from_arrays(read_episode_shards(path), path)
+        else:
+            path = self.dataset_path()
+            data = episodes_from_arrays(read_d4rl(path), str(path))
         env = make_env(self.env_id)  # a clear error now if the env is missing
         check_action_space(env.action_space, data.discrete, self.act_dim_of(data), f"dataset {path}")
         space = env.action_space

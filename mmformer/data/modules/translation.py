@@ -35,6 +35,7 @@ from mmformer.data.common.loading import world_of
 from mmformer.data.common.packing import MarkPacked
 from mmformer.data.common.sampling import ResumableDataModule
 from mmformer.data.readers.text_pairs import TextPairs, read_pairs, read_sources
+from mmformer.data.shards.reading import has_split, read_columns, split_view
 from mmformer.data.spec import DataSpec, ProvidesDataSpec
 from mmformer.tokenizers.sentencepiece_vocab import SentencePieceVocab
 
@@ -126,6 +127,9 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
         max_sentences: embedded corpus only: translate just a seeded sample of this many WordNet
             sentences (a quick build; None = all ~150k, a few minutes once).
         val_size, test_size: embedded corpus split sizes (and the held-out validation size).
+        shards: read ``<shards>/{train,val,test}`` prepared by ``mmformer prepare pairs`` (a folder or an
+            ``s3://``/``gs://``... URI) instead of the paths; without ``<shards>/val`` validation is held out of
+            train as for a ``train_path`` alone. The same pairs give the same vocabulary and batches.
     """
 
     _resume_unit = "batches"  # token/length-bucketed batches vary in size
@@ -153,6 +157,7 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
         max_sentences: int | None = None,
         val_size: int = 1000,
         test_size: int = 1000,
+        shards: str | None = None,
     ) -> None:
         super().__init__()
         if truncation not in ("right", "error"):
@@ -171,7 +176,7 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
         self.max_source_len, self.max_target_len, self.truncation = max_source_len, max_target_len, truncation
         self.max_tokens, self.batch_size, self.limit_train = max_tokens, batch_size, limit_train
         self.predict_path, self.num_workers, self.seed = predict_path, num_workers, seed
-        self.pack_len = pack_len
+        self.pack_len, self.shards = pack_len, shards
         self.max_sentences, self.val_size, self.test_size = max_sentences, val_size, test_size
         self.vocab: SentencePieceVocab | None = None
         self.source_vocab: SentencePieceVocab | None = None
@@ -199,14 +204,25 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
             self._pairs[split] = self._read_split(split)
         return self._pairs[split]
 
+    def _carved(self) -> bool:
+        """Validation is held out of the training pairs (a user training source without a validation one)."""
+        if self.shards is not None:
+            return not has_split(self.shards, "val")
+        return self.train_path is not None and self.val_path is None
+
     def _read_split(self, split: str) -> TextPairs:
+        if self.shards is not None:
+            pairs = self._held_out(split) if split != "test" and self._carved() else self._shard_pairs(split)
+            if not len(pairs):
+                raise ValueError(self._empty_hint(split, pairs.name))
+            return pairs.head(self.limit_train) if split == "train" else pairs
         path = {"train": self.train_path, "val": self.val_path, "test": self.test_path}[split]
         if path is None and self.train_path is None:
             path = str(self._corpus() / f"{split}.tsv")  # the embedded corpus fills any split left None
         if path is None and split == "test":
             raise ValueError("no test data: set data.init_args.test_path (a .tsv/.jsonl file or a "
                              "[source, target] pair of text files)")
-        if self.train_path is not None and self.val_path is None and split != "test":
+        if self._carved() and split != "test":
             pairs = self._held_out(split)
         else:
             pairs = read_pairs(path, self.src_key, self.tgt_key)  # type: ignore[arg-type]
@@ -230,7 +246,8 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
     def _held_out(self, split: str) -> TextPairs:
         """A user training file without val_path: ``val_size`` pairs (at most a tenth) held out, seeded;
         training drops every pair whose source is in the held-out set."""
-        pairs = read_pairs(self.train_path, self.src_key, self.tgt_key)  # type: ignore[arg-type]
+        pairs = (self._shard_pairs("train") if self.shards is not None
+                 else read_pairs(self.train_path, self.src_key, self.tgt_key))  # type: ignore[arg-type]
         perm = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(self.seed)).tolist()
         val = sorted(perm[: min(self.val_size, len(pairs) // 10)])
         held = {pairs.sources[i] for i in val}
@@ -239,10 +256,20 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
         return TextPairs([pairs.sources[i] for i in keep], [pairs.targets[i] for i in keep],
                          [pairs.rows[i] for i in keep], name)
 
+    def _shard_pairs(self, split: str) -> TextPairs:
+        """The pairs of ``<shards>/<split>`` with their rows in the prepared file (checked before reading)."""
+        assert self.shards is not None
+        view = split_view(self.shards, split, "text_pairs", ["src", "tgt", "row"])
+        cols = read_columns(view, ["src", "tgt", "row"])
+        return TextPairs(cols["src"], cols["tgt"], [int(r) for r in cols["row"]], view.uri)
+
     def _train_vocabs(self, train: TextPairs) -> None:
         """Trains (or reuses, fingerprinted) the sentencepiece model(s) on the training pairs."""
-        ident = _file_identity(self.train_path) if self.train_path is not None else [self._corpus().name]
-        carved = self.train_path is not None and self.val_path is None  # then seed/val_size pick the training pairs
+        if self.shards is not None:  # the prepared source's fingerprint
+            ident: list = [split_view(self.shards, "train", "text_pairs").info.source]
+        else:
+            ident = _file_identity(self.train_path) if self.train_path is not None else [self._corpus().name]
+        carved = self._carved()  # then seed/val_size pick the training pairs
         key = json.dumps([ident, [self.seed, self.val_size] if carved else None, self.limit_train, self._vocab_size,
                           self.src_key, self.tgt_key])
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -256,7 +283,7 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
 
     def _needed(self, stage: str | None) -> list[str]:
         """The splits ``stage`` reads (None: every split there is)."""
-        has_test = self.test_path is not None or self.train_path is None
+        has_test = self.test_path is not None or self.train_path is None  # shards: <shards>/test
         return {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": []}.get(
             stage or "", ["train", "val"] + ["test"] * has_test)
 

@@ -9,6 +9,7 @@ and resampled with ``torchaudio.functional.resample``.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +19,14 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
+from mmformer.data.readers.blob import Blob, open_source
+
 
 class AudioFileError(ValueError):
     """An audio file is missing or unreadable; the message names it (and its manifest line)."""
 
 
-def _read_wav(path: Path) -> tuple[np.ndarray, int]:
+def _read_wav(path: Path | io.BytesIO) -> tuple[np.ndarray, int]:
     from scipy.io import wavfile
 
     rate, data = wavfile.read(path)
@@ -35,37 +38,42 @@ def _read_wav(path: Path) -> tuple[np.ndarray, int]:
     return data.astype(np.float32, copy=False), int(rate)
 
 
-def _read_other(path: Path) -> tuple[np.ndarray, int]:
+def _read_other(path: Path | io.BytesIO) -> tuple[np.ndarray, int]:
     try:
         import soundfile
 
-        data, rate = soundfile.read(str(path), dtype="float32", always_2d=False)
+        data, rate = soundfile.read(path if isinstance(path, io.BytesIO) else str(path), dtype="float32",
+                                    always_2d=False)
         return np.asarray(data), int(rate)
     except ImportError:
         pass
     try:
         import torchaudio
 
-        wave, rate = torchaudio.load(str(path))  # (C, L)
+        wave, rate = torchaudio.load(path if isinstance(path, io.BytesIO) else str(path))  # (C, L)
     except ImportError as err:
         raise AudioFileError(f"cannot read {path}: non-WAV audio needs `pip install torchcodec` (or soundfile); "
                              f"or convert it to WAV") from err
     return wave.T.numpy(), int(rate)
 
 
-def load_audio(path: str | Path, sample_rate: int = 16000) -> Tensor:
-    """An audio file → mono ``(L,)`` float32 waveform at ``sample_rate``.
+def load_audio(path: str | Path | Blob, sample_rate: int = 16000) -> Tensor:
+    """An audio file (a path, or a :class:`Blob` such as a file inside shards) → mono ``(L,)`` float32
+    waveform at ``sample_rate``.
 
     Multi-channel audio is averaged to mono; any other rate is resampled.
 
     Raises:
         AudioFileError: the file is missing or cannot be decoded.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AudioFileError(f"audio file {path} does not exist")
     try:
-        data, rate = _read_wav(path) if path.suffix.lower() == ".wav" else _read_other(path)
+        source, path = open_source(path, "audio")
+    except FileNotFoundError as err:
+        raise AudioFileError(str(err)) from None
+    # WAV by its suffix, or a blob by its RIFF header: the same decoder either way
+    wav = source.getvalue()[:4] == b"RIFF" if isinstance(source, io.BytesIO) else source.suffix.lower() == ".wav"
+    try:
+        data, rate = _read_wav(source) if wav else _read_other(source)
     except AudioFileError:
         raise
     except Exception as err:  # a decoder's own message, with the file named

@@ -12,11 +12,14 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from mmformer.data.readers.blob import Blob, open_source
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
-def load_image(path: str | Path, channels: int, size: int) -> Tensor:
-    """Decodes one image file to uint8 ``(channels, size, size)``.
+def load_image(path: str | Path | Blob, channels: int, size: int) -> Tensor:
+    """Decodes one image file (a path, or a :class:`Blob` such as a file inside shards) to uint8
+    ``(channels, size, size)``.
 
     Grayscale and RGB inputs are converted to ``channels`` (1 → luma "L", 3 → "RGB"), so a
     grayscale/RGB mismatch never reaches the model.
@@ -25,11 +28,9 @@ def load_image(path: str | Path, channels: int, size: int) -> Tensor:
         FileNotFoundError: the file is missing.
         ValueError: the file is not a decodable image (names the file).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image file {path} does not exist")
+    source, path = open_source(path, "image")
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             img = img.convert("L" if channels == 1 else "RGB")
             img = img.resize((size, size), Image.Resampling.BILINEAR)
             tensor = v2.functional.pil_to_tensor(img)

@@ -24,6 +24,7 @@ when a batch needs them.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from typing import Any, Sequence
 
 import torch
 from torch import Tensor
+
+from mmformer.data.readers.blob import Blob, open_source
 
 FIELD_TYPES = ("image", "audio", "text", "label", "number", "vector")
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
@@ -184,7 +187,7 @@ class Column:
     """
 
     spec: FieldSpec
-    values: list[str] | Tensor
+    values: list[str] | list[str | Blob] | Tensor
     durations: Tensor | None = None
 
 
@@ -209,8 +212,11 @@ def read_column(table: ManifestTable, spec: FieldSpec) -> Column:
     return reader(table, spec, raw)
 
 
-def _file(table: ManifestTable, i: int, spec: FieldSpec, value: Any) -> Path:
-    """A row's file path resolved against the manifest's folder; missing or empty files raise."""
+def _file(table: ManifestTable, i: int, spec: FieldSpec, value: Any) -> Path | Blob:
+    """A row's file path resolved against the manifest's folder; missing or empty files raise. A :class:`Blob`
+    (a file inside shards) is the file itself."""
+    if isinstance(value, Blob):
+        return value
     where = table.where(i, spec.name)
     if not isinstance(value, str) or not value.strip():
         raise ManifestError(f"{where}: expected the path of an {spec.type} file, got {value!r}")
@@ -231,21 +237,22 @@ def _images(table: ManifestTable, spec: FieldSpec, raw: list[Any]) -> Column:
     for i, value in enumerate(raw):
         path = _file(table, i, spec, value)
         try:  # the header only: cheap, and a non-image fails here rather than mid-epoch
-            with Image.open(path) as img:
+            with Image.open(open_source(path, "image")[0]) as img:
                 img.size  # noqa: B018
         except Exception as err:
             raise ManifestError(f"{table.where(i, spec.name)}: {path} is not a readable image ({err}); replace "
                                 f"it or drop the row") from err
-        paths.append(str(path))
+        paths.append(path if isinstance(path, Blob) else str(path))
     return Column(spec, paths)
 
 
-def probe_duration(path: Path) -> float:
+def probe_duration(path: Path | Blob) -> float:
     """Seconds of audio in ``path`` from its header (soundfile, else the ``wave`` module, else a decode)."""
+    source = open_source(path, "audio")[0]
     try:
         import soundfile
 
-        info = soundfile.info(str(path))
+        info = soundfile.info(source if isinstance(source, io.BytesIO) else str(source))
         return info.frames / info.samplerate
     except ImportError:
         pass
@@ -256,7 +263,7 @@ def probe_duration(path: Path) -> float:
     import wave
 
     try:
-        with wave.open(str(path)) as w:
+        with wave.open(source if isinstance(source, io.BytesIO) else str(source)) as w:
             return w.getnframes() / w.getframerate()
     except (wave.Error, EOFError):
         from mmformer.data.readers.audio import load_audio
@@ -276,7 +283,7 @@ def _audio(table: ManifestTable, spec: FieldSpec, raw: list[Any]) -> Column:
         if seconds <= 0:
             raise ManifestError(f"{table.where(i, spec.name)}: audio file {path} holds no samples; replace it or "
                                 f"drop the row")
-        paths.append(str(path))
+        paths.append(path if isinstance(path, Blob) else str(path))
         durations.append(seconds)
     return Column(spec, paths, torch.tensor(durations, dtype=torch.float64))
 

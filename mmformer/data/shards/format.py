@@ -24,6 +24,8 @@ from typing import Any, Callable, Iterable
 
 FORMAT_VERSION = 1
 INDEX = "index.json"
+COLUMNS = "columns.json"  # the small fields of every sample, column-wise (see ShardInfo.columns)
+SMALL = ("str", "int", "float", "json")  # storage kinds kept in COLUMNS too
 PARTIAL_SUFFIX = ".partial"
 
 
@@ -43,6 +45,9 @@ class ShardInfo:
         count: samples written.
         source: the source it was prepared from (a path) and its fingerprint (sizes, mtimes).
         meta: kind-specific data every reader needs (class names of a classification split, ...).
+        columns: the small fields (texts, durations, labels, row names) also written column-wise to
+            ``columns.json``, so a DataModule reads them in ``setup`` (vocabulary, length bucketing) without
+            fetching the chunks' images or audio.
     """
 
     kind: str
@@ -51,6 +56,7 @@ class ShardInfo:
     source: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     version: int = FORMAT_VERSION
+    columns: list[str] = field(default_factory=list)
 
 
 def is_remote(uri: str) -> bool:
@@ -103,19 +109,23 @@ def write_shards(out: str | Path, samples: Iterable[dict[str, Any]], info: Shard
     writer = BinaryWriter(str(tmp), chunk_bytes=chunk_bytes)
     it = progress(samples, total, f"{out}") if progress is not None else samples
     n = 0
+    columns: dict[str, list[Any]] = {k: [] for k, kind in info.fields.items() if kind in SMALL}
     for n, sample in enumerate(it, 1):
         missing = set(info.fields) - set(sample)
         if missing:
             raise ShardError(f"sample {n - 1} of {info.source.get('path')} lacks fields {sorted(missing)}")
         writer[n - 1] = {k: sample[k] for k in info.fields}
+        for k, values in columns.items():
+            values.append(sample[k])
     if n == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         raise ShardError(f"{info.source.get('path')}: no samples to write")
     writer.done()
     writer.merge()
+    (tmp / COLUMNS).write_text(json.dumps(columns))
     index = tmp / INDEX
     data = json.loads(index.read_text())
-    info.count = n
+    info.count, info.columns = n, sorted(columns)
     data["mmformer"] = asdict(info)
     index.write_text(json.dumps(data, sort_keys=True))
     os.replace(tmp, out)
@@ -123,7 +133,11 @@ def write_shards(out: str | Path, samples: Iterable[dict[str, Any]], info: Shard
 
 
 def check_local(folder: Path, data: dict[str, Any]) -> None:
-    """Every chunk ``index.json`` lists exists with the size it recorded (names the first that does not)."""
+    """Every chunk ``index.json`` lists exists with the size it recorded (names the first that does not),
+    and so does ``columns.json`` when the index says there is one."""
+    if (data.get("mmformer") or {}).get("columns") and not (folder / COLUMNS).is_file():
+        raise ShardError(f"{folder / COLUMNS} is missing (listed in {folder / INDEX}); re-run `mmformer prepare` "
+                         f"into a fresh folder or restore the file")
     for chunk in data.get("chunks", []):
         path = folder / chunk["filename"]
         if not path.is_file():
@@ -133,6 +147,27 @@ def check_local(folder: Path, data: dict[str, Any]) -> None:
         if want is not None and size < want:
             raise ShardError(f"shard chunk {path} is truncated ({size} of {want} bytes); "
                              f"re-run `mmformer prepare` into a fresh folder or restore the file")
+
+
+def fetch(uri: str, name: str, cache_dir: str | None = None) -> Path:
+    """The local path of file ``name`` of a shard folder or URI (downloaded into the cache when remote)."""
+    if not is_remote(uri):
+        return Path(uri.removeprefix("file://")) / name
+    from litdata.streaming.downloader import get_downloader
+
+    target = Path(cache_dir or Path.home() / ".cache" / "mmformer-shards") / uri.replace("://", "/")
+    target.mkdir(parents=True, exist_ok=True)
+    get_downloader(uri, str(target), []).download_file(f"{uri.rstrip('/')}/{name}", str(target / name))
+    return target / name
+
+
+def read_columns_file(uri: str, cache_dir: str | None = None) -> dict[str, list[Any]]:
+    """``columns.json`` of a shard folder or URI: field → the value of every sample."""
+    try:
+        return json.loads(fetch(uri, COLUMNS, cache_dir).read_text())
+    except Exception as e:  # noqa: BLE001 - a missing, truncated or unreachable file: say which
+        raise ShardError(f"cannot read {uri.rstrip('/')}/{COLUMNS}: {type(e).__name__}: {e}; prepare the shards "
+                         f"again") from e
 
 
 def read_index(uri: str, cache_dir: str | None = None) -> tuple[dict[str, Any], str]:
@@ -155,12 +190,8 @@ def read_index(uri: str, cache_dir: str | None = None) -> tuple[dict[str, Any], 
         check_local(folder, data)
         return data, str(folder)
     try:
-        from litdata.streaming.downloader import get_downloader
-
-        target = Path(cache_dir or Path.home() / ".cache" / "mmformer-shards") / uri.replace("://", "/")
-        target.mkdir(parents=True, exist_ok=True)
-        get_downloader(uri, str(target), []).download_file(f"{uri.rstrip('/')}/{INDEX}", str(target / INDEX))
-        return json.loads((target / INDEX).read_text()), str(target)
+        index = fetch(uri, INDEX, cache_dir)
+        return json.loads(index.read_text()), str(index.parent)
     except Exception as e:  # noqa: BLE001 - any failure of the storage client: say which URI
         raise ShardError(f"cannot read shards at {uri}: {type(e).__name__}: {e}") from e
 

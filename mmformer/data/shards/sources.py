@@ -16,6 +16,7 @@ import numpy as np
 
 from mmformer.data.shards.format import ShardError, ShardInfo
 
+LINE = "manifest.line"  # the manifest line of a row, beside its fields
 MEDIA_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
                   ".wav", ".flac", ".mp3", ".ogg", ".opus")
 
@@ -82,43 +83,45 @@ def idx_files(root: Path) -> list[Split]:
 
 
 def nemo_manifest(path: Path) -> list[Split]:
-    """A NeMo JSONL manifest: each clip's file bytes, duration and transcript."""
+    """A NeMo JSONL manifest: each clip's file bytes, duration and transcript, and its ``manifest:line`` id."""
     from mmformer.data.readers.audio import read_manifest
 
     rows = read_manifest(path, require_text=False)
-    info = ShardInfo("speech", {"audio": "encoded", "suffix": "str", "duration": "float", "text": "str"})
+    info = ShardInfo("speech", {"audio": "encoded", "suffix": "str", "duration": "float", "text": "str", "id": "str"})
     return [Split("all", info, len(rows), lambda: (
         {"audio": Path(r.audio_filepath).read_bytes(), "suffix": Path(r.audio_filepath).suffix,
-         "duration": float(r.duration), "text": r.text} for r in rows))]
+         "duration": float(r.duration), "text": r.text, "id": f"{r.manifest}:{r.line}"} for r in rows))]
 
 
 def text_pairs(path: Path) -> list[Split]:
-    """TSV ``src<TAB>tgt`` or JSONL ``{"src", "tgt"}`` pairs."""
+    """TSV ``src<TAB>tgt`` or JSONL ``{"src", "tgt"}`` pairs, with their 1-based rows in the file."""
     from mmformer.data.readers.text_pairs import read_pairs
 
     pairs = read_pairs(str(path))
-    info = ShardInfo("text_pairs", {"src": "str", "tgt": "str"})
+    info = ShardInfo("text_pairs", {"src": "str", "tgt": "str", "row": "int"})
     return [Split("all", info, len(pairs), lambda: (
-        {"src": s, "tgt": t} for s, t in zip(pairs.sources, pairs.targets)))]
+        {"src": s, "tgt": t, "row": r} for s, t, r in zip(pairs.sources, pairs.targets, pairs.rows)))]
 
 
 def caption_table(path: Path) -> list[Split]:
-    """An OpenCLIP-style caption table (``filepath``/``title`` columns): image bytes and captions."""
+    """An OpenCLIP-style caption table (``filepath``/``title`` columns): image bytes, captions and ``table:line``."""
     from mmformer.data.readers.caption_table import read_caption_table
 
-    images, captions, _ = read_caption_table(path, separator="," if path.suffix == ".csv" else "\t")
-    info = ShardInfo("captions", {"image": "encoded", "caption": "str"})
+    images, captions, rows = read_caption_table(path, separator="," if path.suffix == ".csv" else "\t")
+    info = ShardInfo("captions", {"image": "encoded", "caption": "str", "row": "str"})
     return [Split("all", info, len(images), lambda: (
-        {"image": Path(p).read_bytes(), "caption": c} for p, c in zip(images, captions)))]
+        {"image": Path(p).read_bytes(), "caption": c, "row": r} for p, c, r in zip(images, captions, rows)))]
 
 
 def d4rl(path: Path) -> list[Split]:
-    """A D4RL ``.npz``/HDF5 file: one sample per episode (its observations, actions, rewards)."""
+    """A D4RL ``.npz``/HDF5 file: one sample per episode (its observations, actions, rewards); the file's
+    reference scores go to the index."""
     from mmformer.data.readers.d4rl import episodes_from_arrays, read_d4rl
 
     eps = episodes_from_arrays(read_d4rl(path), str(path))
     bounds = list(zip(eps.starts.tolist(), eps.ends.tolist()))
-    info = ShardInfo("trajectories", {"observations": "array", "actions": "array", "rewards": "array"})
+    info = ShardInfo("trajectories", {"observations": "array", "actions": "array", "rewards": "array"},
+                     meta={"ref_min_score": eps.ref_min_score, "ref_max_score": eps.ref_max_score})
     return [Split("all", info, len(bounds), lambda: (
         {"observations": eps.observations[a:b].numpy(), "actions": eps.actions[a:b].numpy(),
          "rewards": eps.rewards[a:b].numpy()} for a, b in bounds))]
@@ -126,7 +129,8 @@ def d4rl(path: Path) -> list[Split]:
 
 def manifest(path: Path) -> list[Split]:
     """A multimodal manifest (JSONL/CSV/TSV): a field naming an existing image/audio file is stored as its
-    bytes (its name in ``<field>.suffix``), every other field as its value, as JSON text."""
+    bytes (its name in ``<field>.suffix``), every other field as its value, as JSON text; ``manifest.line`` is
+    the row's line in the manifest (named in errors)."""
     import json
 
     from mmformer.data.readers.manifest import read_table
@@ -143,10 +147,11 @@ def manifest(path: Path) -> list[Split]:
     files = {n for n in names if any(media(row.get(n)) is not None for row in table.rows[:100])}
     fields = {n: ("encoded" if n in files else "json") for n in names}
     fields.update({f"{n}.suffix": "str" for n in files})
+    fields[LINE] = "int"
 
     def rows() -> Iterator[dict[str, Any]]:
         for i, row in enumerate(table.rows):
-            sample: dict[str, Any] = {}
+            sample: dict[str, Any] = {LINE: table.lines[i]}
             for n in names:
                 if n in files:
                     p = media(row.get(n))
