@@ -176,7 +176,13 @@ def _constrain(scores: Tensor, prefix: Tensor, t: int, cfg: GenerationConfig, li
 
 
 class _Stepper:
-    """Feeds one new token per row and returns next-token log-probs, with or without the KV cache."""
+    """Feeds one new token per row and returns next-token log-probs, with or without the KV cache.
+
+    Rows are *logical* (the order generation ranks them in); with a cache that can copy rows, each lives in
+    a *physical* cache row ``slots[r]``. Beam search's reorder then keeps a surviving beam where it is and
+    copies only beams duplicated into dropped ones (``_reassign``), instead of gathering every row of
+    every layer's cache each step. The model sees ids in physical order; logits come back in logical order.
+    """
 
     def __init__(self, model: Any, memory: BackboneOutput, rows: int, steps: int, cfg: GenerationConfig,
                  device: torch.device):
@@ -187,25 +193,59 @@ class _Stepper:
         else:
             self.cache = model.new_cache(steps + 1, static=True) if static else model.new_cache(steps + 1)
         self.decode = _compiled(model) if cfg.compile and cfg.use_cache else model.decode
-        self.prefix = torch.full((rows, 1), cfg.bos_id, dtype=torch.long, device=device)  # (R, t) ids so far
+        # (R, steps + 1) ids so far, written in place (no growing cat per step); ``prefix`` is the filled part.
+        self._ids = torch.full((rows, steps + 1), cfg.pad_id, dtype=torch.long, device=device)
+        self._ids[:, 0] = cfg.bos_id
+        self.t = 1
+        # Logical row r sits in physical cache row slots[r]; None = the identity (no reorder so far).
+        self.slots: Tensor | None = None
+        self._rows = torch.arange(rows, device=device)
+
+    @property
+    def prefix(self) -> Tensor:
+        """``(R, t)`` ids so far, bos first, in logical row order."""
+        return self._ids[:, : self.t]
 
     def logits(self) -> Tensor:
         if self.cache is None:
             return self.model.decode(self.prefix, self.memory, None, last_only=True)[0][:, -1].float()
-        # A fresh contiguous (R, 1) tensor: the same shape and strides every step (no recompiles).
-        ids = self.prefix[:, -1:].clone() if self.static else self.prefix[:, -1:]
-        out = self.decode(ids, self.memory, self.cache, last_only=True)[0][:, -1].float()  # (R, V)
+        last = self._ids[:, self.t - 1]  # (R,) logical order
+        if self.slots is None:
+            ids = last[:, None].clone() if self.static else last[:, None]  # a contiguous (R, 1): same strides
+        else:  # physical order: row slots[r] gets logical row r's token
+            ids = torch.empty_like(last).index_copy_(0, self.slots, last)[:, None]
+        out = self.decode(ids, self.memory, self.cache, last_only=True)[0][:, -1].float()  # (R, V) physical
         if self.static:
             self.cache.advance()
-        return out
+        return out if self.slots is None else out.index_select(0, self.slots)
 
     def push(self, token: Tensor, rows: Tensor | None = None) -> None:
         """Appends ``token (R,)``; ``rows (R,)`` first reorders the history (beam search)."""
         if rows is not None:
-            self.prefix = self.prefix.index_select(0, rows)
+            self._ids[:, : self.t] = self._ids[:, : self.t].index_select(0, rows)
             if self.cache is not None:
-                self.cache.reorder(rows)
-        self.prefix = torch.cat([self.prefix, token[:, None]], dim=1)
+                if hasattr(self.cache, "copy_rows"):
+                    self._reassign(rows)
+                else:
+                    self.cache.reorder(rows)
+        self._ids[:, self.t] = token
+        self.t += 1
+
+    def _reassign(self, rows: Tensor) -> None:
+        """New logical row r continues old logical row ``rows[r]``: it takes over that row's cache slot when it
+        is the first to claim it; later claimants (duplicated beams) get the slots nobody claimed, filled by
+        copying. Beams only move within their source's block of rows, and each block has as many unclaimed
+        slots as extra claimants, so matching both in ascending order keeps every row in its block."""
+        n = rows.shape[0]
+        want = rows if self.slots is None else self.slots.index_select(0, rows)  # (R,) physical slot claimed
+        owner = torch.full_like(want, n).scatter_reduce_(0, want, self._rows, "amin")  # first claimant per slot
+        extra = (owner.index_select(0, want) != self._rows).nonzero()[:, 0]  # (n_dup,) ascending logical rows
+        if extra.numel() == 0:
+            self.slots = want
+            return
+        free = (owner == n).nonzero()[:, 0]  # (n_dup,) ascending physical slots nobody claimed
+        self.cache.copy_rows(want.index_select(0, extra), free)
+        self.slots = want.index_copy(0, extra, free)
 
 
 def _compiled(model: Any) -> Any:
@@ -272,19 +312,21 @@ def beam_search(model: Any, source: Any, cfg: GenerationConfig, memory: Backbone
     lengths = torch.zeros(b, k, dtype=torch.long, device=device)
     done = torch.zeros(b, k, dtype=torch.bool, device=device)
     base = (torch.arange(b, device=device) * k)[:, None]  # (B, 1) first row of each source
+    frozen: Tensor | None = None
     for t in range(steps):
         # The model's own log-probs (normalized before the bans), so scores are true sequence log-probs
         # (of the penalized distribution when repetition_penalty is set).
         raw = repetition_penalty(stepper.logits(), stepper.prefix[:, 1:], cfg.repetition_penalty).log_softmax(-1)
         logp = _constrain(raw, stepper.prefix, t, cfg, limits).view(b, k, -1)
         v = logp.shape[-1]
-        # Finished hypotheses continue only with pad, at no cost.
-        frozen = torch.full_like(logp[0, 0], float("-inf"))
-        frozen[cfg.pad_id] = 0.0
+        if frozen is None:  # finished hypotheses continue only with pad, at no cost; (V,) built once
+            frozen = torch.full_like(logp[0, 0], float("-inf"))
+            frozen[cfg.pad_id] = 0.0
         logp = torch.where(done[..., None], frozen, logp)
         cand = scores[..., None] + logp  # (B, K, V)
         cand_len = torch.where(done, lengths, lengths + 1)  # (B, K): every token of a beam adds the same length
-        ranked = cand / length_penalty(cand_len, cfg.length_penalty)[..., None]
+        # alpha = 0 divides by exactly 1: skipping the (B, K, V) division changes no bit.
+        ranked = cand if cfg.length_penalty == 0 else cand / length_penalty(cand_len, cfg.length_penalty)[..., None]
         top, flat = ranked.view(b, -1).topk(k, dim=-1)  # (B, K) best candidates over K*V
         beam, token = flat // v, flat % v
         scores = cand.view(b, -1).gather(1, flat)
