@@ -184,6 +184,11 @@ def _constrain(scores: Tensor, prefix: Tensor, t: int, cfg: GenerationConfig, li
 class _Stepper:
     """Feeds one new token per row and returns next-token log-probs, with or without the KV cache.
 
+    Rows are *logical* (the order generation ranks them in); with a cache that can copy rows, each lives in
+    a *physical* cache row ``slots[r]``. Beam search's reorder then keeps a surviving beam where it is and
+    copies only beams duplicated into dropped ones (``_reassign``), instead of gathering every row of
+    every layer's cache each step. The model sees ids in physical order; logits come back in logical order.
+
     ``start (R, m)``: ids after bos that every row begins with (the common part of the prompts); the first
     cached step feeds them with bos at once (prefill), later steps one token each.
     """
@@ -197,29 +202,64 @@ class _Stepper:
         else:
             self.cache = model.new_cache(steps + 1, static=True) if static else model.new_cache(steps + 1)
         self.decode = _compiled(model) if cfg.compile and cfg.use_cache else model.decode
-        self.prefix = torch.full((rows, 1), cfg.bos_id, dtype=torch.long, device=device)  # (R, t) ids so far
+        m = 0 if start is None else start.shape[1]
+        # (R, steps + 1 + m) ids so far, written in place (no growing cat per step); ``prefix`` is the filled part.
+        self._ids = torch.full((rows, steps + 1 + m), cfg.pad_id, dtype=torch.long, device=device)
+        self._ids[:, 0] = cfg.bos_id
         if start is not None:
-            self.prefix = torch.cat([self.prefix, start], 1)
+            self._ids[:, 1:1 + m] = start
+        self.t = 1 + m
         self.fed = 0  # positions of ``prefix`` already in the cache
+        # Logical row r sits in physical cache row slots[r]; None = the identity (no reorder so far).
+        self.slots: Tensor | None = None
+        self._rows = torch.arange(rows, device=device)
+
+    @property
+    def prefix(self) -> Tensor:
+        """``(R, t)`` ids so far, bos first, in logical row order."""
+        return self._ids[:, : self.t]
 
     def logits(self) -> Tensor:
         if self.cache is None:
             return self.model.decode(self.prefix, self.memory, None, last_only=True)[0][:, -1].float()
-        # A fresh contiguous (R, 1) tensor: the same shape and strides every step (no recompiles).
-        ids = self.prefix[:, self.fed:].clone() if self.static else self.prefix[:, self.fed:]
-        self.fed = self.prefix.shape[1]
-        out = self.decode(ids, self.memory, self.cache, last_only=True)[0][:, -1].float()  # (R, V)
+        new = self._ids[:, self.fed:self.t]  # (R, n) not in the cache yet: bos (+ a prompt's common part), then 1 id
+        self.fed = self.t
+        if self.slots is None:  # a fresh contiguous tensor: the same shape and strides every step (no recompiles)
+            ids = new.clone() if self.static else new
+        else:  # physical order: row slots[r] gets logical row r's tokens
+            ids = torch.empty_like(new).index_copy_(0, self.slots, new)
+        out = self.decode(ids, self.memory, self.cache, last_only=True)[0][:, -1].float()  # (R, V) physical
         if self.static:
             self.cache.advance()
-        return out
+        return out if self.slots is None else out.index_select(0, self.slots)
 
     def push(self, token: Tensor, rows: Tensor | None = None) -> None:
         """Appends ``token (R,)``; ``rows (R,)`` first reorders the history (beam search)."""
         if rows is not None:
-            self.prefix = self.prefix.index_select(0, rows)
+            self._ids[:, : self.t] = self._ids[:, : self.t].index_select(0, rows)
             if self.cache is not None:
-                self.cache.reorder(rows)
-        self.prefix = torch.cat([self.prefix, token[:, None]], dim=1)
+                if hasattr(self.cache, "copy_rows"):
+                    self._reassign(rows)
+                else:
+                    self.cache.reorder(rows)
+        self._ids[:, self.t] = token
+        self.t += 1
+
+    def _reassign(self, rows: Tensor) -> None:
+        """New logical row r continues old logical row ``rows[r]``: it takes over that row's cache slot when it
+        is the first to claim it; later claimants (duplicated beams) get the slots nobody claimed, filled by
+        copying. Beams only move within their source's block of rows, and each block has as many unclaimed
+        slots as extra claimants, so matching both in ascending order keeps every row in its block."""
+        n = rows.shape[0]
+        want = rows if self.slots is None else self.slots.index_select(0, rows)  # (R,) physical slot claimed
+        owner = torch.full_like(want, n).scatter_reduce_(0, want, self._rows, "amin")  # first claimant per slot
+        extra = (owner.index_select(0, want) != self._rows).nonzero()[:, 0]  # (n_dup,) ascending logical rows
+        if extra.numel() == 0:
+            self.slots = want
+            return
+        free = (owner == n).nonzero()[:, 0]  # (n_dup,) ascending physical slots nobody claimed
+        self.cache.copy_rows(want.index_select(0, extra), free)
+        self.slots = want.index_copy(0, extra, free)
 
 
 def _compiled(model: Any) -> Any:
@@ -324,6 +364,7 @@ def beam_search(model: Any, source: Any, cfg: GenerationConfig, memory: Backbone
     lengths = torch.zeros(b, k, dtype=torch.long, device=device)
     done = torch.zeros(b, k, dtype=torch.bool, device=device)
     base = (torch.arange(b, device=device) * k)[:, None]  # (B, 1) first row of each source
+    frozen: Tensor | None = None
     for t in range(steps):
         # The model's own log-probs (normalized before the bans), so scores are true sequence log-probs
         # (of the penalized distribution when repetition_penalty is set).
@@ -333,13 +374,14 @@ def beam_search(model: Any, source: Any, cfg: GenerationConfig, memory: Backbone
             logp = _joint(logp, ctc, cfg)
         logp = logp.view(b, k, -1)
         v = logp.shape[-1]
-        # Finished hypotheses continue only with pad, at no cost.
-        frozen = torch.full_like(logp[0, 0], float("-inf"))
-        frozen[cfg.pad_id] = 0.0
+        if frozen is None:  # finished hypotheses continue only with pad, at no cost; (V,) built once
+            frozen = torch.full_like(logp[0, 0], float("-inf"))
+            frozen[cfg.pad_id] = 0.0
         logp = torch.where(done[..., None], frozen, logp)
         cand = scores[..., None] + logp  # (B, K, V)
         cand_len = torch.where(done, lengths, lengths + 1)  # (B, K): every token of a beam adds the same length
-        ranked = cand / length_penalty(cand_len, cfg.length_penalty)[..., None]
+        # alpha = 0 divides by exactly 1: skipping the (B, K, V) division changes no bit.
+        ranked = cand if cfg.length_penalty == 0 else cand / length_penalty(cand_len, cfg.length_penalty)[..., None]
         top, flat = ranked.view(b, -1).topk(k, dim=-1)  # (B, K) best candidates over K*V
         beam, token = flat // v, flat % v
         scores = cand.view(b, -1).gather(1, flat)

@@ -59,8 +59,9 @@ class KVCache:
         t = k.shape[2]
         end = self.length + t
         self._grow(k, end)
-        self._k[:, :, self.length : end] = k  # type: ignore[index]
-        self._v[:, :, self.length : end] = v  # type: ignore[index]
+        # narrow + copy_: the same write as slice assignment, without Python's multi-dim indexing per layer per step
+        self._k.narrow(2, self.length, t).copy_(k)  # type: ignore[union-attr]
+        self._v.narrow(2, self.length, t).copy_(v)  # type: ignore[union-attr]
         if mask is not None or self._mask is not None:
             if mask is None:
                 mask = torch.ones(k.shape[0], t, dtype=torch.bool, device=k.device)
@@ -69,7 +70,7 @@ class KVCache:
             )
             self._mask = torch.cat([past[:, : self.length], mask], dim=1)
         self.length = end
-        return self._k[:, :, :end], self._v[:, :, :end], self._mask  # type: ignore[index]
+        return self._k.narrow(2, 0, end), self._v.narrow(2, 0, end), self._mask  # type: ignore[union-attr]
 
     @property
     def static(self) -> bool:
@@ -121,6 +122,22 @@ class KVCache:
             self._spare = None
         if self._mask is not None:
             self._mask = self._mask.index_select(0, index)
+
+    def copy_rows(self, src: Tensor, dst: Tensor) -> None:
+        """Overwrites batch rows ``dst (n,)`` with rows ``src (n,)``, filled positions only, in place.
+
+        Beam search's cheap reorder: a surviving beam keeps its row and only a beam duplicated into a
+        dropped one is copied (a few rows per step instead of the whole cache). ``src`` and ``dst`` must
+        be disjoint (a row read is never a row written).
+        """
+        if self._k is None or src.numel() == 0:
+            return
+        n = self.length
+        for buf in (self._k, self._v):
+            part = buf[:, :, :n]  # (B, Hkv, n, hd) view: the copy skips the unused capacity
+            part.index_copy_(0, dst, part.index_select(0, src))  # type: ignore[union-attr]
+        if self._mask is not None:
+            self._mask.index_copy_(0, dst, self._mask.index_select(0, src))
 
 
 @dataclass
@@ -184,3 +201,8 @@ class DecoderCache:
         """
         for layer in self.layers:
             layer.self_kv.reorder(index)
+
+    def copy_rows(self, src: Tensor, dst: Tensor) -> None:
+        """Rows ``dst`` of every self-attention cache become copies of rows ``src`` (see :meth:`KVCache.copy_rows`)."""
+        for layer in self.layers:
+            layer.self_kv.copy_rows(src, dst)

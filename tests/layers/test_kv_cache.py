@@ -218,6 +218,24 @@ def test_kv_cache_reorder_selects_batch_rows():
     ]
 
 
+@pytest.mark.parametrize("static", [False, True])
+def test_kv_cache_copy_rows_overwrites_only_the_target_rows(static):
+    """Beam search's cheap reorder: rows ``dst`` become copies of rows ``src``; every other row is untouched."""
+    torch.manual_seed(0)
+    cache = DecoderCache(1, capacity=6, static=static).layers[0].self_kv
+    ks, vs = zip(*(kv(b=4, t=1) for _ in range(3)))
+    for k, v in zip(ks, vs):
+        cache.append(k, v)
+        if static:
+            cache.position.add_(1)
+            cache.length += 1
+    k_all, v_all = torch.cat(ks, 2), torch.cat(vs, 2)
+    cache.copy_rows(torch.tensor([0, 3]), torch.tensor([1, 2]))
+    index = torch.tensor([0, 0, 3, 3])  # the same rows a reorder would give
+    torch.testing.assert_close(cache._k[:, :, :3], k_all[index], atol=0, rtol=0)
+    torch.testing.assert_close(cache._v[:, :, :3], v_all[index], atol=0, rtol=0)
+
+
 def test_kv_cache_reorder_before_any_append_is_noop():
     cache = KVCache()
     cache.reorder(torch.tensor([0]))
