@@ -410,7 +410,7 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
             return None
         ds = self.datasets[split]
         files = [rv for r, rv in ds.roles.items() if rv.spec.type in ("image", "audio") and r not in TARGET_ROLES]
-        return list(files[0].values) if files else list(ds.names)  # type: ignore[arg-type]
+        return [str(f) for f in files[0].values] if files else list(ds.names)  # type: ignore[union-attr]
 
     def data_spec(self) -> DataSpec:
         """``class_names`` (the ``label`` role's classes), ``vocab`` (the text fields' model), ``source_vocab``
