@@ -166,13 +166,12 @@ class Seq2SeqTask(TaskModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        proto = self.vocab.to_bytes()
-        checkpoint["mmformer_vocab"] = torch.frombuffer(bytearray(proto), dtype=torch.uint8)  # weights_only-safe
+        checkpoint["mmformer_vocab"] = self.vocab.to_tensor()  # weights_only-safe
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         if "mmformer_vocab" in checkpoint:
-            self._vocab = SentencePieceVocab.from_bytes(bytes(checkpoint["mmformer_vocab"].numpy()))
+            self._vocab = SentencePieceVocab.from_tensor(checkpoint["mmformer_vocab"])
 
     # ---- training ----------------------------------------------------------------------------
     def forward(self, source: Any, target_in: Tensor) -> Tensor:

@@ -55,6 +55,15 @@ class SentencePieceVocab:
     def to_bytes(self) -> bytes:
         return self.sp.serialized_model_proto()
 
+    def to_tensor(self) -> Tensor:
+        """The serialized model as a ``(N,)`` uint8 tensor: what a checkpoint keeps (``weights_only``-safe)."""
+        return torch.frombuffer(bytearray(self.to_bytes()), dtype=torch.uint8)
+
+    @classmethod
+    def from_tensor(cls, data: Tensor) -> "SentencePieceVocab":
+        """The inverse of :meth:`to_tensor`."""
+        return cls.from_bytes(bytes(data.numpy()))
+
     def _load(self, sp: spm.SentencePieceProcessor, what: str) -> None:
         self.sp = sp
         got = (sp.pad_id(), sp.unk_id(), sp.bos_id(), sp.eos_id())
