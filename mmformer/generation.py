@@ -358,7 +358,10 @@ def beam_search(model: Any, source: Any, cfg: GenerationConfig, memory: Backbone
     steps = steps if limits is None else min(steps, int(limits.max()))  # the one host sync, before the loop
     limits = None if limits is None else limits.repeat_interleave(k)  # (B*K,) rows b*K .. b*K+K-1
     ctc = _ctc_scorer(model, memory, cfg, k)
-    stepper = _Stepper(model, memory.repeat(k), b * k, steps, cfg, device)
+    # A model whose decode lets g consecutive rows share a memory row (Seq2Seq's cross-attention) reads it once
+    # per source; others (a prefix LM, whose prefix runs through the self-attention) get it K times.
+    shared = memory if getattr(model, "grouped_memory", False) else memory.repeat(k)
+    stepper = _Stepper(model, shared, b * k, steps, cfg, device)
     scores = torch.zeros(b, k, device=device)
     scores[:, 1:] = float("-inf")  # all beams start identical: let only the first one expand at step 0
     lengths = torch.zeros(b, k, dtype=torch.long, device=device)

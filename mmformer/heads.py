@@ -165,6 +165,22 @@ class LMHead(nn.Linear):
         else:
             nn.init.trunc_normal_(self.weight, std=0.02)
 
+    def decoding_weight(self) -> Tensor | None:
+        """The weight as a contiguous ``(D, V)`` copy for one decoding run on CPU, None elsewhere.
+
+        At the few rows of a decoding step, MKL multiplies by a ``(D, V)`` matrix ~1.5x faster than by the
+        ``(V, D)`` table read transposed, the same product up to float rounding (32 x 256 x 8000: 7.1 → 4.7 ms
+        on one AVX2 core). A copy per run, since the weights do not change while one decodes."""
+        return self.weight.detach().t().contiguous() if self.weight.device.type == "cpu" else None
+
+    def project(self, hidden: Tensor, weight_t: Tensor | None = None) -> Tensor:
+        """``hidden (..., D)`` → logits ``(..., V)``, through ``weight_t`` (from :meth:`decoding_weight`) if given."""
+        if weight_t is None:
+            return self(hidden)
+        flat = hidden.reshape(-1, hidden.shape[-1])  # (N, D)
+        out = flat @ weight_t if self.bias is None else torch.addmm(self.bias, flat, weight_t)
+        return out.view(*hidden.shape[:-1], weight_t.shape[1])
+
 
 class CTCHead(nn.Linear):
     """Frame-wise label scores for CTC (Graves et al. 2006): encoder states ``(B, S, D)`` → logits ``(B, S, V)``.

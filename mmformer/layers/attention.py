@@ -127,6 +127,20 @@ def _merge_heads(x: Tensor) -> Tensor:  # (B, H, T, hd) → (B, T, H*hd)
     return x.transpose(1, 2).flatten(2)
 
 
+def _fold_rows(x: Tensor, g: int) -> Tensor:  # (B, H, T, X) → (B/g, H, g*T, X): g consecutive rows become one
+    if g == 1:
+        return x
+    b, h, t, d = x.shape
+    return x.reshape(b // g, g, h, t, d).transpose(1, 2).reshape(b // g, h, g * t, d)
+
+
+def _unfold_rows(x: Tensor, g: int) -> Tensor:  # (B/g, H, g*T, X) → (B, H, T, X), the inverse of _fold_rows
+    if g == 1:
+        return x
+    m, h, gt, d = x.shape
+    return x.reshape(m, h, g, gt // g, d).transpose(1, 2).reshape(m * g, h, gt // g, d)
+
+
 class _MultiHead(nn.Module):
     """What self- and cross-attention share: head layout, per-head q/k norms, output projection."""
 
@@ -143,10 +157,15 @@ class _MultiHead(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | DocumentMask | None, causal: bool,
-                need_weights: bool, prefix_len: int = 0) -> AttentionOutput:
-        """Heads ``(B, H, T, hd)`` against ``(B, Hkv, S, hd)`` → projected ``(B, T, D)`` output."""
+                need_weights: bool, prefix_len: int = 0, groups: int = 1) -> AttentionOutput:
+        """Heads ``(B, H, T, hd)`` against ``(B / groups, Hkv, S, hd)`` → projected ``(B, T, D)`` output.
+
+        ``groups`` > 1: each key row serves ``groups`` consecutive query rows, whose T queries are attended as
+        ``groups * T`` queries of that row (the same math per query, the keys read once)."""
         drop = self.attn_drop if self.training else 0.0
-        out, weights = attend(q, k, v, mask, causal, drop, need_weights, prefix_len)
+        out, weights = attend(_fold_rows(q, groups), k, v, mask, causal, drop, need_weights, prefix_len)
+        out = _unfold_rows(out, groups)
+        weights = None if weights is None else _unfold_rows(weights, groups)
         return AttentionOutput(self.proj_drop(self.proj(_merge_heads(out))), weights)
 
 
@@ -259,12 +278,17 @@ class CrossAttention(_MultiHead):
         cache: StaticKV | None = None,
         need_weights: bool = False,
     ) -> AttentionOutput:
-        """x: ``(B, T, D)`` attends to ``memory: (B, S, kv_dim)`` with ``memory_mask: (B, S)``.
+        """x: ``(B, T, D)`` attends to ``memory: (B, S, kv_dim)`` with ``memory_mask: (B, S)``; or to a memory
+        of ``B / g`` rows, each shared by ``g`` consecutive rows of ``x`` (beam search's hypotheses of one source).
 
         With a cache, the memory's K/V are projected at the first call and reused afterwards.
         """
         b, t, _ = x.shape
-        check_mask(memory_mask, memory.shape[0], memory.shape[1], "memory_mask")
+        mb = memory.shape[0]
+        check_mask(memory_mask, mb, memory.shape[1], "memory_mask")
+        if b != mb and (b % mb or isinstance(memory_mask, DocumentMask)):
+            raise ValueError(f"{b} query rows cannot share a memory of {mb} rows: pass as many memory rows, or a "
+                             f"divisor of them (g consecutive query rows per memory row, as beam search does)")
         q = self.q_norm(self.q(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2))  # (B, H, T, hd)
         if cache is not None and cache.k is not None:
             k, v = cache.k, cache.v
@@ -275,4 +299,6 @@ class CrossAttention(_MultiHead):
             k = self.k_norm(k)
             if cache is not None:
                 cache.k, cache.v = k, v
-        return self._attend(q, k, v, memory_mask, False, need_weights)  # type: ignore[arg-type]
+        # Grouped rows (beam search: the K hypotheses of a source are rows b*K .. b*K+K-1): the memory's K/V are
+        # projected, cached and read once per source instead of once per hypothesis.
+        return self._attend(q, k, v, memory_mask, False, need_weights, groups=b // mb)  # type: ignore[arg-type]

@@ -169,6 +169,8 @@ class DecoderCache:
         """
         self.position = torch.zeros((), dtype=torch.long, device=device) if static else None
         self.layers = [LayerCache(KVCache(capacity, self.position)) for _ in range(num_layers)]
+        # The model's output projection laid out for decoding (``LMHead.decoding_weight``), set by its new_cache.
+        self.projection: Tensor | None = None
 
     @property
     def static(self) -> bool:
@@ -196,8 +198,8 @@ class DecoderCache:
     def reorder(self, index: Tensor) -> None:
         """Keeps batch rows ``index`` of every self-attention cache (beam search).
 
-        Cross-attention K/V are not touched: beams of one source share the same memory rows,
-        so beam search expands the memory once and never needs to gather it again.
+        Cross-attention K/V are not touched: beams of one source share the same memory row (or rows
+        expanded once), so they never need gathering.
         """
         for layer in self.layers:
             layer.self_kv.reorder(index)

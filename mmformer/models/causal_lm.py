@@ -46,7 +46,9 @@ class CausalLM(nn.Module):
         return self.tokenizer.max_len if self.tokenizer.pos is not None else 1 << 30
 
     def new_cache(self, capacity: int = 64) -> DecoderCache:
-        return self.backbone.new_cache(capacity)
+        cache = self.backbone.new_cache(capacity)
+        cache.projection = self.lm_head.decoding_weight()
+        return cache
 
     def hidden_states(self, ids: Tensor, mask: Tensor | None = None, cache: DecoderCache | None = None) -> Tensor:
         """``ids (B, T)`` (the new positions when a cache holds earlier ones) → hidden ``(B, T, D)``.
@@ -76,7 +78,7 @@ class CausalLM(nn.Module):
         batch = self.tokenizer(ids, offset=cache.length if cache is not None else 0, mask=False)
         out = self.backbone(batch, cache=cache, need_weights=need_weights)
         hidden = out.hidden[:, -1:] if last_only else out.hidden
-        return DecoderOutput(self.lm_head(hidden), out)
+        return DecoderOutput(self.lm_head.project(hidden, None if cache is None else cache.projection), out)
 
 
 __all__ = ["CausalLM"]

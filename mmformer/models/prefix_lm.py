@@ -105,7 +105,7 @@ class PrefixLM(CausalLM):
         out = self.backbone(batch, cache=cache, need_weights=need_weights, prefix_len=p if first else 0)
         hidden = out.hidden[:, p:] if first else out.hidden  # text positions only: the loss is on text
         hidden = hidden[:, -1:] if last_only else hidden
-        return DecoderOutput(self.lm_head(hidden), out)
+        return DecoderOutput(self.lm_head.project(hidden, None if cache is None else cache.projection), out)
 
     def forward(self, ids: Tensor, mask: Tensor | None = None, cache: DecoderCache | None = None, *,
                 prefix: BackboneOutput | None = None) -> Tensor:

@@ -25,7 +25,8 @@ class Seq2Seq(nn.Module):
     """``source → memory`` with the encoder, ``(target ids, memory) → next-token logits`` with the decoder.
 
     The memory is the encoder's :class:`~mmformer.backbone.BackboneOutput` (hidden ``(B, S, D)`` and
-    mask ``(B, S)``); ``memory.repeat(k)`` is beam search's view of it.
+    mask ``(B, S)``). Beam search passes it unexpanded (``grouped_memory``): the decoder's cross-attention lets
+    the K hypotheses of a source share its memory row.
 
     Args:
         source_tokenizer: any modality tokenizer of width D (text, audio, image patches...).
@@ -37,6 +38,8 @@ class Seq2Seq(nn.Module):
             encoder (hybrid CTC/attention training, CTC decoding); 0 = none.
         logits_bias: a learned per-token bias on the output logits (Marian's ``final_logits_bias``).
     """
+
+    grouped_memory = True  # decode takes a memory of B/g rows for B target rows (g hypotheses per source)
 
     def __init__(
         self,
@@ -77,7 +80,9 @@ class Seq2Seq(nn.Module):
 
     def new_cache(self, capacity: int = 64, static: bool = False) -> DecoderCache:
         """The decoder's KV cache (``static``: fixed-shape steps for torch.compile, see :class:`DecoderCache`)."""
-        return self.decoder.new_cache(capacity, static)
+        cache = self.decoder.new_cache(capacity, static)
+        cache.projection = self.lm_head.decoding_weight()
+        return cache
 
     def decode(
         self, ids: Tensor, memory: BackboneOutput, cache: DecoderCache | None = None, need_weights: bool = False,
@@ -99,7 +104,7 @@ class Seq2Seq(nn.Module):
         out = self.decoder(batch, memory.hidden, memory.mask, cache=cache, need_weights=need_weights,
                            memory_documents=memory.documents)
         hidden = out.hidden[:, -1:] if last_only else out.hidden
-        return DecoderOutput(self.lm_head(hidden), out)
+        return DecoderOutput(self.lm_head.project(hidden, None if cache is None else cache.projection), out)
 
     def forward(self, source: Any, target_in: Tensor) -> Tensor:
         """Teacher forcing: ``target_in (B, T)`` = [bos] + target[:-1] → logits ``(B, T, V)``."""

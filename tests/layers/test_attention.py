@@ -257,6 +257,37 @@ def test_cross_attention_static_cache_reuses_memory_projection():
     torch.testing.assert_close(first, reference_cross(attn, x, memory, mask)[0], atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("num_kv_heads", [1, H])
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_cross_attention_grouped_rows_equal_a_repeated_memory(num_kv_heads, need_weights):
+    """Beam search's layout: g consecutive query rows share one memory row. Reading the memory once per group
+    must give what repeating it per row gives, for every row (padding included), with or without the cache."""
+    from mmformer.layers.kv_cache import StaticKV
+
+    torch.manual_seed(0)
+    g = 3
+    attn = randomize(CrossAttention(D, H, num_kv_heads))
+    x, memory = torch.randn(B * g, T, D), torch.randn(B, S, D)
+    mask = padding_mask([S, 2, 4], S)
+    with torch.no_grad():
+        ref = attn(x, memory.repeat_interleave(g, 0), mask.repeat_interleave(g, 0), need_weights=need_weights)
+        cache = StaticKV()
+        grouped = attn(x, memory, mask, need_weights=need_weights, cache=cache)
+        again = attn(x, memory, mask, need_weights=need_weights, cache=cache)
+    assert cache.k.shape[0] == B  # the memory's keys are kept once per source, not per hypothesis
+    for out in (grouped, again):
+        torch.testing.assert_close(out.out, ref.out, atol=ATOL, rtol=0)
+        if need_weights:
+            assert out.weights.shape == (B * g, H, T, S)
+            torch.testing.assert_close(out.weights, ref.weights, atol=ATOL, rtol=0)
+
+
+def test_cross_attention_rows_that_do_not_divide_the_memory_are_refused():
+    attn = CrossAttention(D, H)
+    with pytest.raises(ValueError, match="5 query rows cannot share a memory of 2 rows"):
+        attn(torch.randn(5, 1, D), torch.randn(2, 4, D))
+
+
 # --------------------------------------------------------------------------- attend() itself
 
 
