@@ -20,12 +20,12 @@ def test_benchmark_quick_run_prints_ratio_lines(script: str, peers: list[str]) -
 
 
 @pytest.mark.slow
-def test_streaming_benchmark_smoke_prints_rss_and_ratio(tmp_path: Path) -> None:
+def test_streaming_benchmark_smoke_prints_memory_and_ratio(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(BENCH.parent), "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, str(BENCH / "streaming.py"), "--smoke", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=600, check=True, env=env).stdout
     lines = out.splitlines()
-    assert any(line.startswith("shards: ") and "peak RSS" in line for line in lines), out
+    assert any(line.startswith("shards: ") and "peak memory (PSS" in line for line in lines), out
     ratio = [float(line.split(": ")[1]) for line in lines if line.startswith("ratio vs in-memory: ")]
     assert len(ratio) == 1 and ratio[0] > 0, out
     assert (tmp_path / "shards-2000-16" / "train" / "index.json").is_file(), "the shards were prepared"

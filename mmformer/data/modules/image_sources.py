@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from mmformer.data.common.sampling import seeded_call
-from mmformer.data.readers.image_files import load_image
+from mmformer.data.readers.image_files import decode_png_as_is, load_image
 from mmformer.data.shards.dataset import ShardView
 from mmformer.data.shards.format import ShardError
 
@@ -56,6 +56,9 @@ def fit_image(image: Tensor, channels: int, size: int) -> Tensor:
 
 def decode_bytes(data: bytes, channels: int, size: int, name: str) -> Tensor:
     """Encoded image bytes → uint8 ``(channels, size, size)``, decoded as :func:`load_image` decodes files."""
+    fast = decode_png_as_is(data, channels, size)
+    if fast is not None:
+        return fast
     try:
         with Image.open(io.BytesIO(data)) as img:
             img = img.convert("L" if channels == 1 else "RGB").resize((size, size), Image.Resampling.BILINEAR)

@@ -4,17 +4,41 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
+from torchvision.io import decode_png
 from torchvision.transforms import v2
 
 from mmformer.data.readers.blob import Blob, open_source
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOR_TYPE = {1: 0, 3: 2}  # channels → the PNG colour type that needs no conversion: 0 gray, 2 RGB
+
+
+def decode_png_as_is(data: bytes, channels: int, size: int) -> Tensor | None:
+    """uint8 ``(channels, size, size)`` straight from libpng, or None when PIL has more to do than decode.
+
+    Only for an 8-bit gray (``channels`` 1) or RGB (3) PNG that already is ``size`` x ``size``: PNG is
+    lossless and :func:`load_image` would neither convert nor resize it, so the pixels are the same,
+    at ~45 µs instead of ~250 µs for a small image (PIL's per-file open costs more than the decode).
+    Everything else (other modes, sizes, bit depths, formats) returns None for the PIL path.
+    """
+    if len(data) < 26 or data[:8] != _PNG_SIGNATURE:
+        return None
+    width, height = struct.unpack(">II", data[16:24])  # IHDR, then bit depth and colour type
+    if (width, height) != (size, size) or data[24] != 8 or data[25] != _PNG_COLOR_TYPE.get(channels):
+        return None
+    try:
+        image = decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+    except RuntimeError:  # a corrupt stream: let PIL raise the error users see
+        return None
+    return image if tuple(image.shape) == (channels, size, size) else None  # e.g. a tRNS chunk added alpha
 
 
 def load_image(path: str | Path | Blob, channels: int, size: int) -> Tensor:

@@ -1,0 +1,45 @@
+"""The direct PNG decode used for shards gives exactly what the PIL path gives, and steps aside otherwise."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mmformer.data.readers.image_files import decode_png_as_is, load_image
+
+
+def _encode(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("mode, channels", [("L", 1), ("RGB", 3)])
+def test_png_of_the_right_mode_and_size_decodes_as_load_image_does(tmp_path: Path, mode: str, channels: int) -> None:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (12, 12) if mode == "L" else (12, 12, 3), dtype=np.uint8)
+    data = _encode(Image.fromarray(pixels, mode))
+    (tmp_path / "a.png").write_bytes(data)
+    fast = decode_png_as_is(data, channels, 12)
+    assert fast is not None and fast.dtype == torch.uint8
+    assert torch.equal(fast, load_image(tmp_path / "a.png", channels, 12))
+
+
+def test_anything_pil_would_convert_or_resize_goes_to_pil() -> None:
+    rng = np.random.default_rng(1)
+    gray = Image.fromarray(rng.integers(0, 256, (12, 12), dtype=np.uint8), "L")
+    rgb = Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8), "RGB")
+    assert decode_png_as_is(_encode(gray), 1, 16) is None  # another size: PIL resizes
+    assert decode_png_as_is(_encode(rgb), 1, 12) is None  # RGB for a gray model: PIL converts (luma)
+    assert decode_png_as_is(_encode(gray), 3, 12) is None
+    assert decode_png_as_is(_encode(gray.convert("P")), 1, 12) is None  # palette
+    assert decode_png_as_is(_encode(gray.convert("I;16")), 1, 12) is None  # 16-bit
+    assert decode_png_as_is(_encode(rgb, "JPEG"), 3, 12) is None  # lossy formats always decode with PIL
+    corrupt = bytearray(_encode(gray))
+    corrupt[40:60] = bytes(20)
+    assert decode_png_as_is(bytes(corrupt), 1, 12) is None  # PIL then raises the error users see
