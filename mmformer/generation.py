@@ -263,10 +263,15 @@ class _Stepper:
 
 
 def _compiled(model: Any) -> Any:
-    """``torch.compile(model.decode)``, built once per model (dynamo then keeps one graph per input shape)."""
+    """``torch.compile(model.decode)``, built once per model.
+
+    Shapes are static except the static cache's attention window (powers of two, see
+    :func:`~mmformer.layers.kv_cache.attention_window`): dynamo's default (``dynamic=None``) compiles the first
+    window's shapes, and when the window grows, one graph with that length symbolic, instead of a graph per
+    window (which would run into dynamo's recompile limit when greedy and beam search share a model)."""
     fn = getattr(model, "_compiled_decode", None)
     if fn is None:
-        fn = torch.compile(model.decode, dynamic=False, backend=_COMPILE_BACKEND)
+        fn = torch.compile(model.decode, dynamic=None, backend=_COMPILE_BACKEND)
         object.__setattr__(model, "_compiled_decode", fn)  # a plain attribute: not a submodule, not saved
     return fn
 

@@ -53,6 +53,28 @@ def test_static_cache_steps_equal_the_full_pass_with_fixed_shapes(kw: dict) -> N
             assert cache.layers[0].self_kv._k.shape[2] == 12  # never grows: the same shapes every step
 
 
+def test_static_attention_reads_a_power_of_two_window_and_still_equals_the_full_pass() -> None:
+    """Across window changes (16 → 32 → 40 slots), each step still equals the full pass: the window always
+    covers every written slot, and the slots it reads beyond them stay masked."""
+    from mmformer.layers.kv_cache import attention_window
+
+    assert [attention_window(n, 40) for n in (1, 16, 17, 32, 33, 40)] == [16, 16, 32, 32, 40, 40]
+    assert attention_window(5, 12) == 12  # never more than the capacity
+    torch.manual_seed(0)
+    dec = Decoder(BackboneConfig(dim=16, depth=1, num_heads=2, memory_dim=16)).eval()
+    x, memory = torch.randn(2, 36, 16), torch.randn(2, 5, 16)
+    with torch.no_grad():
+        full = dec(TokenBatch(x), memory).hidden
+        cache = dec.new_cache(capacity=40, static=True)
+        windows = []
+        for t in range(36):
+            windows.append(cache.layers[0].self_kv.window)
+            step = dec(TokenBatch(x[:, t : t + 1]), memory, cache=cache).hidden
+            cache.advance()
+            torch.testing.assert_close(step[:, 0], full[:, t], atol=1e-5, rtol=0, msg=f"position {t}")
+    assert windows == [16] * 16 + [32] * 16 + [40] * 4
+
+
 def test_static_cache_refuses_several_positions_at_once() -> None:
     dec = Decoder(BackboneConfig(dim=32, depth=1, num_heads=4)).eval()
     with torch.no_grad(), pytest.raises(ValueError, match="one new position per step"):
@@ -66,12 +88,13 @@ def test_compiled_decoding_is_token_identical_and_never_recompiles_per_step(stra
     monkeypatch.setattr(generation, "_COMPILE_BACKEND", counter)
     torch._dynamo.reset()
     model, src = _model(seed=2), _source()
-    cfg = GenerationConfig(strategy=strategy, max_new_tokens=16, min_new_tokens=16, beam_size=3)
+    cfg = GenerationConfig(strategy=strategy, max_new_tokens=40, min_new_tokens=40, beam_size=3)
     compiled = GenerationConfig(**{**cfg.__dict__, "compile": True})
     assert torch.equal(generate(model, src, compiled), generate(model, src, cfg))
-    # The first step (which projects the cross-attention K/V once) and the steady step: a few graphs for
-    # 16 steps, not one per step (the position is a tensor; the shapes never change).
+    # The first step (which projects the cross-attention K/V once), the steady step, and one graph with the
+    # attention window symbolic once it grows (16 → 32 → 41 slots): a few graphs for 40 steps, not one per step
+    # or per window (the position is a tensor).
     graphs = counter.frame_count
-    assert 1 <= graphs <= 3
+    assert 1 <= graphs <= 4
     generate(model, src, compiled)  # a second batch of the same shape reuses them
     assert counter.frame_count == graphs
