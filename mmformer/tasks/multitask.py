@@ -45,7 +45,7 @@ class MultiTaskTask(TaskModule):
         tasks: task name → task module (in YAML a ``class_path`` each, with its usual ``init_args``). Their
             backbones are replaced by the shared one; built through the CLI, each child's ``backbone`` is set
             to this module's ``backbone`` first (see :meth:`complete_init_args`), so its tokenizers and heads
-            have the shared width. The names must match the data's (``MultiTaskData.datamodules``).
+            have the shared width. The names must match the data's (the task names of ``MultiTaskData``).
         backbone: the shared stack; always causal (each task picks its mask per call).
         loss_weights: task name → weight of its loss (default 1 each).
         optim: AdamW and schedule over every parameter, each shared one once.
@@ -119,7 +119,7 @@ class MultiTaskTask(TaskModule):
             raise ValueError(f"the model's tasks {self.task_names} and the data's {list(have)} differ: "
                              f"{'no DataModule for ' + str(missing) if missing else ''}"
                              f"{'; ' if missing and extra else ''}{'no task for data ' + str(extra) if extra else ''}; "
-                             f"name every task the same in model.init_args.tasks and data.init_args.datamodules")
+                             f"name every task the same in the model's tasks and the data's DataModules")
         for name, child in self.tasks.items():
             child_spec = have[name]
             child_spec.require(child.required_data_for(stage), f"the data of task {name!r}", type(child).__name__)
