@@ -113,7 +113,8 @@ class MultiTaskTask(TaskModule):
     # ---- data --------------------------------------------------------------------------------
     def bind_data(self, spec: DataSpec, stage: str) -> None:
         have = dict(spec.tasks or {})
-        missing = [n for n in self.tasks if n not in have]
+        # predict runs the data's predict tasks only; every other stage needs data for every task
+        missing = [] if stage == "predict" else [n for n in self.tasks if n not in have]
         extra = sorted(set(have) - set(self.tasks))
         if missing or extra:
             raise ValueError(f"the model's tasks {self.task_names} and the data's {list(have)} differ: "
@@ -121,6 +122,8 @@ class MultiTaskTask(TaskModule):
                              f"{'; ' if missing and extra else ''}{'no task for data ' + str(extra) if extra else ''}; "
                              f"name every task the same in the model's tasks and the data's DataModules")
         for name, child in self.tasks.items():
+            if name not in have:
+                continue
             child_spec = have[name]
             child_spec.require(child.required_data_for(stage), f"the data of task {name!r}", type(child).__name__)
             child.bind_data(child_spec, stage)

@@ -1,6 +1,7 @@
 """``tasks/generalist.yaml`` runs from YAML as shipped with tiny overrides: one shared backbone fits 3 steps
 over all four tasks (Fashion-MNIST, translation on a toy pair file, speech on tone manifests, CartPole with a
-few generated episodes), then ``test`` from the checkpoint logs every task's metrics as ``test/<task>/<metric>``."""
+few generated episodes), then ``test`` from the checkpoint logs every task's metrics as ``test/<task>/<metric>``; ``predict`` runs one
+task; ``mmformer export`` writes the one model, whose reload gives the same outputs."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import torch
+
 from mmformer.cli import main
 from mmformer.data.readers.audio import write_wav
+from mmformer.export import export_model, load_exported
 from tests.data.modules.test_translation import toy_tsv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,3 +89,12 @@ def test_generalist_fits_three_steps_and_tests_every_task(tmp_path: Path) -> Non
                  "test/control/return@50"):
         assert math.isfinite(float(metrics[name])), name
     assert not [k for k in metrics if "dataloader_idx" in k]
+
+    predicted = main(["predict", *args, "--ckpt_path", ckpt, f"{D}.predict_tasks=[control]"])
+    assert predicted.trainer.predict_loop.predictions  # the control task's returns
+
+    exported = load_exported(export_model(ROOT / "tasks" / "generalist.yaml", ckpt, tmp_path / "export",
+                                          *_overrides(tmp_path)))
+    images = torch.randn(2, 1, 28, 28)
+    assert all(m.backbone is exported.backbone for m in exported.models.values())
+    torch.testing.assert_close(exported("fmnist", images), tested.model.model.eval()("fmnist", images))

@@ -175,6 +175,7 @@ class MultiTaskData(pl.LightningDataModule, ProvidesDataSpec):
         self._places: dict[str, tuple[int, int]] = {n: (0, 0) for n in datamodules}  # (epoch, batches done)
         self._streams: dict[str, _TaskStream] = {}
         self._snapshots: dict[int, dict[str, tuple[int, int]]] = {}  # step → places before drawing it
+        self._set_up: list[str] = list(datamodules)  # the children the last setup() prepared
 
     @property
     def task_names(self) -> list[str]:
@@ -185,19 +186,26 @@ class MultiTaskData(pl.LightningDataModule, ProvidesDataSpec):
         for dm in self.datamodules.values():
             dm.prepare_data()
 
+    def _staged(self, stage: str) -> list[str]:
+        """The tasks a stage sets up: ``predict`` only ``predict_tasks`` (the others need no predict inputs)."""
+        return (self.predict_tasks or self.task_names) if stage == "predict" else self.task_names
+
     def setup(self, stage: str) -> None:
-        for dm in self.datamodules.values():
+        self._set_up = self._staged(stage)
+        for name in self._set_up:
+            dm = self.datamodules[name]
             dm.trainer = self.trainer  # DDP sharding and world size, as the child would see alone
             dm.setup(stage)
 
     def teardown(self, stage: str) -> None:
-        for dm in self.datamodules.values():
-            dm.teardown(stage)
+        for name in self._staged(stage):
+            self.datamodules[name].teardown(stage)
 
     def data_spec(self) -> DataSpec:
-        """``tasks``: each child's own spec by task name (an empty one for a child that declares none)."""
+        """``tasks``: the spec of each child set up for the stage, by task name (an empty one for a child that
+        declares none); ``predict`` has only the ``predict_tasks``."""
         return DataSpec(tasks={n: dm.data_spec() if isinstance(dm, ProvidesDataSpec) else DataSpec()
-                               for n, dm in self.datamodules.items()})
+                               for n, dm in self.datamodules.items() if n in self._set_up})
 
     # ---- training ----------------------------------------------------------------------------
     def _stream(self, name: str) -> _TaskStream:
