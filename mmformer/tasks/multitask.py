@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 from dataclasses import replace
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import pytorch_lightning as pl
 import torch
@@ -132,8 +132,11 @@ class MultiTaskTask(TaskModule):
         """The task of an evaluation loader: loaders run in the order of the data's dict (sequential mode)."""
         stage = self.trainer.state.stage
         loaders = {RunningStage.TESTING: "test_dataloaders", RunningStage.PREDICTING: "predict_dataloaders"}
-        names = list(getattr(self.trainer, loaders.get(stage, "val_dataloaders")))
-        return names[dataloader_idx]
+        by_task = getattr(self.trainer, loaders.get(stage, "val_dataloaders"))
+        if not isinstance(by_task, Mapping):
+            raise TypeError(f"MultiTaskTask evaluates one loader per task, by task name (MultiTaskData), got "
+                            f"{type(by_task).__name__}")
+        return list(by_task)[dataloader_idx]
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.trainer.state.stage == RunningStage.TRAINING:
