@@ -23,6 +23,7 @@ _EXPORTS = {
     "ShapesCaptionData": "modules.captions",
     "TrajectoryData": "modules.trajectories",
     "ManifestData": "modules.manifest",
+    "MultiTaskData": "modules.multitask",
     # readers
     "load_image": "readers.image_files", "read_pairs": "readers.text_pairs",
     "load_audio": "readers.audio", "read_manifest": "readers.audio",
@@ -53,6 +54,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the names
         TorchvisionImageData,
     )
     from mmformer.data.modules.manifest import ManifestData
+    from mmformer.data.modules.multitask import MultiTaskData
     from mmformer.data.modules.speech import SpeechRecognitionData
     from mmformer.data.modules.trajectories import TrajectoryData
     from mmformer.data.modules.translation import TranslationData

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from torch import Tensor
 
@@ -97,6 +97,8 @@ class DataSpec:
         target_ids: split name → ``(N, T)`` ids of the text ``target`` of every sample of that split, exactly as
             batched (bos + pieces + eos, right-padded with 0): what baselines fit on the same tokens read
             (the n-gram model a language model is compared with). Splits the stage did not set up raise KeyError.
+        tasks: task name → that task's own spec, for several tasks trained at once
+            (:class:`~mmformer.data.modules.multitask.MultiTaskData`); each child task binds its own.
     """
 
     class_names: Sequence[str] | None = None
@@ -107,6 +109,7 @@ class DataSpec:
     predict_names: Sequence[str] | None = None
     control: ControlSpec | None = None
     target_ids: Callable[[str], Tensor] | None = None
+    tasks: Mapping[str, DataSpec] | None = None
 
     def require(self, names: Sequence[str], provider: str, consumer: str) -> None:
         """Raises a ValueError naming every field in ``names`` that is None."""

@@ -54,7 +54,7 @@ def _build_mask(mask: Tensor | None, causal: bool, t: int, s: int, device: torch
     first ``prefix_len`` keys are seen by every query (a prefix-LM's bidirectional prefix).
     """
     attn_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, S)
-    if not causal:
+    if not causal or (prefix_len >= s and t == s):  # a prefix over every key: bidirectional, no triangle
         return attn_mask, False
     if attn_mask is None and prefix_len == 0:
         if t == s:

@@ -23,11 +23,16 @@ class Classifier(nn.Module):
         tokenizer: any modality tokenizer of the backbone's width.
         backbone: the encoder.
         head: pooling + linear classifier.
+        bidirectional: read the input bidirectionally even through a causal backbone (``prefix_len`` = every
+            token: the whole input is a prefix). A multi-task model sets it when its shared backbone is causal;
+            a bidirectional backbone reads every input so anyway.
     """
 
-    def __init__(self, tokenizer: ModalityTokenizer, backbone: Encoder, head: ClassificationHead) -> None:
+    def __init__(self, tokenizer: ModalityTokenizer, backbone: Encoder, head: ClassificationHead,
+                 bidirectional: bool = False) -> None:
         super().__init__()
         self.tokenizer, self.backbone, self.head = tokenizer, backbone, head
+        self.bidirectional = bidirectional
 
     @property
     def num_classes(self) -> int:
@@ -36,6 +41,8 @@ class Classifier(nn.Module):
     def forward_features(self, inputs: Any, need_weights: bool = False) -> ClassifierFeatures:
         """inputs → backbone output (hidden ``(B, N, D)``, mask, attentions) and the tokenizer's batch."""
         batch = self.tokenizer(inputs)
+        if self.bidirectional and self.backbone.causal:  # (B, N) tokens all in the prefix: full attention
+            return ClassifierFeatures(self.backbone(batch, need_weights=need_weights, prefix_len=batch.seq_len), batch)
         return ClassifierFeatures(self.backbone(batch, need_weights=need_weights), batch)
 
     def forward_head(self, out: BackboneOutput, batch: TokenBatch | None = None) -> Tensor:

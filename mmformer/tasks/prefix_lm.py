@@ -50,6 +50,9 @@ class PrefixLMTask(TaskModule):
         text_positions: positional scheme of the text embedding (``rope`` also sets the backbone's rope).
         max_len: longest text (bos and eos included) the position table takes.
         tie_embeddings: tie the text embedding and the output projection.
+        share_prefix_embedding: a text prefix over the same vocabulary (translation as a prefix LM: the source
+            sentence ahead of its translation) reads it with the text's own embedding table; its positions stay
+            its own, which tells source from target.
         label_smoothing: of the training cross-entropy (perplexities are always of the plain one).
         metrics: text metrics on decoded outputs (bleu, chrf, wer, cer, exact), ``{stage}/{name}``: greedy
             over ``val_generate_batches`` validation batches, ``generation`` over the test set.
@@ -72,6 +75,7 @@ class PrefixLMTask(TaskModule):
         text_positions: TextPositions = "learned",
         max_len: int = 256,
         tie_embeddings: bool = True,
+        share_prefix_embedding: bool = False,
         label_smoothing: float = 0.0,
         metrics: list[str] | None = None,
         generation: GenerationConfig | None = None,
@@ -86,6 +90,11 @@ class PrefixLMTask(TaskModule):
         text = TextTokenizer(cfg.dim, vocab_size, max_len=max_len, positions=text_positions)
         prefix = prefix_tokenizer(cfg.dim) if prefix_tokenizer is not None else None
         self.model = PrefixLM(text, Encoder(cfg), prefix, tie_embeddings)
+        if share_prefix_embedding:
+            if not isinstance(prefix, TextTokenizer) or prefix.vocab_size != vocab_size:
+                raise ValueError("share_prefix_embedding needs a TextTokenizer prefix over the text's vocabulary "
+                                 f"(vocab_size={vocab_size}), got {type(prefix).__name__}")
+            prefix.embed.weight = text.embed.weight
         self.vocab_size, self.label_smoothing = vocab_size, label_smoothing
         self.generation = generation or GenerationConfig(strategy="sample", top_k=50, top_p=0.95, max_new_tokens=40)
         self.val_generate_batches, self.num_samples, self.bigram_baseline = val_generate_batches, num_samples, bigram_baseline

@@ -1,0 +1,139 @@
+"""The generalist against its single-task recipes at equal steps (issue #14's closing comparison).
+
+Fits ``tasks/generalist.yaml`` for ``--steps`` steps and tests it (or reads the test metrics of a checkpoint
+given by ``--generalist-ckpt``), then fits each task's single-task recipe for its share of those steps
+(``steps × share``, the shares being the generalist data's fixed sampling weights) and tests it. Prints per
+task: the headline metric of both and their ratio, generalist / single (for WER, where lower is better,
+single / generalist: > 1 always means the generalist is better).
+
+Run:
+    OMP_NUM_THREADS=2 .venv/bin/python bench/generalist_compare.py --steps 6000            # hours: 5 fits + tests
+    .venv/bin/python bench/generalist_compare.py --steps 6000 --generalist-ckpt runs/version_N/checkpoints/last.ckpt
+    .venv/bin/python bench/generalist_compare.py --quick     # smoke: fmnist + control, tiny models, 2 steps
+
+``--tasks fmnist control`` compares a generalist of those tasks only (the recipe with the others removed).
+Each run's logs go under ``--out`` (default ``runs/generalist_compare``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mmformer.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "tasks" / "generalist.yaml"
+# task → (single-task recipe, headline test metric, higher is better)
+SINGLE = {
+    "fmnist": ("image_classification.yaml", "acc", True),
+    "translation": ("translation.yaml", "bleu", True),
+    "speech": ("speech_recognition.yaml", "wer", False),
+    "control": ("decision_transformer.yaml", "return@500", True),
+}
+TINY = ["--model.init_args.backbone.dim=16", "--model.init_args.backbone.depth=1",
+        "--model.init_args.backbone.num_heads=2", "--model.init_args.backbone.mlp_ratio=2.0"]
+
+
+def quick_overrides(task: str | None, data_dir: Path) -> list[str]:
+    """Tiny sizes for ``--quick`` (fmnist and control only): ``task`` None = the generalist's keys."""
+    m = "--model.init_args"
+    tasks = ["fmnist", "control"] if task is None else [task]
+    out = [*TINY, "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1",
+           "--trainer.num_sanity_val_steps=0", "--trainer.enable_progress_bar=false", "--trainer.max_time=null"]
+    for name in tasks:
+        mi = f"{m}.tasks.{name}.init_args" if task is None else m
+        di = f"--data.init_args.datamodules.{name}.init_args" if task is None else "--data.init_args"
+        if name == "fmnist":
+            out += [f"{mi}.tokenizer.init_args.stem_channels=[8]", f"{mi}.tokenizer.init_args.stem_convs_per_stage=1",
+                    f"{mi}.tokenizer.init_args.patch_size=14", f"{di}.batch_size=16"]
+        else:
+            out += [f"{mi}.val_episodes=1", f"{mi}.target_returns=[500]", f"{mi}.val_targets=[500]",
+                    f"{di}.data_dir={data_dir}", f"{di}.episodes_per_level=2", f"{di}.eval_episodes=2",
+                    f"{di}.batch_size=8"]
+    return out
+
+
+def subset_recipe(tasks: list[str], folder: Path) -> Path:
+    """``tasks/generalist.yaml`` with only ``tasks`` (model, loss weights, data and sampling weights)."""
+    doc = yaml.safe_load(RECIPE.read_text())
+    model, data = doc["model"]["init_args"], doc["data"]["init_args"]
+    unknown = sorted(set(tasks) - set(model["tasks"]))
+    if unknown:
+        raise SystemExit(f"unknown tasks {unknown}; the generalist has {list(model['tasks'])}")
+    model["tasks"] = {k: v for k, v in model["tasks"].items() if k in tasks}
+    model["loss_weights"] = {k: v for k, v in (model.get("loss_weights") or {}).items() if k in tasks}
+    data["datamodules"] = {k: v for k, v in data["datamodules"].items() if k in tasks}
+    data["weights"] = {k: v for k, v in (data.get("weights") or {}).items() if k in tasks}
+    path = folder / "generalist_subset.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def shares(recipe: Path, tasks: list[str]) -> dict[str, float]:
+    data = yaml.safe_load(recipe.read_text())["data"]["init_args"]
+    if data.get("sampling") != "fixed":
+        raise SystemExit("the comparison reads the shares from fixed sampling weights (data.init_args.sampling: fixed)")
+    total = sum(data["weights"][t] for t in tasks)
+    return {t: data["weights"][t] / total for t in tasks}
+
+
+def fit_and_test(config: Path, steps: int, root: Path, extra: list[str], ckpt: str | None = None) -> dict[str, float]:
+    """Fits ``config`` for ``steps`` steps (unless ``ckpt`` is given) and returns its test metrics."""
+    common = ["--config", str(config), f"--trainer.default_root_dir={root}", *extra]
+    if ckpt is None:
+        fitted = main(["fit", *common, f"--trainer.max_steps={steps}", "--trainer.val_check_interval=null",
+                       "--trainer.check_val_every_n_epoch=null", "--trainer.limit_val_batches=0"])
+        ckpt = fitted.trainer.checkpoint_callback.last_model_path or fitted.trainer.checkpoint_callback.best_model_path
+    tested = main(["test", *common, "--ckpt_path", ckpt])
+    return {k: float(v) for k, v in tested.trainer.callback_metrics.items()}
+
+
+def compare(tasks: list[str], steps: int, out: Path, quick: bool, generalist_ckpt: str | None) -> list[str]:
+    out.mkdir(parents=True, exist_ok=True)
+    recipe = RECIPE if set(tasks) == set(SINGLE) else subset_recipe(tasks, out)
+    share = shares(recipe, tasks)
+    data_dir = out / "data"
+    gen = fit_and_test(recipe, steps, out / "generalist", quick_overrides(None, data_dir) if quick else [],
+                       generalist_ckpt)
+    lines = [f"{'task':12s} {'metric':12s} {'steps':>6s} {'generalist':>11s} {'single':>9s} {'ratio':>7s}"]
+    for task in tasks:
+        single_recipe, metric, higher = SINGLE[task]
+        n = max(1, round(steps * share[task]))
+        single = fit_and_test(ROOT / "tasks" / single_recipe, n, out / task,
+                              quick_overrides(task, data_dir) if quick else [])
+        g, s = gen[f"test/{task}/{metric}"], single[f"test/{metric}"]
+        ratio = (g / s if higher else s / g) if min(g, s) > 0 else float("nan")
+        lines.append(f"{task:12s} {metric:12s} {n:6d} {g:11.4g} {s:9.4g} {ratio:7.3f}")
+    return lines
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=6000, help="generalist steps (singles get their share)")
+    p.add_argument("--tasks", nargs="+", default=list(SINGLE), choices=list(SINGLE))
+    p.add_argument("--generalist-ckpt", help="test this generalist checkpoint instead of fitting one")
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "generalist_compare")
+    p.add_argument("--quick", action="store_true", help="smoke run: fmnist + control, tiny models, 2 steps")
+    return p.parse_args()
+
+
+def run() -> None:
+    args = parse_args()
+    warnings.filterwarnings("ignore")
+    if args.quick:
+        args.tasks, args.steps = ["fmnist", "control"], 2
+        with tempfile.TemporaryDirectory() as tmp:
+            lines = compare(args.tasks, args.steps, Path(tmp), True, None)
+    else:
+        lines = compare(args.tasks, args.steps, args.out, False, args.generalist_ckpt)
+    print("\n".join(["", "ratio > 1: the generalist is better (WER: single / generalist)", *lines]), flush=True)
+
+
+if __name__ == "__main__":
+    run()
