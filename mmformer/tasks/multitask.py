@@ -151,7 +151,16 @@ class MultiTaskTask(TaskModule):
         losses = [self.loss_weights[n] * self.tasks[n].training_step(b, batch_idx) for n, b in batch.items()]
         loss = torch.stack(losses).sum()
         self.log("train/loss", loss, prog_bar=True)
+        if self.trainer.world_size > 1:
+            loss = loss + 0.0 * self._touch_every_parameter()
         return loss
+
+    def _touch_every_parameter(self) -> Tensor:
+        """A zero term that reaches every trainable parameter. A step trains one task, so the other tasks'
+        tokenizers and heads get no gradient, and DDP's reducer would stop (or need ``find_unused_parameters``,
+        which walks the graph each step): with this term every parameter gets a gradient, zero where unused,
+        and plain ``strategy: ddp`` works. One element per parameter tensor: ~a hundred tiny ops per step."""
+        return torch.stack([p.reshape(-1)[0] for p in self.parameters() if p.requires_grad]).sum()
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         self.tasks[self._task_of(dataloader_idx)].validation_step(batch, batch_idx)
