@@ -146,6 +146,10 @@ class ClassificationTask(TaskModule):
         names = self.class_names
         return list(names) if names else [str(i) for i in range(self.num_classes)]
 
+    def headline_metric(self) -> tuple[str, str] | None:
+        """Validation accuracy, the best checkpoint's criterion."""
+        return "val/acc", "max"
+
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         inputs, labels = split_batch(batch)
         if self.mixup is not None and not _is_image(inputs):

@@ -167,6 +167,11 @@ class ContrastiveTask(TaskModule):
         return self._tokenize(texts).to(self.device)
 
     # --- training -----------------------------------------------------------------------------
+    def headline_metric(self) -> tuple[str, str] | None:
+        """Validation R@1 of queries from the second tower (``val/t2i_r@1`` for image-text), as on the progress bar."""
+        a, b = self.initials
+        return f"val/{b}2{a}_r@1", "max"
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         out = self(tower_inputs(batch, "a"), tower_inputs(batch, "b"))
         loss = clip_loss(out.embeds_a, out.embeds_b, out.logit_scale).loss

@@ -21,6 +21,7 @@ from mmformer.generation import GenerationConfig, generate, strip
 from mmformer.losses import ctc_loss, sequence_cross_entropy
 from mmformer.models.seq2seq import Seq2Seq
 from mmformer.tasks.base import TaskModule
+from mmformer.tasks.best_checkpoint import text_headline, text_monitor_problem
 from mmformer.tasks.optim import OptimConfig, build_optimizer
 from mmformer.text_metrics import text_metrics, update
 from mmformer.tokenizers.base import ModalityTokenizer
@@ -172,6 +173,14 @@ class Seq2SeqTask(TaskModule):
         super().on_load_checkpoint(checkpoint)
         if "mmformer_vocab" in checkpoint:
             self._vocab = SentencePieceVocab.from_tensor(checkpoint["mmformer_vocab"])
+
+    # ---- checkpoint selection (mmformer.tasks.best_checkpoint) --------------------------------
+    def headline_metric(self) -> tuple[str, str] | None:
+        """``val/<first of metrics>`` (bleu max, wer min...) while validation decodes; else ``val/loss``."""
+        return text_headline(list(self.metrics["val"].keys()), self.val_generate_batches, "val/loss")
+
+    def monitor_problem(self, key: str) -> str | None:
+        return text_monitor_problem(key, list(self.metrics["val"].keys()), self.val_generate_batches)
 
     # ---- training ----------------------------------------------------------------------------
     def forward(self, source: Any, target_in: Tensor) -> Tensor:
