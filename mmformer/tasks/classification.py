@@ -16,7 +16,7 @@ from mmformer.heads import ClassificationHead, Pool
 from mmformer.losses import soft_target_cross_entropy
 from mmformer.models.classifier import Classifier
 from mmformer.tasks.base import TaskModule
-from mmformer.tasks.optim import OptimConfig, build_optimizer
+from mmformer.tasks.optim import OptimConfig, build_optimizer, epoch_steps
 from mmformer.tokenizers.base import ModalityTokenizer
 from mmformer.tokenizers.text import TextTokenizer
 
@@ -246,7 +246,8 @@ class ClassificationTask(TaskModule):
         self._predictions = []
 
     def configure_optimizers(self) -> dict:
-        return build_optimizer(self.model, self.optim, self.trainer.estimated_stepping_batches)
+        return build_optimizer(self.model, self.optim, self.trainer.estimated_stepping_batches,
+                               epoch_steps(self.trainer))
 
 
 def _describe(x: Any) -> str:

@@ -19,7 +19,7 @@ from mmformer.losses import clip_loss
 from mmformer.models.dual_encoder import ContrastiveModel, ContrastiveOutput
 from mmformer.retrieval import gather_rows, retrieval_metrics, zeroshot_classifier
 from mmformer.tasks.base import TaskModule
-from mmformer.tasks.optim import OptimConfig, build_optimizer
+from mmformer.tasks.optim import OptimConfig, build_optimizer, epoch_steps
 from mmformer.tokenizers.base import ModalityTokenizer
 from mmformer.tokenizers.sentencepiece_vocab import SentencePieceVocab
 from mmformer.tokenizers.text import TextTokenizer
@@ -324,4 +324,5 @@ class ContrastiveTask(TaskModule):
         del self._label_embeds
 
     def configure_optimizers(self) -> dict:
-        return build_optimizer(self.model, self.optim, self.trainer.estimated_stepping_batches)
+        return build_optimizer(self.model, self.optim, self.trainer.estimated_stepping_batches,
+                               epoch_steps(self.trainer))

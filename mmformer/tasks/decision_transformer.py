@@ -27,7 +27,7 @@ from mmformer.losses import action_loss
 from mmformer.models.decision_transformer import DecisionTransformer
 from mmformer.rollout import VAL_SEED_START, RolloutResult, rollout
 from mmformer.tasks.base import TaskModule
-from mmformer.tasks.optim import OptimConfig, build_optimizer
+from mmformer.tasks.optim import OptimConfig, build_optimizer, epoch_steps
 from mmformer.tokenizers.base import ModalityTokenizer
 
 
@@ -239,4 +239,5 @@ class DecisionTransformerTask(TaskModule):
         return out
 
     def configure_optimizers(self) -> dict:
-        return build_optimizer(self.model, self.optim, self.trainer.estimated_stepping_batches)
+        return build_optimizer(self.model, self.optim, self.trainer.estimated_stepping_batches,
+                               epoch_steps(self.trainer))

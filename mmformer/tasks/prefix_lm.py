@@ -22,7 +22,7 @@ from mmformer.losses import sequence_cross_entropy
 from mmformer.models.prefix_lm import PrefixLM
 from mmformer.tasks.base import TaskModule
 from mmformer.tasks.best_checkpoint import text_headline, text_monitor_problem
-from mmformer.tasks.optim import OptimConfig, build_optimizer
+from mmformer.tasks.optim import OptimConfig, build_optimizer, epoch_steps
 from mmformer.tasks.seq2seq import describe_source
 from mmformer.text_metrics import text_metrics, update
 from mmformer.tokenizers.base import ModalityTokenizer
@@ -253,7 +253,8 @@ class PrefixLMTask(TaskModule):
         self._predictions = []
 
     def configure_optimizers(self) -> dict:
-        return build_optimizer(self, self.optim, self.trainer.estimated_stepping_batches)
+        return build_optimizer(self, self.optim, self.trainer.estimated_stepping_batches,
+                               epoch_steps(self.trainer))
 
 
 __all__ = ["PrefixLMTask"]

@@ -22,7 +22,7 @@ from mmformer.losses import ctc_loss, sequence_cross_entropy
 from mmformer.models.seq2seq import Seq2Seq
 from mmformer.tasks.base import TaskModule
 from mmformer.tasks.best_checkpoint import text_headline, text_monitor_problem
-from mmformer.tasks.optim import OptimConfig, build_optimizer
+from mmformer.tasks.optim import OptimConfig, build_optimizer, epoch_steps
 from mmformer.text_metrics import text_metrics, update
 from mmformer.tokenizers.base import ModalityTokenizer
 from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID, SentencePieceVocab
@@ -354,7 +354,8 @@ class Seq2SeqTask(TaskModule):
         self._predictions = []
 
     def configure_optimizers(self) -> dict:
-        return build_optimizer(self, self.optim, self.trainer.estimated_stepping_batches)
+        return build_optimizer(self, self.optim, self.trainer.estimated_stepping_batches,
+                               epoch_steps(self.trainer))
 
 
 def ctc_greedy(model: Seq2Seq, memory: BackboneOutput) -> list[list[int]]:
