@@ -7,6 +7,7 @@ import csv
 from pathlib import Path
 
 import pytest
+import torch
 
 from mmformer.backbone import BackboneConfig
 from mmformer.checkpoint import read_checkpoint
@@ -96,3 +97,29 @@ def test_seq2seq_monitoring_a_metric_validation_does_not_decode_fails_at_start(t
                                          r"model.init_args.val_generate_batches >= 1"):
         main(["fit", "--config", str(recipe), *small, "--trainer.max_steps=1", "--model.init_args.val_generate_batches=0",
               "--best_checkpoint.monitor=val/bleu"])
+
+
+def test_the_decision_transformer_ranks_by_return_only_while_every_validation_rolls_out() -> None:
+    from mmformer.tasks.decision_transformer import DecisionTransformerTask
+    from mmformer.tokenizers.trajectory import TrajectoryTokenizer
+
+    def task(**kw) -> DecisionTransformerTask:
+        return DecisionTransformerTask(lambda d: TrajectoryTokenizer(d, state_dim=3, act_dim=1, discrete_actions=False),
+                                       BackboneConfig(dim=16, depth=1, num_heads=2), target_returns=[500, 150], **kw)
+
+    assert task().headline_metric() == ("val/return@500", "max")
+    assert task(val_rollout_every=2).headline_metric() == ("val/loss", "min")
+    assert "val_rollout_every=1" in task(val_rollout_every=2).monitor_problem("val/return@500")
+    assert "val_targets" in task().monitor_problem("val/return@150")  # validation rolls out at 500 only
+    assert task(val_targets=[500, 150]).monitor_problem("val/return@150") is None
+
+
+def test_keeping_the_best_checkpoint_does_not_change_training(tmp_path: Path) -> None:
+    """Same seed with and without it: the same last weights (saving draws no random numbers)."""
+    weights = []
+    for name, monitor in (("on", "auto"), ("off", "null")):
+        cli = main(["fit", "--config", DIGITS, f"--trainer.default_root_dir={tmp_path / name}", "--trainer.max_epochs=2",
+                    "--trainer.limit_train_batches=3", f"--best_checkpoint.monitor={monitor}", *QUIET])
+        weights.append(read_checkpoint(Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt")["state_dict"])
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
