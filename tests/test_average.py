@@ -3,6 +3,7 @@ checkpoints that do not belong together, and an averaged checkpoint that ``mmfor
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -82,10 +83,11 @@ def test_last_n_needs_enough_distinct_steps(tmp_path: Path) -> None:
 def test_steps_kept_for_averaging_average_into_a_checkpoint_mmformer_test_loads(tmp_path: Path) -> None:
     """The README's recipe: a ModelCheckpoint every few steps keeping all, then --last N, then test."""
     recipe = yaml.safe_load(DIGITS.read_text())
-    recipe["trainer"]["callbacks"] = [
-        {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {"save_last": True}},
-        {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
-         "init_args": {"every_n_train_steps": 2, "save_top_k": -1, "filename": "step{step}"}}]
+    section = (ROOT / "README.md").read_text().split("### Choosing checkpoints", 1)[1].split("\n### ", 1)[0]
+    callbacks = yaml.safe_load(re.findall(r"```yaml\n(.*?)```", section, re.S)[1])["trainer"]["callbacks"]
+    assert callbacks[1]["init_args"]["save_top_k"] == -1
+    callbacks[1]["init_args"]["every_n_train_steps"] = 2  # the README's, every 2 steps instead of 200
+    recipe["trainer"]["callbacks"] = callbacks
     config = tmp_path / "digits.yaml"
     config.write_text(yaml.safe_dump(recipe))
     cli = main(["fit", "--config", str(config), f"--trainer.default_root_dir={tmp_path / 'runs'}",

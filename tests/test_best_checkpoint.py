@@ -123,3 +123,15 @@ def test_keeping_the_best_checkpoint_does_not_change_training(tmp_path: Path) ->
         weights.append(read_checkpoint(Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt")["state_dict"])
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_the_readme_best_checkpoint_section_names_real_settings() -> None:
+    import inspect
+    import re
+
+    import yaml
+
+    section = (ROOT / "README.md").read_text().split("### Choosing checkpoints", 1)[1].split("\n### ", 1)[0]
+    settings = yaml.safe_load(re.findall(r"```yaml\n(.*?)```", section, re.S)[0])["best_checkpoint"]
+    assert set(settings) <= set(inspect.signature(BestCheckpoint).parameters)
+    BestCheckpoint(**settings)
