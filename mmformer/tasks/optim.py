@@ -109,7 +109,9 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, total_steps: int,
         )
     total = int(total_steps)
     warmup = cfg.warmup_steps or int(cfg.warmup_fraction * total)
-    for advice in schedule_warnings(total, warmup, steps_per_epoch):
+    first_process = not (torch.distributed.is_available() and torch.distributed.is_initialized()) \
+        or torch.distributed.get_rank() == 0
+    for advice in schedule_warnings(total, warmup, steps_per_epoch) if first_process else []:  # once, not per rank
         warnings.warn(advice, stacklevel=2)
     groups = param_groups(model, cfg.weight_decay, cfg.layer_decay, cfg.lr)
     if not any(g["params"] for g in groups):
