@@ -23,8 +23,10 @@ import torch
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from mmformer.checkpoint import read_checkpoint
+from mmformer.tasks.best_checkpoint import BestCheckpoint
 
-# Every run logs to TensorBoard and CSV under runs/ and keeps its last and best checkpoints.
+# Every run logs to TensorBoard and CSV under runs/ and keeps its last checkpoint (the trainer's ModelCheckpoint)
+# and its best one by the task's validation metric (the `best_checkpoint` section: BestCheckpoint, best.ckpt).
 DEFAULT_ROOT = "runs"
 TRAINER_DEFAULTS: dict[str, Any] = {
     "default_root_dir": DEFAULT_ROOT,
@@ -194,6 +196,13 @@ class MMFormerCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Defaults set on the parser (not trainer_defaults) stay configurable and show in --print_config.
         parser.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
+        # Its own section, not one of trainer.callbacks: a recipe that lists its callbacks keeps it.
+        parser.add_lightning_class_args(BestCheckpoint, "best_checkpoint")
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[pl.Callback]) -> pl.Trainer:
+        if config.get("enable_checkpointing") is False:  # Lightning refuses any ModelCheckpoint then
+            callbacks = [c for c in callbacks if not isinstance(c, BestCheckpoint)]
+        return super()._instantiate_trainer(config, callbacks)
 
 
 def _complete_model_config(model: Any) -> None:
@@ -238,7 +247,7 @@ def main(args: ArgsType = None, run: bool = True, *, exit_on_error: bool = True)
 if __name__ == "__main__":  # `python -m mmformer.cli fit ...`: LightningCLI's subcommands only
     import sys
 
-    if sys.argv[1:2] in (["export"], ["train-tokenizer"]):
+    if sys.argv[1:2] in (["export"], ["train-tokenizer"], ["average"]):
         sys.exit(f"`{sys.argv[1]}` is a subcommand of the `mmformer` command (or `python -m mmformer`), "
                  f"not of `python -m mmformer.cli`")
     main()

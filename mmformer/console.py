@@ -1,10 +1,12 @@
-"""The ``mmformer`` console script: LightningCLI's subcommands plus ``export``, ``convert``, ``prepare`` and ``train-tokenizer``.
+"""The ``mmformer`` console script: LightningCLI's subcommands plus ``export``, ``convert``, ``prepare``, ``average``
+and ``train-tokenizer``.
 
     mmformer fit --config tasks/<recipe>.yaml          # fit / validate / test / predict: mmformer.cli
     mmformer export --config ... --ckpt_path ... --out exported/          # mmformer.export
     mmformer train-tokenizer --input a.txt --output data/spm/m            # mmformer.data.train_tokenizer
     mmformer convert path/to/bert converted/                             # mmformer.pretrained
     mmformer prepare imagefolder data/pets shards/pets                   # mmformer.data.shards.prepare
+    mmformer average --last 5 --run runs/version_0 --output avg.ckpt     # mmformer.average
 
 ``python -m mmformer ...`` is the same command. This module sits above everything it dispatches to,
 so none of them imports it back.
@@ -74,6 +76,10 @@ def _dispatch(argv: list[str]) -> int:
         from mmformer.data.shards.prepare import main as prepare_main
 
         return prepare_main(argv[1:])
+    if argv[:1] == ["average"]:
+        from mmformer.average import main as average_main
+
+        return average_main(argv[1:])
     if argv[:1] == ["train-tokenizer"]:
         from mmformer.data.train_tokenizer import main as train_tokenizer_main
 
@@ -202,7 +208,8 @@ def _top_level_unknown(message: str, argv: Sequence[str]) -> str | None:
     return _unknown(parts[0], [], list(_TOP_LEVEL), argv)
 
 
-_TOP_LEVEL = ("seed_everything", "trainer", "model", "data", "optimizer", "lr_scheduler", "ckpt_path", "weights_only")
+_TOP_LEVEL = ("seed_everything", "trainer", "model", "data", "best_checkpoint", "optimizer", "lr_scheduler", "ckpt_path",
+              "weights_only")
 
 
 def _unknown(key: str, path: list[str], valid: list[str], argv: Sequence[str],

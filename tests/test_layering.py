@@ -28,7 +28,7 @@ LAYERS = {
     "mmformer.tasks": 6,
     "mmformer.checkpoint": 6,  # reads checkpoint files with torch alone; tasks may use it
     # The command line and what is built on it.
-    **dict.fromkeys(("mmformer.cli", "mmformer.recipes", "mmformer.export", "mmformer.console",
+    **dict.fromkeys(("mmformer.cli", "mmformer.recipes", "mmformer.export", "mmformer.average", "mmformer.console",
                      "mmformer.__main__"), 7),
 }
 EXEMPT = ("mmformer",)  # the root __init__: the public face, lazy re-exports only

@@ -83,6 +83,15 @@ class TaskModule(pl.LightningModule):
             stage: ``fit``, ``validate``, ``test`` or ``predict``.
         """
 
+    def headline_metric(self) -> tuple[str, str] | None:
+        """The validation key and its mode (``min``/``max``) the run's best checkpoint is chosen on
+        (:class:`~mmformer.tasks.best_checkpoint.BestCheckpoint`); None = keep no best checkpoint."""
+        return None
+
+    def monitor_problem(self, key: str) -> str | None:
+        """Why ``key`` will not be logged on every validation run of this task's settings, or None."""
+        return None
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if not isinstance(loss, torch.Tensor):

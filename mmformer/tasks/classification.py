@@ -16,7 +16,7 @@ from mmformer.heads import ClassificationHead, Pool
 from mmformer.losses import soft_target_cross_entropy
 from mmformer.models.classifier import Classifier
 from mmformer.tasks.base import TaskModule
-from mmformer.tasks.optim import OptimConfig, build_optimizer
+from mmformer.tasks.optim import OptimConfig, build_optimizer, epoch_steps
 from mmformer.tokenizers.base import ModalityTokenizer
 from mmformer.tokenizers.text import TextTokenizer
 
@@ -146,6 +146,10 @@ class ClassificationTask(TaskModule):
         names = self.class_names
         return list(names) if names else [str(i) for i in range(self.num_classes)]
 
+    def headline_metric(self) -> tuple[str, str] | None:
+        """Validation accuracy, the best checkpoint's criterion."""
+        return "val/acc", "max"
+
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         inputs, labels = split_batch(batch)
         if self.mixup is not None and not _is_image(inputs):
@@ -242,7 +246,8 @@ class ClassificationTask(TaskModule):
         self._predictions = []
 
     def configure_optimizers(self) -> dict:
-        return build_optimizer(self.model, self.optim, self.trainer.estimated_stepping_batches)
+        return build_optimizer(self.model, self.optim, self.trainer.estimated_stepping_batches,
+                               epoch_steps(self.trainer))
 
 
 def _describe(x: Any) -> str:

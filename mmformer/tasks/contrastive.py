@@ -19,7 +19,7 @@ from mmformer.losses import clip_loss
 from mmformer.models.dual_encoder import ContrastiveModel, ContrastiveOutput
 from mmformer.retrieval import gather_rows, retrieval_metrics, zeroshot_classifier
 from mmformer.tasks.base import TaskModule
-from mmformer.tasks.optim import OptimConfig, build_optimizer
+from mmformer.tasks.optim import OptimConfig, build_optimizer, epoch_steps
 from mmformer.tokenizers.base import ModalityTokenizer
 from mmformer.tokenizers.sentencepiece_vocab import SentencePieceVocab
 from mmformer.tokenizers.text import TextTokenizer
@@ -167,6 +167,11 @@ class ContrastiveTask(TaskModule):
         return self._tokenize(texts).to(self.device)
 
     # --- training -----------------------------------------------------------------------------
+    def headline_metric(self) -> tuple[str, str] | None:
+        """Validation R@1 of queries from the second tower (``val/t2i_r@1`` for image-text), as on the progress bar."""
+        a, b = self.initials
+        return f"val/{b}2{a}_r@1", "max"
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         out = self(tower_inputs(batch, "a"), tower_inputs(batch, "b"))
         loss = clip_loss(out.embeds_a, out.embeds_b, out.logit_scale).loss
@@ -319,4 +324,5 @@ class ContrastiveTask(TaskModule):
         del self._label_embeds
 
     def configure_optimizers(self) -> dict:
-        return build_optimizer(self.model, self.optim, self.trainer.estimated_stepping_batches)
+        return build_optimizer(self.model, self.optim, self.trainer.estimated_stepping_batches,
+                               epoch_steps(self.trainer))

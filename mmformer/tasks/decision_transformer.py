@@ -27,7 +27,7 @@ from mmformer.losses import action_loss
 from mmformer.models.decision_transformer import DecisionTransformer
 from mmformer.rollout import VAL_SEED_START, RolloutResult, rollout
 from mmformer.tasks.base import TaskModule
-from mmformer.tasks.optim import OptimConfig, build_optimizer
+from mmformer.tasks.optim import OptimConfig, build_optimizer, epoch_steps
 from mmformer.tokenizers.base import ModalityTokenizer
 
 
@@ -146,6 +146,23 @@ class DecisionTransformerTask(TaskModule):
         out = self.model(batch, packing=batch.get("packing"))  # (B, K, A)
         return action_loss(out, self.model.action_targets(batch, out.dtype), batch["mask"], self.model.discrete)
 
+    def headline_metric(self) -> tuple[str, str] | None:
+        """The mean validation return at the first validation target while every validation rolls out;
+        otherwise ``val/loss``."""
+        if self.val_episodes > 0 and self.val_rollout_every == 1:
+            return f"val/return@{self.key(self.val_targets[0])}", "max"
+        return "val/loss", "min"
+
+    def monitor_problem(self, key: str) -> str | None:
+        if not key.startswith("val/return@"):
+            return None
+        if self.val_episodes <= 0 or self.val_rollout_every != 1:
+            return (f"{key} is logged only by the validations that roll out (every {self.val_rollout_every}, "
+                    f"{self.val_episodes} episodes); set model.init_args.val_rollout_every=1 and val_episodes >= 1")
+        if key.removeprefix("val/return@") not in [self.key(t) for t in self.val_targets]:
+            return f"the validation rollouts target {[self.key(t) for t in self.val_targets]} (val_targets)"
+        return None
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = self._loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["mask"].shape[0])
@@ -222,4 +239,5 @@ class DecisionTransformerTask(TaskModule):
         return out
 
     def configure_optimizers(self) -> dict:
-        return build_optimizer(self.model, self.optim, self.trainer.estimated_stepping_batches)
+        return build_optimizer(self.model, self.optim, self.trainer.estimated_stepping_batches,
+                               epoch_steps(self.trainer))

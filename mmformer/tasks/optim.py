@@ -1,9 +1,17 @@
-"""AdamW with linear warm-up and cosine decay, shared by every task module."""
+"""AdamW with linear warm-up and cosine decay, shared by every task module.
+
+Schedules that do not fit the data get a warning when the optimizer is built (:func:`schedule_warnings`):
+a warm-up of half the schedule or more (the peak lr comes late or never: keep it to ~5-10 % of the steps),
+and a schedule that ends before half an epoch of the training data (max_steps sized for a smaller
+corpus: most of this one is never seen; size max_steps or max_epochs by the data).
+"""
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -58,8 +66,41 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float, schedule: st
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig, total_steps: int) -> dict:
-    """Lightning's ``configure_optimizers`` return value: AdamW plus a per-step LambdaLR."""
+MAX_WARMUP_SHARE = 0.5  # warm-up at or above this share of the schedule is warned about
+MIN_EPOCHS = 0.5  # a schedule shorter than this many epochs of the data is warned about
+
+
+def epoch_steps(trainer: Any) -> float | None:
+    """Optimizer steps in one epoch of the trainer's training data (after ``estimated_stepping_batches``
+    has set its dataloader up), or None when unknown (an iterable dataset without a length)."""
+    batches = getattr(trainer, "num_training_batches", None)
+    if not isinstance(batches, (int, float)) or not math.isfinite(batches) or batches <= 0:
+        return None
+    return batches / max(1, int(getattr(trainer, "accumulate_grad_batches", 1) or 1))
+
+
+def schedule_warnings(total: int, warmup: int, steps_per_epoch: float | None = None) -> list[str]:
+    """What is far off in a schedule of ``total`` optimizer steps with ``warmup`` warm-up steps for data of
+    ``steps_per_epoch`` steps an epoch (the rules in the module docstring); empty when nothing is."""
+    found = []
+    if warmup >= MAX_WARMUP_SHARE * total:
+        found.append(f"the warm-up ({warmup} steps) is {warmup / total:.0%} of the schedule's {total} steps: the lr "
+                     f"peaks late or never; set model.init_args.optim.warmup_steps to ~5-10 % of the steps "
+                     f"(~{max(1, round(0.05 * total))}-{max(1, round(0.1 * total))}) or lengthen trainer.max_steps")
+    if steps_per_epoch and total < MIN_EPOCHS * steps_per_epoch:
+        found.append(f"the schedule ends after {total} optimizer steps, {total / steps_per_epoch:.2f} of one epoch of "
+                     f"this training data ({steps_per_epoch:.0f} steps): most of the data is never seen; size "
+                     f"trainer.max_steps (or max_epochs) for this data, e.g. max_steps >= {math.ceil(steps_per_epoch)}")
+    return found
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig, total_steps: int,
+                    steps_per_epoch: float | None = None) -> dict:
+    """Lightning's ``configure_optimizers`` return value: AdamW plus a per-step LambdaLR.
+
+    ``steps_per_epoch`` (optimizer steps in one epoch of the data, :func:`epoch_steps`) lets
+    :func:`schedule_warnings` compare the schedule with the data; the warnings change nothing.
+    """
     if cfg.schedule not in ("cosine", "constant"):
         raise ValueError(f"schedule must be 'cosine' or 'constant', got {cfg.schedule!r}")
     if total_steps <= 0 or total_steps == float("inf"):
@@ -68,6 +109,10 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, total_steps: int) -> dic
         )
     total = int(total_steps)
     warmup = cfg.warmup_steps or int(cfg.warmup_fraction * total)
+    first_process = not (torch.distributed.is_available() and torch.distributed.is_initialized()) \
+        or torch.distributed.get_rank() == 0
+    for advice in schedule_warnings(total, warmup, steps_per_epoch) if first_process else []:  # once, not per rank
+        warnings.warn(advice, stacklevel=2)
     groups = param_groups(model, cfg.weight_decay, cfg.layer_decay, cfg.lr)
     if not any(g["params"] for g in groups):
         raise ValueError(f"{type(model).__name__} has no trainable parameter: the finetune freeze patterns (or "

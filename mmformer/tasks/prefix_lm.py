@@ -21,7 +21,8 @@ from mmformer.generation import GenerationConfig, generate, strip
 from mmformer.losses import sequence_cross_entropy
 from mmformer.models.prefix_lm import PrefixLM
 from mmformer.tasks.base import TaskModule
-from mmformer.tasks.optim import OptimConfig, build_optimizer
+from mmformer.tasks.best_checkpoint import text_headline, text_monitor_problem
+from mmformer.tasks.optim import OptimConfig, build_optimizer, epoch_steps
 from mmformer.tasks.seq2seq import describe_source
 from mmformer.text_metrics import text_metrics, update
 from mmformer.tokenizers.base import ModalityTokenizer
@@ -143,6 +144,14 @@ class PrefixLMTask(TaskModule):
         if "mmformer_vocab" in checkpoint:
             self._vocab = SentencePieceVocab.from_tensor(checkpoint["mmformer_vocab"])
 
+    # ---- checkpoint selection (mmformer.tasks.best_checkpoint) --------------------------------
+    def headline_metric(self) -> tuple[str, str] | None:
+        """``val/<first of metrics>`` while validation decodes (captioning: bleu); else ``val/ppl`` (min)."""
+        return text_headline(list(self.metrics["val"].keys()), self.val_generate_batches, "val/ppl")
+
+    def monitor_problem(self, key: str) -> str | None:
+        return text_monitor_problem(key, list(self.metrics["val"].keys()), self.val_generate_batches)
+
     # ---- training ----------------------------------------------------------------------------
     def _prefix(self, batch: Batch, rows: int) -> BackboneOutput:
         """The batch's prefix tokens (empty for a plain language model)."""
@@ -253,7 +262,8 @@ class PrefixLMTask(TaskModule):
         self._predictions = []
 
     def configure_optimizers(self) -> dict:
-        return build_optimizer(self, self.optim, self.trainer.estimated_stepping_batches)
+        return build_optimizer(self, self.optim, self.trainer.estimated_stepping_batches,
+                               epoch_steps(self.trainer))
 
 
 __all__ = ["PrefixLMTask"]

@@ -21,7 +21,8 @@ from mmformer.generation import GenerationConfig, generate, strip
 from mmformer.losses import ctc_loss, sequence_cross_entropy
 from mmformer.models.seq2seq import Seq2Seq
 from mmformer.tasks.base import TaskModule
-from mmformer.tasks.optim import OptimConfig, build_optimizer
+from mmformer.tasks.best_checkpoint import text_headline, text_monitor_problem
+from mmformer.tasks.optim import OptimConfig, build_optimizer, epoch_steps
 from mmformer.text_metrics import text_metrics, update
 from mmformer.tokenizers.base import ModalityTokenizer
 from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID, SentencePieceVocab
@@ -172,6 +173,14 @@ class Seq2SeqTask(TaskModule):
         super().on_load_checkpoint(checkpoint)
         if "mmformer_vocab" in checkpoint:
             self._vocab = SentencePieceVocab.from_tensor(checkpoint["mmformer_vocab"])
+
+    # ---- checkpoint selection (mmformer.tasks.best_checkpoint) --------------------------------
+    def headline_metric(self) -> tuple[str, str] | None:
+        """``val/<first of metrics>`` (bleu max, wer min...) while validation decodes; else ``val/loss``."""
+        return text_headline(list(self.metrics["val"].keys()), self.val_generate_batches, "val/loss")
+
+    def monitor_problem(self, key: str) -> str | None:
+        return text_monitor_problem(key, list(self.metrics["val"].keys()), self.val_generate_batches)
 
     # ---- training ----------------------------------------------------------------------------
     def forward(self, source: Any, target_in: Tensor) -> Tensor:
@@ -345,7 +354,8 @@ class Seq2SeqTask(TaskModule):
         self._predictions = []
 
     def configure_optimizers(self) -> dict:
-        return build_optimizer(self, self.optim, self.trainer.estimated_stepping_batches)
+        return build_optimizer(self, self.optim, self.trainer.estimated_stepping_batches,
+                               epoch_steps(self.trainer))
 
 
 def ctc_greedy(model: Seq2Seq, memory: BackboneOutput) -> list[list[int]]:

@@ -10,12 +10,15 @@ import hashlib
 import io
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
 import sentencepiece as spm
 import torch
 from torch import Tensor
+
+from mmformer.tokenizers.vocab_rules import training_error, vocab_size_warning
 
 # Fixed special ids, the same in every model this module trains, so configs can rely on them.
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -109,6 +112,9 @@ class SentencePieceVocab:
         sentences = [t.strip() for t in texts if t and t.strip()]
         if not sentences:
             raise ValueError("no non-empty sentences to train a sentencepiece model on")
+        # Before the cache check, so a rerun on the same text warns again (mmformer.tokenizers.vocab_rules).
+        if (advice := vocab_size_warning(sentences, vocab_size, byte_fallback, model_type)) is not None:
+            warnings.warn(advice, stacklevel=2)
         settings = dict(vocab_size=vocab_size, model_type=model_type, byte_fallback=byte_fallback,
                         character_coverage=character_coverage, max_sentences=max_sentences,
                         user_symbols=list(user_symbols))
@@ -136,9 +142,7 @@ class SentencePieceVocab:
                 minloglevel=2,
             )
         except RuntimeError as err:
-            raise ValueError(f"sentencepiece could not train a {vocab_size}-piece model: {err}. A vocabulary "
-                             f"larger than the corpus supports, or smaller than its characters "
-                             f"(+256 with byte_fallback), fails; change vocab_size") from err
+            raise ValueError(training_error(str(err), vocab_size, len(sentences))) from err
         tmp = model_path.with_suffix(".model.tmp")
         tmp.write_bytes(model.getvalue())
         tmp.replace(model_path)  # atomic: a crash never leaves a half-written model
