@@ -204,6 +204,8 @@ class PrefixLMTask(TaskModule):
     def _sample_line(self, batch: Batch, i: int, text: str) -> str:
         if self.model.prefix_tokenizer is None:
             return text
+        if "source_text" in batch:  # translation-style data carries the source sentences
+            return f"{batch['source_text'][i]} → {text}"
         return f"{describe_source(batch['source'], i, batch.get('index'))} → {text}"
 
     def on_validation_epoch_end(self) -> None:
