@@ -45,7 +45,7 @@ def _overrides(tmp: Path) -> list[str]:
         *TINY,
         f"{M}.tasks.fmnist.init_args.tokenizer.init_args.stem_channels=[8]",
         f"{M}.tasks.fmnist.init_args.tokenizer.init_args.stem_convs_per_stage=1",
-        f"{M}.tasks.fmnist.init_args.tokenizer.init_args.patch_size=14",
+        f"{M}.tasks.fmnist.init_args.tokenizer.init_args.patch_size=16",  # the recipe reads 32x32 images
         f"{M}.tasks.translation.init_args.vocab_size=300",
         f"{M}.tasks.translation.init_args.prefix_tokenizer.init_args.vocab_size=300",
         f"{M}.tasks.translation.init_args.generation.strategy=greedy",
@@ -95,6 +95,6 @@ def test_generalist_fits_three_steps_and_tests_every_task(tmp_path: Path) -> Non
 
     exported = load_exported(export_model(ROOT / "tasks" / "generalist.yaml", ckpt, tmp_path / "export",
                                           *_overrides(tmp_path)))
-    images = torch.randn(2, 1, 28, 28)
+    images = torch.randn(2, 1, 32, 32)  # the recipe resizes Fashion-MNIST to 32x32
     assert all(m.backbone is exported.backbone for m in exported.models.values())
     torch.testing.assert_close(exported("fmnist", images), tested.model.model.eval()("fmnist", images))
