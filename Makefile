@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages the recipes read their embedded datasets from (DESIGN.md, data table).
 APT_PACKAGES ?= dataset-fashion-mnist wordnet-base apertium apertium-eng-spa espeak-ng
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=25
 
 .PHONY: setup system-packages demo test bench lock clean
 
