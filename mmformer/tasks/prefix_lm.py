@@ -23,7 +23,7 @@ from mmformer.models.prefix_lm import PrefixLM
 from mmformer.tasks.base import TaskModule
 from mmformer.tasks.best_checkpoint import text_headline, text_monitor_problem
 from mmformer.tasks.optim import OptimConfig, build_optimizer, epoch_steps
-from mmformer.tasks.seq2seq import describe_source
+from mmformer.tasks.seq2seq import source_line
 from mmformer.text_metrics import text_metrics, update
 from mmformer.tokenizers.base import ModalityTokenizer
 from mmformer.tokenizers.sentencepiece_vocab import EOS_ID, PAD_ID, SentencePieceVocab
@@ -204,9 +204,7 @@ class PrefixLMTask(TaskModule):
     def _sample_line(self, batch: Batch, i: int, text: str) -> str:
         if self.model.prefix_tokenizer is None:
             return text
-        if "source_text" in batch:  # translation-style data carries the source sentences
-            return f"{batch['source_text'][i]} → {text}"
-        return f"{describe_source(batch['source'], i, batch.get('index'))} → {text}"
+        return f"{source_line(batch, i)} → {text}"
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")

@@ -10,9 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
+from mmformer.backbone import BackboneConfig
 from mmformer.cli import main
+from mmformer.tasks.prefix_lm import PrefixLMTask
+from mmformer.tokenizers.text import TextTokenizer
 from tests.data.manifests import sample_rows, write_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,12 +89,6 @@ def test_recipe_fits_tests_and_predicts(recipe: str, tmp_path: Path) -> None:
 
 def test_samples_show_a_text_source_as_its_sentence() -> None:
     """Translation batches carry ``source_text``: samples print the sentence, not the source's piece ids."""
-    import torch
-
-    from mmformer.backbone import BackboneConfig
-    from mmformer.tasks.prefix_lm import PrefixLMTask
-    from mmformer.tokenizers.text import TextTokenizer
-
     task = PrefixLMTask(16, prefix_tokenizer=lambda d: TextTokenizer(d, 16), backbone=BackboneConfig(**TINY))
     ids = torch.tensor([[1, 5, 6, 2], [1, 7, 2, 0]])
     assert task._sample_line({"source": ids, "source_text": ["the cat", "a dog"]}, 1, "un perro") == "a dog → un perro"
