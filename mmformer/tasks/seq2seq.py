@@ -124,6 +124,10 @@ class Seq2SeqTask(TaskModule):
         decoder.memory_dim = encoder.dim
         if not 0.0 <= ctc_weight <= 1.0:
             raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
+        if generation is not None and generation.ctc_weight > 0 and ctc_weight == 0:  # before training, not at test
+            raise ValueError(f"generation.ctc_weight={generation.ctc_weight} (hybrid CTC/attention decoding) needs a "
+                             f"CTC head: train one with model.init_args.ctc_weight > 0, or decode without it "
+                             f"(model.init_args.generation.ctc_weight=0)")
         # Built in this order (target embedding, source tokenizer, encoder, decoder, heads) so seeded runs
         # draw the same initial weights as before the redesign.
         target = TextTokenizer(decoder.dim, target_vocab_size, max_len=max_target_len, positions=target_positions)

@@ -103,6 +103,15 @@ def test_hybrid_ctc_head_trains_and_decodes(tmp_path: Path) -> None:
     trainer.fit(task, datamodule=data)
     metrics = trainer.test(task, datamodule=data, verbose=False)[0]
     assert metrics["test/wer_ctc"] < 10 and metrics["test/wer"] < 10, metrics
+    task.generation = GenerationConfig(strategy="beam", beam_size=2, max_new_tokens=10, ctc_weight=0.3)
+    hybrid = trainer.test(task, datamodule=data, verbose=False)[0]  # hybrid CTC/attention beam search
+    assert hybrid["test/wer"] < 10, hybrid
+
+
+def test_hybrid_decoding_without_a_ctc_head_is_refused_before_training() -> None:
+    with pytest.raises(ValueError, match="needs a CTC head: train one with model.init_args.ctc_weight > 0"):
+        Seq2SeqTask(lambda d: TextTokenizer(d, 14), 14, backbone=BackboneConfig(dim=16, depth=1, num_heads=2),
+                    generation=GenerationConfig(strategy="beam", ctc_weight=0.3))
 
 
 def test_vocab_size_mismatch_is_named(tmp_path: Path) -> None:
