@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -71,27 +72,64 @@ def test_compiled_and_eager_backbones_agree_on_cpu() -> None:
         assert torch.allclose(p.grad, q.grad, atol=1e-5), name
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("recipe", sorted((ROOT / "tasks").glob("*.yaml")), ids=lambda p: p.stem)
-def test_every_recipe_takes_ddp_steps_on_two_cpu_processes(recipe: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    # tests/tasks/smoke/<recipe>.args: one CLI override a line (``{tmp}`` = this test's folder), so a
+RECIPES = sorted((ROOT / "tasks").glob("*.yaml"))
+_DDP_TEST = "test_every_recipe_takes_ddp_steps_on_two_cpu_processes"
+
+
+def _smoke_args(recipe: Path, folder: Path) -> list[str]:
+    """``mmformer fit`` arguments of one recipe's DDP smoke run (2 steps, 1 val batch) writing into ``folder``."""
+    # tests/tasks/smoke/<recipe>.args: one CLI override a line (``{tmp}`` = the run's folder), so a
     # recipe whose embedded corpus takes minutes to build can smoke-test on a small one.
     extra_file = Path(__file__).parent / "smoke" / f"{recipe.stem}.args"
-    extra = extra_file.read_text().replace("{tmp}", str(tmp_path)).split() if extra_file.exists() else []
+    extra = extra_file.read_text().replace("{tmp}", str(folder)).split() if extra_file.exists() else []
     # The cross-modal recipes over ManifestData: the small manifests and tiny model of tests/test_pairings.py
     # (their embedded corpora take minutes to synthesize).
-    pairings = _pairings(tmp_path / "manifests")
+    pairings = _pairings(folder / "manifests")
     if recipe.stem in pairings:
-        write_pairing_manifests(tmp_path / "manifests")
-        override = tmp_path / "override.yaml"
+        write_pairing_manifests(folder / "manifests")
+        override = folder / "override.yaml"
         override.write_text(yaml.safe_dump(pairings[recipe.stem].override))
         extra += ["--config", str(override)]
-    out = subprocess.run(
-        [sys.executable, "-m", "mmformer.cli", "fit", "--config", str(recipe), "--trainer.default_root_dir",
-         str(tmp_path), "--trainer", str(ROOT / "configs/trainer/ddp.yaml"), "--trainer.accelerator=cpu",
-         "--trainer.max_steps=2", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false", *extra],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "GLOBAL_RANK: 1" in out.stdout + out.stderr
-    assert read_checkpoint(next(tmp_path.rglob("last.ckpt")))["global_step"] == 2
+    return ["--config", str(recipe), "--trainer.default_root_dir", str(folder), "--trainer",
+            str(ROOT / "configs/trainer/ddp.yaml"), "--trainer.accelerator=cpu", "--trainer.max_steps=2",
+            "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false", *extra]
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Path]]:
+    """The selected recipes' DDP smoke fits, all in one pair of processes (tests/tasks/ddp_driver.py):
+    their output and each recipe's run folder."""
+    wanted = {item.callspec.params["recipe"] for item in request.session.items
+              if getattr(item, "originalname", None) == _DDP_TEST}
+    root = tmp_path_factory.mktemp("ddp_recipes")
+    folders = {r.stem: root / r.stem for r in RECIPES if r in wanted}
+    plan = [{"name": name, "args": _smoke_args(ROOT / "tasks" / f"{name}.yaml", folder)}
+            for name, folder in folders.items()]
+    (root / "plan.json").write_text(json.dumps(plan))
+    port, procs = _free_port(), []
+    for rank in (0, 1):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(port), "NODE_RANK": "0", "LOCAL_RANK": str(rank)}
+        procs.append(subprocess.Popen([sys.executable, str(Path(__file__).parent / "ddp_driver.py"),
+                                       str(root / "plan.json")], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    outs = []
+    for p in procs:
+        try:
+            outs.append(p.communicate(timeout=120 + 90 * len(plan))[0])
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            outs.append(p.communicate()[0] + "\n(timed out: killed)")
+    return "\n".join(outs), folders
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("ddp_recipes")  # make test runs --dist loadgroup: one worker runs the shared fixture
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_every_recipe_takes_ddp_steps_on_two_cpu_processes(recipe: Path, ddp_runs: tuple[str, dict[str, Path]]) -> None:
+    out, folders = ddp_runs
+    for rank in (0, 1):
+        assert f"DDP-RUN {recipe.stem} rank {rank} step 2 ok" in out, out[-4000:]
+    assert "GLOBAL_RANK: 1" in out
+    assert read_checkpoint(next(folders[recipe.stem].rglob("last.ckpt")))["global_step"] == 2
