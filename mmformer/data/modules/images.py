@@ -172,7 +172,7 @@ class ImageClassificationData(ResumableDataModule, ProvidesDataSpec):
 
     def transforms(self, train: bool) -> CropFlipNormalize:
         """uint8 image → normalized float32; in training with ``augment``, a padded random crop (and a flip).
-        The same output as torchvision v2's RandomCrop/RandomHorizontalFlip/ToDtype/Normalize, at a tenth of
+        The same output as torchvision v2's RandomCrop/RandomHorizontalFlip/ToDtype/Normalize, at about a third of
         the per-sample cost (:mod:`mmformer.data.common.augment`)."""
         augment = train and self.augment
         return CropFlipNormalize(self.image_size, self.mean, self.std, crop=augment, padding=self.crop_padding,

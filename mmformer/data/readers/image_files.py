@@ -22,7 +22,7 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_COLOR_TYPE = {1: 0, 3: 2}  # channels → the PNG colour type that needs no conversion: 0 gray, 2 RGB
 
 
-def _png_op():
+def _png_op() -> Callable[[Tensor], Tensor]:
     """torchvision's decode op without ``torchvision.io.decode_png``'s per-call usage logging and checks
     (~20 µs of ~45 per small image); that public wrapper where the op cannot be reached."""
     try:
