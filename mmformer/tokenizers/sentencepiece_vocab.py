@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -143,10 +144,13 @@ class SentencePieceVocab:
             )
         except RuntimeError as err:
             raise ValueError(training_error(str(err), vocab_size, len(sentences))) from err
-        tmp = model_path.with_suffix(".model.tmp")
-        tmp.write_bytes(model.getvalue())
-        tmp.replace(model_path)  # atomic: a crash never leaves a half-written model
-        meta_path.write_text(json.dumps({"fingerprint": fingerprint, **settings}, indent=1))
+        # Written under a name of this process, then renamed (atomic): a crash never leaves a half-written file,
+        # and processes training the same model at once (DDP ranks each calling setup) never share a temp file.
+        for path, data in ((model_path, model.getvalue()),
+                           (meta_path, json.dumps({"fingerprint": fingerprint, **settings}, indent=1).encode())):
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
         return SentencePieceVocab(model_path)
 
     def id_to_piece(self, i: int) -> str:

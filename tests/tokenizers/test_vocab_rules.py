@@ -74,3 +74,40 @@ def test_no_warning_suggests_a_size_that_is_not_smaller() -> None:
     text = ["the quick brown fox jumps over the lazy dog"] * 20  # 180 words: too few for any vocabulary
     assert vocab_size_warning(text, 10, byte_fallback=False) is None
     assert vocab_size_warning(text, 40, byte_fallback=False) is not None  # 40 > the suggested 12
+
+
+
+def _train_same(folder: str, barrier, results) -> None:
+    """One of several processes training the same model; each waits after writing a temp file until all
+    have, so every rename happens after every write (the interleaving that broke a shared temp name)."""
+    write_bytes = Path.write_bytes
+
+    def write_then_wait(self: Path, data: bytes) -> int:
+        n = write_bytes(self, data)
+        if self.name.endswith(".tmp"):
+            barrier.wait(timeout=60)
+        return n
+
+    Path.write_bytes = write_then_wait  # this forked process only
+    texts = [f"{a} {b} {c}" for a in "abcdefgh" for b in "ijklmnop" for c in ("zero", "one", "two")] * 3
+    try:
+        vocab = SentencePieceVocab.train(texts, f"{folder}/same", vocab_size=40, model_type="bpe", byte_fallback=False)
+        results.put(vocab.encode(["a i one"])[0])
+    except Exception as e:  # noqa: BLE001 - reported to the test
+        results.put(f"{type(e).__name__}: {e}")
+
+
+def test_processes_training_the_same_vocabulary_at_once_all_get_it(tmp_path: Path) -> None:
+    """DDP ranks that each call ``setup`` train the same model at once: no shared temp file, one result."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    barrier, results = ctx.Barrier(3), ctx.Queue()
+    procs = [ctx.Process(target=_train_same, args=(str(tmp_path), barrier, results)) for _ in range(3)]
+    for proc in procs:
+        proc.start()
+    got = [results.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+    assert all(isinstance(g, list) and g == got[0] for g in got), got
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["same.json", "same.model"]  # no temp file left
