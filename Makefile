@@ -41,7 +41,7 @@ demo: setup
 	out=$$(ls -td $(DEMO_DIR)/version_* | head -1); echo "plots: $$(ls $$out/*.png | tr '\n' ' ')"
 
 test: setup
-	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) bench/backbone.py
