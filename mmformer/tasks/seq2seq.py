@@ -46,13 +46,13 @@ def describe_source(source: Any, row: int, index: Any = None, vocab: SentencePie
     return f"{type(source).__name__}{where}"
 
 
-
 def source_line(batch: dict[str, Any], row: int, vocab: SentencePieceVocab | None = None) -> str:
     """Row ``row``'s source as printed beside its output: the batch's ``source_text`` when the data carries the
     sentences, else :func:`describe_source`."""
     if "source_text" in batch:
         return batch["source_text"][row]
     return describe_source(batch["source"], row, batch.get("index"), vocab)
+
 
 class Seq2SeqTask(TaskModule):
     """Trains and evaluates a :class:`~mmformer.models.Seq2Seq` model.
@@ -283,9 +283,9 @@ class Seq2SeqTask(TaskModule):
         update(self.metrics["test"], hyps, batch["target_text"])
         if self.ctc_metrics is not None:
             update(self.ctc_metrics, self.ctc_transcribe(memory), batch["target_text"])
-        sources = [source_line(batch, i, self._source_vocab) for i in range(len(hyps))]
-        room = self.num_samples - len(self._samples)
-        self._samples += list(zip(sources, batch["target_text"], hyps))[: max(0, room)]
+        room = max(0, self.num_samples - len(self._samples))  # only the rows kept as samples are formatted
+        sources = [source_line(batch, i, self._source_vocab) for i in range(min(room, len(hyps)))]
+        self._samples += list(zip(sources, batch["target_text"], hyps))
 
     def ctc_transcribe(self, memory: BackboneOutput) -> list[str]:
         """CTC greedy decoding of the encoder output (hidden ``(B, S, D)``) → strings."""
