@@ -25,7 +25,9 @@ def test_streaming_benchmark_smoke_prints_memory_and_ratio(tmp_path: Path) -> No
     out = subprocess.run([sys.executable, str(BENCH / "streaming.py"), "--smoke", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=600, check=True, env=env).stdout
     lines = out.splitlines()
-    assert any(line.startswith("shards: ") and "peak memory (PSS" in line for line in lines), out
-    ratio = [float(line.split(": ")[1]) for line in lines if line.startswith("ratio vs in-memory: ")]
-    assert len(ratio) == 1 and ratio[0] > 0, out
-    assert (tmp_path / "shards-2000-16" / "train" / "index.json").is_file(), "the shards were prepared"
+    for mode in ("png-shards", "decoded-shards"):
+        assert any(line.startswith(f"{mode}: ") and "peak memory (PSS" in line for line in lines), out
+        ratio = [float(line.split(": ")[1]) for line in lines if line.startswith(f"ratio vs in-memory ({mode}): ")]
+        assert len(ratio) == 1 and ratio[0] > 0, out
+    for shards in ("shards-2000-16", "shards-decoded-2000-16"):
+        assert (tmp_path / shards / "train" / "index.json").is_file(), "the shards were prepared"

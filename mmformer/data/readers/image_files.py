@@ -4,10 +4,12 @@
 
 from __future__ import annotations
 
+import io
 import struct
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
@@ -69,12 +71,47 @@ def load_image(path: str | Path | Blob, channels: int, size: int) -> Tensor:
     source, path = open_source(path, "image")
     try:
         with Image.open(source) as img:
-            img = img.convert("L" if channels == 1 else "RGB")
-            img = img.resize((size, size), Image.Resampling.BILINEAR)
-            tensor = v2.functional.pil_to_tensor(img)
+            return _fit(img, channels, size)
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"{path} is not a readable image ({e}); remove it or replace it with a valid image") from e
-    return tensor
+
+
+def _fit(img: Image.Image, channels: int, size: int) -> Tensor:
+    """A PIL image → uint8 ``(channels, size, size)``: 1 → luma "L", 3 → "RGB", then a bilinear resize."""
+    img = img.convert("L" if channels == 1 else "RGB")
+    img = img.resize((size, size), Image.Resampling.BILINEAR)
+    return v2.functional.pil_to_tensor(img)
+
+
+_GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def file_pixels(data: bytes, name: str) -> np.ndarray:
+    """An image file's bytes → its pixels, uint8 ``(1, H, W)`` for a gray file, ``(3, H, W)`` otherwise.
+
+    What ``mmformer prepare imagefolder --decode`` stores: gray and RGB files (what PNG/JPEG datasets hold)
+    are kept in their own mode, so :func:`fit_pixels` gives exactly :func:`load_image`'s pixels; other modes
+    (palette, RGBA, 16-bit gray...) are converted to RGB or L first, as ``load_image`` would convert them.
+
+    Raises:
+        ValueError: not a decodable image (names it).
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img = img.convert("L" if img.mode in _GRAY_MODES else "RGB")
+            x = np.asarray(img)
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValueError(f"{name} is not a readable image ({e}); remove it or replace it with a valid image") from e
+    return np.ascontiguousarray(x[None] if x.ndim == 2 else x.transpose(2, 0, 1))
+
+
+def fit_pixels(pixels: np.ndarray, channels: int, size: int) -> Tensor:
+    """:func:`file_pixels`' ``(C, H, W)`` → uint8 ``(channels, size, size)``, as :func:`load_image` converts the
+    file: a copy when it already fits (the common case for small images), else PIL's conversion and resize."""
+    if pixels.shape == (channels, size, size):  # litdata's arrays are its own copies; a read-only view is copied
+        return torch.from_numpy(pixels if pixels.flags.writeable else np.array(pixels))
+    img = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else np.ascontiguousarray(pixels.transpose(1, 2, 0)))
+    return _fit(img, channels, size)
 
 
 def list_images(folder: str | Path) -> list[Path]:

@@ -2,6 +2,7 @@
 
     mmformer prepare imagefolder data/pets shards/pets          # -> shards/pets/{train,test}
     mmformer prepare idx /usr/share/datasets/fashion-mnist shards/fmnist
+    mmformer prepare imagefolder data/digits shards/digits --decode   # small images: store pixels
     mmformer prepare manifest data/kw/train.jsonl shards/kw-train   # nemo, pairs, captions, d4rl alike
 
 Each split is written to ``<out>/<split>`` (``<out>`` itself for single-file sources) through a
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from mmformer.data.shards.format import finished, write_shards
-from mmformer.data.shards.sources import SOURCES, fingerprint
+from mmformer.data.shards.sources import SOURCES, fingerprint, image_folder
 
 
 def _progress(items: Iterable[Any], total: int | None, desc: str) -> Iterable[Any]:
@@ -28,7 +29,7 @@ def _progress(items: Iterable[Any], total: int | None, desc: str) -> Iterable[An
 
 
 def prepare(kind: str, source: str | Path, out: str | Path, chunk_bytes: str = "64MB",
-            progress: bool = True) -> dict[str, Path]:
+            progress: bool = True, decode: bool = False) -> dict[str, Path]:
     """Writes the shards of every split of ``source`` under ``out``; returns split name → shard folder.
 
     Args:
@@ -38,14 +39,17 @@ def prepare(kind: str, source: str | Path, out: str | Path, chunk_bytes: str = "
         out: output folder.
         chunk_bytes: litdata chunk size (64MB suits object storage; smaller chunks shuffle finer).
         progress: show a progress bar per split.
+        decode: store decoded pixels instead of the image files (``imagefolder`` only; for small images).
     """
     if kind not in SOURCES:
         raise ValueError(f"unknown source kind {kind!r}; choose one of {', '.join(SOURCES)}")
+    if decode and kind != "imagefolder":
+        raise ValueError(f"--decode applies to imagefolder sources, not {kind!r}")
     src, out = Path(source), Path(out)
     if not src.exists():
         raise FileNotFoundError(f"source {src} does not exist")
-    stamp = fingerprint(src)
-    splits = SOURCES[kind](src)
+    stamp = {**fingerprint(src), **({"decode": True} if decode else {})}  # decoded shards are another output
+    splits = image_folder(src, decode=True) if decode else SOURCES[kind](src)
     done: dict[str, Path] = {}
     for split in splits:
         folder = out if split.name == "all" else out / split.name
@@ -68,7 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("out", help="output folder of the shards")
     parser.add_argument("--chunk-bytes", default="64MB", help="target chunk size (default 64MB)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--decode", action="store_true",
+                        help="imagefolder: store decoded pixels, not the files (small images: workers skip decoding)")
     args = parser.parse_args(argv)
-    for name, folder in prepare(args.kind, args.source, args.out, args.chunk_bytes, not args.no_progress).items():
+    for name, folder in prepare(args.kind, args.source, args.out, args.chunk_bytes, not args.no_progress,
+                                args.decode).items():
         print(f"{name}: {folder}")
     return 0

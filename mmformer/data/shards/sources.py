@@ -46,9 +46,15 @@ def fingerprint(path: Path) -> dict[str, Any]:
             "mtime": max((p.stat().st_mtime_ns for p in files), default=0)}
 
 
-def image_folder(root: Path) -> list[Split]:
-    """An ImageFolder tree ``root/{train,test}/<class>/*.png``: the image files' bytes and their labels."""
-    from mmformer.data.readers.image_files import folder_classes, image_folder_files
+def image_folder(root: Path, decode: bool = False) -> list[Split]:
+    """An ImageFolder tree ``root/{train,test}/<class>/*.png``: the image files' bytes and their labels, or
+    with ``decode`` their pixels (uint8 ``(C, H, W)`` arrays, see :func:`file_pixels`).
+
+    Decoding once here suits small images: a 32x32 PNG's pixels take about as many bytes as the file, and
+    the DataLoader workers then skip the per-sample decode (on few cores, CPU taken from training). For
+    photos keep the files: decoded, a JPEG takes ~5-10x its size on disk.
+    """
+    from mmformer.data.readers.image_files import file_pixels, folder_classes, image_folder_files
 
     classes = folder_classes(root / "train")
     splits = []
@@ -59,9 +65,11 @@ def image_folder(root: Path) -> list[Split]:
             files = image_folder_files(root / name, classes)
         except ValueError as e:  # a class folder train/ lacks
             raise ShardError(str(e)) from None
-        info = ShardInfo("image_classification", {"image": "encoded", "label": "int"}, meta={"classes": classes, "num_classes": len(classes)})
+        meta = {"classes": classes, "num_classes": len(classes), **({"pixels": "file"} if decode else {})}
+        info = ShardInfo("image_classification", {"image": "array" if decode else "encoded", "label": "int"}, meta=meta)
+        image = (lambda p: file_pixels(p.read_bytes(), str(p))) if decode else (lambda p: p.read_bytes())
         splits.append(Split(name, info, len(files),
-                            lambda files=files: ({"image": p.read_bytes(), "label": y} for p, y in files)))
+                            lambda files=files: ({"image": image(p), "label": y} for p, y in files)))
     return splits
 
 

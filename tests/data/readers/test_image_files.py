@@ -1,4 +1,5 @@
-"""The direct PNG decode used for shards gives exactly what the PIL path gives, and steps aside otherwise."""
+"""The direct PNG decode used for shards gives exactly what the PIL path gives, and steps aside otherwise;
+pixels decoded at prepare time (``prepare --decode``) convert to exactly what the file converts to."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mmformer.data.readers.image_files import decode_png_as_is, load_image
+from mmformer.data.readers.image_files import decode_png_as_is, file_pixels, fit_pixels, load_image
 
 
 def _encode(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -43,3 +44,28 @@ def test_anything_pil_would_convert_or_resize_goes_to_pil() -> None:
     corrupt = bytearray(_encode(gray))
     corrupt[40:60] = bytes(20)
     assert decode_png_as_is(bytes(corrupt), 1, 12) is None  # PIL then raises the error users see
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "P", "RGBA", "LA"])
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_decoded_pixels_convert_as_the_file_does(tmp_path: Path, mode: str, fmt: str) -> None:
+    if fmt == "JPEG" and mode not in ("L", "RGB"):
+        pytest.skip("JPEG holds L and RGB only")
+    rng = np.random.default_rng(2)
+    rgb = Image.fromarray(rng.integers(0, 256, (10, 13, 3), dtype=np.uint8), "RGB")
+    image = rgb.convert(mode) if mode != "RGBA" else Image.fromarray(rng.integers(0, 256, (10, 13, 4), dtype=np.uint8), "RGBA")
+    path = tmp_path / f"a.{fmt.lower()}"
+    path.write_bytes(_encode(image, fmt))
+    pixels = file_pixels(path.read_bytes(), str(path))
+    assert pixels.dtype == np.uint8 and pixels.shape == ((1 if mode in ("L", "LA") else 3), 10, 13)
+    for channels in (1, 3):
+        for size in (8, 16):  # every case resizes (13x10 is never square)
+            assert torch.equal(fit_pixels(pixels, channels, size), load_image(path, channels, size)), (channels, size)
+    square = Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8), "L")
+    sq = file_pixels(_encode(square), "sq.png")
+    assert torch.equal(fit_pixels(sq, 1, 8), torch.from_numpy(np.array(square))[None]), "the no-conversion copy"
+
+
+def test_undecodable_bytes_are_named() -> None:
+    with pytest.raises(ValueError, match="broken.png is not a readable image"):
+        file_pixels(b"not an image", "broken.png")

@@ -59,11 +59,13 @@ def assert_same(a: list[dict], b: list[dict]) -> None:
 KW = dict(image_size=8, channels=3, batch_size=5, val_fraction=0.25, seed=3)  # 18 of 24 images train
 
 
-@pytest.fixture(scope="module")
-def folder_shards(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+@pytest.fixture(scope="module", params=[False, True], ids=["files", "decoded"])
+def folder_shards(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> tuple[Path, Path]:
+    """An ImageFolder (RGB 12x10 and gray 9x9 PNGs, so every conversion and resize runs) and its shards,
+    holding the files or (``prepare --decode``) their pixels."""
     tmp = tmp_path_factory.mktemp("folder")
     root = image_folder(tmp / "src")
-    prepare("imagefolder", root, tmp / "shards", chunk_bytes="2KB", progress=False)
+    prepare("imagefolder", root, tmp / "shards", chunk_bytes="2KB", progress=False, decode=request.param)
     return root, tmp / "shards"
 
 
@@ -141,3 +143,15 @@ def test_bad_shards_are_named_before_training(folder_shards: tuple[Path, Path], 
         ImageFolderData(shards="nosuch://bucket/x", **KW).setup("fit")
     assert console_main(["prepare", "imagefolder", str(tmp_path / "missing"), str(tmp_path / "o")]) == 1
     assert "source" in capsys.readouterr().err
+
+
+def test_decoded_shards_are_another_output_and_only_for_image_folders(tmp_path: Path) -> None:
+    root = image_folder(tmp_path / "src", n=2)
+    prepare("imagefolder", root, tmp_path / "files", chunk_bytes="2KB", progress=False)
+    with pytest.raises(ShardError, match="exists but is not finished shards"):  # not reported as done
+        prepare("imagefolder", root, tmp_path / "files", chunk_bytes="2KB", progress=False, decode=True)
+    assert console_main(["prepare", "imagefolder", str(root), str(tmp_path / "pixels"), "--decode", "--no-progress"]) == 0
+    index = json.loads((tmp_path / "pixels" / "train" / "index.json").read_text())["mmformer"]
+    assert index["fields"]["image"] == "array" and index["meta"]["pixels"] == "file"
+    with pytest.raises(ValueError, match="--decode applies to imagefolder sources, not 'idx'"):
+        prepare("idx", idx_root(tmp_path / "idx"), tmp_path / "idx-shards", progress=False, decode=True)
