@@ -129,14 +129,17 @@ class BucketBatchSampler(DistributedSampler):
         seed: shuffling seed.
         num_replicas, rank: DDP world size and this process's rank.
         bucket_batches: batches per sorting window (larger = less padding, less randomness).
+        virtual: training batches hold ``epoch * N + i`` instead of ``i`` (a dataset reads ``v % N``), so
+            per-sample augmentation can be seeded by epoch and sample.
     """
 
     def __init__(self, durations: Tensor, batch_size: int, shuffle: bool = True, seed: int = 0,
-                 num_replicas: int = 1, rank: int = 0, bucket_batches: int = 50) -> None:
+                 num_replicas: int = 1, rank: int = 0, bucket_batches: int = 50, virtual: bool = False) -> None:
         super().__init__(range(len(durations)), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.durations, self.batch_size, self.bucket_batches = durations.float(), batch_size, bucket_batches
+        self.virtual = virtual
         self._skip: tuple[int, int] | None = None
 
     def _batches(self) -> list[list[int]]:
@@ -160,6 +163,9 @@ class BucketBatchSampler(DistributedSampler):
         mine = batches[self.rank :: self.num_replicas]
         if self._skip is not None and self._skip[0] == self.epoch:
             mine, self._skip = mine[self._skip[1] :], None
+        if self.virtual and self.shuffle:
+            base = self.epoch * len(self.durations)
+            mine = [[base + i for i in b] for b in mine]
         return iter(mine)
 
     def __len__(self) -> int:

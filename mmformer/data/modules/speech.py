@@ -1,5 +1,6 @@
 """Speech-recognition DataModule: NeMo-style JSONL manifests or the embedded espeak-ng corpus,
-length-bucketed batches, and the batches :class:`~mmformer.tasks.seq2seq.Seq2SeqTask` consumes.
+length-bucketed batches, optional waveform augmentation (:mod:`mmformer.data.common.wave_augment`), and
+the batches :class:`~mmformer.tasks.seq2seq.Seq2SeqTask` consumes.
 
 A batch is ``{"source": AudioBatch(waveforms (B, L), lengths (B,)), "target": (B, T) long =
 bos + pieces + eos right-padded with 0, "target_text": [...], "id": [...]}``.
@@ -31,6 +32,7 @@ from mmformer.data.common.ids import Ragged, wrap_rows
 from mmformer.data.common.loading import world_of
 from mmformer.data.common.packing import MarkPacked
 from mmformer.data.common.sampling import ResumableDataModule
+from mmformer.data.common.wave_augment import WaveAugment
 from mmformer.data.readers.audio import ManifestEntry, load_audio, read_manifest
 from mmformer.data.shards.reading import ShardFile, read_columns, split_view
 from mmformer.data.spec import DataSpec, ProvidesDataSpec
@@ -60,11 +62,13 @@ class SpeechDataset(Dataset):
 
     def __init__(self, ids: list[str], texts: list[str], targets: Ragged | None, durations: Tensor,
                  sample_rate: int, audio: np.ndarray | None = None, offsets: Tensor | None = None,
-                 lengths: Tensor | None = None, files: list[str] | None = None) -> None:
+                 lengths: Tensor | None = None, files: list[str] | None = None,
+                 augment: WaveAugment | None = None, seed: int = 0) -> None:
         if (audio is None) == (files is None):
             raise ValueError("give either audio/offsets/lengths or files")
         self.ids, self.texts, self.targets, self.durations = ids, texts, targets, durations
         self.sample_rate, self.audio, self.offsets, self.lengths, self.files = sample_rate, audio, offsets, lengths, files
+        self.augment, self.seed = augment, seed
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -83,9 +87,22 @@ class SpeechDataset(Dataset):
         wave = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True) if waves else torch.zeros(0, 1)
         return AudioBatch(wave if wave.shape[1] else torch.zeros(len(waves), 1), lengths)
 
+    def _augmented(self, audio: AudioBatch, virtual: Tensor) -> AudioBatch:
+        """Each utterance through ``augment``, seeded by ``seed`` + its virtual index (which counts epochs)."""
+        assert self.augment is not None
+        waves = [self.augment(w[:n], self.seed + v) for w, n, v in
+                 zip(audio.waveforms, audio.lengths.tolist(), virtual.tolist())]
+        lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
+        return AudioBatch(torch.nn.utils.rnn.pad_sequence(waves, batch_first=True), lengths)
+
     def __getitem__(self, indices: int | Sequence[int]) -> dict[str, Any]:
-        idx = torch.as_tensor([indices] if isinstance(indices, int) else list(indices), dtype=torch.long)
-        batch: dict[str, Any] = {"source": self._waveforms(idx), "id": [self.ids[i] for i in idx.tolist()],
+        """Indices ``v >= N`` are virtual (epoch * N + i, from a sampler built with ``virtual=True``): utterance
+        ``v % N``, augmented (when ``augment`` is set) with the seed of ``v``."""
+        virtual = torch.as_tensor([indices] if isinstance(indices, int) else list(indices), dtype=torch.long)
+        idx = virtual % len(self.ids)
+        audio = self._waveforms(idx)
+        batch: dict[str, Any] = {"source": audio if self.augment is None else self._augmented(audio, virtual),
+                                 "id": [self.ids[i] for i in idx.tolist()],
                                  "target_text": [self.texts[i] for i in idx.tolist()]}
         if self.targets is not None:
             batch["target"] = self.targets.pad(idx)  # (B, T) bos + pieces + eos, pad 0
@@ -115,6 +132,11 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
         max_target_len: longest target in pieces, bos/eos included (longer ones are cut).
         unknown_chars: a transcript with characters the vocabulary lacks: ``error``, ``skip`` or ``unk``.
         num_workers: DataLoader worker processes.
+        augment: waveform augmentation of the training clips (speed perturbation, reverberation, additive
+            noise: :class:`~mmformer.data.common.wave_augment.WaveAugment`), seeded per utterance and epoch
+            so resume stays exact; None = the clips as they are (the default).
+        eval_augment: the same perturbations applied to the validation and test clips, seeded per utterance
+            (the same every evaluation): to measure a model under reverberation or noise it was not trained on.
         pack_len: pack each training batch's samples into rows of at most this many tokens (per side:
             source and target), each attending only within itself (:mod:`mmformer.data.common.packing`);
             no compute is spent on padding. None = padded batches (the default). Losses are unchanged.
@@ -148,6 +170,8 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
         max_target_len: int = 128,
         unknown_chars: Literal["error", "skip", "unk"] = "error",
         num_workers: int = 0,
+        augment: WaveAugment | None = None,
+        eval_augment: WaveAugment | None = None,
         pack_len: int | None = None,
         seed: int = 0,
         predict_files: list[str] | None = None,
@@ -166,6 +190,11 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
         self.sample_rate, self.min_duration, self.max_duration = sample_rate, min_duration, max_duration
         self.max_target_len, self.unknown_chars, self.num_workers = max_target_len, unknown_chars, num_workers
         self.pack_len = pack_len
+        for name, aug in (("augment", augment), ("eval_augment", eval_augment)):
+            if aug is not None and aug.sample_rate != sample_rate:
+                raise ValueError(f"{name}.sample_rate {aug.sample_rate} differs from sample_rate {sample_rate}; set "
+                                 f"them equal (the clips are resampled to sample_rate before augmentation)")
+        self.augment, self.eval_augment = augment, eval_augment
         self.predict_files, self.predict_manifest = predict_files, predict_manifest
         self.shards = shards
         if shards is not None and self.manifests is not None:
@@ -254,7 +283,8 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
         texts = [r["text"] for r in keep]
         common = dict(ids=[str(r["id"]) for r in keep], texts=texts,
                       targets=encode_targets(self.vocab, texts, self.max_target_len),  # type: ignore[arg-type]
-                      durations=torch.tensor([float(r["duration"]) for r in keep]), sample_rate=self.sample_rate)
+                      durations=torch.tensor([float(r["duration"]) for r in keep]), sample_rate=self.sample_rate,
+                      augment=self.augment if split == "train" else self.eval_augment, seed=self.seed)
         if "file" in keep[0]:
             return SpeechDataset(**common, files=[r["file"] for r in keep])
         audio = np.load(self._corpus() / f"{split}.npy", mmap_mode="r")
@@ -264,7 +294,8 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
     # --- loaders -------------------------------------------------------------------------------
     def _loader(self, ds: SpeechDataset, shuffle: bool) -> DataLoader:
         world, rank = world_of(self.trainer)
-        sampler = BucketBatchSampler(ds.durations, self.batch_size, shuffle, self.seed, world, rank, self.bucket_batches)
+        sampler = BucketBatchSampler(ds.durations, self.batch_size, shuffle, self.seed, world, rank, self.bucket_batches,
+                                     virtual=ds.augment is not None)  # training: epoch-counting indices seed it
         if shuffle and self._resume is not None:
             sampler.resume_at(*self._resume)
             self._resume = None

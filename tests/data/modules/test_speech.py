@@ -177,3 +177,61 @@ def test_espeak_corpus_holds_out_test_voices(tmp_path: Path) -> None:
     r = rows["train"][1]
     clip = audio[r["offset"]: r["offset"] + r["num_samples"]]
     assert math.isclose(r["duration"], len(clip) / 16000, abs_tol=1e-3) and np.abs(clip).max() > 1000
+
+
+def _epoch(dm: SpeechRecognitionData, epoch: int, resume: tuple[int, int] | None = None) -> list[dict]:
+    dm._resume = resume
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(epoch)
+    return list(loader)
+
+
+def test_augmentation_is_seeded_per_utterance_and_epoch_and_resumes_exactly(tmp_path: Path) -> None:
+    from mmformer.data.common.wave_augment import WaveAugment
+
+    def data() -> SpeechRecognitionData:
+        dm = _data(tmp_path, unknown_chars="skip", augment=WaveAugment(reverb_prob=0.5, noise_prob=0.5))
+        with pytest.warns(UserWarning):
+            dm.setup("fit")
+        return dm
+
+    dm, plain = data(), _data(tmp_path, unknown_chars="skip")
+    with pytest.warns(UserWarning):
+        plain.setup("fit")
+    waves = {e: {i: w[:n] for b in _epoch(dm, e) for i, w, n in zip(b["id"], b["source"].waveforms, b["source"].lengths)}
+             for e in (0, 1)}
+    clean = {i: w[:n] for b in _epoch(plain, 0) for i, w, n in zip(b["id"], b["source"].waveforms, b["source"].lengths)}
+    assert waves[0].keys() == waves[1].keys() == clean.keys()
+    assert any(not torch.equal(waves[0][i], clean[i]) for i in clean), "the training clips are augmented"
+    sounding = [i for i in clean if clean[i].abs().sum() > 0]  # (the stereo clip cancels out to silence)
+    assert all(not torch.equal(waves[0][i], waves[1][i]) or torch.equal(waves[0][i], clean[i]) for i in sounding), \
+        "each epoch draws anew (or leaves the clip clean in both)"
+    assert any(not torch.equal(waves[0][i], waves[1][i]) for i in sounding)
+    again = _epoch(data(), 1)
+    for a, b in zip(_epoch(dm, 1), again):  # reproducible from the seed
+        assert a["id"] == b["id"] and torch.equal(a["source"].waveforms, b["source"].waveforms)
+    for a, b in zip(_epoch(dm, 1, resume=(1, 1)), again[1:]):  # a run resumed after one batch hears the rest
+        assert a["id"] == b["id"] and torch.equal(a["source"].waveforms, b["source"].waveforms)
+    for a, b in zip(dm.val_dataloader(), plain.val_dataloader()):  # evaluation hears the clips as they are
+        assert torch.equal(a["source"].waveforms, b["source"].waveforms)
+    noisy = _data(tmp_path, unknown_chars="skip", eval_augment=WaveAugment(speeds=[1.0], noise_prob=1.0))
+    with pytest.warns(UserWarning):
+        noisy.setup("fit")
+    first, second = list(noisy.test_dataloader()), list(noisy.test_dataloader())
+    for a, b, c in zip(first, second, plain.test_dataloader()):  # evaluation under noise: the same each time
+        assert torch.equal(a["source"].waveforms, b["source"].waveforms)
+        assert not torch.equal(a["source"].waveforms, c["source"].waveforms)
+
+
+def test_augmentation_config_parses_and_checks_its_rate(tmp_path: Path) -> None:
+    from jsonargparse import ArgumentParser
+
+    from mmformer.data.common.wave_augment import WaveAugment
+
+    parser = ArgumentParser()
+    parser.add_class_arguments(SpeechRecognitionData, "data")
+    cfg = parser.parse_args(["--data.augment", '{"speeds": [0.9, 1.1], "noise_prob": 0.5}'])
+    aug = parser.instantiate(cfg).data.augment
+    assert isinstance(aug, WaveAugment) and aug.speeds == (0.9, 1.1) and aug.noise_prob == 0.5
+    with pytest.raises(ValueError, match="augment.sample_rate 8000 differs from sample_rate 16000"):
+        _data(tmp_path, augment=WaveAugment(sample_rate=8000))
