@@ -76,7 +76,6 @@ def test_no_warning_suggests_a_size_that_is_not_smaller() -> None:
     assert vocab_size_warning(text, 40, byte_fallback=False) is not None  # 40 > the suggested 12
 
 
-
 def _train_same(folder: str, barrier, results) -> None:
     """One of several processes training the same model; each waits after writing a temp file until all
     have, so every rename happens after every write (the interleaving that broke a shared temp name)."""

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from mmformer.data.common.sampling import seeded_call
-from mmformer.data.readers.image_files import decode_png_as_is, fit_pixels, load_image
+from mmformer.data.readers.image_files import decode_png_as_is, fit_pil, fit_pixels, load_image
 from mmformer.data.shards.dataset import ShardView
 from mmformer.data.shards.format import ShardError
 from mmformer.data.shards.reading import read_columns
@@ -62,8 +62,7 @@ def decode_bytes(data: bytes, channels: int, size: int, name: str) -> Tensor:
         return fast
     try:
         with Image.open(io.BytesIO(data)) as img:
-            img = img.convert("L" if channels == 1 else "RGB").resize((size, size), Image.Resampling.BILINEAR)
-            return v2.functional.pil_to_tensor(img)
+            return fit_pil(img, channels, size)
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ShardError(f"{name} is not a readable image ({e})") from e
 

@@ -71,13 +71,14 @@ def load_image(path: str | Path | Blob, channels: int, size: int) -> Tensor:
     source, path = open_source(path, "image")
     try:
         with Image.open(source) as img:
-            return _fit(img, channels, size)
+            return fit_pil(img, channels, size)
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"{path} is not a readable image ({e}); remove it or replace it with a valid image") from e
 
 
-def _fit(img: Image.Image, channels: int, size: int) -> Tensor:
-    """A PIL image → uint8 ``(channels, size, size)``: 1 → luma "L", 3 → "RGB", then a bilinear resize."""
+def fit_pil(img: Image.Image, channels: int, size: int) -> Tensor:
+    """A PIL image → uint8 ``(channels, size, size)``: 1 → luma "L", 3 → "RGB", then a bilinear resize (the one
+    conversion every image path shares, so files, shard bytes and decoded pixels give the same tensor)."""
     img = img.convert("L" if channels == 1 else "RGB")
     img = img.resize((size, size), Image.Resampling.BILINEAR)
     return v2.functional.pil_to_tensor(img)
@@ -111,7 +112,7 @@ def fit_pixels(pixels: np.ndarray, channels: int, size: int) -> Tensor:
     if pixels.shape == (channels, size, size):  # litdata's arrays are its own copies; a read-only view is copied
         return torch.from_numpy(pixels if pixels.flags.writeable else np.array(pixels))
     img = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else np.ascontiguousarray(pixels.transpose(1, 2, 0)))
-    return _fit(img, channels, size)
+    return fit_pil(img, channels, size)
 
 
 def list_images(folder: str | Path) -> list[Path]:
