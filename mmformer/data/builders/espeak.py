@@ -3,7 +3,9 @@
 Transcripts are digit strings and short sentences from a small grammar (a few hundred words);
 each utterance is spoken by a random English voice, voice variant, speed, pitch, amplitude and
 word gap. Validation and test use voice *variants* that never occur in training, so the test
-split measures generalization to unseen speakers. Audio is stored compactly: one 16 kHz int16
+split measures generalization to unseen speakers (:mod:`mmformer.data.builders.flite` speaks validation and
+test with a synthesizer never heard in training instead; ``festival_fraction`` has Festival speak a share of
+the training clips, :mod:`mmformer.data.builders.festival`). Audio is stored compactly: one 16 kHz int16
 ``<split>.npy`` per split (all utterances concatenated) plus a ``<split>.jsonl`` manifest with
 each utterance's ``offset``/``num_samples``, its ``text`` and the voice settings. The folder name
 carries a hash of the settings, so a changed setting builds a new corpus and an unchanged one
@@ -21,15 +23,18 @@ import shutil
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from mmformer.data.builders.synthesis import SAMPLE_RATE, map_in_pool, write_split
+
+if TYPE_CHECKING:
+    from mmformer.data.builders.festival import FestivalVoice
+
 ESPEAK = "espeak-ng"
 BUILD_VERSION = 1  # bump when the synthesis or the grammar changes
-SAMPLE_RATE = 16000
 
 # English voices of espeak-ng (accents); the variants in voices/!v change the speaker.
 ACCENTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
@@ -166,15 +171,10 @@ def _work(job: tuple[str, Voice]) -> np.ndarray:
     return synthesize(*job)
 
 
-def _init_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
 @dataclass(frozen=True)
 class EspeakCorpusConfig:
-    """What the embedded corpus holds; every field enters the cache hash."""
+    """What the embedded corpus holds; every field enters the cache hash (``festival_fraction`` only when it
+    is not 0, so espeak-only corpora keep their folders)."""
 
     num_train: int = 20000  # training utterances
     num_val: int = 300  # validation utterances (held-out variants)
@@ -184,6 +184,9 @@ class EspeakCorpusConfig:
     speed: tuple[int, int] = (130, 230)  # words per minute range
     pitch: tuple[int, int] = (15, 85)  # espeak pitch range
     seed: int = 0  # transcripts, voices and the variant split
+    # share of training clips spoken by Festival's recorded-diphone voice instead (the same transcripts;
+    # :mod:`mmformer.data.builders.festival`): voice variety beyond espeak-ng's formant synthesis
+    festival_fraction: float = 0.0
 
 
 def _jobs(cfg: EspeakCorpusConfig, split: str, variants: list[str], n: int) -> list[tuple[str, Voice]]:
@@ -193,9 +196,24 @@ def _jobs(cfg: EspeakCorpusConfig, split: str, variants: list[str], n: int) -> l
             for _ in range(n)]
 
 
+def festival_voices(cfg: EspeakCorpusConfig, n: int) -> dict[int, "FestivalVoice"]:
+    """Which training clips Festival speaks (a ``festival_fraction`` share), and at what rate and pitch; drawn
+    from a stream of their own, so the transcripts and the other clips' voices stay those of espeak-only."""
+    from mmformer.data.builders.festival import PITCH, STRETCH, FestivalVoice
+
+    r = random.Random(f"{cfg.seed}-festival")
+    picks = {i: r.random() < cfg.festival_fraction for i in range(n)}
+    return {i: FestivalVoice(round(r.uniform(*STRETCH), 3), r.randint(*PITCH)) for i in range(n) if picks[i]}
+
+
 def corpus_dir(root: str | Path, cfg: EspeakCorpusConfig) -> Path:
     """``<root>/espeak_asr_<hash of the settings>``."""
-    key = json.dumps({"v": BUILD_VERSION, **asdict(cfg), "variants": list_variants()}, sort_keys=True)
+    fields: dict = {k: v for k, v in asdict(cfg).items() if k != "festival_fraction" or v}  # 0: the espeak-only hash
+    if cfg.festival_fraction:
+        from mmformer.data.builders import festival
+
+        fields["festival"] = [festival.VOICE, festival.STRETCH, festival.PITCH]
+    key = json.dumps({"v": BUILD_VERSION, **fields, "variants": list_variants()}, sort_keys=True)
     return Path(root) / f"espeak_asr_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
@@ -210,13 +228,8 @@ def synthesize_many(jobs: Sequence[tuple[str, Voice]], workers: int = 2, desc: s
     Returns:
         One 16 kHz int16 waveform ``(L,)`` per job.
     """
-    from tqdm import tqdm
-
     require_espeak()
-    ctx = get_context("fork" if sys.platform != "win32" else "spawn")
-    with ctx.Pool(max(1, workers), initializer=_init_worker) as pool:
-        return list(tqdm(pool.imap(_work, jobs, chunksize=32), total=len(jobs), desc=desc, file=sys.stderr,
-                         mininterval=2.0))
+    return map_in_pool(_work, jobs, workers, desc)
 
 
 def build_corpus(root: str | Path, cfg: EspeakCorpusConfig = EspeakCorpusConfig(), workers: int = 2) -> Path:
@@ -235,17 +248,24 @@ def build_corpus(root: str | Path, cfg: EspeakCorpusConfig = EspeakCorpusConfig(
     sizes = {"train": cfg.num_train, "val": cfg.num_val, "test": cfg.num_test}
     for split, n in sizes.items():
         jobs = _jobs(cfg, split, groups[split], n)
-        waves = synthesize_many(jobs, workers, desc=f"espeak-ng {split}")
-        lengths = np.array([len(w) for w in waves], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        tmp = folder / f"{split}.tmp.npy"
-        np.save(tmp, np.concatenate(waves) if waves else np.zeros(0, np.int16))
-        tmp.replace(folder / f"{split}.npy")
-        with open(folder / f"{split}.jsonl", "w") as f:
-            for i, ((text, voice), off, num) in enumerate(zip(jobs, offsets.tolist(), lengths.tolist())):
-                f.write(json.dumps({"id": f"{split}-{i:06d}", "offset": off, "num_samples": num,
-                                    "duration": round(num / SAMPLE_RATE, 4), "text": text, **asdict(voice)})
-                        + "\n")
+        rows: list[dict] = [{"text": text, **asdict(voice)} for text, voice in jobs]
+        fest = festival_voices(cfg, n) if split == "train" else {}
+        mine = [i for i in range(n) if i not in fest]
+        waves: list[np.ndarray] = [np.zeros(0, np.int16)] * n
+        for i, w in zip(mine, synthesize_many([jobs[i] for i in mine], workers, desc=f"espeak-ng {split}")):
+            waves[i] = w
+        if fest:
+            from mmformer.data.builders import festival
+
+            festival.require_festival()
+            order = sorted(fest)
+            chunks = [[(jobs[i][0], fest[i]) for i in order[k:k + 64]] for k in range(0, len(order), 64)]
+            spoken = [w for chunk in map_in_pool(festival.synthesize_batch, chunks, workers, desc=f"festival {split}")
+                      for w in chunk]
+            for i, w in zip(order, spoken):
+                waves[i] = w
+                rows[i] = {"text": jobs[i][0], "synthesizer": "festival", "voice": festival.VOICE, **asdict(fest[i])}
+        write_split(folder, split, rows, waves)
     (folder / "settings.json").write_text(json.dumps({**asdict(cfg), "variants": groups}, indent=1))
     (folder / "done").touch()
     return folder

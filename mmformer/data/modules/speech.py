@@ -146,6 +146,11 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
         shards: read ``<shards>/{train,val,test}`` prepared by ``mmformer prepare nemo`` (a folder or an
             ``s3://``/``gs://``... URI) instead of manifests: transcripts and durations are read in ``setup``
             (vocabulary, filtering, bucketing), clips are decoded per batch in the workers.
+        heldout_synthesizer: who speaks the embedded corpus's validation and test splits: ``espeak`` (espeak-ng
+            voice variants never heard in training; the default) or ``flite`` (CMU Flite's five voices, a
+            synthesizer never heard in training: :mod:`mmformer.data.builders.flite`).
+        festival_fraction: share of the embedded corpus's training clips spoken by Festival's recorded-diphone
+            voice (``ked``, at random rates and pitches) instead of espeak-ng, for voice variety; 0 = espeak-ng only.
     """
 
     _resume_unit = "batches"  # token/length-bucketed batches vary in size
@@ -177,6 +182,8 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
         predict_files: list[str] | None = None,
         predict_manifest: str | None = None,
         shards: str | None = None,
+        heldout_synthesizer: Literal["espeak", "flite"] = "espeak",
+        festival_fraction: float = 0.0,
     ) -> None:
         super().__init__()
         manifests = (train_manifest, val_manifest, test_manifest)
@@ -199,15 +206,30 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
         self.shards = shards
         if shards is not None and self.manifests is not None:
             raise ValueError("give shards or the manifests, not both")
+        if heldout_synthesizer not in ("espeak", "flite"):
+            raise ValueError(f"heldout_synthesizer must be espeak or flite, got {heldout_synthesizer!r}")
+        if heldout_synthesizer != "espeak" and (shards is not None or self.manifests is not None):
+            raise ValueError("heldout_synthesizer applies to the embedded corpus; your manifests or shards "
+                             "bring their own validation and test splits")
+        if not 0.0 <= festival_fraction <= 1.0:
+            raise ValueError(f"festival_fraction is a share of the training clips, in [0, 1]; got {festival_fraction}")
+        self.heldout_synthesizer, self.festival_fraction = heldout_synthesizer, festival_fraction
         self.vocab: SentencePieceVocab | None = None
         self._resume: tuple[int, int] | None = None
         self._ready = False
 
     # --- sources -------------------------------------------------------------------------------
-    def _corpus(self) -> Path:
+    def _corpus(self, split: str = "train") -> Path:
+        """The embedded corpus folder holding ``split``: espeak-ng's, or flite's for held-out synthesizer splits."""
+        if split != "train" and self.heldout_synthesizer == "flite":
+            from mmformer.data.builders import flite
+
+            fcfg = flite.FliteCorpusConfig(num_val=self.sizes[1], num_test=self.sizes[2], seed=self.seed)
+            return flite.build_corpus(self.data_dir, fcfg, workers=self.synth_workers)
         from mmformer.data.builders.espeak import EspeakCorpusConfig, build_corpus
 
-        cfg = EspeakCorpusConfig(num_train=self.sizes[0], num_val=self.sizes[1], num_test=self.sizes[2], seed=self.seed)
+        cfg = EspeakCorpusConfig(num_train=self.sizes[0], num_val=self.sizes[1], num_test=self.sizes[2], seed=self.seed,
+                                 festival_fraction=self.festival_fraction)
         return build_corpus(self.data_dir, cfg, workers=self.synth_workers)
 
     def _entries(self, split: str) -> list[dict[str, Any]]:
@@ -221,7 +243,7 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
             path = self.manifests[("train", "val", "test").index(split)]
             return [{"id": f"{e.manifest}:{e.line}", "text": e.text, "duration": e.duration, "file": e.audio_filepath}
                     for e in read_manifest(path)]
-        with open(self._corpus() / f"{split}.jsonl") as f:
+        with open(self._corpus(split) / f"{split}.jsonl") as f:
             return [json.loads(line) for line in f]
 
     def _train_vocab(self, texts: list[str]) -> SentencePieceVocab:
@@ -241,6 +263,8 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
         if self._predicting():
             return
         self._train_vocab([normalize_text(e["text"]) for e in self._entries("train")])
+        if self.heldout_synthesizer == "flite":  # built here too, so DDP ranks find it in setup
+            self._corpus("val")
 
     def setup(self, stage: str | None = None) -> None:
         if self._ready or stage == "predict":
@@ -287,7 +311,7 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
                       augment=self.augment if split == "train" else self.eval_augment, seed=self.seed)
         if "file" in keep[0]:
             return SpeechDataset(**common, files=[r["file"] for r in keep])
-        audio = np.load(self._corpus() / f"{split}.npy", mmap_mode="r")
+        audio = np.load(self._corpus(split) / f"{split}.npy", mmap_mode="r")
         return SpeechDataset(**common, audio=audio, offsets=torch.tensor([r["offset"] for r in keep]),
                              lengths=torch.tensor([r["num_samples"] for r in keep]))
 
