@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages the recipes read their embedded datasets from (DESIGN.md, data table).
-APT_PACKAGES ?= dataset-fashion-mnist wordnet-base apertium apertium-eng-spa espeak-ng
+APT_PACKAGES ?= dataset-fashion-mnist wordnet-base apertium apertium-eng-spa espeak-ng flite festival festvox-kdlpc16k
 PYTEST_ARGS ?= --durations=25
 
 .PHONY: setup system-packages demo test bench lock clean
