@@ -1,5 +1,6 @@
 """Waveform augmentation: each perturbation does what its definition says (speed scales frequency and
-length, reverberation keeps loudness, noise lands at the drawn SNR), draws are reproducible per seed and
+length, reverberation keeps loudness, noise lands at the drawn SNR, band limiting removes what lies above
+the narrowband Nyquist frequency and keeps what lies below), draws are reproducible per seed and
 independent of one another, and bad settings are refused."""
 
 from __future__ import annotations
@@ -53,8 +54,31 @@ def test_noise_lands_at_the_drawn_snr(seed: int) -> None:
     assert snr == pytest.approx(12.0, abs=0.01)
 
 
+@pytest.mark.parametrize("rate", [8000, 11025])
+def test_band_limiting_cuts_above_the_narrowband_nyquist(rate: int) -> None:
+    low, high = tone(1000.0), tone(rate / 2 + 1500)  # 1.5 kHz above the Nyquist frequency: past the filter's roll-off
+    aug = WaveAugment(speeds=[1.0], lowpass_prob=1.0, lowpass_rates=[rate])
+    out_low, out_high = aug(low, seed=0), aug(high, seed=0)
+    assert len(out_low) == len(low) and len(out_high) == len(high)
+    inner = slice(400, -400)  # away from the resampling filter's edge effects
+    assert (out_low - low)[inner].abs().max() < 0.01
+    assert out_high[inner].pow(2).mean() < 1e-3 * high[inner].pow(2).mean()  # below -30 dB
+
+
+def test_band_limiting_draws_after_the_others() -> None:
+    x = tone(7000.0)
+    assert all(WaveAugment(speeds=[1.0], lowpass_prob=1.0)(x, s).pow(2).mean() < 1e-3 for s in range(20)), \
+        "both narrowband rates remove 7 kHz"
+    for seed in range(6):  # turning band limiting on moves none of the other draws
+        base = WaveAugment(reverb_prob=0.5, noise_prob=0.5)(x, seed)
+        with_lp = WaveAugment(reverb_prob=0.5, noise_prob=0.5, lowpass_prob=1e-9)(x, seed)
+        assert torch.equal(base, with_lp)
+    hits = sum(not torch.equal(WaveAugment(speeds=[1.0], lowpass_prob=0.5)(x, s), x) for s in range(40))
+    assert 10 <= hits <= 30
+
+
 def test_silence_stays_silent_and_short_clips_pass() -> None:
-    aug = WaveAugment(reverb_prob=1.0, noise_prob=1.0)
+    aug = WaveAugment(reverb_prob=1.0, noise_prob=1.0, lowpass_prob=1.0)
     assert torch.equal(aug(torch.zeros(800), seed=0)[:10], torch.zeros(10))
     assert aug(torch.zeros(1), seed=0).shape == (1,)
 
@@ -82,6 +106,9 @@ def test_draws_are_per_seed_and_independent() -> None:
     (dict(noise_prob=1.5), "noise_prob must be in"), (dict(reverb_prob=-0.1), "reverb_prob must be in"),
     (dict(rt60=(0.5, 0.2)), "rt60 must be a range"), (dict(rt60=(0.0, 0.2)), "low > 0"),
     (dict(snr_db=(30.0, 5.0)), "snr_db must be a range"),
+    (dict(lowpass_prob=2.0), "lowpass_prob must be in"),
+    (dict(lowpass_prob=0.5, lowpass_rates=[]), "lowpass_rates must be"),
+    (dict(lowpass_prob=0.5, lowpass_rates=[16000]), r"lowpass_rates must be .* \(0, sample_rate=16000\)"),
 ])
 def test_bad_settings_are_refused(kw: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
