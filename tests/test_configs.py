@@ -51,6 +51,16 @@ def test_model_preset_composes_after_a_recipe(preset: Path, base_recipe: str, ca
     assert cfg["model"]["init_args"]["num_classes"] == 3  # the recipe's own keys survive the merge
 
 
+def test_speech_voices_overlay_composes_after_the_speech_recipe(capsys) -> None:
+    overlay = yaml.safe_load((ROOT / "configs/data/speech_voices.yaml").read_text())["data"]["init_args"]
+    cfg = _printed_config(["--config", str(ROOT / "tasks/speech_recognition.yaml"),
+                           "--config", str(ROOT / "configs/data/speech_voices.yaml")], capsys)
+    data = cfg["data"]["init_args"]
+    assert data["festival_fraction"] == overlay["festival_fraction"] > 0 and data["heldout_synthesizer"] == "flite"
+    assert data["augment"]["lowpass_prob"] == overlay["augment"]["lowpass_prob"] > 0
+    assert data["vocab_size"] == 256 and data["max_target_len"] == 64  # the recipe's own keys survive the merge
+
+
 def _backbones(model: object) -> list:
     """The encoders a task's model reads its inputs with (the ones a size preset sizes)."""
     m = model.model  # type: ignore[attr-defined]
