@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from mmformer.data.builders.synthesis import SAMPLE_RATE, map_in_pool, write_split
+from mmformer.data.builders.synthesis import SAMPLE_RATE, map_in_pool, to_sample_rate, write_split
 
 if TYPE_CHECKING:
     from mmformer.data.builders.festival import FestivalVoice
@@ -151,9 +151,6 @@ def split_variants(variants: list[str], num_val: int, num_test: int, seed: int) 
 
 def synthesize(text: str, voice: Voice) -> np.ndarray:
     """espeak-ng → mono 16 kHz int16 samples of ``text``."""
-    import torch
-    import torchaudio.functional as AF
-
     res = subprocess.run([ESPEAK, *voice.args(), "--stdout", text], capture_output=True, check=False)
     data = res.stdout
     at = data.find(b"data")
@@ -161,10 +158,7 @@ def synthesize(text: str, voice: Voice) -> np.ndarray:
         raise RuntimeError(f"espeak-ng failed for {voice} on {text!r}: {res.stderr.decode(errors='replace')[:200]}")
     rate = int.from_bytes(data[24:28], "little")  # WAV header: sample rate (22050 for espeak-ng voices)
     pcm = np.frombuffer(data[at + 8:], dtype="<i2")  # --stdout streams, so the size field is not reliable
-    wave = torch.from_numpy(pcm.astype(np.float32) / 32768.0)
-    if rate != SAMPLE_RATE:
-        wave = AF.resample(wave, rate, SAMPLE_RATE)
-    return (wave.clamp(-1, 1) * 32767).round().to(torch.int16).numpy()
+    return to_sample_rate(pcm, rate)
 
 
 def _work(job: tuple[str, Voice]) -> np.ndarray:

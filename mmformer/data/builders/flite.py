@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from mmformer.data.builders.espeak import make_transcript
-from mmformer.data.builders.synthesis import SAMPLE_RATE, map_in_pool, read_wav_int16, write_split
+from mmformer.data.builders.synthesis import map_in_pool, read_wav_int16, to_sample_rate, write_split
 
 FLITE = "flite"
 BUILD_VERSION = 1  # bump when the synthesis changes
@@ -56,9 +56,6 @@ def require_flite() -> str:
 
 def synthesize(text: str, voice: FliteVoice) -> np.ndarray:
     """flite → mono 16 kHz int16 samples of ``text``."""
-    import torch
-    import torchaudio.functional as AF
-
     fd, path = tempfile.mkstemp(suffix=".wav")
     os.close(fd)
     try:
@@ -68,10 +65,7 @@ def synthesize(text: str, voice: FliteVoice) -> np.ndarray:
         pcm, rate = read_wav_int16(path)
     finally:
         os.unlink(path)
-    if rate == SAMPLE_RATE:
-        return pcm.copy()
-    wave16 = AF.resample(torch.from_numpy(pcm.astype(np.float32) / 32768.0), rate, SAMPLE_RATE)  # kal is 8 kHz
-    return (wave16.clamp(-1, 1) * 32767).round().to(torch.int16).numpy()
+    return to_sample_rate(pcm, rate)  # kal speaks at 8 kHz
 
 
 def _work(job: tuple[str, FliteVoice]) -> np.ndarray:

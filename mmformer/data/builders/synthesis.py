@@ -56,3 +56,14 @@ def read_wav_int16(path: str | Path) -> tuple[np.ndarray, int]:
             raise ValueError(f"{path}: expected mono 16-bit PCM, got {w.getnchannels()} channel(s) of "
                              f"{8 * w.getsampwidth()} bits")
         return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2"), w.getframerate()
+
+
+def to_sample_rate(pcm: np.ndarray, rate: int) -> np.ndarray:
+    """int16 samples ``(L,)`` at ``rate`` → int16 samples at :data:`SAMPLE_RATE` (torchaudio's resampler)."""
+    if rate == SAMPLE_RATE:
+        return pcm.copy()
+    import torch
+    import torchaudio.functional as AF
+
+    wave = AF.resample(torch.from_numpy(pcm.astype(np.float32) / 32768.0), rate, SAMPLE_RATE)
+    return (wave.clamp(-1, 1) * 32767).round().to(torch.int16).numpy()
