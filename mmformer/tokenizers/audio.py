@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from mmformer.layers.positions import LearnedPositions, SinusoidalPositions
 from mmformer.tokenizers.base import ModalityTokenizer, TokenBatch, register_tokenizer
+from mmformer.tokenizers.vtlp import warped_mel_fbanks
 
 Patching = Literal["conv", "frames", "patches"]
 Normalization = Literal["utterance", "global", "none"]
@@ -109,6 +110,10 @@ class AudioTokenizer(ModalityTokenizer):
         time_masks, time_mask_width: SpecAugment time masks per utterance and their max width in frames;
             each mask lies within the utterance's real frames (width ~ U{0..min(W, frames)}, start
             uniform over the real frames), so its strength does not depend on the batch's padding.
+        vtlp: vocal tract length perturbation (training only): a frequency-warp factor per utterance drawn
+            uniformly from this ``(low, high)`` range, applied in the mel filterbank
+            (:mod:`mmformer.tokenizers.vtlp`; 1.15 moves a male voice's formants toward a female's); None = off.
+        vtlp_boundary: frequency (Hz) up to which the warp is a pure scaling (above it, it returns to Nyquist).
         positions: ``sinusoidal`` or ``learned`` time positions added here (``patches`` adds a
             learned mel-band embedding too), or ``none`` (e.g. with a RoPE backbone).
         max_seconds: longest utterance accepted; longer input raises (filter it in the data).
@@ -132,6 +137,8 @@ class AudioTokenizer(ModalityTokenizer):
         freq_mask_width: int = 15,
         time_masks: int = 2,
         time_mask_width: int = 20,
+        vtlp: tuple[float, float] | list[float] | None = None,
+        vtlp_boundary: float = 4800.0,
         positions: Literal["sinusoidal", "learned", "none"] = "sinusoidal",
         max_seconds: float = 30.0,
         dropout: float = 0.0,
@@ -152,6 +159,10 @@ class AudioTokenizer(ModalityTokenizer):
         self.norm = MaskedNorm(n_mels, normalize)
         self.freq_mask = torchaudio.transforms.FrequencyMasking(freq_mask_width, iid_masks=True)
         self.time_mask_width = time_mask_width
+        self.vtlp = None if vtlp is None else (float(vtlp[0]), float(vtlp[1]))
+        if self.vtlp is not None and not 0.5 <= self.vtlp[0] <= self.vtlp[1] <= 2.0:
+            raise ValueError(f"vtlp must be a range (low, high) of warp factors with 0.5 <= low <= high <= 2, got {vtlp}")
+        self.vtlp_boundary = vtlp_boundary
         self.n_freq_masks, self.n_time_masks = freq_masks if freq_mask_width else 0, time_masks if time_mask_width else 0
         self.convs = nn.ModuleList()
         if patching == "conv":
@@ -215,7 +226,7 @@ class AudioTokenizer(ModalityTokenizer):
             wave = F.pad(wave, (0, self.win - wave.shape[1]))
         wave = wave * lengths_to_mask(lengths, wave.shape[1])  # padding is zero, whatever the caller sent
         frames = self.num_frames(lengths).clamp_min(1)  # an empty clip keeps one (silent) frame
-        spec = self.mel(wave)  # (B, F, T)
+        spec = self._warped_mel(wave) if self.training and self.vtlp is not None else self.mel(wave)  # (B, F, T)
         mask = lengths_to_mask(frames, spec.shape[-1])
         x = torch.log(spec + 1e-6) * mask[:, None, :]
         x = self.norm(x, mask)
@@ -225,6 +236,17 @@ class AudioTokenizer(ModalityTokenizer):
             if self.n_time_masks:
                 x = x.masked_fill(self._time_masks(frames, x.shape[-1])[:, None, :], 0.0)
         return x * mask[:, None, :], mask
+
+    def _warped_mel(self, wave: Tensor) -> Tensor:
+        """``(B, L)`` → mel power ``(B, F, T)`` through a filterbank warped by a random factor per utterance."""
+        assert self.vtlp is not None
+        power = self.mel.spectrogram(wave)  # (B, K, T), K = n_fft // 2 + 1
+        lo, hi = self.vtlp
+        alpha = lo + (hi - lo) * torch.rand(wave.shape[0])  # (B,)
+        scale = self.mel.mel_scale
+        fb = warped_mel_fbanks(alpha, power.shape[1], self.n_mels, self.sample_rate, scale.f_min, scale.f_max,
+                               self.vtlp_boundary)  # (B, K, F)
+        return torch.einsum("bkt,bkf->bft", power, fb.to(power.device, power.dtype))
 
     def _time_masks(self, frames: Tensor, n: int) -> Tensor:
         """SpecAugment time masks drawn within each row's real frames: ``(B, n)`` bool, True = masked.
