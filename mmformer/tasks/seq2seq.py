@@ -76,6 +76,11 @@ class Seq2SeqTask(TaskModule):
             (T5's ``num_decoder_layers``). Its memory width is the encoder's dim.
         decoder_depth: decoder blocks when ``decoder`` is None.
         target_positions: positional scheme of the target embedding.
+        target_scale: multiply target embeddings by sqrt(D) (Vaswani et al.; with ``target_init_std`` D^-0.5
+            the embedded tokens have unit size, as large as sinusoidal positions and the residual stream).
+            With ``share_source_embedding`` the source tokenizer's ``scale`` must match: one table, one size.
+        target_init_std: std of the target embedding's initial weights (the shared table's, when shared;
+            the output projection's, when tied).
         max_target_len: longest target the decoder accepts, bos and eos included.
         tie_embeddings: tie the target embedding and the output projection.
         share_source_embedding: with a text source over the same vocabulary, one embedding table
@@ -102,6 +107,8 @@ class Seq2SeqTask(TaskModule):
         decoder: BackboneConfig | None = None,
         decoder_depth: int | None = None,
         target_positions: TextPositions = "learned",
+        target_scale: bool = False,
+        target_init_std: float = 0.02,
         max_target_len: int = 256,
         tie_embeddings: bool = True,
         share_source_embedding: bool = False,
@@ -130,7 +137,8 @@ class Seq2SeqTask(TaskModule):
                              f"(model.init_args.generation.ctc_weight=0)")
         # Built in this order (target embedding, source tokenizer, encoder, decoder, heads) so seeded runs
         # draw the same initial weights as before the redesign.
-        target = TextTokenizer(decoder.dim, target_vocab_size, max_len=max_target_len, positions=target_positions)
+        target = TextTokenizer(decoder.dim, target_vocab_size, max_len=max_target_len, positions=target_positions,
+                               scale=target_scale, init_std=target_init_std)
         self.model = Seq2Seq(source_tokenizer(encoder.dim), Encoder(encoder), target, Decoder(decoder), tie_embeddings,
                              ctc_vocab_size=target_vocab_size if ctc_weight > 0 else 0)
         if share_source_embedding:
@@ -138,6 +146,10 @@ class Seq2SeqTask(TaskModule):
             if not isinstance(src, TextTokenizer) or src.vocab_size != target_vocab_size or encoder.dim != decoder.dim:
                 raise ValueError("share_source_embedding needs a TextTokenizer source over the target vocabulary "
                                  "and equal encoder/decoder widths")
+            if (src.scale != 1.0) != target_scale:
+                raise ValueError(f"share_source_embedding: the source tokenizer's scale={src.scale != 1.0} but "
+                                 f"target_scale={target_scale}; one shared table needs one scale: set both "
+                                 f"(model.init_args.source_tokenizer.init_args.scale and model.init_args.target_scale)")
             src.embed.weight = target.embed.weight
         self.ctc_weight = ctc_weight
         self.vocab_size, self.label_smoothing = target_vocab_size, label_smoothing

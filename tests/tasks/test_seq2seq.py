@@ -202,3 +202,23 @@ def test_test_command_takes_the_anti_repetition_options_as_dotted_overrides(tmp_
     assert (gen.no_repeat_ngram_size, gen.repetition_penalty, gen.max_len_a, gen.max_len_b) == (3, 1.2, 1.5, 5)
     assert gen.strategy == "beam" and gen.beam_size == 4  # the recipe's other settings are kept
     assert "test/bleu" in cli.trainer.callback_metrics
+
+
+def test_vaswani_embedding_scales_the_shared_table_on_both_sides() -> None:
+    # target_scale + init std D^-0.5 (fairseq): source and target tokens enter at unit size from one table.
+    torch.manual_seed(0)
+    cfg = BackboneConfig(dim=64, depth=1, num_heads=4)
+    task = Seq2SeqTask(lambda d: TextTokenizer(d, 500, scale=True), 500, backbone=cfg, share_source_embedding=True,
+                       target_scale=True, target_init_std=64 ** -0.5, target_positions="none")
+    src, tgt = task.model.source_tokenizer, task.model.target_tokenizer
+    assert src.embed.weight is tgt.embed.weight
+    assert abs(float(tgt.embed.weight[1:].std()) - 0.125) < 0.005  # trunc_normal cuts at +-2, not +-2 std
+    ids = torch.tensor([[5, 6, 7]])
+    torch.testing.assert_close(tgt(ids).tokens, tgt.embed.weight[ids] * 8.0)
+    assert 0.9 < float(tgt(ids).tokens.std()) < 1.1
+
+
+def test_a_shared_table_with_two_scales_is_refused() -> None:
+    with pytest.raises(ValueError, match="one shared table needs one scale.*target_scale"):
+        Seq2SeqTask(lambda d: TextTokenizer(d, 20, scale=True), 20, backbone=BackboneConfig(dim=32, depth=1, num_heads=2),
+                    share_source_embedding=True)
