@@ -53,7 +53,7 @@ def train_bpe(texts: list[str], vocab_size: int) -> spm.SentencePieceProcessor:
 
 
 def batches(pairs: list[tuple[list[int], list[int]]], max_tokens: int, rng: random.Random) -> list[list[int]]:
-    """Shuffled indices in chunks of 100 batches, each chunk sorted by length, cut at max_tokens padded tokens."""
+    """Shuffled indices in chunks of 6,400 samples, each chunk sorted by length, cut at max_tokens padded tokens."""
     order = list(range(len(pairs)))
     rng.shuffle(order)
     out: list[list[int]] = []
@@ -62,7 +62,7 @@ def batches(pairs: list[tuple[list[int], list[int]]], max_tokens: int, rng: rand
         chunk = sorted(order[start:start + 100 * 64], key=size)
         cur: list[int] = []
         for i in chunk:
-            if cur and (len(cur) + 1) * max(size(j) for j in [*cur[-1:], i]) > max_tokens:
+            if cur and (len(cur) + 1) * size(i) > max_tokens:  # the chunk is sorted: i is the longest so far
                 out.append(cur)
                 cur = []
             cur.append(i)

@@ -76,11 +76,11 @@ class Seq2SeqTask(TaskModule):
             (T5's ``num_decoder_layers``). Its memory width is the encoder's dim.
         decoder_depth: decoder blocks when ``decoder`` is None.
         target_positions: positional scheme of the target embedding.
-        target_scale: multiply target embeddings by sqrt(D) (Vaswani et al.; with ``target_init_std`` D^-0.5
-            the embedded tokens have unit size, as large as sinusoidal positions and the residual stream).
+        target_scale: multiply target embeddings by sqrt(D) (Vaswani et al.; with the table's std D^-0.5
+            the embedded tokens have unit size, as large as sinusoidal positions).
             With ``share_source_embedding`` the source tokenizer's ``scale`` must match: one table, one size.
         target_init_std: std of the target embedding's initial weights (the shared table's, when shared;
-            the output projection's, when tied).
+            the output projection's, when tied); None = D^-0.5 with ``target_scale``, else 0.02.
         max_target_len: longest target the decoder accepts, bos and eos included.
         tie_embeddings: tie the target embedding and the output projection.
         share_source_embedding: with a text source over the same vocabulary, one embedding table
@@ -108,7 +108,7 @@ class Seq2SeqTask(TaskModule):
         decoder_depth: int | None = None,
         target_positions: TextPositions = "learned",
         target_scale: bool = False,
-        target_init_std: float = 0.02,
+        target_init_std: float | None = None,
         max_target_len: int = 256,
         tie_embeddings: bool = True,
         share_source_embedding: bool = False,

@@ -36,7 +36,8 @@ class TextTokenizer(ModalityTokenizer):
         dropout: dropout on the embedded tokens.
         embed_norm: LayerNorm over the embedded tokens after the positions are added (BERT).
         norm_eps: that LayerNorm's epsilon.
-        init_std: std of the embedding's initial weights (GPT/BERT 0.02; D^-0.5 with ``scale``, fairseq).
+        init_std: std of the embedding's initial weights; None = D^-0.5 with ``scale`` (fairseq: the scaled
+            tokens have unit size, like sinusoidal positions), else 0.02 (GPT/BERT).
     """
 
     def __init__(
@@ -50,7 +51,7 @@ class TextTokenizer(ModalityTokenizer):
         dropout: float = 0.0,
         embed_norm: bool = False,
         norm_eps: float = 1e-12,
-        init_std: float = 0.02,
+        init_std: float | None = None,
     ) -> None:
         super().__init__(dim)
         if positions not in ("learned", "sinusoidal", "rope", "none"):
@@ -59,7 +60,8 @@ class TextTokenizer(ModalityTokenizer):
             raise ValueError(f"pad_id {pad_id} is outside the vocabulary of {vocab_size}")
         self.vocab_size, self.pad_id, self.max_len, self.kind = vocab_size, pad_id, max_len, positions
         self.embed = nn.Embedding(vocab_size, dim, padding_idx=pad_id)
-        nn.init.trunc_normal_(self.embed.weight, std=init_std)
+        std = init_std if init_std is not None else (dim**-0.5 if scale else 0.02)
+        nn.init.trunc_normal_(self.embed.weight, std=std)
         with torch.no_grad():
             self.embed.weight[pad_id].zero_()
         self.pos: nn.Module | None = {

@@ -209,7 +209,7 @@ def test_vaswani_embedding_scales_the_shared_table_on_both_sides() -> None:
     torch.manual_seed(0)
     cfg = BackboneConfig(dim=64, depth=1, num_heads=4)
     task = Seq2SeqTask(lambda d: TextTokenizer(d, 500, scale=True), 500, backbone=cfg, share_source_embedding=True,
-                       target_scale=True, target_init_std=64 ** -0.5, target_positions="none")
+                       target_scale=True, target_positions="none")  # init std: 64^-0.5
     src, tgt = task.model.source_tokenizer, task.model.target_tokenizer
     assert src.embed.weight is tgt.embed.weight
     assert abs(float(tgt.embed.weight[1:].std()) - 0.125) < 0.005  # trunc_normal cuts at +-2, not +-2 std
