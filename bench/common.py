@@ -1,9 +1,12 @@
-"""Timing shared by the benchmarks: warm-up, interleaved rounds with rotated order, medians."""
+"""Shared by the benchmarks: timing (warm-up, interleaved rounds with rotated order, medians) and running a
+recipe command with its output kept in a log."""
 
 from __future__ import annotations
 
 import statistics
+import subprocess
 import time
+from pathlib import Path
 from typing import Callable
 
 
@@ -31,3 +34,14 @@ def print_ratios(times: dict[str, list[float]], peers: list[str], ours: str = "m
               + ", ".join(f"{k} {v:.2f}" for k, v in paired.items()))
     for k in peers:
         print(f"ratio vs {k}: {med[k] / med[ours]:.2f}")
+
+
+def run_logged(cmd: list[str], log: Path, cwd: Path) -> str:
+    """Runs ``cmd`` in ``cwd`` with its output written to ``log``; exits with the log's tail on failure."""
+    print("$ " + " ".join(cmd), flush=True)
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    log.write_text(done.stdout + done.stderr)
+    if done.returncode:
+        raise SystemExit(f"failed (exit {done.returncode}); the last lines of {log}:\n"
+                         + "\n".join((done.stdout + done.stderr).splitlines()[-20:]))
+    return done.stdout + done.stderr

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,19 +26,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mmformer.data.builders import gettext_catalogs  # noqa: E402
+from common import run_logged  # noqa: E402
 
 METRIC = re.compile(r"(test/\w+)\W+([-\d.]+)")
 
 
 def run(cmd: list[str], log: Path) -> str:
-    """Runs ``cmd`` with its output teed into ``log``; raises with the log's tail on failure."""
-    print("$ " + " ".join(cmd), flush=True)
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    log.write_text(done.stdout + done.stderr)
-    if done.returncode:
-        raise SystemExit(f"failed (exit {done.returncode}); the last lines of {log}:\n"
-                         + "\n".join((done.stdout + done.stderr).splitlines()[-20:]))
-    return done.stdout + done.stderr
+    return run_logged(cmd, log, ROOT)
 
 
 def main() -> None:

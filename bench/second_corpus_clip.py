@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mmformer.data.builders import glyph_captions  # noqa: E402
+from common import run_logged  # noqa: E402
 
 METRIC = re.compile(r"(test/[\w@]+)\W+([-\d.]+)")
 BAR = 0.80  # the issue's zero-shot glyph identity bar
@@ -58,14 +58,7 @@ def data_section(paths: dict[str, Path], eval_split: str) -> dict[str, Any]:
 
 
 def run(cmd: list[str], log: Path) -> str:
-    """Runs ``cmd`` with its output written to ``log``; raises with the log's tail on failure."""
-    print("$ " + " ".join(cmd), flush=True)
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    log.write_text(done.stdout + done.stderr)
-    if done.returncode:
-        raise SystemExit(f"failed (exit {done.returncode}); the last lines of {log}:\n"
-                         + "\n".join((done.stdout + done.stderr).splitlines()[-20:]))
-    return done.stdout + done.stderr
+    return run_logged(cmd, log, ROOT)
 
 
 def main() -> None:

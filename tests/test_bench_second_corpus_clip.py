@@ -4,7 +4,6 @@ glyph/background/colour labels in the test split (what ``mmformer test`` turns i
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
