@@ -6,7 +6,7 @@ user would run it on their own image-caption manifests: ``tasks/clip.yaml`` unch
 section, which becomes ``mmformer.data.ManifestData`` over the three JSONL manifests with ``zeroshot``
 over the label fields (plus any ``--set`` overrides), then ``mmformer test`` on ``best.ckpt`` (chosen by
 validation t2i R@1; ``last.ckpt`` when there is none). The merged recipe is written to
-``<root>/clip_glyphs.yaml``, so ``mmformer fit --config <root>/clip_glyphs.yaml`` repeats the run.
+``<root>/clip_glyphs_<eval split>.yaml``, so ``mmformer fit --config`` on it repeats the run.
 
     python bench/second_corpus_clip.py --root runs/sc_clip
     python bench/second_corpus_clip.py --root runs/sc_clip_short --set trainer.max_time=00:00:12:00

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -73,11 +74,13 @@ class GlyphCaptionsConfig:
     seed: int = 0
 
 
+@lru_cache(maxsize=None)  # ~12 sizes; parsing the bundled font per image was most of the render time
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     """Pillow's bundled font at ``size`` px (FreeType build of Pillow >= 10.1)."""
     return ImageFont.load_default(size=size)
 
 
+@lru_cache(maxsize=1)  # fixed by COLORS: computed once, not per image
 def _colour_pairs() -> list[tuple[int, int]]:
     """(glyph colour, background colour) index pairs far enough apart to read the glyph."""
     rgb = np.array(list(COLORS.values()), dtype=float)
