@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from mmformer.backbone import BackboneOutput, Encoder
+from mmformer.heads import CTCHead
 from mmformer.layers.kv_cache import DecoderCache
 from mmformer.models.causal_lm import CausalLM
 from mmformer.models.seq2seq import DecoderOutput
@@ -37,15 +38,21 @@ class PrefixLM(CausalLM):
         prefix_tokenizer: turns a raw ``source`` batch into the prefix tokens (images → patches,
             audio → frames, ...); None = a plain causal LM.
         tie_embeddings, logits_bias: as :class:`CausalLM`.
+        ctc_vocab_size: > 0 adds a :class:`~mmformer.heads.CTCHead` of that many labels on the prefix's
+            backbone states (speech: CTC/attention training and hybrid decoding, Watanabe et al. 2017).
     """
 
     def __init__(self, tokenizer: TextTokenizer, backbone: Encoder, prefix_tokenizer: ModalityTokenizer | None = None,
-                 tie_embeddings: bool = True, logits_bias: bool = False) -> None:
+                 tie_embeddings: bool = True, logits_bias: bool = False, ctc_vocab_size: int = 0) -> None:
         super().__init__(tokenizer, backbone, tie_embeddings, logits_bias)
         if prefix_tokenizer is not None and prefix_tokenizer.dim != backbone.config.dim:
             raise ValueError(f"the prefix tokenizer has width {prefix_tokenizer.dim} but the backbone's dim is "
                              f"{backbone.config.dim}")
+        if ctc_vocab_size > 0 and prefix_tokenizer is None:
+            raise ValueError("a CTC head reads the prefix's states: it needs a prefix tokenizer")
         self.prefix_tokenizer = prefix_tokenizer
+        # Registered only when asked, so models without one keep their state_dict keys.
+        self.ctc_head = CTCHead(backbone.config.dim, ctc_vocab_size) if ctc_vocab_size > 0 else None
 
     def encode(self, source: Any) -> BackboneOutput:
         """Raw ``source`` → the prefix: its tokens ``(B, P, D)`` (embedded, not yet through the backbone) and
@@ -59,6 +66,22 @@ class PrefixLM(CausalLM):
         if batch.documents is not None:
             raise ValueError("the prefix tokenizer returned packed rows; a prefix LM takes padded rows")
         return BackboneOutput(batch.tokens, batch.mask, num_prefix_tokens=batch.num_prefix_tokens, grid=batch.grid)
+
+    def ctc_logits(self, memory: BackboneOutput, hidden: Tensor | None = None) -> Tensor:
+        """CTC scores ``(B, P, V)`` per prefix token (frames marked by ``memory.mask``).
+
+        ``hidden`` ``(B, P, D)``: the prefix's backbone states from a full ``[prefix | text]`` pass (training);
+        None runs the prefix alone through the backbone (decoding). The two are equal, because under the
+        prefix-LM mask no prefix token attends to text.
+        """
+        if self.ctc_head is None:
+            raise ValueError("this model has no CTC head (build it with ctc_vocab_size > 0, e.g. ctc_weight > 0)")
+        if hidden is None:
+            p = memory.hidden.shape[1]
+            batch = TokenBatch(memory.hidden, memory.mask, self._positions(memory, 0, 0, True),
+                               needs_rope=self.backbone.config.rope)
+            hidden = self.backbone(batch, prefix_len=p).hidden
+        return self.ctc_head(hidden)
 
     def new_cache(self, capacity: int = 64, static: bool = False) -> DecoderCache:
         """A dynamic KV cache (its first step prefills ``[prefix | bos]`` at once, which a static one cannot)."""

@@ -18,7 +18,7 @@ from mmformer.backbone import BackboneConfig, BackboneOutput, Encoder
 from mmformer.bigram import BigramLM
 from mmformer.data.spec import DataSpec
 from mmformer.generation import GenerationConfig, generate, strip
-from mmformer.losses import sequence_cross_entropy
+from mmformer.losses import ctc_loss, sequence_cross_entropy
 from mmformer.models.prefix_lm import PrefixLM
 from mmformer.tasks.base import TaskModule
 from mmformer.tasks.best_checkpoint import text_headline, text_monitor_problem
@@ -26,7 +26,7 @@ from mmformer.tasks.optim import OptimConfig, build_optimizer, epoch_steps
 from mmformer.tasks.seq2seq import source_line
 from mmformer.text_metrics import text_metrics, update
 from mmformer.tokenizers.base import ModalityTokenizer
-from mmformer.tokenizers.sentencepiece_vocab import EOS_ID, PAD_ID, SentencePieceVocab
+from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID, SentencePieceVocab
 from mmformer.tokenizers.text import TextPositions, TextTokenizer
 
 Batch = dict[str, Any]  # {"target": (B, T) bos + ids + eos, pad 0; "source"?: the prefix input; "prompt"?; ...}
@@ -49,12 +49,20 @@ class PrefixLMTask(TaskModule):
             plain causal language model.
         backbone: the decoder-only stack (made causal whatever ``causal`` says).
         text_positions: positional scheme of the text embedding (``rope`` also sets the backbone's rope).
+        text_scale: multiply text embeddings by sqrt(D) (Vaswani et al.; the table's std then defaults to
+            D^-0.5, so tokens enter at unit size). With ``share_prefix_embedding`` the prefix tokenizer's
+            ``scale`` must match: one table, one size.
+        text_init_std: std of the text embedding's initial weights (the output projection's, when tied);
+            None = D^-0.5 with ``text_scale``, else 0.02.
         max_len: longest text (bos and eos included) the position table takes.
         tie_embeddings: tie the text embedding and the output projection.
         share_prefix_embedding: a text prefix over the same vocabulary (translation as a prefix LM: the source
             sentence ahead of its translation) reads it with the text's own embedding table; its positions stay
             its own, which tells source from target.
         label_smoothing: of the training cross-entropy (perplexities are always of the plain one).
+        ctc_weight: weight of a CTC loss on the prefix's backbone states (blank = pad id; speech): the loss is
+            ``(1 - w) * CE + w * CTC``, and ``generation.ctc_weight`` then decodes with the hybrid
+            CTC/attention beam search, which keeps the text from running past the audio. 0 = no CTC head.
         metrics: text metrics on decoded outputs (bleu, chrf, wer, cer, exact), ``{stage}/{name}``: greedy
             over ``val_generate_batches`` validation batches, ``generation`` over the test set.
         generation: decoding for validation samples, test metrics and predict (sampling with top-k/top-p
@@ -74,10 +82,13 @@ class PrefixLMTask(TaskModule):
         prefix_tokenizer: Callable[[int], ModalityTokenizer] | None = None,
         backbone: BackboneConfig | None = None,
         text_positions: TextPositions = "learned",
+        text_scale: bool = False,
+        text_init_std: float | None = None,
         max_len: int = 256,
         tie_embeddings: bool = True,
         share_prefix_embedding: bool = False,
         label_smoothing: float = 0.0,
+        ctc_weight: float = 0.0,
         metrics: list[str] | None = None,
         generation: GenerationConfig | None = None,
         val_generate_batches: int = 1,
@@ -88,15 +99,27 @@ class PrefixLMTask(TaskModule):
         super().__init__()
         cfg = replace(backbone or BackboneConfig(), causal=True, rope=(backbone or BackboneConfig()).rope
                       or text_positions == "rope")
-        text = TextTokenizer(cfg.dim, vocab_size, max_len=max_len, positions=text_positions)
+        if not 0.0 <= ctc_weight <= 1.0:
+            raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
+        if generation is not None and generation.ctc_weight > 0 and ctc_weight == 0:  # before training, not at test
+            raise ValueError(f"generation.ctc_weight={generation.ctc_weight} (hybrid CTC/attention decoding) needs a "
+                             f"CTC head: train one with model.init_args.ctc_weight > 0, or decode without it "
+                             f"(model.init_args.generation.ctc_weight=0)")
+        text = TextTokenizer(cfg.dim, vocab_size, max_len=max_len, positions=text_positions, scale=text_scale,
+                             init_std=text_init_std)
         prefix = prefix_tokenizer(cfg.dim) if prefix_tokenizer is not None else None
-        self.model = PrefixLM(text, Encoder(cfg), prefix, tie_embeddings)
+        self.model = PrefixLM(text, Encoder(cfg), prefix, tie_embeddings,
+                              ctc_vocab_size=vocab_size if ctc_weight > 0 else 0)
         if share_prefix_embedding:
             if not isinstance(prefix, TextTokenizer) or prefix.vocab_size != vocab_size:
                 raise ValueError("share_prefix_embedding needs a TextTokenizer prefix over the text's vocabulary "
                                  f"(vocab_size={vocab_size}), got {type(prefix).__name__}")
+            if (prefix.scale != 1.0) != text_scale:
+                raise ValueError(f"share_prefix_embedding: the prefix tokenizer's scale={prefix.scale != 1.0} but "
+                                 f"text_scale={text_scale}; one shared table needs one scale: set both "
+                                 f"(model.init_args.prefix_tokenizer.init_args.scale and model.init_args.text_scale)")
             prefix.embed.weight = text.embed.weight
-        self.vocab_size, self.label_smoothing = vocab_size, label_smoothing
+        self.vocab_size, self.label_smoothing, self.ctc_weight = vocab_size, label_smoothing, ctc_weight
         self.generation = generation or GenerationConfig(strategy="sample", top_k=50, top_p=0.95, max_new_tokens=40)
         self.val_generate_batches, self.num_samples, self.bigram_baseline = val_generate_batches, num_samples, bigram_baseline
         self.optim = optim or OptimConfig()
@@ -161,24 +184,36 @@ class PrefixLMTask(TaskModule):
             raise ValueError("this model reads a prefix: batches need a 'source' (map data inputs.source to a field)")
         return self.model.encode(batch["source"])
 
-    def _logits(self, batch: Batch) -> tuple[Tensor, Tensor, BackboneOutput]:
-        """Teacher forcing: text logits ``(B, T-1, V)``, labels ``(B, T-1)`` and the prefix."""
+    def _logits(self, batch: Batch) -> tuple[Tensor, Tensor, BackboneOutput, Tensor | None]:
+        """Teacher forcing: text logits ``(B, T-1, V)``, labels ``(B, T-1)``, the prefix, and the CTC loss
+        on the prefix's states (None without a CTC head)."""
         target = batch["target"]
         if target.dim() != 2 or target.shape[1] < 2:
             raise ValueError(f"target must be (B, T>=2) ids = bos + pieces + eos, got shape {tuple(target.shape)}")
         prefix = self._prefix(batch, target.shape[0])
-        return self.model.decode(target[:, :-1], prefix).logits, target[:, 1:], prefix
+        out = self.model.decode(target[:, :-1], prefix)
+        ctc = None
+        if self.model.ctc_head is not None:
+            p = prefix.hidden.shape[1]
+            ctc_logits = self.model.ctc_logits(prefix, out.output.hidden[:, :p])  # (B, P, V)
+            ctc = ctc_loss(ctc_logits, prefix.mask, target[:, 1:], blank=PAD_ID, special_ids=(EOS_ID, BOS_ID))
+        return out.logits, target[:, 1:], prefix, ctc
+
+    def _loss(self, ce: Tensor, ctc: Tensor | None) -> Tensor:
+        return ce if ctc is None else (1 - self.ctc_weight) * ce + self.ctc_weight * ctc
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        logits, labels, _ = self._logits(batch)
-        loss = sequence_cross_entropy(logits, labels, self.label_smoothing, ignore_index=PAD_ID)
+        logits, labels, _, ctc = self._logits(batch)
+        loss = self._loss(sequence_cross_entropy(logits, labels, self.label_smoothing, ignore_index=PAD_ID), ctc)
+        if ctc is not None:
+            self.log("train/ctc", ctc, batch_size=labels.shape[0])
         self.log("train/loss", loss, prog_bar=True, batch_size=labels.shape[0])
         return loss
 
     # ---- evaluation --------------------------------------------------------------------------
     def _evaluate(self, batch: Batch, stage: str) -> BackboneOutput:
-        logits, labels, prefix = self._logits(batch)
-        loss = sequence_cross_entropy(logits, labels, 0.0, ignore_index=PAD_ID)
+        logits, labels, prefix, ctc = self._logits(batch)
+        loss = self._loss(sequence_cross_entropy(logits, labels, 0.0, ignore_index=PAD_ID), ctc)
         self.log(f"{stage}/loss", loss, batch_size=labels.shape[0], sync_dist=True)
         self.ppl[stage].update(logits.float(), labels)
         self.log(f"{stage}/ppl", self.ppl[stage], prog_bar=True, batch_size=labels.shape[0])

@@ -152,3 +152,57 @@ def test_errors_are_clear() -> None:
                  ImagePatchTokenizer(16, image_size=16, patch_size=8))
     with pytest.raises(ValueError, match="pass the source"):
         _model().encode(3)
+
+
+def _copy_model(rope: bool = False, seed: int = 0) -> PrefixLM:
+    """A text prefix over the text's vocabulary with a CTC head on the prefix (speech-like: CTC over frames)."""
+    torch.manual_seed(seed)
+    cfg = BackboneConfig(dim=D, depth=2, num_heads=4, mlp_ratio=2.0, causal=True, rope=rope)
+    kind = "rope" if rope else "learned"
+    text, source = TextTokenizer(D, V, max_len=48, positions=kind), TextTokenizer(D, V, max_len=48, positions=kind)
+    return PrefixLM(text, Encoder(cfg), source, ctc_vocab_size=V).eval()
+
+
+@pytest.mark.parametrize("rope", [False, True])
+def test_ctc_logits_of_the_prefix_alone_equal_the_full_pass(rope: bool) -> None:
+    """Decoding scores CTC over the prefix run alone; training reads it off the [prefix | text] pass: equal,
+    because no prefix token attends to text (padded prefix rows included)."""
+    model = _copy_model(rope)
+    source = torch.tensor([[5, 6, 7, 8], [9, 10, 11, PAD_ID]])
+    memory = model.encode(source)
+    out = model.decode(_ids(2), memory)
+    p = memory.hidden.shape[1]
+    full = model.ctc_logits(memory, out.output.hidden[:, :p])
+    alone = model.ctc_logits(memory)
+    assert alone.shape == (2, 4, V)
+    torch.testing.assert_close(alone[memory.mask], full[memory.mask], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="no CTC head"):
+        _model().ctc_logits(memory)
+    with pytest.raises(ValueError, match="needs a prefix tokenizer"):
+        PrefixLM(TextTokenizer(D, V), Encoder(BackboneConfig(dim=D, depth=1, num_heads=4, causal=True)),
+                 ctc_vocab_size=V)
+
+
+def test_ctc_head_trains_and_hybrid_decoding_copies() -> None:
+    """Copying the prefix with CTC + attention losses: the hybrid CTC/attention beam search emits the copy."""
+    from mmformer.tasks.prefix_lm import PrefixLMTask  # the task's loss, not a re-implementation of it
+
+    torch.manual_seed(0)
+    task = PrefixLMTask(V, prefix_tokenizer=lambda d: TextTokenizer(d, V, max_len=48),
+                        backbone=BackboneConfig(dim=D, depth=2, num_heads=4, mlp_ratio=2.0), ctc_weight=0.5)
+    g = torch.Generator().manual_seed(3)
+    # distinct labels per row: five frames cannot carry a repeated label (CTC needs a blank between)
+    src = torch.stack([torch.randperm(V - 4, generator=g)[:5] + 4 for _ in range(16)])
+    target = torch.cat([torch.full((16, 1), BOS_ID), src, torch.full((16, 1), EOS_ID)], 1)
+    opt = torch.optim.AdamW(task.parameters(), lr=3e-3)
+    for _ in range(200):
+        logits, labels, _, ctc = task._logits({"source": src, "target": target})
+        loss = task._loss(torch.nn.functional.cross_entropy(logits.reshape(-1, V), labels.reshape(-1)), ctc)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert ctc is not None and ctc.item() < 0.2, ctc
+    task.eval()
+    cfg = GenerationConfig(strategy="beam", beam_size=2, max_new_tokens=8, ctc_weight=0.5)
+    out = generate(task.model, src, cfg)
+    assert torch.equal(out[:, :5], src) and (out[:, 5:] == EOS_ID).logical_or(out[:, 5:] == PAD_ID).all()

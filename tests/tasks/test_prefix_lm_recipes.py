@@ -93,3 +93,26 @@ def test_samples_show_a_text_source_as_its_sentence() -> None:
     ids = torch.tensor([[1, 5, 6, 2], [1, 7, 2, 0]])
     assert task._sample_line({"source": ids, "source_text": ["the cat", "a dog"]}, 1, "un perro") == "a dog → un perro"
     assert task._sample_line({"source": ids}, 1, "un perro") == "1 7 2 0 → un perro"  # no sentences: the ids
+
+
+def test_vaswani_embedding_scales_the_shared_prefix_table() -> None:
+    """``text_scale`` with a shared prefix table: source and target tokens enter at unit size (std D^-0.5 x sqrt(D))."""
+    torch.manual_seed(0)
+    task = PrefixLMTask(500, prefix_tokenizer=lambda d: TextTokenizer(d, 500, scale=True),
+                        backbone=BackboneConfig(dim=64, depth=1, num_heads=4), text_positions="none",
+                        text_scale=True, share_prefix_embedding=True)
+    text, prefix = task.model.tokenizer, task.model.prefix_tokenizer
+    assert prefix.embed.weight is text.embed.weight
+    assert abs(float(text.embed.weight[1:].std()) - 0.125) < 0.005  # 64^-0.5; trunc_normal cuts at +-2
+    ids = torch.tensor([[5, 6, 7]])
+    torch.testing.assert_close(text(ids).tokens, text.embed.weight[ids] * 8.0)
+    plain = PrefixLMTask(500, backbone=BackboneConfig(dim=64, depth=1, num_heads=4))
+    assert abs(float(plain.model.tokenizer.embed.weight[1:].std()) - 0.02) < 0.002  # GPT's default kept
+
+
+@pytest.mark.parametrize("prefix_scale", [True, False])
+def test_a_shared_prefix_table_with_two_scales_is_refused(prefix_scale: bool) -> None:
+    with pytest.raises(ValueError, match="one shared table needs one scale.*text_scale"):
+        PrefixLMTask(20, prefix_tokenizer=lambda d: TextTokenizer(d, 20, scale=prefix_scale),
+                     backbone=BackboneConfig(dim=32, depth=1, num_heads=2), share_prefix_embedding=True,
+                     text_scale=not prefix_scale)
