@@ -60,11 +60,18 @@ class ControlDatasetSpec:
     noise_stds: list[float] | None = None  # per level: Gaussian noise std on continuous actions (None = 0)
     episodes_per_level: int = 100  # episodes for every ε level
     seed: int = 0  # seeds env resets and the random actions
-    version: int = 1  # bump when the controllers change
+    version: int = 2  # bump when the controllers or the seeds change (2: no episode starts at a rollout seed)
 
     def cache_name(self) -> str:
         digest = hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
         return f"{self.env_id.lower().replace('/', '_')}-scripted-{digest}.npz"
+
+
+def level_seed(spec: ControlDatasetSpec, level: int) -> int:
+    """The seed of ε level ``level``'s episodes: :func:`run_episodes` resets env ``i`` with ``seed * 100_003 + i``,
+    so from 1 on no dataset episode starts where a test (0, 1, ...) or validation (10000, ...) rollout of
+    :mod:`mmformer.rollout` does. (Version 1 seeded level 0 with 0: its episodes started at the test seeds.)"""
+    return spec.seed * 1000 + 1 + level
 
 
 CONTROLLERS: dict[str, Policy] = {"CartPole-v1": cartpole_controller, "Pendulum-v1": pendulum_controller}
@@ -139,7 +146,7 @@ def build_control_dataset(spec: ControlDatasetSpec, data_dir: str | Path = "data
             raise ValueError(f"noise_stds has {len(noise)} levels but epsilons has {len(spec.epsilons)}")
         for level, (eps, std) in enumerate(zip(spec.epsilons, noise)):
             parts.append(run_episodes(spec.env_id, policy, eps, spec.episodes_per_level,
-                                      spec.seed * 1000 + level, bar, noise_std=std))
+                                      level_seed(spec, level), bar, noise_std=std))
         refs = [run_episodes(spec.env_id, policy, e, 20, spec.seed * 1000 + 999 + k) for k, e in enumerate((1.0, 0.0))]
     data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     ref_min, ref_max = (float(r["rewards"].sum()) / 20 for r in refs)

@@ -92,6 +92,21 @@ def test_scripted_cartpole_data_is_mixed_quality_and_cached(tmp_path: Path) -> N
     assert other.cache_name() != spec.cache_name()
 
 
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_no_dataset_episode_starts_where_a_rollout_does(env_id: str, tmp_path: Path) -> None:
+    """Test (0, 1, ...) and validation (10000, ...) rollouts reset from seeds the data never used."""
+    import gymnasium as gym
+
+    from mmformer.rollout import TEST_SEED_START, VAL_SEED_START
+
+    spec = ControlDatasetSpec(env_id, [0.0, 1.0], episodes_per_level=60)
+    data = episodes_from_arrays(read_d4rl(build_control_dataset(spec, tmp_path)))
+    starts = {tuple(row) for row in np.round(data.observations[data.starts].numpy(), 6)}
+    env = gym.make(env_id)
+    for seed in [*range(TEST_SEED_START, TEST_SEED_START + 50), *range(VAL_SEED_START, VAL_SEED_START + 50)]:
+        assert tuple(np.round(env.reset(seed=seed)[0], 6)) not in starts, seed
+
+
 def test_controllers_beat_random_actions() -> None:
     for env_id, policy in (("CartPole-v1", cartpole_controller), ("Pendulum-v1", pendulum_controller)):
         good = run_episodes(env_id, policy, 0.0, 4, seed=1)["rewards"].sum()
