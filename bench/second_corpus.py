@@ -19,21 +19,13 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mmformer.data.builders import gettext_catalogs  # noqa: E402
-from common import run_logged  # noqa: E402
-
-METRIC = re.compile(r"(test/\w+)\W+([-\d.]+)")
-
-
-def run(cmd: list[str], log: Path) -> str:
-    return run_logged(cmd, log, ROOT)
-
+from common import fit_and_test, run_logged  # noqa: E402
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -46,23 +38,14 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
     paths = gettext_catalogs.build(ROOT / "data")
     data = [f"--data.init_args.{split}_path={paths[split]}" for split in ("train", "val", "test")]
-    extra = [f"--{kv}" for kv in args.set]
-    mm = [sys.executable, "-m", "mmformer"]
-    t0 = time.perf_counter()
-    run([*mm, "fit", "--config", args.config, *data, *extra, f"--trainer.default_root_dir={root}",
-         "--trainer.enable_progress_bar=false"], root / "fit.log")
-    minutes = (time.perf_counter() - t0) / 60
-    best = sorted(root.glob("version_*/checkpoints/best.ckpt"))[-1]
-    out = run([*mm, "test", "--config", args.config, *data, *extra, f"--trainer.default_root_dir={root / 'test'}",
-               "--trainer.enable_progress_bar=false", f"--ckpt_path={best}"], root / "test.log")
-    metrics = dict(METRIC.findall(out))
-    ours = float(metrics["test/bleu"])
-    print(f"recipe: test/bleu {ours:.1f}, chrf {float(metrics.get('test/chrf', 'nan')):.1f} "
-          f"({args.config}, fit {minutes:.1f} min, {best.relative_to(root)})", flush=True)
+    done = fit_and_test(["--config", args.config, *data, *[f"--{kv}" for kv in args.set]], root, ROOT)
+    ours, minutes = done.metrics["test/bleu"], done.fit_minutes
+    print(f"recipe: test/bleu {ours:.1f}, chrf {done.metrics.get('test/chrf', float('nan')):.1f} "
+          f"({args.config}, fit {minutes:.1f} min, {done.ckpt.relative_to(root)})", flush=True)
     if args.skip_peer:
         return
-    out = run([sys.executable, "bench/translation_peer.py", "--train", str(paths["train"]), "--test",
-               str(paths["test"]), "--minutes", f"{minutes:.2f}"], root / "peer.log")
+    out = run_logged([sys.executable, "bench/translation_peer.py", "--train", str(paths["train"]), "--test",
+                      str(paths["test"]), "--minutes", f"{minutes:.2f}"], root / "peer.log", ROOT)
     line = next(l for l in out.splitlines() if l.startswith("peer:"))
     print(line)
     peer = float(re.search(r"test/bleu ([\d.]+)", line).group(1))  # type: ignore[union-attr]

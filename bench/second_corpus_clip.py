@@ -19,9 +19,7 @@ background and glyph-colour zero-shot accuracies, which show what the towers att
 from __future__ import annotations
 
 import argparse
-import re
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mmformer.data.builders import glyph_captions  # noqa: E402
-from common import run_logged  # noqa: E402
+from common import fit_and_test  # noqa: E402
 
-METRIC = re.compile(r"(test/[\w@]+)\W+([-\d.]+)")
 BAR = 0.80  # the issue's zero-shot glyph identity bar
 PROMPTS = {  # label field → zero-shot prompts through the text tower
     "glyph": ["the digit {}", "a {}", "the number {}"],
@@ -42,8 +39,19 @@ PROMPTS = {  # label field → zero-shot prompts through the text tower
 }
 
 
-def data_section(paths: dict[str, Path], eval_split: str) -> dict[str, Any]:
-    """The recipe's new ``data:``: ManifestData over the corpus (``test`` points at ``eval_split``'s manifest)."""
+def caption_prompts() -> list[str]:
+    """Glyph prompts worded like the training captions, ``{}`` = the digit: every caption template with
+    every readable (glyph colour, background) pair, size and position left out. The prompt ensemble averages
+    the colours away (CLIP's prompt ensembling), where a bare "the digit 7" is unlike any training caption."""
+    names = glyph_captions.COLOR_NAMES
+    return [t.format(g="{}", c=names[c], b=names[b], w="", p="")
+            for t in glyph_captions.TEMPLATES for c, b in glyph_captions._colour_pairs()]
+
+
+def data_section(paths: dict[str, Path], eval_split: str, prompts: str = "captions") -> dict[str, Any]:
+    """The recipe's new ``data:``: ManifestData over the corpus (``test`` points at ``eval_split``'s manifest);
+    ``prompts``: the glyph's zero-shot prompts, ``captions`` (:func:`caption_prompts`) or ``bare`` (PROMPTS)."""
+    zeroshot = {**PROMPTS, "glyph": caption_prompts()} if prompts == "captions" else PROMPTS
     return {
         "class_path": "mmformer.data.ManifestData",
         "init_args": {
@@ -51,14 +59,10 @@ def data_section(paths: dict[str, Path], eval_split: str) -> dict[str, Any]:
             "fields": {"image": {"type": "image", "size": 48}, "caption": {"type": "text", "max_len": 48},
                        **{name: {"type": "label"} for name in PROMPTS}},
             "inputs": {"a": "image", "b": "caption"},
-            "zeroshot": PROMPTS,
+            "zeroshot": zeroshot,
             "data_dir": "data", "vocab_size": 128, "batch_size": 256, "drop_last": True,
         },
     }
-
-
-def run(cmd: list[str], log: Path) -> str:
-    return run_logged(cmd, log, ROOT)
 
 
 def main() -> None:
@@ -69,37 +73,27 @@ def main() -> None:
     p.add_argument("--num-train", type=int, default=glyph_captions.GlyphCaptionsConfig.num_train)
     p.add_argument("--eval-split", choices=("test", "val"), default="test",
                    help="measure on this split (val: choose between fixes without looking at test)")
+    p.add_argument("--prompts", choices=("captions", "bare"), default="captions",
+                   help="glyph prompts: worded like the captions, averaged over colours (chosen on validation), "
+                        "or bare (\"the digit {}\", ...)")
     p.add_argument("--ckpt", help="skip the fit and test this checkpoint")
     args = p.parse_args()
     root = Path(args.root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     paths = glyph_captions.build(ROOT / "data", glyph_captions.GlyphCaptionsConfig(num_train=args.num_train))
     recipe = yaml.safe_load((ROOT / args.config).read_text())
-    recipe["data"] = data_section(paths, args.eval_split)  # only the data section is swapped
+    recipe["data"] = data_section(paths, args.eval_split, args.prompts)  # only the data section is swapped
     config = root / f"clip_glyphs_{args.eval_split}.yaml"
     config.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    extra = [f"--{kv}" for kv in args.set]
-    mm = [sys.executable, "-m", "mmformer"]
-    minutes = 0.0
-    if args.ckpt is None:
-        t0 = time.perf_counter()
-        run([*mm, "fit", "--config", str(config), *extra, f"--trainer.default_root_dir={root}",
-             "--trainer.enable_progress_bar=false"], root / "fit.log")
-        minutes = (time.perf_counter() - t0) / 60
-        found = sorted(root.glob("version_*/checkpoints/best.ckpt")) or sorted(root.glob("version_*/checkpoints/last.ckpt"))
-        ckpt = found[-1]
-    else:
-        ckpt = Path(args.ckpt).resolve()
-    t0 = time.perf_counter()
-    out = run([*mm, "test", "--config", str(config), *extra, f"--trainer.default_root_dir={root / 'test'}",
-               "--trainer.enable_progress_bar=false", f"--ckpt_path={ckpt}"], root / f"test_{args.eval_split}.log")
-    m = {k: float(v) for k, v in METRIC.findall(out)}
+    done = fit_and_test(["--config", str(config), *[f"--{kv}" for kv in args.set]], root, ROOT, args.ckpt,
+                        test_log=f"test_{args.eval_split}.log")
+    m, ckpt = done.metrics, done.ckpt
     glyph = m["test/zeroshot_glyph_acc"]
     print(f"recipe on {args.eval_split}: zeroshot glyph {glyph:.3f} (bar {BAR:.2f}, chance 0.10), "
           f"background {m.get('test/zeroshot_background_acc', float('nan')):.3f}, "
           f"glyph colour {m.get('test/zeroshot_color_acc', float('nan')):.3f}; "
           f"t2i R@1 {m.get('test/t2i_r@1', float('nan')):.3f}, i2t R@1 {m.get('test/i2t_r@1', float('nan')):.3f} "
-          f"(fit {minutes:.1f} min, test {(time.perf_counter() - t0) / 60:.1f} min, {ckpt})", flush=True)
+          f"(fit {done.fit_minutes:.1f} min, test {done.test_minutes:.1f} min, {ckpt})", flush=True)
     print(f"{'meets' if glyph >= BAR else 'misses'} the {BAR:.2f} bar")
 
 

@@ -29,7 +29,6 @@ same test seeds 0-49 and on its reference seeds (``ref_max_score``), and random 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
@@ -43,9 +42,8 @@ sys.path.insert(0, str(ROOT))
 
 from mmformer.data.builders import acrobot  # noqa: E402
 from mmformer.data.builders.control import run_episodes  # noqa: E402
-from common import run_logged  # noqa: E402
+from common import fit_and_test  # noqa: E402
 
-METRIC = re.compile(r"(test/[\w@.-]+)[\s│┃|]+(-?[\d.]+)")  # a table row: name │ value
 TARGETS = [-80.0, -100.0, -200.0, -300.0]  # fixed before any fit (see the docstring)
 VAL_TARGETS = [-80.0, -200.0]
 
@@ -89,29 +87,14 @@ def main() -> None:
     recipe["model"] = env_settings(recipe["model"])
     config = root / "dt_acrobot.yaml"
     config.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    extra = [f"--{kv}" for kv in args.set]
-    mm = [sys.executable, "-m", "mmformer"]
-    minutes = 0.0
-    if args.ckpt is None:
-        t0 = time.perf_counter()
-        run_logged([*mm, "fit", "--config", str(config), *extra, f"--trainer.default_root_dir={root}",
-                    "--trainer.enable_progress_bar=false"], root / "fit.log", ROOT)
-        minutes = (time.perf_counter() - t0) / 60
-        found = (sorted(root.glob("version_*/checkpoints/best.ckpt"))
-                 or sorted(root.glob("version_*/checkpoints/last.ckpt")))
-        ckpt = found[-1]
-    else:
-        ckpt = Path(args.ckpt).resolve()
-    t0 = time.perf_counter()
-    out = run_logged([*mm, "test", "--config", str(config), *extra, f"--trainer.default_root_dir={root / 'test'}",
-                      "--trainer.enable_progress_bar=false", f"--ckpt_path={ckpt}"], root / "test.log", ROOT)
-    m = {k: float(v) for k, v in METRIC.findall(out)}
+    done = fit_and_test(["--config", str(config), *[f"--{kv}" for kv in args.set]], root, ROOT, args.ckpt)
+    m, ckpt = done.metrics, done.ckpt
     n = int(recipe["data"]["init_args"].get("eval_episodes", 50))
     clean = run_episodes(acrobot.ENV_ID, acrobot.acrobot_controller, 0.0, n, 0)  # resets seeds 0..n-1: the test's
     on_test = float(clean["rewards"].sum()) / n
     cells = ", ".join(f"@{t:g}: {m.get(f'test/return@{t:g}', float('nan')):.1f}" for t in TARGETS)
     print(f"recipe: test return {cells}; dataset mean {returns.mean():.1f}, clean controller {on_test:.1f} on the "
-          f"test seeds ({ref_max:.1f} on its reference seeds), random {ref_min:.1f} (fit {minutes:.1f} min, test {(time.perf_counter() - t0) / 60:.1f} min, {ckpt})")
+          f"test seeds ({ref_max:.1f} on its reference seeds), random {ref_min:.1f} (fit {done.fit_minutes:.1f} min, test {done.test_minutes:.1f} min, {ckpt})")
     best = m.get(f"test/return@{TARGETS[0]:g}", float("nan"))
     print(f"return@{TARGETS[0]:g} {'beats' if best > returns.mean() else 'does not beat'} the dataset's mean return")
 

@@ -19,7 +19,6 @@ Prints ``recipe: test/acc <acc> (chance 0.10) on held-out fonts`` with top-5 acc
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
@@ -31,9 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mmformer.data.builders import printed_letters  # noqa: E402
-from common import run_logged  # noqa: E402
+from common import fit_and_test  # noqa: E402
 
-METRIC = re.compile(r"(test/[\w@.-]+)[\s│┃|]+(-?[\d.]+)")  # a table row: name │ value
 
 
 def data_section(root: Path, shipped: dict[str, Any]) -> dict[str, Any]:
@@ -62,22 +60,8 @@ def main() -> None:
     recipe["data"] = data_section(tree, recipe["data"])  # only the data section is swapped
     config = root / "image_letters.yaml"
     config.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    extra = [f"--{kv}" for kv in args.set]
-    mm = [sys.executable, "-m", "mmformer"]
-    minutes = 0.0
-    if args.ckpt is None:
-        t0 = time.perf_counter()
-        run_logged([*mm, "fit", "--config", str(config), *extra, f"--trainer.default_root_dir={root}",
-                    "--trainer.enable_progress_bar=false"], root / "fit.log", ROOT)
-        minutes = (time.perf_counter() - t0) / 60
-        found = (sorted(root.glob("version_*/checkpoints/best.ckpt"))
-                 or sorted(root.glob("version_*/checkpoints/last.ckpt")))
-        ckpt = found[-1]
-    else:
-        ckpt = Path(args.ckpt).resolve()
-    out = run_logged([*mm, "test", "--config", str(config), *extra, f"--trainer.default_root_dir={root / 'test'}",
-                      "--trainer.enable_progress_bar=false", f"--ckpt_path={ckpt}"], root / "test.log", ROOT)
-    m = {k: float(v) for k, v in METRIC.findall(out)}
+    done = fit_and_test(["--config", str(config), *[f"--{kv}" for kv in args.set]], root, ROOT, args.ckpt)
+    m, ckpt, minutes = done.metrics, done.ckpt, done.fit_minutes
     print(f"recipe: test/acc {m['test/acc']:.3f} (chance 0.10) on held-out fonts, top-5 "
           f"{m.get('test/acc_top5', float('nan')):.3f} (fit {minutes:.1f} min, {ckpt})")
 

@@ -31,3 +31,27 @@ def test_only_the_data_section_changes_and_it_reads_the_glyph_manifests(tmp_path
     batch = next(iter(dm.test_dataloader()))
     assert batch["a"].shape == (8, 3, 48, 48) and batch["labels"].shape == (8, len(PROMPTS))
     assert spec.tokenize(["the digit 7"]).shape[0] == 1
+    assert zs["glyph"].templates == section["init_args"]["zeroshot"]["glyph"]  # the caption-worded prompts
+
+
+def test_caption_prompts_are_worded_like_captions_with_the_colours_averaged_away() -> None:
+    from second_corpus_clip import caption_prompts
+
+    prompts = caption_prompts()
+    assert len(prompts) == len(gc.TEMPLATES) * len(gc._colour_pairs()) == len(set(prompts))
+    for prompt in prompts:
+        assert prompt.count("{}") == 1 and "  " not in prompt and " at the " not in prompt
+        named = [c for c in gc.COLOR_NAMES if f" {c} " in f" {prompt.replace(',', ' ')} "]
+        assert len(named) == 2, prompt  # a glyph colour and a background, never the size or position
+    seven = {p.format("7") for p in prompts}
+    rng = __import__("numpy").random.default_rng(0)
+    attrs = {"glyph": "7", "color": "white", "background": "green", "size": "small", "position": "top"}
+    assert gc.caption(rng, attrs, drop=1.0) in seven  # a training caption without size and position is a prompt
+
+
+def test_test_table_rows_parse_with_their_sign() -> None:
+    from common import TEST_METRIC
+
+    table = "│ test/return@-80 │ -97.125 │\n│ test/zeroshot_glyph_acc │ 0.78 │\n┃ test/bleu ┃ 49.5 ┃"
+    assert dict(TEST_METRIC.findall(table)) == {"test/return@-80": "-97.125", "test/zeroshot_glyph_acc": "0.78",
+                                                "test/bleu": "49.5"}
