@@ -4,7 +4,8 @@
 - :func:`soft_target_cross_entropy`: cross-entropy against soft targets (mixup/cutmix labels).
 - :func:`ctc_loss`: CTC over frame-wise logits, labels read from bos/eos-framed target rows.
 - :func:`action_loss`: the decision transformer's masked action loss (CE or MSE).
-- :func:`clip_loss`: the symmetric InfoNCE of CLIP, exact over the global batch under data parallelism.
+- :func:`clip_loss`: the symmetric InfoNCE of CLIP, exact over the global batch under data parallelism
+  (optionally with hard negatives weighted up: :func:`hard_negative_cross_entropy`).
 
 Under DDP each process holds ``b`` of the ``B = world * b`` pairs. :func:`gather_with_grad`
 concatenates every rank's embeddings with an autograd-aware all-gather, and every rank computes
@@ -18,6 +19,7 @@ the world size, or gathering without gradients, is the classic way to get this w
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Sequence
 
 import torch
@@ -50,8 +52,27 @@ class ContrastiveLossOutput(NamedTuple):
     text_to_image_loss: Tensor  # () cross-entropy of the text rows
 
 
+def hard_negative_cross_entropy(logits: Tensor, cosines: Tensor, beta: float) -> Tensor:
+    """InfoNCE of the rows of ``logits (B, B)`` (positives on the diagonal) with each row's negatives
+    reweighted by ``exp(beta * cosine)``, normalized to mean 1 (Robinson et al. 2021, "Contrastive Learning
+    with Hard Negative Samples", without the debiasing term): the denominator is
+    ``e^{l_ii} + (B - 1) * sum_j q_ij e^{l_ij}``, ``q_ij = softmax_j(beta * cos_ij)`` over ``j != i``.
+    ``beta = 0`` is the plain cross-entropy. The weights read cosines, not logits, so their sharpness does not
+    follow the learned temperature; like the paper's, they are not detached."""
+    b = logits.shape[0]
+    target = torch.arange(b, device=logits.device)
+    if beta == 0.0 or b < 2:
+        return F.cross_entropy(logits, target)
+    logits, cosines = logits.float(), cosines.float()
+    eye = torch.eye(b, dtype=torch.bool, device=logits.device)
+    weight = (beta * cosines).masked_fill(eye, float("-inf"))  # (B, B) log-weights of the negatives
+    negatives = torch.logsumexp(weight + logits, 1) - torch.logsumexp(weight, 1) + math.log(b - 1)  # (B,)
+    positives = logits.diagonal()
+    return (torch.logaddexp(positives, negatives) - positives).mean()
+
+
 def clip_loss(embeds_a: Tensor, embeds_b: Tensor, logit_scale: Tensor,
-              gather: bool = True) -> ContrastiveLossOutput:
+              gather: bool = True, hard_negative_beta: float = 0.0) -> ContrastiveLossOutput:
     """Symmetric InfoNCE (Radford et al. 2021): pair ``i`` is the positive of row and column ``i``.
 
     Args:
@@ -61,16 +82,19 @@ def clip_loss(embeds_a: Tensor, embeds_b: Tensor, logit_scale: Tensor,
             log-temperature; a clamp applied here would zero its gradient at the cap).
         gather: under torch.distributed, gather both sides from every rank (with gradients) so the
             loss is over the global batch; False = this rank's pairs only.
+        hard_negative_beta: > 0 weights each row's negatives by ``exp(beta * cosine)``
+            (:func:`hard_negative_cross_entropy`): negatives that already look like the positive, e.g. the
+            same background behind another glyph, count more than easy ones. 0 = plain InfoNCE.
     """
     if embeds_a.shape != embeds_b.shape or embeds_a.dim() != 2:
         raise ValueError(f"paired embeddings must both be (B, E); got {tuple(embeds_a.shape)} and "
                          f"{tuple(embeds_b.shape)}")
     if gather:
         embeds_a, embeds_b = gather_with_grad(embeds_a), gather_with_grad(embeds_b)
-    logits = logit_scale * embeds_a @ embeds_b.t()  # (B, B)
-    target = torch.arange(logits.shape[0], device=logits.device)
-    i2t = F.cross_entropy(logits, target)
-    t2i = F.cross_entropy(logits.t(), target)
+    cosines = embeds_a @ embeds_b.t()  # (B, B)
+    logits = logit_scale * cosines
+    i2t = hard_negative_cross_entropy(logits, cosines, hard_negative_beta)
+    t2i = hard_negative_cross_entropy(logits.t(), cosines.t(), hard_negative_beta)
     return ContrastiveLossOutput((i2t + t2i) / 2, logits, i2t, t2i)
 
 
@@ -141,4 +165,4 @@ def action_loss(predictions: Tensor, actions: Tensor, mask: Tensor, discrete: bo
 
 
 __all__ = ["ContrastiveLossOutput", "action_loss", "clip_loss", "ctc_loss", "gather_with_grad",
-           "sequence_cross_entropy", "soft_target_cross_entropy", "world_size"]
+           "hard_negative_cross_entropy", "sequence_cross_entropy", "soft_target_cross_entropy", "world_size"]

@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from mmformer.losses import clip_loss, gather_with_grad
+from mmformer.losses import clip_loss, gather_with_grad, hard_negative_cross_entropy
 
 WORLD, LOCAL_B, DIM, EMB = 2, 3, 5, 4
 
@@ -32,6 +32,36 @@ def test_clip_loss_matches_a_per_pair_reference() -> None:
     assert out.logits_per_image.shape == (6, 6)
     perfect = clip_loss(img, img, torch.tensor(100.0)).loss
     assert perfect < out.loss  # aligned pairs score better than random ones
+
+
+def test_hard_negatives_match_a_per_row_reference_and_beta_zero_is_infonce() -> None:
+    """Robinson et al.'s denominator, written out per row: e^{l_ii} + (B-1) * sum_j q_ij e^{l_ij}."""
+    torch.manual_seed(0)
+    a, b = F.normalize(torch.randn(6, 8), dim=-1), F.normalize(torch.randn(6, 8), dim=-1)
+    scale, beta = torch.tensor(10.0), 3.0
+    cos = a @ b.t()
+    want = []
+    for i in range(6):
+        neg = [j for j in range(6) if j != i]
+        q = torch.softmax(beta * cos[i, neg], 0)
+        denom = torch.exp(scale * cos[i, i]) + 5 * (q * torch.exp(scale * cos[i, neg])).sum()
+        want.append(torch.log(denom) - scale * cos[i, i])
+    torch.testing.assert_close(hard_negative_cross_entropy(scale * cos, cos, beta), torch.stack(want).mean())
+    plain = clip_loss(a, b, scale)
+    torch.testing.assert_close(clip_loss(a, b, scale, hard_negative_beta=0.0).loss, plain.loss)
+    assert clip_loss(a, b, scale, hard_negative_beta=beta).loss > plain.loss  # hard negatives weigh more
+
+
+def test_hard_negatives_push_hardest_on_the_closest_negative() -> None:
+    """The gradient on a negative's similarity grows with beta when it is the closest one."""
+    cos = torch.tensor([[0.9, 0.8, 0.0, -0.5], [0.1, 0.9, 0.0, 0.0], [0.0, 0.1, 0.9, 0.0], [0.0, 0.0, 0.1, 0.9]])
+    grads = []
+    for beta in (0.0, 5.0):
+        c = cos.clone().requires_grad_(True)
+        hard_negative_cross_entropy(10.0 * c, c, beta).backward()
+        grads.append(c.grad[0])
+    assert grads[1][1] > grads[0][1] > 0  # the near negative of row 0 is pushed away harder
+    assert grads[1][2] < grads[0][2]  # an easy one less
 
 
 def test_mismatched_embeddings_are_a_clear_error() -> None:

@@ -79,6 +79,10 @@ class ContrastiveTask(TaskModule):
         embed_dim: width of the joint embedding space.
         init_temperature: initial temperature (logit scale ``1/T``, learned; the parameter is kept at or below
             log 100 after each optimizer step).
+        hard_negative_beta: > 0 trains with each row's negatives weighted by ``exp(beta * cosine)``
+            (Robinson et al. 2021; :func:`mmformer.losses.hard_negative_cross_entropy`), so the towers cannot
+            settle on a shortcut that leaves many negatives as close as the positive. 0 = plain InfoNCE.
+            Validation loss is always the plain one.
         optim: AdamW and warm-up/cosine schedule.
         predict_labels: class names for ``mmformer predict``.
         predict_templates: prompts for ``predict_labels`` (``{}`` = the label).
@@ -105,6 +109,7 @@ class ContrastiveTask(TaskModule):
         pool_b: Pool = "mean",
         embed_dim: int = 128,
         init_temperature: float = 0.07,
+        hard_negative_beta: float = 0.0,
         optim: OptimConfig | None = None,
         predict_labels: list[str] | None = None,
         predict_templates: list[str] | None = None,
@@ -124,6 +129,9 @@ class ContrastiveTask(TaskModule):
             tokenizer_a(backbone.dim), tokenizer_b(cfg_b.dim if cfg_b else backbone.dim), encoder_a,
             Encoder(cfg_b) if cfg_b else None, pool_a, pool_b, embed_dim, backbone.num_heads, init_temperature,
         )
+        if hard_negative_beta < 0:
+            raise ValueError(f"hard_negative_beta must be >= 0 (0 = plain InfoNCE), got {hard_negative_beta}")
+        self.hard_negative_beta = hard_negative_beta
         self.optim = optim or OptimConfig()
         self.predict_labels, self.predict_templates = predict_labels, predict_templates or ["{}"]
         self.predict_embeddings_dir, self.heatmap_size = predict_embeddings_dir, heatmap_size
@@ -174,7 +182,7 @@ class ContrastiveTask(TaskModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         out = self(tower_inputs(batch, "a"), tower_inputs(batch, "b"))
-        loss = clip_loss(out.embeds_a, out.embeds_b, out.logit_scale).loss
+        loss = clip_loss(out.embeds_a, out.embeds_b, out.logit_scale, hard_negative_beta=self.hard_negative_beta).loss
         bs = out.embeds_a.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/logit_scale", out.logit_scale.detach(), batch_size=bs)

@@ -39,6 +39,11 @@ def test_backbone_b_with_a_shared_backbone_is_an_error() -> None:
         _task(True, backbone_b=BB)
 
 
+def test_a_negative_hard_negative_beta_is_an_error() -> None:
+    with pytest.raises(ValueError, match="hard_negative_beta must be >= 0"):
+        _task(False, hard_negative_beta=-1.0)
+
+
 def test_recall_at_k_matches_torchmetrics() -> None:
     g = torch.Generator().manual_seed(0)
     sim = torch.randn(20, 20, generator=g) + 2 * torch.eye(20)
