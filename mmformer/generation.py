@@ -407,6 +407,17 @@ def beam_search(model: Any, source: Any, cfg: GenerationConfig, memory: Backbone
     return BeamOutput(seq, scores.gather(1, order), normalized, lengths.gather(1, order))
 
 
+def check_ctc_settings(ctc_weight: float, generation: GenerationConfig | None) -> None:
+    """A task's CTC loss weight in [0, 1], and hybrid decoding only with a CTC head to decode with: checked when
+    the task is built, before training, not when the test finally decodes."""
+    if not 0.0 <= ctc_weight <= 1.0:
+        raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
+    if generation is not None and generation.ctc_weight > 0 and ctc_weight == 0:
+        raise ValueError(f"generation.ctc_weight={generation.ctc_weight} (hybrid CTC/attention decoding) needs a "
+                         f"CTC head: train one with model.init_args.ctc_weight > 0, or decode without it "
+                         f"(model.init_args.generation.ctc_weight=0)")
+
+
 def _ctc_scorer(model: Any, memory: BackboneOutput, cfg: GenerationConfig, k: int) -> CTCPrefixScorer | None:
     """The CTC prefix scorer of hybrid decoding over ``K`` hypotheses per source, or None when off."""
     if cfg.ctc_weight == 0.0:
@@ -454,5 +465,5 @@ def strip(ids: Tensor, eos_id: int = EOS_ID) -> list[list[int]]:
     return [r[: r.index(eos_id)] if eos_id in r else r for r in rows]
 
 
-__all__ = ["BeamOutput", "GenerationConfig", "beam_search", "generate", "length_penalty", "repeated_ngram_bans",
-           "repetition_penalty", "sequence_log_probs", "strip", "top_k_filter", "top_p_filter"]
+__all__ = ["BeamOutput", "GenerationConfig", "beam_search", "check_ctc_settings", "generate", "length_penalty",
+           "repeated_ngram_bans", "repetition_penalty", "sequence_log_probs", "strip", "top_k_filter", "top_p_filter"]

@@ -17,7 +17,7 @@ from torchmetrics.text import Perplexity
 from mmformer.backbone import BackboneConfig, BackboneOutput, Encoder
 from mmformer.bigram import BigramLM
 from mmformer.data.spec import DataSpec
-from mmformer.generation import GenerationConfig, generate, strip
+from mmformer.generation import GenerationConfig, check_ctc_settings, generate, strip
 from mmformer.losses import ctc_loss, sequence_cross_entropy
 from mmformer.models.prefix_lm import PrefixLM
 from mmformer.tasks.base import TaskModule
@@ -99,12 +99,7 @@ class PrefixLMTask(TaskModule):
         super().__init__()
         cfg = replace(backbone or BackboneConfig(), causal=True, rope=(backbone or BackboneConfig()).rope
                       or text_positions == "rope")
-        if not 0.0 <= ctc_weight <= 1.0:
-            raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
-        if generation is not None and generation.ctc_weight > 0 and ctc_weight == 0:  # before training, not at test
-            raise ValueError(f"generation.ctc_weight={generation.ctc_weight} (hybrid CTC/attention decoding) needs a "
-                             f"CTC head: train one with model.init_args.ctc_weight > 0, or decode without it "
-                             f"(model.init_args.generation.ctc_weight=0)")
+        check_ctc_settings(ctc_weight, generation)
         text = TextTokenizer(cfg.dim, vocab_size, max_len=max_len, positions=text_positions, scale=text_scale,
                              init_std=text_init_std)
         prefix = prefix_tokenizer(cfg.dim) if prefix_tokenizer is not None else None

@@ -17,7 +17,7 @@ from mmformer.backbone import BackboneConfig, BackboneOutput, Decoder, Encoder
 from mmformer.ctc import ctc_greedy_decode
 from mmformer.data.common.packing import PACK_KEY, plan_packing, token_counter
 from mmformer.data.spec import DataSpec
-from mmformer.generation import GenerationConfig, generate, strip
+from mmformer.generation import GenerationConfig, check_ctc_settings, generate, strip
 from mmformer.losses import ctc_loss, sequence_cross_entropy
 from mmformer.models.seq2seq import Seq2Seq
 from mmformer.tasks.base import TaskModule
@@ -129,12 +129,7 @@ class Seq2SeqTask(TaskModule):
         if decoder.memory_dim not in (None, encoder.dim):
             raise ValueError(f"decoder.memory_dim={decoder.memory_dim} but the encoder's dim is {encoder.dim}")
         decoder.memory_dim = encoder.dim
-        if not 0.0 <= ctc_weight <= 1.0:
-            raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
-        if generation is not None and generation.ctc_weight > 0 and ctc_weight == 0:  # before training, not at test
-            raise ValueError(f"generation.ctc_weight={generation.ctc_weight} (hybrid CTC/attention decoding) needs a "
-                             f"CTC head: train one with model.init_args.ctc_weight > 0, or decode without it "
-                             f"(model.init_args.generation.ctc_weight=0)")
+        check_ctc_settings(ctc_weight, generation)
         # Built in this order (target embedding, source tokenizer, encoder, decoder, heads) so seeded runs
         # draw the same initial weights as before the redesign.
         target = TextTokenizer(decoder.dim, target_vocab_size, max_len=max_target_len, positions=target_positions,

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from mmformer.data.builders.control import run_episodes
+from mmformer.data.builders.control import run_episodes, save_d4rl
 
 ENV_ID = "Acrobot-v1"
 STATE_DIM, NUM_ACTIONS = 6, 3  # [cos θ1, sin θ1, cos θ2, sin θ2, θ̇1, θ̇2]; torque -1, 0, +1
@@ -85,14 +85,7 @@ def build(spec: AcrobotDatasetSpec = AcrobotDatasetSpec(), data_dir: str | Path 
                                       _level_seed(spec, level), bar))
     refs = [run_episodes(ENV_ID, acrobot_controller, eps, spec.reference_episodes, _level_seed(spec, 900 + k))
             for k, eps in enumerate((1.0, 0.0))]
-    data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    ref_min, ref_max = (float(r["rewards"].sum()) / spec.reference_episodes for r in refs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")  # written whole, then renamed: no half files in the cache
-    np.savez_compressed(tmp, **data, ref_min_score=np.float32(ref_min), ref_max_score=np.float32(ref_max),
-                        spec=np.array(json.dumps(asdict(spec))))
-    tmp.replace(path)
-    return path
+    return save_d4rl(path, parts, refs, spec.reference_episodes, asdict(spec))
 
 
 def episode_returns(path: str | Path) -> np.ndarray:

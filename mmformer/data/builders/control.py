@@ -148,12 +148,21 @@ def build_control_dataset(spec: ControlDatasetSpec, data_dir: str | Path = "data
             parts.append(run_episodes(spec.env_id, policy, eps, spec.episodes_per_level,
                                       level_seed(spec, level), bar, noise_std=std))
         refs = [run_episodes(spec.env_id, policy, e, 20, spec.seed * 1000 + 999 + k) for k, e in enumerate((1.0, 0.0))]
+    return save_d4rl(path, parts, refs, 20, asdict(spec))
+
+
+def save_d4rl(path: Path, parts: list[dict[str, np.ndarray]], refs: list[dict[str, np.ndarray]],
+              ref_episodes: int, spec: dict) -> Path:
+    """Writes the episodes of ``parts`` (D4RL keys, from :func:`run_episodes`) as one ``.npz`` at ``path``, with
+    ``ref_min_score``/``ref_max_score`` the mean returns of the two reference runs ``refs`` (random, then clean;
+    ``ref_episodes`` episodes each) and the settings ``spec`` as JSON; written whole, then renamed, so the
+    cache never holds half a file."""
     data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    ref_min, ref_max = (float(r["rewards"].sum()) / 20 for r in refs)
+    ref_min, ref_max = (float(r["rewards"].sum()) / ref_episodes for r in refs)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")  # written whole, then renamed: no half files in the cache
+    tmp = path.with_name(path.name + ".tmp.npz")
     np.savez_compressed(tmp, **data, ref_min_score=np.float32(ref_min), ref_max_score=np.float32(ref_max),
-                        spec=np.array(json.dumps(asdict(spec))))
+                        spec=np.array(json.dumps(spec)))
     tmp.replace(path)
     return path
 
