@@ -53,7 +53,7 @@ def _overrides(tmp: Path) -> list[str]:
         f"{M}.tasks.speech.init_args.vocab_size=17",
         f"{M}.tasks.speech.init_args.prefix_tokenizer.init_args.conv_channels=[8,8,8]",
         f"{M}.tasks.speech.init_args.prefix_tokenizer.init_args.n_mels=16",
-        f"{M}.tasks.speech.init_args.generation.strategy=greedy",
+        f"{M}.tasks.speech.init_args.generation.beam_size=2",  # the recipe's hybrid CTC/attention beam
         f"{M}.tasks.speech.init_args.generation.max_new_tokens=5",
         f"{M}.tasks.control.init_args.val_episodes=1",
         f"{M}.tasks.control.init_args.target_returns=[50]",
