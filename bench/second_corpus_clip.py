@@ -45,7 +45,7 @@ def caption_prompts() -> list[str]:
     the colours away (CLIP's prompt ensembling), where a bare "the digit 7" is unlike any training caption."""
     names = glyph_captions.COLOR_NAMES
     return [t.format(g="{}", c=names[c], b=names[b], w="", p="")
-            for t in glyph_captions.TEMPLATES for c, b in glyph_captions._colour_pairs()]
+            for t in glyph_captions.TEMPLATES for c, b in glyph_captions.colour_pairs()]
 
 
 def data_section(paths: dict[str, Path], eval_split: str, prompts: str = "captions") -> dict[str, Any]:

@@ -38,7 +38,7 @@ def test_caption_prompts_are_worded_like_captions_with_the_colours_averaged_away
     from second_corpus_clip import caption_prompts
 
     prompts = caption_prompts()
-    assert len(prompts) == len(gc.TEMPLATES) * len(gc._colour_pairs()) == len(set(prompts))
+    assert len(prompts) == len(gc.TEMPLATES) * len(gc.colour_pairs()) == len(set(prompts))
     for prompt in prompts:
         assert prompt.count("{}") == 1 and "  " not in prompt and " at the " not in prompt
         named = [c for c in gc.COLOR_NAMES if f" {c} " in f" {prompt.replace(',', ' ')} "]

@@ -81,7 +81,7 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 
 
 @lru_cache(maxsize=1)  # fixed by COLORS: computed once, not per image
-def _colour_pairs() -> list[tuple[int, int]]:
+def colour_pairs() -> list[tuple[int, int]]:
     """(glyph colour, background colour) index pairs far enough apart to read the glyph."""
     rgb = np.array(list(COLORS.values()), dtype=float)
     luma = rgb @ np.array([0.299, 0.587, 0.114])
@@ -103,7 +103,7 @@ def render(rng: np.random.Generator, cfg: GlyphCaptionsConfig) -> tuple[np.ndarr
     """One image: ``(uint8 (S, S, 3), attributes, glyph ink box (x0, y0, x1, y1))``."""
     s = cfg.image_size
     scale = s / 48
-    pairs = _colour_pairs()
+    pairs = colour_pairs()
     g_col, b_col = pairs[int(rng.integers(len(pairs)))]
     glyph = GLYPHS[int(rng.integers(len(GLYPHS)))]
     height = int(rng.integers(round(cfg.min_height * scale), round(cfg.max_height * scale) + 1))
