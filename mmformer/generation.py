@@ -65,6 +65,16 @@ class GenerationConfig:
     pad_id: int = PAD_ID  # fills a row after eos; never generated
 
 
+def validation_greedy(cfg: GenerationConfig) -> GenerationConfig:
+    """Validation's decoding for a task that tests with ``cfg``: greedy (cheap enough for every validation),
+    with ``cfg``'s length limits, anti-repetition options and special ids, so what validation measures stops
+    where the test's decoding does."""
+    return GenerationConfig(strategy="greedy", max_new_tokens=cfg.max_new_tokens, max_len_a=cfg.max_len_a,
+                            max_len_b=cfg.max_len_b, no_repeat_ngram_size=cfg.no_repeat_ngram_size,
+                            repetition_penalty=cfg.repetition_penalty, bos_id=cfg.bos_id, eos_id=cfg.eos_id,
+                            pad_id=cfg.pad_id)
+
+
 class BeamOutput(NamedTuple):
     sequences: Tensor  # (B, K, T) generated ids after bos, eos included, pad after it; best first
     scores: Tensor  # (B, K) sum of token log-probabilities of each hypothesis

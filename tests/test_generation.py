@@ -20,6 +20,7 @@ from mmformer.generation import (
     strip,
     top_k_filter,
     top_p_filter,
+    validation_greedy,
 )
 from mmformer.models.seq2seq import Seq2Seq
 from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID
@@ -259,3 +260,13 @@ def test_penalty_and_ngram_bans_equal_hugging_faces_processors() -> None:
     for n in (1, 2, 3):
         ref = torch.isinf(hf.NoRepeatNGramLogitsProcessor(n)(ids, scores.clone()))
         assert torch.equal(repeated_ngram_bans(ids, n, 6), ref), n
+
+
+def test_validation_greedy_keeps_the_test_decodings_limits_and_ids() -> None:
+    """Validation's greedy decoding stops where the test's would: same length limits, anti-repetition options
+    and special ids (a converted checkpoint's own), only the search is greedy."""
+    cfg = GenerationConfig(strategy="beam", beam_size=5, max_new_tokens=7, max_len_a=1.2, max_len_b=3,
+                           no_repeat_ngram_size=2, repetition_penalty=1.3, ctc_weight=0.3, bos_id=9, eos_id=8, pad_id=7)
+    assert validation_greedy(cfg) == GenerationConfig(strategy="greedy", max_new_tokens=7, max_len_a=1.2, max_len_b=3,
+                                                      no_repeat_ngram_size=2, repetition_penalty=1.3, bos_id=9,
+                                                      eos_id=8, pad_id=7)

@@ -17,7 +17,7 @@ from torchmetrics.text import Perplexity
 from mmformer.backbone import BackboneConfig, BackboneOutput, Encoder
 from mmformer.bigram import BigramLM
 from mmformer.data.spec import DataSpec
-from mmformer.generation import GenerationConfig, check_ctc_settings, generate, strip
+from mmformer.generation import GenerationConfig, check_ctc_settings, generate, strip, validation_greedy
 from mmformer.losses import ctc_loss, sequence_cross_entropy
 from mmformer.models.prefix_lm import PrefixLM
 from mmformer.tasks.base import TaskModule
@@ -219,7 +219,8 @@ class PrefixLMTask(TaskModule):
 
     @property
     def _greedy(self) -> GenerationConfig:
-        return GenerationConfig(strategy="greedy", max_new_tokens=self.generation.max_new_tokens)
+        """Validation decodes greedily, with ``generation``'s length limits and anti-repetition options."""
+        return validation_greedy(self.generation)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         prefix = self._evaluate(batch, "val")

@@ -17,7 +17,7 @@ from mmformer.backbone import BackboneConfig, BackboneOutput, Decoder, Encoder
 from mmformer.ctc import ctc_greedy_decode
 from mmformer.data.common.packing import PACK_KEY, plan_packing, token_counter
 from mmformer.data.spec import DataSpec
-from mmformer.generation import GenerationConfig, check_ctc_settings, generate, strip
+from mmformer.generation import GenerationConfig, check_ctc_settings, generate, strip, validation_greedy
 from mmformer.losses import ctc_loss, sequence_cross_entropy
 from mmformer.models.seq2seq import Seq2Seq
 from mmformer.tasks.base import TaskModule
@@ -263,10 +263,7 @@ class Seq2SeqTask(TaskModule):
     @property
     def val_generation(self) -> GenerationConfig:
         """Validation decodes greedily, with ``generation``'s length limits and anti-repetition options."""
-        g = self.generation
-        return GenerationConfig(strategy="greedy", max_new_tokens=g.max_new_tokens, max_len_a=g.max_len_a,
-                                max_len_b=g.max_len_b, no_repeat_ngram_size=g.no_repeat_ngram_size,
-                                repetition_penalty=g.repetition_penalty)
+        return validation_greedy(self.generation)
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val", self.metrics["val"])

@@ -15,6 +15,7 @@ import yaml
 
 from mmformer.backbone import BackboneConfig
 from mmformer.cli import main
+from mmformer.generation import GenerationConfig, generate
 from mmformer.tasks.prefix_lm import PrefixLMTask
 from mmformer.tokenizers.text import TextTokenizer
 from tests.data.manifests import sample_rows, write_manifest
@@ -116,3 +117,18 @@ def test_a_shared_prefix_table_with_two_scales_is_refused(prefix_scale: bool) ->
         PrefixLMTask(20, prefix_tokenizer=lambda d: TextTokenizer(d, 20, scale=prefix_scale),
                      backbone=BackboneConfig(dim=32, depth=1, num_heads=2), share_prefix_embedding=True,
                      text_scale=not prefix_scale)
+
+
+def test_validation_decoding_stops_at_the_generation_length_limit() -> None:
+    """Validation decodes greedily but within ``generation``'s length limit (max_len_a * source + max_len_b),
+    as the test's decoding does; it used to run every row to max_new_tokens."""
+    torch.manual_seed(0)
+    gen = GenerationConfig(strategy="beam", max_new_tokens=12, max_len_a=0.0, max_len_b=3)
+    task = PrefixLMTask(16, prefix_tokenizer=lambda d: TextTokenizer(d, 16), backbone=BackboneConfig(**TINY),
+                        generation=gen).eval()
+    with torch.no_grad():
+        prefix = task.model.encode(torch.tensor([[1, 5, 6, 7, 2], [1, 8, 9, 2, 0]]))
+        unlimited = generate(task.model, None, GenerationConfig(strategy="greedy", max_new_tokens=12), memory=prefix)
+        limited = generate(task.model, None, task._greedy, memory=prefix)
+    assert (unlimited != 0).sum(1).max() > 3  # without the limit a row runs past 3 tokens
+    assert (limited != 0).sum(1).max() <= 3
