@@ -9,7 +9,11 @@ defaults are chosen without looking at the test split (then ``mmformer test`` re
         --ckpt runs/version_0/checkpoints/last.ckpt \
         --option none= --option ctc0.3=--model.init_args.generation.ctc_weight=0.3
 
-The metrics are logged under ``test/`` (it is the test loop) but come from validation data.
+The metrics are logged under ``test/`` (it is the test loop) but come from validation data. A multi-task
+recipe takes ``--task NAME``: that task's validation split alone (the other tasks are not evaluated), e.g.
+
+    .venv/bin/python bench/choose_on_val.py --config tasks/generalist.yaml --task speech --ckpt <last.ckpt> \
+        --option ctc0.3= --option ctc0.7=--model.init_args.tasks.speech.init_args.generation.ctc_weight=0.7
 """
 
 from __future__ import annotations
@@ -29,22 +33,30 @@ def parse_option(text: str) -> tuple[str, list[str]]:
     return name, rest.split()
 
 
-def test_on_val(config: str, ckpt: str, overrides: list[str], root: str, extra: list[str]) -> dict[str, float]:
-    """The task's test loop over the validation loader of ``config`` with ``overrides``: its logged metrics."""
+def test_on_val(config: str, ckpt: str, overrides: list[str], root: str, extra: list[str],
+                task: str | None = None) -> dict[str, float]:
+    """The task's test loop over the validation loader of ``config`` with ``overrides``: its logged metrics.
+    ``task``: a multi-task recipe's task, whose validation loader alone is run."""
     cli = main(["--config", config, f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false",
                 *extra, *overrides], run=False)
     dm = cli.datamodule
-    dm.test_dataloader = dm.val_dataloader  # the test loop, fed the validation split
+    if task is None:
+        dm.test_dataloader = dm.val_dataloader  # the test loop, fed the validation split
+    elif hasattr(dm, "val_dataloader_of"):
+        dm.test_dataloader = lambda: dm.val_dataloader_of([task])
+    else:
+        raise SystemExit(f"--task is for multi-task recipes; {config}'s data is a {type(dm).__name__}")
     cli.trainer.test(cli.model, datamodule=dm, ckpt_path=ckpt, verbose=False)
     return {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
 
 
-def run(config: str, ckpt: str, options: list[tuple[str, list[str]]], extra: list[str]) -> list[str]:
+def run(config: str, ckpt: str, options: list[tuple[str, list[str]]], extra: list[str],
+        task: str | None = None) -> list[str]:
     lines: list[str] = []
     with tempfile.TemporaryDirectory() as root:
         for name, overrides in options:
             start = time.perf_counter()
-            metrics = test_on_val(config, ckpt, overrides, root, extra)
+            metrics = test_on_val(config, ckpt, overrides, root, extra, task)
             vals = "  ".join(f"{k.removeprefix('test/')}={v:.2f}" for k, v in sorted(metrics.items()))
             lines.append(f"{name:20s} val: {vals}  ({time.perf_counter() - start:.0f} s)")
             print(lines[-1], flush=True)
@@ -57,9 +69,10 @@ def cli() -> None:
     p.add_argument("--ckpt", required=True, help="the checkpoint to decode with")
     p.add_argument("--option", type=parse_option, action="append", required=True,
                    help="NAME=OVERRIDES, repeatable; the overrides are mmformer options separated by spaces")
+    p.add_argument("--task", help="a multi-task recipe's task: decode its validation split alone")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="overrides for every option (last)")
     a = p.parse_args()
-    print("\n".join(["--- on the validation split ---", *run(a.config, a.ckpt, a.option, a.extra)]))
+    print("\n".join(["--- on the validation split ---", *run(a.config, a.ckpt, a.option, a.extra, a.task)]))
 
 
 if __name__ == "__main__":

@@ -273,6 +273,16 @@ class MultiTaskData(pl.LightningDataModule, ProvidesDataSpec):
     def val_dataloader(self) -> CombinedLoader:
         return self._combined("val_dataloader", self.task_names)
 
+    def val_dataloader_of(self, names: list[str]) -> CombinedLoader:
+        """The validation loaders of ``names`` only, each child set up for validation first (a child set up for
+        ``test`` may hold only its test split): for choosing a task's decoding on validation data."""
+        unknown = sorted(set(names) - set(self.datamodules))
+        if unknown:
+            raise ValueError(f"no DataModule for tasks {unknown}; the data's tasks are {self.task_names}")
+        for name in names:
+            self.datamodules[name].setup("validate")
+        return self._combined("val_dataloader", names)
+
     def test_dataloader(self) -> CombinedLoader:
         return self._combined("test_dataloader", self.task_names)
 

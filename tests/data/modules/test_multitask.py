@@ -156,3 +156,16 @@ def test_evaluation_loaders_run_one_task_after_another() -> None:
     spec = data.data_spec()
     assert list(spec.tasks) == ["a", "b", "c"] and spec.tasks["a"].class_names == ["10"]
     assert spec.tasks["c"] == DataSpec()
+
+
+def test_one_tasks_validation_loader_alone_after_setting_it_up() -> None:
+    """``val_dataloader_of``: choosing one task's decoding on validation runs that task's loader only, set up for
+    validation first (a child set up for ``test`` may hold only its test split); an unknown task is named."""
+    data = _data()
+    stages: list[str] = []
+    data.datamodules["b"].setup = stages.append  # type: ignore[method-assign]
+    combined = data.val_dataloader_of(["b"])
+    assert list(combined.iterables) == ["b"] and stages == ["validate"]
+    assert [idx for _, _, idx in combined] == [0] * 4
+    with pytest.raises(ValueError, match=r"no DataModule for tasks \['z'\]; the data's tasks are \['a', 'b', 'c'\]"):
+        data.val_dataloader_of(["z"])
