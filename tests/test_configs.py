@@ -59,6 +59,10 @@ def test_speech_voices_overlay_composes_after_the_speech_recipe(capsys) -> None:
     assert data["festival_fraction"] == overlay["festival_fraction"] > 0 and data["heldout_synthesizer"] == "flite"
     assert data["augment"]["lowpass_prob"] == overlay["augment"]["lowpass_prob"] > 0
     assert data["vocab_size"] == 256 and data["max_target_len"] == 64  # the recipe's own keys survive the merge
+    # twice the recipe's schedule, with no time limit cutting it short; the recipe's other trainer keys kept
+    recipe = yaml.safe_load((ROOT / "tasks/speech_recognition.yaml").read_text())["trainer"]
+    assert cfg["trainer"]["max_steps"] == 2 * recipe["max_steps"] and cfg["trainer"]["max_time"] is None
+    assert cfg["trainer"]["val_check_interval"] == recipe["val_check_interval"]
 
 
 def _backbones(model: object) -> list:
