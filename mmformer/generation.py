@@ -175,8 +175,11 @@ def _constrain(scores: Tensor, prefix: Tensor, t: int, cfg: GenerationConfig, li
     """Bans specials (and eos before ``min_new_tokens``) and repeated n-grams in ``scores (R, V)``; rows
     that reach their length limit at step ``t``, or have no token left, get eos only (at its score before
     the bans, so beam scores stay the model's log-probs). ``scores`` is the step's own tensor: filled in place."""
-    eos = scores[:, cfg.eos_id:cfg.eos_id + 1].clone()  # (R, 1) before the bans fill it
-    scores = _ban_specials(scores, eos_too=t < cfg.min_new_tokens, cfg=cfg)
+    eos_too = t < cfg.min_new_tokens
+    eos = scores[:, cfg.eos_id:cfg.eos_id + 1]  # (R, 1)
+    if eos_too:  # the bans fill eos's column in place too: keep its score (otherwise they never touch it)
+        eos = eos.clone()
+    scores = _ban_specials(scores, eos_too=eos_too, cfg=cfg)
     if cfg.no_repeat_ngram_size > 0:
         scores = scores.masked_fill(repeated_ngram_bans(prefix[:, 1:], cfg.no_repeat_ngram_size, scores.shape[-1]),
                                     float("-inf"))
