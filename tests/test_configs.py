@@ -1,4 +1,5 @@
-"""Every YAML under tasks/ and configs/ parses through the CLI (presets are data; litgpt's config-hub test)."""
+"""Every YAML under tasks/, configs/ and bench/configs/ parses through the CLI (presets are data; litgpt's
+config-hub test)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from mmformer.cli import main
 from tests.tokenizers.test_plugin import RECIPE
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = sorted((ROOT / "tasks").glob("*.yaml"))
+RECIPES = sorted((ROOT / "tasks").glob("*.yaml")) + sorted((ROOT / "bench" / "configs").glob("*.yaml"))
 MODEL_PRESETS = sorted((ROOT / "configs" / "model").glob("*.yaml"))
 TRAINER_PRESETS = sorted((ROOT / "configs" / "trainer").glob("*.yaml"))
 

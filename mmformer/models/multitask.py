@@ -8,7 +8,10 @@ Every task's tokens go through the one stack; what differs per task is the atten
 * text outputs (:class:`~mmformer.models.PrefixLM`: translation with the source text as prefix, speech
   with audio frames as prefix, captions with image patches): the prefix-LM mask, bidirectional over the
   prefix and causal over the text;
-* decision-transformer tokens (:class:`~mmformer.models.DecisionTransformer`): plain causal.
+* decision-transformer tokens (:class:`~mmformer.models.DecisionTransformer`): plain causal;
+* an encoder–decoder (:class:`~mmformer.models.Seq2Seq`, e.g. translation): the shared backbone is its
+  *encoder*, read bidirectionally over the source; its own causal decoder cross-attends to it (a
+  cross-attention head, kept per task like every head).
 
 ``parameters()`` yields the shared weights once (``nn.Module`` deduplicates), so one optimizer over
 :class:`MultiTaskModel` trains each weight once. ``state_dict()`` lists the shared backbone under every
@@ -25,6 +28,7 @@ from torch import nn
 
 from mmformer.backbone import Encoder
 from mmformer.models.classifier import Classifier
+from mmformer.models.seq2seq import Seq2Seq
 
 
 class MultiTaskModel(nn.Module):
@@ -33,8 +37,8 @@ class MultiTaskModel(nn.Module):
     Args:
         backbone: the shared stack; causal so that every task's mask can be expressed (see module doc).
         models: task name → a plain model with a ``backbone`` attribute (Classifier, PrefixLM,
-            DecisionTransformer, ...). Its backbone is replaced by ``backbone``; its tokenizers and heads
-            must already have the backbone's width.
+            DecisionTransformer, ...) or another one named by its ``shared_backbone`` (Seq2Seq: ``encoder``).
+            That module is replaced by ``backbone``; its tokenizers and heads must already have its width.
     """
 
     def __init__(self, backbone: Encoder, models: Mapping[str, nn.Module]) -> None:
@@ -47,14 +51,15 @@ class MultiTaskModel(nn.Module):
         self.backbone = backbone
         dim = backbone.config.dim
         for name, model in models.items():
-            if not isinstance(getattr(model, "backbone", None), nn.Module):
-                raise TypeError(f"task {name!r}: {type(model).__name__} has no `backbone` module to share")
-            own = getattr(model.backbone, "config", None)
+            slot = getattr(model, "shared_backbone", "backbone")  # Seq2Seq shares its encoder
+            if not isinstance(getattr(model, slot, None), nn.Module):
+                raise TypeError(f"task {name!r}: {type(model).__name__} has no `{slot}` module to share")
+            own = getattr(getattr(model, slot), "config", None)
             if own is not None and own.dim != dim:
                 raise ValueError(f"task {name!r} was built at width {own.dim} but the shared backbone has dim {dim}; "
                                  f"build its tokenizers and heads at the shared width")
-            model.backbone = backbone
-            if isinstance(model, Classifier):
+            setattr(model, slot, backbone)
+            if isinstance(model, (Classifier, Seq2Seq)):
                 model.bidirectional = True  # inputs are read whole, as the single-task encoder read them
         self.models = nn.ModuleDict(dict(models))
 

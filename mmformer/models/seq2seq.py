@@ -37,9 +37,12 @@ class Seq2Seq(nn.Module):
         ctc_vocab_size: > 0 adds a :class:`~mmformer.heads.CTCHead` of that many labels on the
             encoder (hybrid CTC/attention training, CTC decoding); 0 = none.
         logits_bias: a learned per-token bias on the output logits (Marian's ``final_logits_bias``).
+        bidirectional: read the source bidirectionally even through a causal encoder (``prefix_len`` = every
+            source token). A multi-task model sets it when its shared causal backbone is this model's encoder.
     """
 
     grouped_memory = True  # decode takes a memory of B/g rows for B target rows (g hypotheses per source)
+    shared_backbone = "encoder"  # the submodule a multi-task model replaces with its shared backbone
 
     def __init__(
         self,
@@ -50,8 +53,10 @@ class Seq2Seq(nn.Module):
         tie_embeddings: bool = True,
         ctc_vocab_size: int = 0,
         logits_bias: bool = False,
+        bidirectional: bool = False,
     ) -> None:
         super().__init__()
+        self.bidirectional = bidirectional
         self.source_tokenizer, self.encoder = source_tokenizer, encoder
         self.target_tokenizer, self.decoder = target_tokenizer, decoder
         self.lm_head = LMHead(decoder.config.dim, target_tokenizer.vocab_size,
@@ -70,6 +75,11 @@ class Seq2Seq(nn.Module):
         is packed rows ``(R, S_packed, D)`` carrying ``documents`` (see :mod:`mmformer.layers.packing`).
         """
         batch = self.source_tokenizer(source)
+        if self.bidirectional and self.encoder.causal:  # (B, S) tokens all in the prefix: full attention
+            if packing is not None:
+                raise ValueError("a causal encoder read bidirectionally (a multi-task model's shared backbone) takes "
+                                 "padded sources; turn packing off for this task")
+            return self.encoder(batch, need_weights=need_weights, prefix_len=batch.seq_len)
         return self.encoder(batch if packing is None else batch.packed(packing), need_weights=need_weights)
 
     def ctc_logits(self, memory: BackboneOutput) -> Tensor:

@@ -136,3 +136,36 @@ def test_a_tiny_multitask_model_overfits_one_batch_of_each_task() -> None:
     end = {k: float(v.detach()) for k, v in losses().items()}
     for name in names:
         assert end[name] < 0.3 * start[name], (name, start[name], end[name])
+
+
+def test_an_encoder_decoder_shares_its_encoder_and_reads_the_source_bidirectionally() -> None:
+    """A Seq2Seq task (a cross-attention head): the shared backbone becomes its encoder, read over the whole
+    source, padded rows included, as a bidirectional encoder with the same weights reads it; its decoder
+    stays its own."""
+    from mmformer.backbone import Decoder
+    from mmformer.data.common.packing import plan_packing
+    from mmformer.models import Seq2Seq
+
+    torch.manual_seed(0)
+    text = TextTokenizer(D, 20, max_len=16)
+    dec_cfg = BackboneConfig(dim=D, depth=1, num_heads=2, mlp_ratio=2.0, causal=True, memory_dim=D)
+    s2s = Seq2Seq(text, Encoder(CFG), TextTokenizer(D, 20, max_len=16), Decoder(dec_cfg))
+    model = MultiTaskModel(Encoder(CFG), {**_single_models(), "s2s": s2s})
+    assert s2s.encoder is model.backbone and s2s.bidirectional and "backbone" not in s2s._modules
+    assert all(p is not q for p in s2s.decoder.parameters() for q in model.backbone.parameters())
+    assert _count(model) == sum({id(p): p.numel() for p in model.parameters()}.values())
+
+    source = torch.tensor([[5, 6, 7, 3], [8, 9, 3, 0]])  # the second row is padded (pad id 0)
+    bidir = Encoder(BackboneConfig(**{**CFG.__dict__, "causal": False}))
+    bidir.load_state_dict(model.backbone.state_dict())
+    memory = s2s.encode(source)
+    expected = bidir(text(source))
+    real = source != 0
+    torch.testing.assert_close(memory.hidden[real], expected.hidden[real], atol=1e-5, rtol=1e-5)
+    ids = torch.tensor([[2, 5, 6], [2, 7, 8]])
+    torch.testing.assert_close(s2s.decode(ids, memory).logits, s2s.decode(ids, expected).logits, atol=1e-5, rtol=1e-5)
+    s2s.bidirectional = False  # read causally, the first token no longer sees the rest: the flag matters
+    assert not torch.allclose(s2s.encode(source).hidden[0, 0], expected.hidden[0, 0], atol=1e-4)
+    s2s.bidirectional = True
+    with pytest.raises(ValueError, match="turn packing off"):
+        s2s.encode(source, packing=plan_packing(real.sum(1), 8)[0])
