@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, NamedTuple, Union
+from typing import NamedTuple, Union
 
 from torch import nn
 

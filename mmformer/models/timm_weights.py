@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 import timm
-import torch
 from timm.layers import LayerNorm, Mlp, PatchEmbed
 from timm.layers.attention import Attention
 from timm.models.vision_transformer import Block, VisionTransformer

@@ -19,7 +19,7 @@ from mmformer.data.readers.manifest import ManifestError
 from mmformer.tasks.contrastive import ContrastiveTask
 from mmformer.tasks.optim import OptimConfig
 from mmformer.tokenizers import TextTokenizer
-from tests.data.manifests import WORDS, sample_rows, write_manifest
+from tests.data.manifests import sample_rows, write_manifest
 from tests.tasks.roles import SAMPLE_RATE, audio_tokenizer
 
 FIELDS = {"audio": {"type": "audio", "sample_rate": SAMPLE_RATE}, "text": {"type": "text", "max_len": 32}}

@@ -13,7 +13,7 @@ import torch
 
 import mmformer.data.modules
 from mmformer.data import (
-    CsvCaptionData, DigitsData, ShapesCaptionData, SpeechRecognitionData, TrajectoryData, TranslationData,
+    CsvCaptionData, DigitsData, ShapesCaptionData, TrajectoryData, TranslationData,
 )
 from mmformer.data.spec import ControlSpec, DataSpec, EvalSplit, ProvidesDataSpec
 from tests.data.modules.test_captions import CAPTIONS, _images, _table

@@ -6,11 +6,10 @@ from typing import Any
 
 import pytest
 import torch
-from torch import nn
 
 import mmformer.tokenizers.image as image_module
 from mmformer.layers.positions import resize_2d, sincos_2d
-from mmformer.testing import ContractError, check_tokenizer
+from mmformer.testing import check_tokenizer
 from mmformer.tokenizers.image import ImagePatchTokenizer
 
 DIM = 32
