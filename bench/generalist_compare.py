@@ -11,8 +11,8 @@ metric of both and their ratio, generalist / single (for WER, where lower is bet
 > 1 always means the generalist is better).
 
 Run:
-    OMP_NUM_THREADS=2 .venv/bin/python bench/generalist_compare.py --steps 6000            # hours: 5 fits + tests
-    .venv/bin/python bench/generalist_compare.py --steps 6000 --generalist-ckpt runs/version_N/checkpoints/last.ckpt
+    OMP_NUM_THREADS=2 .venv/bin/python bench/generalist_compare.py --steps 8000            # hours: 5 fits + tests
+    .venv/bin/python bench/generalist_compare.py --steps 8000 --generalist-ckpt runs/version_N/checkpoints/last.ckpt
     .venv/bin/python bench/generalist_compare.py --quick     # smoke: fmnist + control, tiny models, 2 steps
 
 ``--tasks fmnist control`` compares a generalist of those tasks only (the recipe with the others removed).
@@ -176,7 +176,7 @@ def compare(tasks: list[str], steps: int, out: Path, quick: bool, generalist_ckp
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=6000, help="generalist steps (singles get their share)")
+    p.add_argument("--steps", type=int, default=8000, help="generalist steps (singles get their share)")
     p.add_argument("--tasks", nargs="+", default=list(SINGLE), choices=list(SINGLE))
     p.add_argument("--generalist-ckpt", help="test this generalist checkpoint instead of fitting one")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "generalist_compare")
