@@ -126,12 +126,20 @@ def probe_flops(config: Path, steps: int, root: Path, extra: list[str], task: st
     return counter.mean()
 
 
+def steps_only(steps: int) -> list[str]:
+    """Overrides that make ``steps`` optimizer steps the only end of a fit, without validation: no epoch limit
+    (a recipe's own ``max_epochs`` would stop it short of its share: translation.yaml's 4 epochs are 4,836
+    steps) and no time limit."""
+    return [f"--trainer.max_steps={steps}", "--trainer.max_epochs=-1", "--trainer.max_time=null",
+            "--trainer.val_check_interval=null", "--trainer.check_val_every_n_epoch=null",
+            "--trainer.limit_val_batches=0"]
+
+
 def fit_and_test(config: Path, steps: int, root: Path, extra: list[str], ckpt: str | None = None) -> dict[str, float]:
     """Fits ``config`` for ``steps`` steps (unless ``ckpt`` is given) and returns its test metrics."""
     common = ["--config", str(config), f"--trainer.default_root_dir={root}", *extra]
     if ckpt is None:
-        fitted = main(["fit", *common, f"--trainer.max_steps={steps}", "--trainer.val_check_interval=null",
-                       "--trainer.check_val_every_n_epoch=null", "--trainer.limit_val_batches=0"])
+        fitted = main(["fit", *common, *steps_only(steps)])
         ckpt = fitted.trainer.checkpoint_callback.last_model_path or fitted.trainer.checkpoint_callback.best_model_path
     tested = main(["test", *common, "--ckpt_path", ckpt])
     return {k: float(v) for k, v in tested.trainer.callback_metrics.items()}

@@ -21,3 +21,19 @@ def test_quick_comparison_prints_a_row_per_task() -> None:
     assert rows["fmnist"][1] == "acc" and rows["control"][1] == "return@500"
     for row in rows.values():
         float(row[3]), float(row[4]), float(row[5])  # generalist, single, ratio
+
+
+def test_single_fits_run_their_share_of_steps_past_the_recipes_epoch_limit(tmp_path: Path) -> None:
+    # A single-task recipe's own max_epochs (here 1 epoch of 2 batches) must not end the comparison's fit early:
+    # the single would get less compute than the generalist spent on its task.
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from generalist_compare import steps_only
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    from mmformer.cli import main
+
+    cli = main(["fit", "--config", str(ROOT / "tasks" / "image_classification_digits.yaml"),
+                f"--trainer.default_root_dir={tmp_path}", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+                "--trainer.enable_progress_bar=false", *steps_only(5)])
+    assert cli.trainer.global_step == 5
