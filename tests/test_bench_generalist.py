@@ -26,11 +26,7 @@ def test_quick_comparison_prints_a_row_per_task() -> None:
 def test_single_fits_run_their_share_of_steps_past_the_recipes_epoch_limit(tmp_path: Path) -> None:
     # A single-task recipe's own max_epochs (here 1 epoch of 2 batches) must not end the comparison's fit early:
     # the single would get less compute than the generalist spent on its task.
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        from generalist_compare import steps_only
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
+    from bench.generalist_compare import steps_only
     from mmformer.cli import main
 
     cli = main(["fit", "--config", str(ROOT / "tasks" / "image_classification_digits.yaml"),
