@@ -1,5 +1,6 @@
 """One-GPU performance check: bf16 MFU of a ViT-S/16 and a 6+6-layer d512 encoder–decoder training step,
-padded vs packed, eager vs ``torch.compile``, and a 1-GPU FSDP smoke fit of a recipe; under 5 minutes.
+padded vs packed, eager vs ``torch.compile``; greedy decoding of that encoder–decoder eager, compiled and as
+CUDA graphs; and a 1-GPU FSDP smoke fit of a recipe; under 5 minutes.
 
 MFU = model FLOPs per step / step time / the card's bf16 dense peak. FLOPs are counted, not estimated:
 one step runs under ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, convolutions and attention,
@@ -14,6 +15,11 @@ it). The packed rows here carry no per-document mask, so they measure the kernel
 saved, not a numerically equal packed model (that is ``bench/packing.py``'s job, issue #17 item 2).
 Both are reported as real tokens/s.
 
+Decoding (``GenerationConfig``): greedy, fixed length (``min_new_tokens = max_new_tokens``, so every variant
+runs the same steps), bf16 weights, eager (growing KV cache) against the static cache's step under
+``torch.compile`` and under ``mode="reduce-overhead"`` (``cuda_graphs=True``: each step one graph replay, the
+first step eager so the cache's buffers exist before the graphs); generated tokens/s per variant.
+
 Timing: warm-up steps (compilation included there), then ``--iters`` steps between CUDA synchronizes;
 the mean step time is reported.
 
@@ -22,7 +28,8 @@ Run:
     python bench/gpu.py --smoke      # tiny sizes on CPU (or GPU), compile backend 'eager': seconds
 
 Lines: ``<workload> (<variant>): <ms>/step, <tokens/s>, <TFLOP/s>, MFU <x>%``, then
-``ratio vs padded: X`` (packed real tokens/s over padded) and ``ratio vs eager: X`` (compiled over eager).
+``ratio vs padded: X`` (packed real tokens/s over padded) and ``ratio vs eager: X`` (compiled over eager);
+decoding: ``decode greedy ... (<variant>): <ms>/call, <tokens/s>`` and ``ratio vs eager (decode <variant>): X``.
 """
 
 from __future__ import annotations
@@ -41,7 +48,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+import mmformer.generation as generation
 from mmformer.backbone import BackboneConfig, Decoder, Encoder
+from mmformer.generation import GenerationConfig, generate
 from mmformer.models.seq2seq import Seq2Seq
 from mmformer.tokenizers.text import TextTokenizer
 
@@ -201,6 +210,33 @@ def measure(name: str, model: nn.Module, loss_fn: Callable[[nn.Module], Tensor],
     return out
 
 
+DECODE_VARIANTS = {"eager": {}, "compiled": {"compile": True}, "cuda_graphs": {"cuda_graphs": True}}
+
+
+def measure_decode(a: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    """Greedy decoding of the encoder–decoder (random bf16 weights, ``a.decode_tokens`` new tokens for each of
+    ``a.decode_batch`` sources): seconds per ``generate`` call by variant, printed with tokens/s."""
+    generation._COMPILE_BACKEND = a.compile_backend  # --smoke: 'eager' (dynamo traces, no inductor build)
+    model = seq2seq_model(a, device).eval().to(torch.bfloat16)
+    g = torch.Generator().manual_seed(1)
+    source = torch.randint(1, a.vocab, (a.decode_batch, a.seq // 2), generator=g).to(device)
+    n, out = a.decode_tokens, {}
+    for variant, extra in DECODE_VARIANTS.items():
+        cfg = GenerationConfig(strategy="greedy", max_new_tokens=n, min_new_tokens=n, bos_id=1, eos_id=2, pad_id=PAD,
+                               **extra)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            sec = time_step(lambda cfg=cfg: generate(model, source, cfg), a.warmup, max(a.iters // 4, 1), device)
+        out[variant] = sec
+        print(f"decode greedy {a.layers}+{a.layers} d{a.dim} b{a.decode_batch} x{n} ({variant}): "
+              f"{sec * 1e3:.1f} ms/call, {a.decode_batch * n / sec:,.0f} tokens/s "
+              f"[{time.perf_counter() - t0:.0f} s incl. warm-up]", flush=True)
+    for variant in out:
+        if variant != "eager":
+            print(f"ratio vs eager (decode {variant}): {out['eager'] / out[variant]:.2f}")
+    return out
+
+
 def fsdp_fit(a: argparse.Namespace) -> int:
     """``mmformer fit`` of the digits recipe (no download) on 1 GPU under FSDP; returns the exit code.
 
@@ -239,12 +275,16 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--variants", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"])
     p.add_argument("--compile-backend", default="inductor")
+    p.add_argument("--decode-batch", type=int, default=64)
+    p.add_argument("--decode-tokens", type=int, default=64)
+    p.add_argument("--skip-decode", action="store_true")
     p.add_argument("--fit-steps", type=int, default=30)
     p.add_argument("--fit-timeout", type=int, default=240)
     p.add_argument("--skip-fit", action="store_true")
     a = p.parse_args()
     if a.smoke:
         a.image, a.vit_batch, a.seq2seq_batch, a.seq, a.dim, a.layers, a.vocab = 32, 2, 4, 16, 64, 1, 100
+        a.decode_batch, a.decode_tokens = 2, 6
         a.warmup, a.iters, a.compile_backend, a.fit_steps = 1, 1, "eager", 2
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type != "cuda" and not a.smoke:
@@ -276,6 +316,8 @@ def main() -> None:
     for v in a.variants:
         print(f"ratio vs padded (enc-dec {v}, real tokens/s): {per_kind['packed'][v] / per_kind['padded'][v]:.2f}")
 
+    if not a.skip_decode:
+        measure_decode(a, device)
     code = 0 if a.skip_fit else fsdp_fit(a)
     total = time.perf_counter() - started
     print(f"total {total:.0f} s" + ("" if total < 300 or a.smoke else " (over the 5-minute budget: lower --iters)"))

@@ -46,6 +46,9 @@ class GenerationConfig:
     # decoding step has the same shapes (needs a model whose new_cache takes static=True, e.g. Seq2Seq).
     static_cache: bool = False
     compile: bool = False  # torch.compile the decoding step (implies static_cache); compiled once per model/shape
+    # compile with mode="reduce-overhead": on a GPU each step replays as one CUDA graph (implies compile). The
+    # first step runs eagerly, so the cache's buffers exist before the graphs and stay at fixed addresses.
+    cuda_graphs: bool = False
     # Row i stops (eos forced) after min(max_new_tokens, floor(max_len_a * S_i + max_len_b)) tokens, S_i = its
     # real memory positions (source tokens; encoder frames for audio), as fairseq; both 0 = off.
     max_len_a: float = 0.0
@@ -210,12 +213,18 @@ class _Stepper:
     def __init__(self, model: Any, memory: BackboneOutput, rows: int, steps: int, cfg: GenerationConfig,
                  device: torch.device, start: Tensor | None = None):
         self.model, self.memory = model, memory
-        static = self.static = cfg.use_cache and (cfg.static_cache or cfg.compile)
+        compiled = cfg.use_cache and (cfg.compile or cfg.cuda_graphs)
+        static = self.static = cfg.use_cache and (cfg.static_cache or compiled)
         if not cfg.use_cache:
             self.cache = None
         else:
             self.cache = model.new_cache(steps + 1, static=True) if static else model.new_cache(steps + 1)
-        self.decode = _compiled(model) if cfg.compile and cfg.use_cache else model.decode
+        # The first step runs eagerly: it allocates the cache's buffers and projects the memory's cross-attention
+        # K/V outside any compiled region, so compiled steps (CUDA graphs included) only write into tensors
+        # that already exist, at addresses that never move (a graph's own outputs are overwritten at replay).
+        self.decode = model.decode
+        self._compiled = _compiled(model, "reduce-overhead" if cfg.cuda_graphs else None) if compiled else None
+        self._graphs = bool(compiled and cfg.cuda_graphs)
         m = 0 if start is None else start.shape[1]
         # (R, steps + 1 + m) ids so far, written in place (no growing cat per step); ``prefix`` is the filled part.
         self._ids = torch.full((rows, steps + 1 + m), cfg.pad_id, dtype=torch.long, device=device)
@@ -243,8 +252,15 @@ class _Stepper:
         else:  # physical order: row slots[r] gets logical row r's tokens
             ids = torch.empty_like(new).index_copy_(0, self.slots, new)
         out = self.decode(ids, self.memory, self.cache, last_only=True)[0][:, -1].float()  # (R, V) physical
+        if self._graphs:
+            out = out.clone()  # a CUDA graph's output buffer is overwritten by its next replay
         if self.static:
             self.cache.advance()
+        if self._compiled is not None and self.decode is not self._compiled:
+            fixed = [*self.cache.tensors(), *(t for t in (self.memory.hidden, self.memory.mask) if t is not None)]
+            for t in fixed:  # unguarded: a new generate call (new buffers) re-records its graphs, no recompile
+                torch._dynamo.mark_static_address(t)  # in-place writes to fixed buffers: no copies, no recompiles
+            self.decode = self._compiled
         return out if self.slots is None else out.index_select(0, self.slots)
 
     def push(self, token: Tensor, rows: Tensor | None = None) -> None:
@@ -276,18 +292,20 @@ class _Stepper:
         self.slots = want.index_copy(0, extra, free)
 
 
-def _compiled(model: Any) -> Any:
-    """``torch.compile(model.decode)``, built once per model.
+def _compiled(model: Any, mode: str | None = None) -> Any:
+    """``torch.compile(model.decode, mode=mode)``, built once per model and mode.
 
     Shapes are static except the static cache's attention window (powers of two, see
     :func:`~mmformer.layers.kv_cache.attention_window`): dynamo's default (``dynamic=None``) compiles the first
     window's shapes, and when the window grows, one graph with that length symbolic, instead of a graph per
     window (which would run into dynamo's recompile limit when greedy and beam search share a model)."""
-    fn = getattr(model, "_compiled_decode", None)
-    if fn is None:
-        fn = torch.compile(model.decode, dynamic=None, backend=_COMPILE_BACKEND)
-        object.__setattr__(model, "_compiled_decode", fn)  # a plain attribute: not a submodule, not saved
-    return fn
+    by_mode = getattr(model, "_compiled_decode", None)
+    if by_mode is None:
+        by_mode = {}
+        object.__setattr__(model, "_compiled_decode", by_mode)  # a plain attribute: not a submodule, not saved
+    if mode not in by_mode:
+        by_mode[mode] = torch.compile(model.decode, dynamic=None, backend=_COMPILE_BACKEND, mode=mode)
+    return by_mode[mode]
 
 
 def _prompt_plan(model: Any, prompt: Tensor, cfg: GenerationConfig) -> tuple[Tensor, Tensor, Tensor]:
@@ -297,7 +315,8 @@ def _prompt_plan(model: Any, prompt: Tensor, cfg: GenerationConfig) -> tuple[Ten
     if prompt.dim() != 2 or prompt.dtype != torch.long:
         raise ValueError(f"prompt must be (B, L) long ids, right-padded with pad_id, got {prompt.dtype} "
                          f"{tuple(prompt.shape)}")
-    if cfg.strategy == "beam" or cfg.min_new_tokens or cfg.max_len_a or cfg.max_len_b or cfg.static_cache or cfg.compile:
+    if cfg.strategy == "beam" or cfg.min_new_tokens or cfg.max_len_a or cfg.max_len_b or cfg.static_cache or cfg.compile \
+            or cfg.cuda_graphs:
         raise ValueError("prompts continue with greedy or sampled decoding without min_new_tokens, max_len_a/b, "
                          "static_cache or compile; set generation.strategy to greedy or sample and those off")
     lengths = (prompt != cfg.pad_id).sum(1)  # (B,)

@@ -1,4 +1,4 @@
-"""bench/gpu.py, checked on CPU: the --smoke run prints every figure, packing keeps the real tokens,
+"""bench/gpu.py, checked on CPU: the --smoke run prints every figure (decoding's three variants included), packing keeps the real tokens,
 FLOPs are counted from what runs, and the peak table matches device names (CI has no GPU)."""
 
 from __future__ import annotations
@@ -28,7 +28,10 @@ def test_smoke_run_prints_mfu_for_every_workload_and_variant_and_the_ratios() ->
             assert any(line.startswith(workload) and f"({variant}):" in line and "MFU" in line for line in lines), lines
     for variant in ("eager", "compiled"):
         assert any(line.startswith(f"ratio vs padded (enc-dec {variant}") for line in lines), lines
-    assert sum(line.startswith("ratio vs eager (") for line in lines) == 3, lines
+    assert sum(line.startswith("ratio vs eager (") for line in lines) == 5, lines
+    for variant in ("eager", "compiled", "cuda_graphs"):  # decoding: the growing cache, compiled, CUDA graphs
+        assert any(line.startswith("decode greedy") and f"({variant}):" in line and "tokens/s" in line
+                   for line in lines), lines
 
 
 @pytest.mark.slow

@@ -91,10 +91,50 @@ def test_compiled_decoding_is_token_identical_and_never_recompiles_per_step(stra
     cfg = GenerationConfig(strategy=strategy, max_new_tokens=40, min_new_tokens=40, beam_size=3)
     compiled = GenerationConfig(**{**cfg.__dict__, "compile": True})
     assert torch.equal(generate(model, src, compiled), generate(model, src, cfg))
-    # The first step (which projects the cross-attention K/V once), the steady step, and one graph with the
-    # attention window symbolic once it grows (16 → 32 → 41 slots): a few graphs for 40 steps, not one per step
-    # or per window (the position is a tensor).
+    # The steady step and one graph with the attention window symbolic once it grows (16 → 32 → 41 slots; the
+    # first step, which projects the cross-attention K/V once, runs eagerly): a few graphs for 40 steps, not one
+    # per step or per window (the position is a tensor).
     graphs = counter.frame_count
     assert 1 <= graphs <= 4
     generate(model, src, compiled)  # a second batch of the same shape reuses them
     assert counter.frame_count == graphs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["greedy", "beam"])
+def test_cuda_graph_steps_write_only_into_buffers_that_exist_before_them(strategy: str, monkeypatch) -> None:
+    """``cuda_graphs=True`` compiles with mode ``reduce-overhead``, and the compiled step only ever runs on a cache
+    whose buffers were allocated by the eager first step and marked static (a CUDA graph would otherwise own
+    them in its pool and overwrite them at the next replay). On CPU inductor skips the graphs; the contract and
+    the tokens are what this checks."""
+    counter, modes = CompileCounter(), []
+
+    def backend(gm, inputs, **kw):  # records the mode torch.compile hands a non-inductor backend
+        modes.append(kw.get("mode"))
+        return counter(gm, inputs)
+
+    monkeypatch.setattr(generation, "_COMPILE_BACKEND", backend)
+    torch._dynamo.reset()
+    model, src = _model(seed=5), _source()
+    seen: list[int] = []
+    real = generation._compiled
+
+    def checked(m, mode=None):
+        fn = real(m, mode)
+
+        def step(ids, memory, cache, **kw):
+            fixed = cache.tensors()
+            assert cache.length >= 1 and cache.layers[0].self_kv._k is not None and cache.layers[0].cross_kv.k is not None
+            assert all(getattr(t, "_dynamo_static_input_type", None) == "unguarded" for t in fixed)
+            seen.append(len(fixed))
+            return fn(ids, memory, cache, **kw)
+        return step
+
+    monkeypatch.setattr(generation, "_compiled", checked)
+    cfg = GenerationConfig(strategy=strategy, max_new_tokens=20, min_new_tokens=20, beam_size=3)
+    graphs = GenerationConfig(**{**cfg.__dict__, "cuda_graphs": True})
+    assert torch.equal(generate(model, src, graphs), generate(model, src, cfg))
+    assert len(seen) == 19  # every step after the eager first one
+    assert modes and set(modes) == {"reduce-overhead"}
+    # position + (self K, V, cross K, V) per layer (+ the projection, where the model lays one out)
+    assert seen[0] >= 1 + 4 * len(model.decoder.blocks)

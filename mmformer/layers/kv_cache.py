@@ -215,6 +215,16 @@ class DecoderCache:
             for layer in self.layers:
                 layer.self_kv.window = w
 
+    def tensors(self) -> list[Tensor]:
+        """Every tensor a decoding step reads or writes in place: the position counter, each layer's self- and
+        cross-attention K/V and the output projection (for ``torch._dynamo.mark_static_address``: CUDA graphs
+        then use them where they are instead of copying them in at every replay)."""
+        out = [] if self.position is None else [self.position]
+        for layer in self.layers:
+            out += [t for t in (layer.self_kv._k, layer.self_kv._v, layer.self_kv._mask, layer.cross_kv.k,
+                                layer.cross_kv.v) if t is not None]
+        return out + ([] if self.projection is None else [self.projection])
+
     @property
     def length(self) -> int:
         """Number of positions already decoded (the position offset of the next token)."""
