@@ -46,9 +46,7 @@ class GenerationConfig:
     # decoding step has the same shapes (needs a model whose new_cache takes static=True, e.g. Seq2Seq).
     static_cache: bool = False
     compile: bool = False  # torch.compile the decoding step (implies static_cache); compiled once per model/shape
-    # compile with mode="reduce-overhead": on a GPU each step replays as one CUDA graph (implies compile). The
-    # first step runs eagerly, so the cache's buffers exist before the graphs and stay at fixed addresses.
-    cuda_graphs: bool = False
+    cuda_graphs: bool = False  # compile with mode="reduce-overhead": a GPU replays each step as a CUDA graph
     # Row i stops (eos forced) after min(max_new_tokens, floor(max_len_a * S_i + max_len_b)) tokens, S_i = its
     # real memory positions (source tokens; encoder frames for audio), as fairseq; both 0 = off.
     max_len_a: float = 0.0
@@ -219,9 +217,8 @@ class _Stepper:
             self.cache = None
         else:
             self.cache = model.new_cache(steps + 1, static=True) if static else model.new_cache(steps + 1)
-        # The first step runs eagerly: it allocates the cache's buffers and projects the memory's cross-attention
-        # K/V outside any compiled region, so compiled steps (CUDA graphs included) only write into tensors
-        # that already exist, at addresses that never move (a graph's own outputs are overwritten at replay).
+        # The first step runs eagerly: it allocates the cache's buffers and the memory's cross-attention K/V, so
+        # compiled steps (CUDA graphs too) only write into tensors that exist, at addresses that never move.
         self.decode = model.decode
         self._compiled = _compiled(model, "reduce-overhead" if cfg.cuda_graphs else None) if compiled else None
         self._graphs = bool(compiled and cfg.cuda_graphs)
@@ -257,9 +254,9 @@ class _Stepper:
         if self.static:
             self.cache.advance()
         if self._compiled is not None and self.decode is not self._compiled:
-            fixed = [*self.cache.tensors(), *(t for t in (self.memory.hidden, self.memory.mask) if t is not None)]
-            for t in fixed:  # unguarded: a new generate call (new buffers) re-records its graphs, no recompile
-                torch._dynamo.mark_static_address(t)  # in-place writes to fixed buffers: no copies, no recompiles
+            # Unguarded: a new call (new buffers) re-records its CUDA graphs without recompiling.
+            for t in [*self.cache.tensors(), *(t for t in (self.memory.hidden, self.memory.mask) if t is not None)]:
+                torch._dynamo.mark_static_address(t)
             self.decode = self._compiled
         return out if self.slots is None else out.index_select(0, self.slots)
 
@@ -299,10 +296,9 @@ def _compiled(model: Any, mode: str | None = None) -> Any:
     :func:`~mmformer.layers.kv_cache.attention_window`): dynamo's default (``dynamic=None``) compiles the first
     window's shapes, and when the window grows, one graph with that length symbolic, instead of a graph per
     window (which would run into dynamo's recompile limit when greedy and beam search share a model)."""
-    by_mode = getattr(model, "_compiled_decode", None)
-    if by_mode is None:
-        by_mode = {}
-        object.__setattr__(model, "_compiled_decode", by_mode)  # a plain attribute: not a submodule, not saved
+    if getattr(model, "_compiled_decode", None) is None:  # a plain attribute: not a submodule, not saved
+        object.__setattr__(model, "_compiled_decode", {})
+    by_mode = model._compiled_decode
     if mode not in by_mode:
         by_mode[mode] = torch.compile(model.decode, dynamic=None, backend=_COMPILE_BACKEND, mode=mode)
     return by_mode[mode]
@@ -315,10 +311,10 @@ def _prompt_plan(model: Any, prompt: Tensor, cfg: GenerationConfig) -> tuple[Ten
     if prompt.dim() != 2 or prompt.dtype != torch.long:
         raise ValueError(f"prompt must be (B, L) long ids, right-padded with pad_id, got {prompt.dtype} "
                          f"{tuple(prompt.shape)}")
-    if cfg.strategy == "beam" or cfg.min_new_tokens or cfg.max_len_a or cfg.max_len_b or cfg.static_cache or cfg.compile \
-            or cfg.cuda_graphs:
+    if cfg.strategy == "beam" or any((cfg.min_new_tokens, cfg.max_len_a, cfg.max_len_b, cfg.static_cache, cfg.compile,
+                                      cfg.cuda_graphs)):
         raise ValueError("prompts continue with greedy or sampled decoding without min_new_tokens, max_len_a/b, "
-                         "static_cache or compile; set generation.strategy to greedy or sample and those off")
+                         "static_cache, compile or cuda_graphs; set generation.strategy to greedy or sample and those off")
     lengths = (prompt != cfg.pad_id).sum(1)  # (B,)
     if prompt.shape[1] + cfg.max_new_tokens >= model.max_target_len:
         raise ValueError(f"a {prompt.shape[1]}-token prompt plus max_new_tokens={cfg.max_new_tokens} exceeds the "
