@@ -314,7 +314,7 @@ def _prompt_plan(model: Any, prompt: Tensor, cfg: GenerationConfig) -> tuple[Ten
     if cfg.strategy == "beam" or any((cfg.min_new_tokens, cfg.max_len_a, cfg.max_len_b, cfg.static_cache, cfg.compile,
                                       cfg.cuda_graphs)):
         raise ValueError("prompts continue with greedy or sampled decoding without min_new_tokens, max_len_a/b, "
-                         "static_cache, compile or cuda_graphs; set generation.strategy to greedy or sample and those off")
+                         "static_cache, compile or cuda_graphs; set generation.strategy greedy or sample, those off")
     lengths = (prompt != cfg.pad_id).sum(1)  # (B,)
     if prompt.shape[1] + cfg.max_new_tokens >= model.max_target_len:
         raise ValueError(f"a {prompt.shape[1]}-token prompt plus max_new_tokens={cfg.max_new_tokens} exceeds the "

@@ -1,5 +1,6 @@
-"""bench/gpu.py, checked on CPU: the --smoke run prints every figure (decoding's three variants included), packing keeps the real tokens,
-FLOPs are counted from what runs, and the peak table matches device names (CI has no GPU)."""
+"""bench/gpu.py, checked on CPU: the --smoke run prints every figure (decoding's three variants included),
+packing keeps the real tokens, FLOPs are counted from what runs, and the peak table matches device names (CI has
+no GPU)."""
 
 from __future__ import annotations
 
