@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from typing import Any
 
 from mmformer.cli import main
 
@@ -33,6 +34,17 @@ def parse_option(text: str) -> tuple[str, list[str]]:
     return name, rest.split()
 
 
+def feed_validation(dm: Any, task: str | None = None) -> None:
+    """Makes ``dm``'s test loop run its validation split: ``setup`` builds the split validation needs (a module
+    that encodes only the splits of its stage never reads the test split) and the test loader is the validation
+    loader. ``task``: a multi-task DataModule's task, whose validation loader alone is run."""
+    if task is not None and not hasattr(dm, "val_dataloader_of"):
+        raise SystemExit(f"--task is for multi-task recipes; the data is a {type(dm).__name__}")
+    setup = dm.setup
+    dm.setup = lambda stage=None: setup("validate")
+    dm.test_dataloader = dm.val_dataloader if task is None else (lambda: dm.val_dataloader_of([task]))
+
+
 def test_on_val(config: str, ckpt: str, overrides: list[str], root: str, extra: list[str],
                 task: str | None = None) -> dict[str, float]:
     """The task's test loop over the validation loader of ``config`` with ``overrides``: its logged metrics.
@@ -40,12 +52,7 @@ def test_on_val(config: str, ckpt: str, overrides: list[str], root: str, extra: 
     cli = main(["--config", config, f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false",
                 *extra, *overrides], run=False)
     dm = cli.datamodule
-    if task is None:
-        dm.test_dataloader = dm.val_dataloader  # the test loop, fed the validation split
-    elif hasattr(dm, "val_dataloader_of"):
-        dm.test_dataloader = lambda: dm.val_dataloader_of([task])
-    else:
-        raise SystemExit(f"--task is for multi-task recipes; {config}'s data is a {type(dm).__name__}")
+    feed_validation(dm, task)
     cli.trainer.test(cli.model, datamodule=dm, ckpt_path=ckpt, verbose=False)
     return {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
 
