@@ -248,9 +248,8 @@ class _Stepper:
             ids = new.clone() if self.static else new
         else:  # physical order: row slots[r] gets logical row r's tokens
             ids = torch.empty_like(new).index_copy_(0, self.slots, new)
-        out = self.decode(ids, self.memory, self.cache, last_only=True)[0][:, -1].float()  # (R, V) physical
-        if self._graphs:
-            out = out.clone()  # a CUDA graph's output buffer is overwritten by its next replay
+        # (R, V) physical; CUDA graphs: always a copy (a graph's output buffer is overwritten by its next replay)
+        out = self.decode(ids, self.memory, self.cache, last_only=True)[0][:, -1].to(torch.float32, copy=self._graphs)
         if self.static:
             self.cache.advance()
         if self._compiled is not None and self.decode is not self._compiled:
