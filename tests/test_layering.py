@@ -19,7 +19,8 @@ LAYERS = {
     "mmformer.tokenizers": 1,
     "mmformer.backbone": 2,
     **dict.fromkeys(("mmformer.heads", "mmformer.losses", "mmformer.generation", "mmformer.ctc",
-                     "mmformer.ctc_prefix", "mmformer.bigram", "mmformer.retrieval", "mmformer.text_metrics", "mmformer.viz", "mmformer.testing"), 3),
+                     "mmformer.ctc_prefix", "mmformer.logit_processors", "mmformer.bigram", "mmformer.retrieval",
+                     "mmformer.text_metrics", "mmformer.viz", "mmformer.testing"), 3),
     # Plain nn.Module models (and the rollouts that drive a policy model in an environment).
     **dict.fromkeys(("mmformer.models", "mmformer.rollout"), 4),
     "mmformer.pretrained": 4,  # converters of peer checkpoints into those models (torch + safetensors alone)
