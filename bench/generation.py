@@ -23,7 +23,9 @@ Run:
 Ratio lines: ``ratio vs <peer> (<strategy>): X.XX`` with X = peer_time / mmformer_time (> 1: mmformer is faster),
 for mmformer's eager decoding (growing KV cache); with ``--compile`` (the default outside ``--quick``) also
 ``ratio of mmformer compiled vs <peer> (<strategy>): X.XX`` for the static-cache, ``torch.compile``'d step
-(``GenerationConfig(compile=True)``), its compilation done in the warm-up call.
+(``GenerationConfig(compile=True)``), its compilation done in the warm-up call. ``ratio vs mmformer unpacked
+(<strategy>)`` compares mmformer's eager decoding with the same decoding on plain ``F.linear`` weights
+(``GenerationConfig(packed_weights=False)``): what the MKL-packed weights of ``mmformer.layers.packed_linear`` gain.
 Targets (issue #4): >= 1.5 vs MarianMT, >= 3 vs the no-cache path, at 128 new tokens.
 
 Measured (2026-12-01, 2-core AVX2 CPU, 1 thread, nothing else running, ``--skip-no-cache``; two runs, whose
@@ -68,6 +70,7 @@ from mmformer.tokenizers.text import TextTokenizer
 HF = "MarianMT"
 NO_CACHE = "mmformer no-cache"
 COMPILED = "mmformer compiled"
+UNPACKED = "mmformer unpacked"
 
 
 def build_ours(a: argparse.Namespace) -> Seq2Seq:
@@ -148,6 +151,9 @@ def make_steps(a: argparse.Namespace, ours: Seq2Seq, marian: Any, src: Tensor, s
     run = (lambda cfg: beam_search(ours, src, cfg).sequences[:, 0]) if strategy == "beam" \
         else (lambda cfg: generate(ours, src, cfg))
     steps: dict[str, Callable[[], Tensor]] = {f"mmformer ({strategy})": lambda: run(cached)}
+    if not a.skip_unpacked:  # eager steps on plain F.linear: what the MKL-packed weights gain
+        unpacked = GenerationConfig(packed_weights=False, **kw)  # type: ignore[arg-type]
+        steps[f"{UNPACKED} ({strategy})"] = lambda: run(unpacked)
     if a.compile:  # static KV cache + torch.compile'd decoding step; compiled during the warm-up call
         compiled = GenerationConfig(compile=True, **kw)  # type: ignore[arg-type]
         steps[f"{COMPILED} ({strategy})"] = lambda: run(compiled)
@@ -177,6 +183,8 @@ def main() -> None:
     p.add_argument("--max-positions", type=int, default=512)
     p.add_argument("--strategies", nargs="+", default=["greedy", "beam"], choices=["greedy", "beam"])
     p.add_argument("--skip-no-cache", action="store_true", help="leave out the (slow) use_cache=False peer")
+    p.add_argument("--skip-unpacked", action="store_true",
+                   help="leave out mmformer's eager decoding on plain (not MKL-packed) weights")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the machine is shared)")
     p.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls per model before timing")

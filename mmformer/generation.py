@@ -12,14 +12,16 @@ static=True)``: a preallocated cache written in place, so every decoding step ha
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor
 
 from mmformer.backbone import BackboneOutput
 from mmformer.ctc_prefix import CTCPrefixScorer
+from mmformer.layers.packed_linear import packed_linears
 from mmformer.logit_processors import length_penalty, repeated_ngram_bans, repetition_penalty, top_k_filter, top_p_filter
 from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID
 
@@ -48,6 +50,9 @@ class GenerationConfig:
     static_cache: bool = False
     compile: bool = False  # torch.compile the decoding step (implies static_cache); compiled once per model/shape
     cuda_graphs: bool = False  # compile with mode="reduce-overhead": a GPU replays each step as a CUDA graph
+    # Eager CPU fp32 steps multiply by weights packed for MKL once per call (mmformer.layers.packed_linear): the
+    # same function up to float rounding, 1.1-1.3x faster greedy decoding on one core; False = plain F.linear.
+    packed_weights: bool = True
     # Row i stops (eos forced) after min(max_new_tokens, floor(max_len_a * S_i + max_len_b)) tokens, S_i = its
     # real memory positions (source tokens; encoder frames for audio), as fairseq; both 0 = off.
     max_len_a: float = 0.0
@@ -252,6 +257,20 @@ def _compiled(model: Any, mode: str | None = None) -> Any:
     return by_mode[mode]
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _packed(fn: _F) -> _F:
+    """Runs ``fn(model, source, cfg, ...)`` with the model's linears on MKL-packed weights when its steps are
+    eager and ``cfg.packed_weights`` (:func:`~mmformer.layers.packed_linear.packed_linears`: CPU fp32 only;
+    compiled steps are left to inductor)."""
+    @functools.wraps(fn)
+    def run(model: Any, source: Any, cfg: GenerationConfig, *args: Any, **kwargs: Any) -> Any:
+        with packed_linears(model, cfg.packed_weights and cfg.use_cache and not (cfg.compile or cfg.cuda_graphs)):
+            return fn(model, source, cfg, *args, **kwargs)
+    return run  # type: ignore[return-value]
+
+
 def _prompt_plan(model: Any, prompt: Tensor, cfg: GenerationConfig) -> tuple[Tensor, Tensor, Tensor]:
     """Splits right-padded ``prompt (B, L)`` ids into the part every row shares (prefilled at once) and the
     rest, forced step by step (fairseq's ``prefix_tokens``). Returns ``(start (B, m), forced (B, L - m),
@@ -271,6 +290,7 @@ def _prompt_plan(model: Any, prompt: Tensor, cfg: GenerationConfig) -> tuple[Ten
     return prompt[:, :m], prompt[:, m:], lengths - m
 
 
+@_packed
 @torch.no_grad()
 def generate(model: Any, source: Any, cfg: GenerationConfig, memory: BackboneOutput | None = None,
              prompt: Tensor | None = None) -> Tensor:
@@ -323,6 +343,7 @@ def generate(model: Any, source: Any, cfg: GenerationConfig, memory: BackboneOut
     return out
 
 
+@_packed
 @torch.no_grad()
 def beam_search(model: Any, source: Any, cfg: GenerationConfig, memory: BackboneOutput | None = None) -> BeamOutput:
     """Batched beam search over the KV cache with GNMT length normalization.

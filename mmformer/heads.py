@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from mmformer.layers.attention import CrossAttention
+from mmformer.layers.packed_linear import is_packed
 
 Pool = Literal["cls", "mean", "attention", "last"]
 POOLS = ("cls", "mean", "attention", "last")
@@ -170,8 +171,11 @@ class LMHead(nn.Linear):
 
         At the few rows of a decoding step, MKL multiplies by a ``(D, V)`` matrix ~1.5x faster than by the
         ``(V, D)`` table read transposed, the same product up to float rounding (32 x 256 x 8000: 7.1 → 4.7 ms
-        on one AVX2 core). A copy per run, since the weights do not change while one decodes."""
-        return self.weight.detach().t().contiguous() if self.weight.device.type == "cpu" else None
+        on one AVX2 core). A copy per run, since the weights do not change while one decodes. None too while
+        this head runs on MKL-packed weights (:func:`~mmformer.layers.packed_linear.packed_linears`), faster still."""
+        if self.weight.device.type != "cpu" or is_packed(self):
+            return None
+        return self.weight.detach().t().contiguous()
 
     def project(self, hidden: Tensor, weight_t: Tensor | None = None) -> Tensor:
         """``hidden (..., D)`` → logits ``(..., V)``, through ``weight_t`` (from :meth:`decoding_weight`) if given."""

@@ -27,7 +27,7 @@ def test_generation_bench_prints_ratio_lines_for_greedy_and_beam() -> None:
     pytest.importorskip("transformers")
     lines = _run("generation.py")
     for strategy in ("greedy", "beam"):
-        for peer in ("MarianMT", "mmformer no-cache"):
+        for peer in ("MarianMT", "mmformer no-cache", "mmformer unpacked"):
             assert _has_ratio(lines, f"{peer} ({strategy})"), lines
         # Same weights and forced lengths: the peers decode the same tokens.
         assert any(line.startswith(f"{strategy}: tokens equal") for line in lines), lines
