@@ -136,7 +136,8 @@ def test_decoding_on_packed_weights_gives_the_tokens_and_scores_of_plain_weights
         assert torch.equal(packed, plain)
 
 
-def test_compiled_steps_the_uncached_path_and_packed_weights_false_stay_on_plain_linears(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compiled_steps_the_uncached_path_and_packed_weights_false_stay_on_plain_linears(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     model, src = _seq2seq(), torch.randint(4, 50, (2, 5))
     seen: list[bool] = []
     decode = model.decode
