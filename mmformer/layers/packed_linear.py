@@ -79,7 +79,8 @@ def is_packed(linear: nn.Module) -> bool:
 def packed_linears(model: object, enabled: bool = True) -> Iterator[list[PackedForward]]:
     """Within the block, every plain ``nn.Linear`` of ``model`` (its class's forward not overridden, LMHead
     included) runs through a :class:`PackedForward`; yields them. The modules' own forwards come back on exit,
-    exceptions included, and the packed weights are freed. Nested blocks leave the outer one's in place.
+    exceptions included, and the packed weights are freed. Nested blocks leave the outer one's in place. A
+    packing is a copy: the weights must not change inside the block (decoding never changes them).
 
     ``enabled=False``, no MKL, no parameter on the CPU, or ``model`` not an ``nn.Module`` (decoding takes any
     object with the model's methods): nothing is swapped."""

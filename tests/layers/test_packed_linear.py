@@ -26,8 +26,8 @@ def _linear(n_in: int = 48, n_out: int = 80, bias: bool = True) -> nn.Linear:
 
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("shape", [(8, 48), (2, 4, 48), (3, 1, 48)])
-def test_packed_product_equals_f_linear_and_packs_at_the_second_call_of_a_row_count(shape: tuple[int, ...],
-                                                                                   bias: bool) -> None:
+def test_packed_product_equals_f_linear_and_packs_once_two_calls_in_a_row_share_rows(shape: tuple[int, ...],
+                                                                                    bias: bool) -> None:
     lin, x = _linear(bias=bias), torch.randn(*shape)
     rows = x.numel() // x.shape[-1]
     with torch.no_grad(), packed_linears(lin) as (fwd,):
