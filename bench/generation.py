@@ -47,14 +47,16 @@ Measured (2026-12-03, 2-core AMX Xeon, ``bench/backbone.py`` matmul 235 GFLOP/s;
 runs before packed weights: greedy eager 1.32 / 1.52, compiled 1.73 / 1.90; beam-4 eager 1.66 / 1.66, compiled
 1.84 / 1.81 vs MarianMT.
 
-Measured (2026-12-03, another 2-core AMX Xeon, matmul 314 GFLOP/s; idle, ``--skip-no-cache``), three runs with
-the eager steps on MKL-packed weights (``mmformer.layers.packed_linear``): greedy eager 1.67 / 1.49 / 1.48,
-compiled 2.17 / 2.24 / 1.82; beam-4 eager 1.64 / 1.68 / 1.70, compiled 1.63 / 1.71 / 1.70 vs MarianMT; packed
-vs unpacked eager (``ratio vs mmformer unpacked``): greedy 1.08 / 1.05 / 1.00, beam 1.08 / 1.07 / 1.07. The
-same host's speed drifted within the hour (Marian greedy 971-1099 ms), which is most of the greedy spread. In
-isolation the packed product is 1.7x faster for the output projection at 8 rows (weights not in cache) and
-1.1-1.3x for the layers' matmuls; what is left of an eager step is memory-bound attention and ~1 ms of Python
-and small ops (a 32-wide model of the same depth takes 1.2-1.4 ms per step), which the compiled step removes.
+Measured (2026-12-03, another 2-core AMX Xeon, matmul 314 GFLOP/s; idle, ``--skip-no-cache``), with the eager
+steps on MKL-packed weights (``mmformer.layers.packed_linear``), three runs packing from a loop's second call,
+then one from its eighth (``PACK_AFTER``, as shipped): greedy eager 1.67 / 1.49 / 1.48 / 1.51, compiled 2.17 /
+2.24 / 1.82 / 2.08; beam-4 eager 1.64 / 1.68 / 1.70 / 1.73, compiled 1.63 / 1.71 / 1.70 / 1.64 vs MarianMT.
+Packed vs unpacked eager (``ratio vs mmformer unpacked``): greedy 1.08 / 1.05 / 1.00 / 1.00, beam 1.08 / 1.07 /
+1.07 / 1.08. The host's speed drifted within the hour (Marian greedy 971-1099 ms), which is most of the greedy
+spread. In isolation the packed product is 1.7x faster for the output projection at 8 rows (weights not in
+cache) and 1.1-1.3x for the layers' matmuls; the rest of an eager step is memory-bound attention and ~1 ms of
+Python and small ops (a 32-wide model of the same depth takes 1.2-1.4 ms per step), which the compiled step
+removes: that is why compiled greedy stays near 2x while eager greedy straddles 1.5.
 """
 
 from __future__ import annotations

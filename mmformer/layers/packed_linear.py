@@ -9,9 +9,9 @@ layers' 256/1024-wide matmuls gain 1.1-1.3x. The same product up to float roundi
 what inductor's weight prepacking calls after freezing.
 
 :func:`packed_linears` swaps this in for the ``nn.Linear`` modules of a model for the length of a ``with``
-block. A linear packs its weight when two calls in a row have the same row count (a decoding loop's steps),
-so the encoder's single pass and a prefill step never pay for packing, and calls alternating between two row
-counts do not repack at every call. Anything else (a GPU, another dtype, autograd, autocast, torch.compile
+block. A linear packs its weight once ``PACK_AFTER`` calls in a row have had the same row count (a decoding
+loop's steps), so the encoder's single pass, a prefill step and short decodes never pay for packing, and calls
+alternating between two row counts do not repack. Anything else (a GPU, another dtype, autograd, autocast, torch.compile
 tracing, a torch built without MKL) runs ``F.linear`` as before.
 """
 
@@ -36,12 +36,19 @@ def mkl_packing_available() -> bool:
     return True
 
 
+# Consecutive calls with one row count after which a linear packs its weight. Packing at the second call made
+# short decodes of bench/generation.py's model slower (4 tokens: 1.12-1.19x as long; 16 greedy tokens: 1.03-1.09x),
+# so a loop must run a while before it pays; a long decode gives up only these first steps' gain.
+PACK_AFTER = 8
+
+
 class PackedForward:
     """Replaces one ``nn.Linear``'s forward while decoding: ``x (..., in) -> (..., out)``, the same function."""
 
     def __init__(self, linear: nn.Linear) -> None:
         self.linear = linear
         self._seen: int | None = None  # the previous call's row count
+        self._streak = 0  # consecutive calls with that row count
         # (rows, MKL's opaque weight packed for them): one attribute, read once per call, so a thread that
         # repacks for other rows can never pair a packing with the wrong row count
         self._packed: tuple[int, Tensor] | None = None
@@ -60,11 +67,12 @@ class PackedForward:
         w, b = self.linear.weight, self.linear.bias
         rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
         if rows and self._eligible(x):
-            packed, seen, self._seen = self._packed, self._seen, rows
+            self._streak = self._streak + 1 if rows == self._seen else 1
+            self._seen, packed = rows, self._packed
             if packed is None or packed[0] != rows:
-                if rows != seen or w.dtype != torch.float32:
+                if self._streak < PACK_AFTER or w.dtype != torch.float32:
                     return F.linear(x, w, b)
-                # two calls in a row with these rows: a decoding loop, worth packing for
+                # PACK_AFTER calls in a row with these rows: a decoding loop, worth packing for
                 packed = self._packed = (rows, torch.ops.mkl._mkl_reorder_linear_weight(w.detach(), rows))
             return torch.ops.mkl._mkl_linear(x, packed[1], w, b, rows)
         return F.linear(x, w, b)
@@ -98,4 +106,4 @@ def packed_linears(model: object, enabled: bool = True) -> Iterator[list[PackedF
             del m.forward
 
 
-__all__ = ["PackedForward", "is_packed", "mkl_packing_available", "packed_linears"]
+__all__ = ["PACK_AFTER", "PackedForward", "is_packed", "mkl_packing_available", "packed_linears"]

@@ -12,7 +12,7 @@ from mmformer import generation
 from mmformer.backbone import BackboneConfig, Decoder, Encoder
 from mmformer.generation import GenerationConfig, beam_search, generate
 from mmformer.heads import LMHead, ProjectionHead
-from mmformer.layers.packed_linear import is_packed, mkl_packing_available, packed_linears
+from mmformer.layers.packed_linear import PACK_AFTER, is_packed, mkl_packing_available, packed_linears
 from mmformer.models.seq2seq import Seq2Seq
 from mmformer.tokenizers.text import TextTokenizer
 
@@ -26,21 +26,23 @@ def _linear(n_in: int = 48, n_out: int = 80, bias: bool = True) -> nn.Linear:
 
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("shape", [(8, 48), (2, 4, 48), (3, 1, 48)])
-def test_packed_product_equals_f_linear_and_packs_once_two_calls_in_a_row_share_rows(shape: tuple[int, ...],
-                                                                                    bias: bool) -> None:
+def test_packed_product_equals_f_linear_and_packs_once_a_row_count_repeats_pack_after_times(
+        shape: tuple[int, ...], bias: bool) -> None:
     lin, x = _linear(bias=bias), torch.randn(*shape)
     rows = x.numel() // x.shape[-1]
     with torch.no_grad(), packed_linears(lin) as (fwd,):
         ref = F.linear(x, lin.weight, lin.bias)
-        first = lin(x)
-        assert fwd.rows is None  # one call is not a loop: nothing packed (an encoder pass, a prefill)
-        second, third = lin(x), lin(x)
+        outs = [lin(x) for _ in range(PACK_AFTER - 1)]
+        assert fwd.rows is None  # a short loop, an encoder pass, a prefill: nothing packed
+        outs += [lin(x), lin(x)]
         assert fwd.rows == rows
-        for _ in range(3):  # alternating with another row count: the plain product there, no repacking
+        for _ in range(PACK_AFTER + 1):  # alternating with another row count: the plain product there, no repacking
             other = lin(torch.randn(rows + 1, 48))
             assert other.shape == (rows + 1, 80) and fwd.rows == rows
-            lin(x)
-    for out in (first, second, third):
+            outs.append(lin(x))
+        outs += [lin(torch.randn(rows + 1, 48)) for _ in range(PACK_AFTER)]
+        assert fwd.rows == rows + 1  # a new loop of another row count repacks
+    for out in outs[:PACK_AFTER + 1]:
         assert out.shape == ref.shape
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
@@ -79,18 +81,18 @@ def test_autograd_other_dtypes_and_autocast_take_the_plain_product(context: str)
     lin, x = _linear(), torch.randn(8, 48)
     with packed_linears(lin) as (fwd,):
         if context == "grad":
-            for _ in range(3):
+            for _ in range(PACK_AFTER + 1):
                 out = lin(x)
             out.sum().backward()  # the packed op has no autograd: F.linear ran
             assert lin.weight.grad is not None
         elif context == "bf16":
             lin.to(torch.bfloat16)
-            for _ in range(3):
+            for _ in range(PACK_AFTER + 1):
                 out = lin(x.bfloat16())
             assert out.dtype == torch.bfloat16
         else:
             with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-                for _ in range(3):
+                for _ in range(PACK_AFTER + 1):
                     out = lin(x)
             assert out.dtype == torch.bfloat16
         assert fwd.rows is None
@@ -125,6 +127,13 @@ def test_decoding_on_packed_weights_gives_the_tokens_and_scores_of_plain_weights
     packed = run()
     assert seen and all(seen)  # every step ran on the swapped-in linears
     assert not is_packed(model.lm_head)
+    with packed_linears(model) as forwards:  # generate's own block nests in this one, whose packings outlive it
+        assert torch.equal(run().sequences if strategy == "beam" else run(),
+                           packed.sequences if strategy == "beam" else packed)
+        rows = {f.linear: f.rows for f in forwards}
+    k = cfg.beam_size if strategy == "beam" else 1
+    assert rows[model.lm_head] == rows[model.decoder.blocks[0].mlp.fc1] == 3 * k  # a step's rows: packed
+    assert rows[model.encoder.blocks[0].mlp.fc1] is None  # the encoder runs once per call: never packed
     seen.clear()
     cfg.packed_weights = False
     plain = run()
