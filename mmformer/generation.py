@@ -90,6 +90,11 @@ class BeamOutput(NamedTuple):
     lengths: Tensor  # (B, K) generated tokens, eos included
 
 
+def _compiled_steps(cfg: GenerationConfig) -> bool:
+    """Whether decoding steps after the first run compiled (``compile`` or ``cuda_graphs``, over the cache)."""
+    return cfg.use_cache and (cfg.compile or cfg.cuda_graphs)
+
+
 def _check(model: Any, cfg: GenerationConfig) -> int:
     if cfg.max_new_tokens <= 0:
         raise ValueError(f"max_new_tokens must be positive, got {cfg.max_new_tokens}")
@@ -166,7 +171,7 @@ class _Stepper:
     def __init__(self, model: Any, memory: BackboneOutput, rows: int, steps: int, cfg: GenerationConfig,
                  device: torch.device, start: Tensor | None = None):
         self.model, self.memory = model, memory
-        compiled = cfg.use_cache and (cfg.compile or cfg.cuda_graphs)
+        compiled = _compiled_steps(cfg)
         static = self.static = cfg.use_cache and (cfg.static_cache or compiled)
         if not cfg.use_cache:
             self.cache = None
@@ -267,7 +272,7 @@ def _packed(fn: _F) -> _F:
     compiled steps are left to inductor)."""
     @functools.wraps(fn)
     def run(model: Any, source: Any, cfg: GenerationConfig, *args: Any, **kwargs: Any) -> Any:
-        with packed_linears(model, cfg.packed_weights and cfg.use_cache and not (cfg.compile or cfg.cuda_graphs)):
+        with packed_linears(model, cfg.packed_weights and cfg.use_cache and not _compiled_steps(cfg)):
             return fn(model, source, cfg, *args, **kwargs)
     return run  # type: ignore[return-value]
 
