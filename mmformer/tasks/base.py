@@ -134,6 +134,17 @@ class TaskModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Lightning calls this before loading ``checkpoint["state_dict"]``: older keys are upgraded here."""
+        self.upgrade_checkpoint(checkpoint)
+        restore_lora(self, checkpoint.get(LORA_KEY, {}))  # LoRA layers before their weights load
+        # FSDP's loader (mmformer.tasks.fsdp) has loaded the weights into the shards and removed them already
+        if "state_dict" in checkpoint:
+            check_fits(self, checkpoint)  # a clear error instead of Lightning's Missing key(s)/size mismatch
+        self._rng_to_restore = checkpoint.get("mmformer_rng")
+
+    def upgrade_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Renames an older checkpoint's state_dict keys (and the module names it records) in place to the
+        current layout, and marks it current, so a second call changes nothing. Called by
+        :meth:`on_load_checkpoint`, and by the FSDP strategy before it loads the weights itself."""
         version, task_name = checkpoint.get(FORMAT_KEY, 0), legacy_task_name(type(self))
         if version < FORMAT_VERSION:
             if "state_dict" in checkpoint:
@@ -144,9 +155,7 @@ class TaskModule(pl.LightningModule):
                 writer["backbones"] = upgrade_module_names(task_name, writer["backbones"], version)
             if isinstance(checkpoint.get(LORA_KEY), dict):
                 checkpoint[LORA_KEY] = upgrade_module_names(task_name, checkpoint[LORA_KEY], version)
-        restore_lora(self, checkpoint.get(LORA_KEY, {}))  # LoRA layers before their weights load
-        check_fits(self, checkpoint)  # a clear error instead of Lightning's Missing key(s)/size mismatch
-        self._rng_to_restore = checkpoint.get("mmformer_rng")
+            checkpoint[FORMAT_KEY] = FORMAT_VERSION
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Restored here, not at load: loading and loop set-up may draw from the RNG in between.

@@ -204,7 +204,9 @@ class MultiTaskTask(TaskModule):
                 continue  # check_fits above named the difference already
             prefix = f"tasks.{name}."
             child_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-            self.tasks[name].on_load_checkpoint({**own, "state_dict": child_state})
+            # under FSDP the strategy has loaded the weights already and removed them from the checkpoint
+            self.tasks[name].on_load_checkpoint({**own, "state_dict": child_state} if "state_dict" in checkpoint
+                                                else dict(own))
 
     def configure_optimizers(self) -> dict:
         return build_optimizer(self, self.optim, self.trainer.estimated_stepping_batches)
