@@ -1,18 +1,23 @@
-"""Lightning's FSDP strategy (FSDP1), also on CPU processes, and reading full checkpoints weights-only.
+"""Lightning's FSDP strategy (FSDP1), also on CPU processes; full checkpoints read weights-only; exact resume.
 
-``configs/trainer/fsdp.yaml`` names :class:`FSDPStrategy`. On GPUs it is Lightning's
-:class:`pytorch_lightning.strategies.FSDPStrategy` as is; two things differ:
+``configs/trainer/fsdp.yaml`` names :class:`FSDPStrategy`: Lightning's
+:class:`pytorch_lightning.strategies.FSDPStrategy` with the same arguments and, on GPUs, the same sharding,
+precision and checkpoint files. What differs:
 
 - CPU processes (gloo) work: Lightning refuses FSDP without a GPU accelerator and hands FSDP
-  ``device_id=None`` for a CPU device, which torch >= 2.6 rejects ("FSDP needs a non-CPU accelerator
-  device"); here FSDP gets ``device_id=torch.device("cpu")``. So the preset runs on a laptop or in CI::
+  ``device_id=None`` for a CPU device, which torch 2.11 rejects ("FSDP needs a non-CPU accelerator
+  device"); here FSDP gets ``device_id=torch.device("cpu")``, and gathering a full state dict does not
+  "offload to CPU" (on a CPU device that reads freed memory). So the preset runs without a GPU::
 
-      mmformer fit --config tasks/<recipe>.yaml --trainer configs/trainer/fsdp.yaml \\
+      mmformer fit --config tasks/<recipe>.yaml --trainer configs/trainer/fsdp.yaml \
           --trainer.accelerator=cpu --trainer.devices=2 --trainer.precision=32-true
 
 - A full (single-file) checkpoint given to ``--ckpt_path`` is read with ``torch.load(weights_only=True)``
-  first: Lightning's FSDP loader unpickles it with a plain :class:`pickle.Unpickler`, which would run
-  whatever code a tampered file names. A file that is not weights-only safe is refused with a clear error.
+  (Lightning's FSDP loader unpickles it with a plain :class:`pickle.Unpickler`, which runs whatever code a
+  tampered file names); its keys are upgraded first when an older mmformer wrote it, and a file that does
+  not fit the model is one error naming it.
+- A run resumed mid-epoch continues with the batches it stopped at, as under DDP (Lightning restores FSDP
+  runs after building the training loader; here the loader is built again after the DataModule's state).
 """
 
 from __future__ import annotations
@@ -109,10 +114,11 @@ class FSDPStrategy(_LightningFSDP):
         from torch.distributed.fsdp import OptimStateKeyType
 
         path = Path(self.broadcast(checkpoint_path))
-        self._reload_train_loader()
         if not _is_full_checkpoint(path):
+            self._reload_train_loader()
             return super().load_checkpoint(path, weights_only=weights_only)
         checkpoint = read_checkpoint(path)  # a ValueError naming the file when it is not weights-only safe
+        self._reload_train_loader()
         module = self.lightning_module
         upgrade = getattr(module, "upgrade_checkpoint", None)  # a TaskModule: older keys renamed before loading
         if callable(upgrade):
