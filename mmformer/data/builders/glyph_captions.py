@@ -159,7 +159,7 @@ def build(data_dir: str | Path = "data", cfg: GlyphCaptionsConfig = GlyphCaption
 
     Args:
         data_dir: where the settings-hashed folder goes.
-        cfg: sizes, glyph heights, noise, caption detail and the seed (16k + 2k images take ~20 s).
+        cfg: sizes, glyph heights, noise, caption detail and the seed.
     """
     from tqdm import tqdm
 
