@@ -74,3 +74,12 @@ def test_readme_recipe_table_lists_every_recipe() -> None:
     table = README.read_text().split("[start:recipes]", 1)[1].split("[end:recipes]", 1)[0]
     rows = re.findall(r"^\| `(tasks/[^`]+\.yaml)` \|", table, re.M)
     assert sorted(rows) == sorted(f"tasks/{p.name}" for p in (ROOT / "tasks").glob("*.yaml"))
+
+
+def test_docs_pages_named_in_code_and_recipes_exist() -> None:
+    """Comments, messages and recipe headers point readers at ``docs/<page>.md``: every such page exists."""
+    named = {(path.relative_to(ROOT), page) for folder in ("mmformer", "tasks", "configs", "bench")
+             for path in (ROOT / folder).rglob("*") if path.suffix in (".py", ".yaml")
+             for page in re.findall(r"\bdocs/[\w/]+\.md", path.read_text())}
+    assert named, "no docs page is named outside docs/"
+    assert sorted((str(p), page) for p, page in named if not (ROOT / page).is_file()) == []
