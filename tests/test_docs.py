@@ -22,9 +22,9 @@ BLOCKS = python_blocks()
 ENV = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
 
 
-@pytest.mark.parametrize("code", [c for _, c in BLOCKS], ids=[w for w, _ in BLOCKS])
-def test_docs_python_example_runs(code: str) -> None:
-    exec(compile(code, "docs", "exec"), {})
+@pytest.mark.parametrize("where, code", BLOCKS, ids=[w for w, _ in BLOCKS])
+def test_docs_python_example_runs(where: str, code: str) -> None:
+    exec(compile(code, where, "exec"), {})
 
 
 def test_readme_gives_the_two_setup_commands() -> None:
