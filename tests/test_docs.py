@@ -7,6 +7,7 @@ tests/test_pairings.py runs the pairing page's over generated ones), and the sit
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import subprocess
@@ -83,3 +84,32 @@ def test_docs_pages_named_in_code_and_recipes_exist() -> None:
              for page in re.findall(r"\bdocs/[\w/]+\.md", path.read_text())}
     assert named, "no docs page is named outside docs/"
     assert sorted((str(p), page) for p, page in named if not (ROOT / page).is_file()) == []
+
+
+@pytest.mark.slow  # imports every module the docs name (timm's among them)
+def test_every_mmformer_name_in_the_docs_exists() -> None:
+    """Each dotted ``mmformer.x.y`` the README or a docs page names imports (a module) or resolves (an attribute
+    of one), so a renamed or moved API fails here until the docs follow it."""
+    texts = [README.read_text(), *(p.read_text() for p in sorted((ROOT / "docs").rglob("*.md")))]
+    names = sorted({n for text in texts for n in re.findall(r"\bmmformer(?:\.[A-Za-z_]\w*)+", text)})
+    assert len(names) > 50, names
+    assert [n for n in names if not _resolves(n)] == []
+
+
+def _resolves(name: str) -> bool:
+    """Whether ``name`` is a module, or attributes of the longest module prefix of it."""
+    parts = name.split(".")
+    for k in range(len(parts), 0, -1):
+        module = ".".join(parts[:k])
+        try:
+            obj: object = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name is None or not module.startswith(e.name):
+                raise  # the module exists but one of its own imports is missing
+            continue
+        for attr in parts[k:]:
+            if not hasattr(obj, attr):
+                return False
+            obj = getattr(obj, attr)
+        return True
+    return False
