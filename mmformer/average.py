@@ -10,7 +10,7 @@ vocabulary...) comes from the newest checkpoint (highest ``global_step``; the la
 Checkpoints of different tasks, keys, shapes or vocabularies are refused with the first difference named.
 ``--last N`` takes the N checkpoints of a run with the highest ``global_step`` (one per step: ``last.ckpt``
 and a step file of the same step count once); keep them with a ModelCheckpoint that saves every few
-steps (``every_n_train_steps: 500``, ``save_top_k: -1``; see the README's "Choosing checkpoints").
+steps (``every_n_train_steps: 500``, ``save_top_k: -1``; see docs/checkpoints.md).
 Files are read with ``torch.load(weights_only=True)`` (:func:`mmformer.checkpoint.read_checkpoint`).
 """
 
@@ -108,7 +108,7 @@ def last_checkpoints(run: str | Path, n: int) -> list[Path]:
     if len(by_step) < n:
         raise ValueError(f"--last {n}: {folder} has {len(by_step)} checkpoint(s) of distinct steps "
                          f"({', '.join(p.name for _, p in sorted(by_step.items())) or 'none'}); keep more with "
-                         f"a ModelCheckpoint(every_n_train_steps=..., save_top_k=-1) (README: Choosing checkpoints)")
+                         f"a ModelCheckpoint(every_n_train_steps=..., save_top_k=-1) (docs/checkpoints.md)")
     return [by_step[s] for s in sorted(by_step)[-n:]]
 
 

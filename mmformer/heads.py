@@ -169,9 +169,9 @@ class LMHead(nn.Linear):
     def decoding_weight(self) -> Tensor | None:
         """The weight as a contiguous ``(D, V)`` copy for one decoding run on CPU, None elsewhere.
 
-        At the few rows of a decoding step, MKL multiplies by a ``(D, V)`` matrix ~1.5x faster than by the
-        ``(V, D)`` table read transposed, the same product up to float rounding (32 x 256 x 8000: 7.1 → 4.7 ms
-        on one AVX2 core). A copy per run, since the weights do not change while one decodes. None too while
+        At the few rows of a decoding step, MKL multiplies by a ``(D, V)`` matrix faster than by the ``(V, D)``
+        table read transposed (docs/benchmarks.md), the same product up to float rounding. A copy per run,
+        since the weights do not change while one decodes. None too while
         this head runs on MKL-packed weights (:func:`~mmformer.layers.packed_linear.packed_linears`), faster still."""
         if self.weight.device.type != "cpu" or is_packed(self):
             return None

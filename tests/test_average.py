@@ -15,6 +15,7 @@ from mmformer import console
 from mmformer.checkpoint import read_checkpoint
 from mmformer.cli import main
 from mmformer.tasks.checkpoint_fit import WRITER_KEY
+from tests.doc_sections import doc_section
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "tasks" / "image_classification_digits.yaml"
@@ -81,12 +82,12 @@ def test_last_n_needs_enough_distinct_steps(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_steps_kept_for_averaging_average_into_a_checkpoint_mmformer_test_loads(tmp_path: Path) -> None:
-    """The README's recipe: a ModelCheckpoint every few steps keeping all, then --last N, then test."""
+    """The docs' recipe (Choosing checkpoints): a ModelCheckpoint every few steps keeping all, then --last N, then test."""
     recipe = yaml.safe_load(DIGITS.read_text())
-    section = (ROOT / "README.md").read_text().split("### Choosing checkpoints", 1)[1].split("\n### ", 1)[0]
+    section = doc_section("Choosing checkpoints")
     callbacks = yaml.safe_load(re.findall(r"```yaml\n(.*?)```", section, re.S)[1])["trainer"]["callbacks"]
     assert callbacks[1]["init_args"]["save_top_k"] == -1
-    callbacks[1]["init_args"]["every_n_train_steps"] = 2  # the README's, every 2 steps instead of 200
+    callbacks[1]["init_args"]["every_n_train_steps"] = 2  # the docs', every 2 steps instead of 200
     recipe["trainer"]["callbacks"] = callbacks
     config = tmp_path / "digits.yaml"
     config.write_text(yaml.safe_dump(recipe))

@@ -15,6 +15,7 @@ from mmformer.cli import main
 from mmformer.tasks.best_checkpoint import BestCheckpoint, auto_mode, text_headline, text_monitor_problem
 from mmformer.tasks.seq2seq import Seq2SeqTask
 from mmformer.tokenizers.text import TextTokenizer
+from tests.doc_sections import doc_section
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = str(ROOT / "tasks" / "image_classification_digits.yaml")
@@ -125,13 +126,13 @@ def test_keeping_the_best_checkpoint_does_not_change_training(tmp_path: Path) ->
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
-def test_the_readme_best_checkpoint_section_names_real_settings() -> None:
+def test_the_docs_best_checkpoint_section_names_real_settings() -> None:
     import inspect
     import re
 
     import yaml
 
-    section = (ROOT / "README.md").read_text().split("### Choosing checkpoints", 1)[1].split("\n### ", 1)[0]
+    section = doc_section("Choosing checkpoints")
     settings = yaml.safe_load(re.findall(r"```yaml\n(.*?)```", section, re.S)[0])["best_checkpoint"]
     assert set(settings) <= set(inspect.signature(BestCheckpoint).parameters)
     BestCheckpoint(**settings)

@@ -15,6 +15,7 @@ import torch
 from mmformer import console
 from mmformer.cli import MMFormerCLI, _holds_nothing_useful, main, reserve_version
 from mmformer.data import DigitsData
+from tests.doc_sections import doc_section
 from tests.test_pairings import readme_plugin_module
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,9 +161,9 @@ def test_the_command_prints_one_line_for_a_typo(tmp_path: Path) -> None:
     assert "usage:" not in out.stderr and "Traceback" not in out.stderr
 
 
-# --- 19: the README's plug-in example runs as written ------------------------------------------------------
+# --- 19: the docs' plug-in example runs as written ------------------------------------------------------
 def _readme_plugin() -> tuple[str, str]:
-    section = (ROOT / "README.md").read_text().split("## Plugging in a new modality", 1)[1].split("\n## ", 1)[0]
+    section = doc_section("Plugging in a new modality")
     module = re.search(r"```python\n(.*?)```", section, re.S)
     recipe = re.search(r"```yaml\n(.*?)```", section, re.S)
     assert module and recipe and "my_pkg." in recipe[1]
@@ -175,7 +176,7 @@ def test_readme_plugin_example_runs_from_the_current_folder(tmp_path: Path) -> N
     work.mkdir()
     (work / "my_pkg.py").write_text(module)
     (work / "sensor.yaml").write_text(recipe)
-    with readme_plugin_module(work) as my_pkg:  # the README's data step, in this process (one import less)
+    with readme_plugin_module(work) as my_pkg:  # the docs' data step, in this process (one import less)
         my_pkg.write_sines(str(work / "sines"), n=96)
     # What pip's console script does: sys.path[0] is the script's folder, not the current folder.
     script = tmp_path / "bin" / "mmformer"

@@ -3,8 +3,8 @@ tested and predicted through the ``mmformer`` command, from YAML, over small gen
 
 The four cross-modal recipes run as shipped (``tasks/<recipe>.yaml``) with one override file written
 here: tiny sizes, a few steps and this test's manifests instead of the embedded corpus. Text
-classification has no recipe of its own (its YAML is written here), and the README's plug-in
-modality runs as the README gives it: its module, its data writer and its YAML.
+classification has no recipe of its own (its YAML is written here), and the docs' plug-in
+modality runs as docs/tokenizers.md gives it: its module, its data writer and its YAML.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import yaml
 from mmformer.cli import main
 from mmformer.tokenizers import base as tokenizer_base
 from tests.data.manifests import COLORS, sample_rows, write_manifest
+from tests.doc_sections import doc_section
 
 ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
 FAST = ["--trainer.max_steps=3", "--trainer.limit_val_batches=1", "--trainer.num_sanity_val_steps=0",
         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 SPANISH = {"zero": "cero", "one": "uno", "two": "dos", "three": "tres", "four": "cuatro", "five": "cinco",
@@ -175,10 +175,10 @@ def test_pairing_fits_tests_and_predicts_from_yaml_alone(name: str, manifests: P
     _fit_test_predict(configs, tmp_path / "runs", pairing, ids)
 
 
-# --- the README's plug-in modality ------------------------------------------------------------------
+# --- the docs' plug-in modality ------------------------------------------------------------------
 def readme_plugin() -> tuple[str, str]:
-    """The README's "Plugging in a new modality" module (``my_pkg.py``) and recipe (``sensor.yaml``)."""
-    section = README.read_text().split("## Plugging in a new modality", 1)[1].split("\n## ", 1)[0]
+    """The docs' "Plugging in a new modality" module (``my_pkg.py``) and recipe (``sensor.yaml``)."""
+    section = doc_section("Plugging in a new modality")
     module = re.search(r"```python\n(.*?)```", section, re.S)
     recipe = re.search(r"```yaml\n(.*?)```", section, re.S)
     assert module and recipe and "my_pkg." in recipe[1] and "mmformer.data.ManifestData" in recipe[1]
@@ -187,8 +187,8 @@ def readme_plugin() -> tuple[str, str]:
 
 @contextmanager
 def readme_plugin_module(work: Path) -> Iterator[ModuleType]:
-    """The README's module written to ``work/my_pkg.py`` and imported. It registers its tokenizer by name:
-    into a copy of the registry, so that it cannot clash with the README block ``tests/test_readme.py``
+    """The docs' module written to ``work/my_pkg.py`` and imported. It registers its tokenizer by name:
+    into a copy of the registry, so that it cannot clash with the docs block ``tests/test_docs.py``
     runs in this same process."""
     (work / "my_pkg.py").write_text(readme_plugin()[0])
     registry = tokenizer_base._REGISTRY
@@ -208,16 +208,16 @@ def test_readme_plugin_modality_fits_tests_and_predicts_over_a_manifest(tmp_path
     work = tmp_path / "work"
     work.mkdir()
     (work / "sensor.yaml").write_text(readme_plugin()[1])
-    monkeypatch.chdir(work)  # as the README runs it: from the folder holding my_pkg.py
+    monkeypatch.chdir(work)  # as the docs run it: from the folder holding my_pkg.py
     with readme_plugin_module(work) as my_pkg:
-        my_pkg.write_sines(n=48)  # the README's own data writer, smaller
+        my_pkg.write_sines(n=48)  # the docs' own data writer, smaller
         ids = _expected_ids(Path("sines/test.jsonl"), None)  # the recipe names the manifest relative to the cwd
         _fit_test_predict(["sensor.yaml"], work / "runs", Pairing(None, {}, ("test/acc",), "predictions.csv"), ids)
 
 
-# --- the README's "Pair any two modalities" section ---------------------------------------------------
+# --- the docs' "Pair any two modalities" page ---------------------------------------------------
 def _pairing_section() -> str:
-    return README.read_text().split("## Pair any two modalities", 1)[1].split("\n## ", 1)[0]
+    return doc_section("Pair any two modalities")
 
 
 def test_readme_field_excerpts_are_the_recipes_own() -> None:
@@ -249,7 +249,7 @@ def test_readme_own_files_walkthrough_reads_them_and_names_a_bad_row(tmp_path: P
     for k, word in enumerate(keywords):
         for i in range(5):
             tone(tmp_path / "my_audio" / word / f"{i:03d}.wav", 200 + 40 * k, 0.1, rate=8000)
-    exec(compile(writer[1], "README.md", "exec"), {})
+    exec(compile(writer[1], "docs/pairings.md", "exec"), {})
     (tmp_path / "my_keywords.yaml").write_text(mine[1])
     args = ["--config", str(ROOT / "tasks" / "audio_classification.yaml"), "--config", "my_keywords.yaml",
             "--trainer.default_root_dir", str(tmp_path / "runs")]

@@ -8,8 +8,7 @@ cross-attention, only to its own source document. Tokenizers still run on the pa
 absolute positions (learned, sinusoidal, timestep embeddings) restart per document for free; RoPE
 reads the per-document positions of :meth:`Packing.positions`.
 
-Kernel choice (measured at the translation recipe's shapes — 64 sentences of 8–16 tokens, 4 heads of
-64 — on this project's 2-core CPU, torch 2.11, forward + backward of one attention):
+Kernel choice (what each candidate can do, torch 2.11; the timings are in docs/benchmarks.md):
 
 - ``torch.nn.attention.flex_attention`` with a ``create_block_mask`` document mask compiles on CPU
   (inductor) but has **no backward on CPU** ("FlexAttention does not support backward on CPU"), so it
@@ -18,13 +17,10 @@ Kernel choice (measured at the translation recipe's shapes — 64 sentences of 8
 - Nested jagged tensors through SDPA failed on CPU (``aten::stride`` is not implemented for the
   jagged layout in the backward), and they cannot express a decoder's causal self-attention plus
   cross-attention to a *differently* jagged memory in one kernel call on every device.
-- A dense bool block-diagonal mask ``(R, 1, L, L)`` through SDPA works everywhere and is exact. One
-  attention forward + backward, 783 real tokens: padded ``(64, 16)`` with a key-padding mask 9.6 ms;
-  packed rows of 32 / 64 / 128 columns (27x32, 13x64, 7x128) 28 / 13 / 15 ms — the same order, and
-  attention is a small part of a step at these widths (d 256: ~4·L·d flops a token against ~12·d² in
-  the projections and MLP). The savings of packing are in every projection and MLP, which no longer
-  run on padding. (A repeat on the loaded machine gave 72 ms padded and 32 / 202 / 188 ms packed:
-  the CPU was shared with training runs, so these are orders of magnitude, not ratios.)
+- A dense bool block-diagonal mask ``(R, 1, L, L)`` through SDPA works everywhere and is exact. Its
+  attention costs the same order as the padded batch's at short rows, and attention is a small part of
+  a step at small widths (d 256: ~4·L·d flops a token against ~12·d² in the projections and MLP). The
+  savings of packing are in every projection and MLP, which no longer run on padding.
 
 So ``kernel="auto"`` takes FlexAttention on CUDA (compiled once, block masks built once per forward
 and shared by every layer) and the dense mask with SDPA elsewhere; both give the padded path's

@@ -58,6 +58,16 @@ class TaskModule(pl.LightningModule):
         self._where: dict[int, tuple[int, int]] = {}  # step → (epoch, batch_idx) since the last check
 
     def setup(self, stage: str) -> None:
+        self.bind_trainer_data(stage)
+
+    def bind_trainer_data(self, stage: str) -> None:
+        """Reads the trainer's DataModule's spec, checks it and calls :meth:`bind_data`, once per trainer and
+        stage: :meth:`setup` calls it, and so does a callback that must see the bound task earlier (the best
+        checkpoint's headline metric follows the data, and callbacks are set up before the module)."""
+        key = (id(self.trainer), stage)
+        if self.__dict__.get("_bound") == key:
+            return
+        self._bound = key
         dm = self.trainer.datamodule
         # Data that declares nothing (a user's plain LightningDataModule, or bare dataloaders) gives an
         # empty spec: it serves the tasks that need nothing from it, and `require` names what others miss.

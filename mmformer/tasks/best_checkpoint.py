@@ -61,6 +61,9 @@ class BestCheckpoint(ModelCheckpoint):
         super().setup(trainer, pl_module, stage)
         monitor, mode = self._requested, self._requested_mode
         if monitor == "auto":
+            bind = getattr(pl_module, "bind_trainer_data", None)
+            if bind is not None:  # the headline may follow the data (short references: not BLEU)
+                bind(stage)
             headline = getattr(pl_module, "headline_metric", lambda: None)()
             monitor, task_mode = headline if headline is not None else (None, "min")
             mode = task_mode if mode == "auto" else mode

@@ -24,7 +24,7 @@ from mmformer.tokenizers.base import ModalityTokenizer
 from mmformer.tokenizers.sentencepiece_vocab import SentencePieceVocab
 from mmformer.tokenizers.text import TextTokenizer
 
-OLD_KEYS = {"a": "image", "b": "text"}  # the batch keys before towers were named by role (still read)
+OLD_KEYS = {"a": "image", "b": "text"}  # image–text batches may carry these keys for a and b
 
 
 def tower_inputs(batch: Mapping[str, Any], role: str) -> Any:
@@ -92,8 +92,8 @@ class ContrastiveTask(TaskModule):
     """
 
     required_data: ClassVar[tuple[str, ...]] = ("vocab", "tokenize")  # for a text tower b
-    # init arguments renamed when the towers were named a/b (a config with an old name gets an
-    # error naming the new one: see mmformer.console)
+    # image–text argument names → the tower ones (a config with the left one gets an error naming the
+    # right one: see mmformer.console)
     renamed_args: ClassVar[dict[str, str]] = {
         "image_tokenizer": "tokenizer_a", "text_tokenizer": "tokenizer_b", "text_backbone": "backbone_b",
         "image_pool": "pool_a", "text_pool": "pool_b"}

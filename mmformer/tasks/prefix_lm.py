@@ -7,7 +7,6 @@ sampled text printed and logged to TensorBoard after each validation; prediction
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import torch
@@ -17,22 +16,21 @@ from torchmetrics.text import Perplexity
 from mmformer.backbone import BackboneConfig, BackboneOutput, Encoder
 from mmformer.bigram import BigramLM
 from mmformer.data.spec import DataSpec
-from mmformer.generation import GenerationConfig, check_ctc_settings, generate, strip, validation_greedy
+from mmformer.generation import GenerationConfig, check_ctc_settings, generate, strip
 from mmformer.losses import ctc_loss, sequence_cross_entropy
 from mmformer.models.prefix_lm import PrefixLM
-from mmformer.tasks.base import TaskModule
-from mmformer.tasks.best_checkpoint import text_headline, text_monitor_problem
-from mmformer.tasks.optim import OptimConfig, build_optimizer, epoch_steps
+from mmformer.tasks.optim import OptimConfig
 from mmformer.tasks.seq2seq import source_line
-from mmformer.text_metrics import text_metrics, update
+from mmformer.tasks.text_generation import TextGenerationTask
+from mmformer.text_metrics import update
 from mmformer.tokenizers.base import ModalityTokenizer
-from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID, SentencePieceVocab
+from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID
 from mmformer.tokenizers.text import TextPositions, TextTokenizer
 
 Batch = dict[str, Any]  # {"target": (B, T) bos + ids + eos, pad 0; "source"?: the prefix input; "prompt"?; ...}
 
 
-class PrefixLMTask(TaskModule):
+class PrefixLMTask(TextGenerationTask):
     """Trains and evaluates a :class:`PrefixLM`: ``[prefix | text]`` in one causal backbone.
 
     Batches are dicts: ``target`` ``(B, T)`` long = bos + ids + eos, right-padded with 0, and its strings
@@ -74,7 +72,7 @@ class PrefixLMTask(TaskModule):
         optim: AdamW and schedule.
     """
 
-    required_data: ClassVar[tuple[str, ...]] = ("vocab",)
+    _fallback_headline: ClassVar[str] = "val/ppl"
 
     def __init__(
         self,
@@ -119,31 +117,17 @@ class PrefixLMTask(TaskModule):
         self.val_generate_batches, self.num_samples, self.bigram_baseline = val_generate_batches, num_samples, bigram_baseline
         self.optim = optim or OptimConfig()
         self.ppl = nn.ModuleDict({s: Perplexity(ignore_index=PAD_ID) for s in ("val", "test")})
-        self.metrics = nn.ModuleDict({s: text_metrics(list(metrics or [])) for s in ("val", "test")})
-        self._vocab: SentencePieceVocab | None = None
+        self.metrics = self.build_metrics(list(metrics or []))
         self._bigram_ppl: float | None = None
         self._samples: list[str] = []
-        self._predictions: list[tuple[str, str]] = []
 
-    # ---- data and checkpoints ----------------------------------------------------------------
-    @property
-    def vocab(self) -> SentencePieceVocab:
-        if self._vocab is None:
-            raise RuntimeError("no vocabulary: run with a DataModule whose data_spec() provides vocab, or load a "
-                               "checkpoint written by this task (it stores the vocabulary)")
-        return self._vocab
-
-    def required_data_for(self, stage: str) -> tuple[str, ...]:
-        return () if stage == "predict" else self.required_data  # predict decodes with the checkpoint's
-
+    # ---- data ------------------------------------------------------------------------------
     def bind_data(self, spec: DataSpec, stage: str) -> None:
         if spec.vocab is None:
             return
-        if spec.vocab.vocab_size != self.vocab_size:
-            raise ValueError(f"the data's sentencepiece vocabulary has {spec.vocab.vocab_size} pieces but the model "
-                             f"was built for vocab_size={self.vocab_size}; set "
-                             f"--model.init_args.vocab_size={spec.vocab.vocab_size}")
+        self.check_vocab(spec.vocab, self.vocab_size, "vocab_size")
         self._vocab = spec.vocab
+        self.bind_headline(spec, stage)
         if stage == "fit" and self.bigram_baseline and spec.target_ids is not None and self._bigram_ppl is None:
             try:
                 train, val = spec.target_ids("train"), spec.target_ids("val")
@@ -152,23 +136,6 @@ class PrefixLMTask(TaskModule):
             self._bigram_ppl = BigramLM(self.vocab_size, pad_id=PAD_ID).fit(train).perplexity(val)
             print(f"bigram baseline (interpolated Kneser-Ney, fit on {len(train):,} training texts): "
                   f"val/ppl_bigram {self._bigram_ppl:.2f}", flush=True)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        checkpoint["mmformer_vocab"] = self.vocab.to_tensor()  # weights_only-safe
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        if "mmformer_vocab" in checkpoint:
-            self._vocab = SentencePieceVocab.from_tensor(checkpoint["mmformer_vocab"])
-
-    # ---- checkpoint selection (mmformer.tasks.best_checkpoint) --------------------------------
-    def headline_metric(self) -> tuple[str, str] | None:
-        """``val/<first of metrics>`` while validation decodes (captioning: bleu); else ``val/ppl`` (min)."""
-        return text_headline(list(self.metrics["val"].keys()), self.val_generate_batches, "val/ppl")
-
-    def monitor_problem(self, key: str) -> str | None:
-        return text_monitor_problem(key, list(self.metrics["val"].keys()), self.val_generate_batches)
 
     # ---- training ----------------------------------------------------------------------------
     def _prefix(self, batch: Batch, rows: int) -> BackboneOutput:
@@ -217,15 +184,10 @@ class PrefixLMTask(TaskModule):
     def _decode(self, prefix: BackboneOutput, cfg: GenerationConfig, prompt: Tensor | None = None) -> list[str]:
         return self.vocab.decode(strip(generate(self.model, None, cfg, memory=prefix, prompt=prompt)))
 
-    @property
-    def _greedy(self) -> GenerationConfig:
-        """Validation decodes greedily, with ``generation``'s length limits and anti-repetition options."""
-        return validation_greedy(self.generation)
-
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         prefix = self._evaluate(batch, "val")
         if batch_idx < self.val_generate_batches and len(self.metrics["val"]):
-            update(self.metrics["val"], self._decode(prefix, self._greedy), batch["target_text"])
+            self.update_val_metrics(self._decode(prefix, self.val_generation), batch["target_text"])
         if batch_idx == 0 and self.num_samples > 0:
             n = min(self.num_samples, batch["target"].shape[0])
             rows = prefix._replace(hidden=prefix.hidden[:n], mask=None if prefix.mask is None else prefix.mask[:n])
@@ -238,7 +200,8 @@ class PrefixLMTask(TaskModule):
         return f"{source_line(batch, i)} → {text}"
 
     def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val")
+        self.warn_if_headline_unfit()
+        self.log_text_metrics("val", self.metrics["val"])
         if self._bigram_ppl is not None:
             self.log("val/ppl_bigram", self._bigram_ppl, prog_bar=True)
         if self._samples and self.trainer.is_global_zero and not self.trainer.sanity_checking:
@@ -248,12 +211,6 @@ class PrefixLMTask(TaskModule):
                 if hasattr(logger.experiment, "add_text"):
                     logger.experiment.add_text("val/samples", text.replace("\n", "  \n"), global_step=self.global_step)
         self._samples = []
-
-    def _log_metrics(self, stage: str) -> None:
-        for name, metric in self.metrics[stage].items():
-            if metric.update_count:
-                self.log(f"{stage}/{name}", metric.compute() * 100, prog_bar=name == "bleu")
-            metric.reset()
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         prefix = self._evaluate(batch, "test")
@@ -265,7 +222,7 @@ class PrefixLMTask(TaskModule):
                 self._samples = [self._sample_line(batch, i, h) for i, h in enumerate(hyps[: self.num_samples])]
 
     def on_test_epoch_end(self) -> None:
-        self._log_metrics("test")
+        self.log_text_metrics("test", self.metrics["test"])
         if self._samples and self.trainer.is_global_zero:
             print("\n" + "\n".join(self._samples), flush=True)
         self._samples = []
@@ -283,18 +240,6 @@ class PrefixLMTask(TaskModule):
             print(text, flush=True)
             self._predictions.append((str(name), text))
         return texts
-
-    def on_predict_epoch_end(self) -> None:
-        if not self._predictions:
-            return
-        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "predictions.tsv").write_text("".join(f"{i}\t{t}\n" for i, t in self._predictions))
-        self._predictions = []
-
-    def configure_optimizers(self) -> dict:
-        return build_optimizer(self, self.optim, self.trainer.estimated_stepping_batches,
-                               epoch_steps(self.trainer))
 
 
 __all__ = ["PrefixLMTask"]

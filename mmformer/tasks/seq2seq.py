@@ -8,21 +8,20 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from mmformer.backbone import BackboneConfig, BackboneOutput, Decoder, Encoder
 from mmformer.ctc import ctc_greedy_decode
 from mmformer.data.common.packing import PACK_KEY, plan_packing, token_counter
 from mmformer.data.spec import DataSpec
-from mmformer.generation import GenerationConfig, check_ctc_settings, generate, strip, validation_greedy
+from mmformer.generation import GenerationConfig, check_ctc_settings, generate, strip
 from mmformer.losses import ctc_loss, sequence_cross_entropy
 from mmformer.models.seq2seq import Seq2Seq
-from mmformer.tasks.base import TaskModule
-from mmformer.tasks.best_checkpoint import text_headline, text_monitor_problem
-from mmformer.tasks.optim import OptimConfig, build_optimizer, epoch_steps
+from mmformer.tasks.optim import OptimConfig
+from mmformer.tasks.text_generation import TextGenerationTask
 from mmformer.text_metrics import text_metrics, update
 from mmformer.tokenizers.base import ModalityTokenizer
 from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID, SentencePieceVocab
@@ -54,7 +53,7 @@ def source_line(batch: dict[str, Any], row: int, vocab: SentencePieceVocab | Non
     return describe_source(batch["source"], row, batch.get("index"), vocab)
 
 
-class Seq2SeqTask(TaskModule):
+class Seq2SeqTask(TextGenerationTask):
     """Trains and evaluates a :class:`~mmformer.models.Seq2Seq` model.
 
     Batches are dicts: ``source`` (whatever the source tokenizer takes: text ids, an ``AudioBatch``,
@@ -88,7 +87,9 @@ class Seq2SeqTask(TaskModule):
         label_smoothing: of the decoder's cross-entropy.
         ctc_weight: weight of a CTC loss on the encoder (blank = pad id); the loss is
             ``(1 - w) * CE + w * CTC``; 0 = no CTC head.
-        metrics: text metrics on decoded outputs (bleu, chrf, wer, cer, exact), logged as ``{stage}/{name}``.
+        metrics: text metrics on decoded outputs (bleu, chrf, wer, cer, exact), logged as ``{stage}/{name}``;
+            the first is the headline the best checkpoint is chosen by (BLEU gives way to exact match or chrF
+            when most validation references are shorter than 4 words: see :mod:`mmformer.tasks.text_generation`).
         generation: decoding at test and predict time (strategy, beam, length limits ``max_new_tokens`` and
             ``max_len_a * source_len + max_len_b``, ``no_repeat_ngram_size``, ``repetition_penalty``...);
             validation decodes greedily with its limits and anti-repetition options.
@@ -96,8 +97,6 @@ class Seq2SeqTask(TaskModule):
         num_samples: test samples printed and written to ``samples.txt``.
         optim: AdamW and schedule.
     """
-
-    required_data: ClassVar[tuple[str, ...]] = ("vocab",)
 
     def __init__(
         self,
@@ -151,55 +150,23 @@ class Seq2SeqTask(TaskModule):
         self.generation, self.optim = generation or GenerationConfig(), optim or OptimConfig()
         self.val_generate_batches, self.num_samples = val_generate_batches, num_samples
         names = list(metrics) if metrics is not None else ["bleu", "chrf"]
-        self.metrics = nn.ModuleDict({s: text_metrics(names) for s in ("val", "test")})
+        self.metrics = self.build_metrics(names)
         self.ctc_metrics = text_metrics(names) if self.model.ctc_head is not None else None
-        self._vocab: SentencePieceVocab | None = None
         self._source_vocab: SentencePieceVocab | None = None
         self._samples: list[tuple[str, str, str]] = []
-        self._predictions: list[tuple[str, str]] = []
         self._alignment_input: tuple[Any, list[int]] | None = None
         self._predict_names: Sequence[str] | None = None
 
-    # ---- vocabulary --------------------------------------------------------------------------
-    @property
-    def vocab(self) -> SentencePieceVocab:
-        if self._vocab is None:
-            raise RuntimeError("no target vocabulary: run with a DataModule whose data_spec() provides vocab, or load "
-                               "a checkpoint written by this task (it stores the vocabulary)")
-        return self._vocab
-
-    def required_data_for(self, stage: str) -> tuple[str, ...]:
-        # predict decodes with the vocabulary the checkpoint stores: its data need not bring one
-        return () if stage == "predict" else self.required_data
-
+    # ---- data ------------------------------------------------------------------------------
     def bind_data(self, spec: DataSpec, stage: str) -> None:
         self._predict_names = spec.predict_names
         vocab = spec.vocab
         if vocab is None:  # predict without a data vocabulary: the checkpoint's is loaded next
             self._source_vocab = spec.source_vocab
             return
-        if vocab.vocab_size != self.vocab_size:
-            raise ValueError(f"the data's sentencepiece vocabulary has {vocab.vocab_size} pieces but the model was "
-                             f"built for target_vocab_size={self.vocab_size}; set "
-                             f"--model.init_args.target_vocab_size={vocab.vocab_size} (or retrain the vocabulary)")
+        self.check_vocab(vocab, self.vocab_size, "target_vocab_size")
         self._vocab, self._source_vocab = vocab, spec.source_vocab
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        checkpoint["mmformer_vocab"] = self.vocab.to_tensor()  # weights_only-safe
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        if "mmformer_vocab" in checkpoint:
-            self._vocab = SentencePieceVocab.from_tensor(checkpoint["mmformer_vocab"])
-
-    # ---- checkpoint selection (mmformer.tasks.best_checkpoint) --------------------------------
-    def headline_metric(self) -> tuple[str, str] | None:
-        """``val/<first of metrics>`` (bleu max, wer min...) while validation decodes; else ``val/loss``."""
-        return text_headline(list(self.metrics["val"].keys()), self.val_generate_batches, "val/loss")
-
-    def monitor_problem(self, key: str) -> str | None:
-        return text_monitor_problem(key, list(self.metrics["val"].keys()), self.val_generate_batches)
+        self.bind_headline(spec, stage)
 
     # ---- training ----------------------------------------------------------------------------
     def forward(self, source: Any, target_in: Tensor) -> Tensor:
@@ -257,22 +224,12 @@ class Seq2SeqTask(TaskModule):
         bs = batch["target"].shape[0]
         self.log("val/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
         if batch_idx < self.val_generate_batches:
-            update(self.metrics["val"], self.vocab.decode(self._generate(memory, self.val_generation)),
-                   batch["target_text"])
-
-    @property
-    def val_generation(self) -> GenerationConfig:
-        """Validation decodes greedily, with ``generation``'s length limits and anti-repetition options."""
-        return validation_greedy(self.generation)
+            self.update_val_metrics(self.vocab.decode(self._generate(memory, self.val_generation)),
+                                    batch["target_text"])
 
     def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val", self.metrics["val"])
-
-    def _log_metrics(self, stage: str, metrics: nn.ModuleDict, suffix: str = "") -> None:
-        for name, metric in metrics.items():
-            if metric.update_count:  # nothing decoded (e.g. val_generate_batches=0): nothing to log
-                self.log(f"{stage}/{name}{suffix}", metric.compute() * 100, prog_bar=name in ("bleu", "wer"))
-            metric.reset()
+        self.warn_if_headline_unfit()
+        self.log_text_metrics("val", self.metrics["val"])
 
     def on_test_epoch_start(self) -> None:
         self._alignment_input = None
@@ -296,9 +253,9 @@ class Seq2SeqTask(TaskModule):
         return self.vocab.decode(ctc_greedy(self.model, memory))
 
     def on_test_epoch_end(self) -> None:
-        self._log_metrics("test", self.metrics["test"])
+        self.log_text_metrics("test", self.metrics["test"])
         if self.ctc_metrics is not None:
-            self._log_metrics("test", self.ctc_metrics, suffix="_ctc")
+            self.log_text_metrics("test", self.ctc_metrics, suffix="_ctc")
         log_dir = self.trainer.log_dir  # a collective under DDP
         if self.trainer.is_global_zero and log_dir is not None and self._alignment_input is not None:
             self._plot_alignment(Path(log_dir))
@@ -359,18 +316,6 @@ class Seq2SeqTask(TaskModule):
             return [str(batch_idx * n + i) for i in range(n)]
         names = self._predict_names
         return [str(names[i]) if names is not None else str(i) for i in index.tolist()]
-
-    def on_predict_epoch_end(self) -> None:
-        if not self._predictions:
-            return
-        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "predictions.tsv").write_text("".join(f"{i}\t{h}\n" for i, h in self._predictions))
-        self._predictions = []
-
-    def configure_optimizers(self) -> dict:
-        return build_optimizer(self, self.optim, self.trainer.estimated_stepping_batches,
-                               epoch_steps(self.trainer))
 
 
 def ctc_greedy(model: Seq2Seq, memory: BackboneOutput) -> list[list[int]]:

@@ -129,6 +129,6 @@ def test_validation_decoding_stops_at_the_generation_length_limit() -> None:
     with torch.no_grad():
         prefix = task.model.encode(torch.tensor([[1, 5, 6, 7, 2], [1, 8, 9, 2, 0]]))
         unlimited = generate(task.model, None, GenerationConfig(strategy="greedy", max_new_tokens=12), memory=prefix)
-        limited = generate(task.model, None, task._greedy, memory=prefix)
+        limited = generate(task.model, None, task.val_generation, memory=prefix)
     assert (unlimited != 0).sum(1).max() > 3  # without the limit a row runs past 3 tokens
     assert (limited != 0).sum(1).max() <= 3

@@ -216,7 +216,7 @@ def synthesize_many(jobs: Sequence[tuple[str, Voice]], workers: int = 2, desc: s
 
     Args:
         jobs: what to say and how.
-        workers: synthesis processes (espeak-ng is single-threaded; about 10 ms per utterance each).
+        workers: synthesis processes (espeak-ng is single-threaded: one utterance per process at a time).
         desc: the progress bar's label.
 
     Returns:
@@ -232,7 +232,7 @@ def build_corpus(root: str | Path, cfg: EspeakCorpusConfig = EspeakCorpusConfig(
     Args:
         root: the data folder (``data``); the corpus lands in a settings-hashed subfolder.
         cfg: corpus size, voice ranges and seed.
-        workers: synthesis processes (espeak-ng is single-threaded; about 10 ms per utterance each).
+        workers: synthesis processes (espeak-ng is single-threaded: one utterance per process at a time).
     """
     folder = corpus_dir(root, cfg)
     if (folder / "done").exists():

@@ -1,8 +1,8 @@
 """A second training synthesizer for the embedded speech corpus: Debian's Festival with the ``ked`` voice.
 
 espeak-ng is a formant synthesizer: every clip of the embedded corpus is built from the same rule-driven
-resonators, and a model trained on them alone transcribes another synthesizer's speech badly (validation
-WER 71 on CMU Flite's voices for the shipped recipe, 5 on held-out espeak-ng voices). Festival's ``ked`` is
+resonators, and a model trained on them alone transcribes another synthesizer's speech badly (CMU
+Flite's voices: docs/tasks/speech_recognition.md). Festival's ``ked`` is
 a diphone voice, concatenated from recordings of one American English speaker; mixed into training at
 random rates and pitches it gives the model speech that is recorded, not modelled. Flite's voices (the
 held-out synthesizer, :mod:`mmformer.data.builders.flite`) share no speaker with it.
@@ -54,7 +54,7 @@ def require_festival() -> str:
 def synthesize_batch(jobs: Sequence[tuple[str, FestivalVoice]]) -> list[np.ndarray]:
     """One festival process speaks every ``(text, voice)`` job → mono 16 kHz int16 clips, in order.
 
-    A process per utterance would spend ~0.4 s starting up; a batch costs ~20 ms per utterance.
+    One process for the batch: starting festival (loading its voice) costs far more than speaking an utterance.
     """
     with tempfile.TemporaryDirectory() as tmp:
         script = [f"(voice_{VOICE})"]

@@ -102,7 +102,7 @@ def build_corpus(root: str | Path, cfg: FliteCorpusConfig = FliteCorpusConfig(),
     Args:
         root: the data folder (``data``); the corpus lands in a settings-hashed subfolder.
         cfg: split sizes, rate/pitch ranges and seed.
-        workers: synthesis processes (flite is single-threaded; 10-80 ms per utterance each).
+        workers: synthesis processes (flite is single-threaded: one utterance per process at a time).
     """
     folder = corpus_dir(root, cfg)
     if (folder / "done").exists():

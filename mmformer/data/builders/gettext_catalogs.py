@@ -84,7 +84,7 @@ def build(data_dir: str | Path = "data", lang: str = "es", locale_dir: str | Pat
         lang: the target language's locale folder name (``es``, ``de``, ``fr``, ``pt_BR``...).
         max_words: longest source kept, in whitespace words.
         num_val, num_test: pairs in validation and test.
-        max_train: most training pairs (the default matches the ~29k pairs of the run reported in issue #19).
+        max_train: most training pairs (the default: the corpus size of docs/tasks/translation.md's measurements).
     """
     files = catalogs(lang, locale_dir)
     digests = {f.name: hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in files}

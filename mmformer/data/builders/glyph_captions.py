@@ -5,8 +5,8 @@ green background").
 The caption's key attribute, the glyph, covers a small part of the image (its ink box is 12-20 px
 high in a 48x48 image: the box is ~4-10 % of the image, the strokes themselves far less), while the
 background fills the rest: a model can lower the contrastive loss a long way by matching the
-background colour alone. This is the situation a user reported with OpenCLIP TSVs of glyphs on
-coloured backgrounds (zero-shot glyph identity 0.30), rebuilt offline so the recipe can be measured on it.
+background colour alone. This is the situation of OpenCLIP TSVs of glyphs on coloured backgrounds,
+rebuilt offline so the recipe can be measured on it (docs/tasks/contrastive.md).
 
 Each image: a background colour (jittered per image, a gentle linear gradient and Gaussian pixel
 noise), one digit in another colour with enough contrast, at a random position and size. Digits are
@@ -159,7 +159,7 @@ def build(data_dir: str | Path = "data", cfg: GlyphCaptionsConfig = GlyphCaption
 
     Args:
         data_dir: where the settings-hashed folder goes.
-        cfg: sizes, glyph heights, noise, caption detail and the seed (16k + 2k images take ~20 s).
+        cfg: sizes, glyph heights, noise, caption detail and the seed.
     """
     from tqdm import tqdm
 

@@ -97,7 +97,7 @@ def build(data_dir: str | Path = "data", cfg: KeywordsConfig = KeywordsConfig(),
     Args:
         data_dir: where the settings-hashed corpus folder goes.
         cfg: clips per word, voice ranges, the words and the seed.
-        workers: espeak-ng processes (about 10 ms per clip each; 8,400 clips take a few minutes).
+        workers: espeak-ng processes (single-threaded: one clip per process at a time).
     """
     s = settings(cfg)
     groups = split_variants(s["variants"], cfg.val_variants, cfg.test_variants, cfg.seed)

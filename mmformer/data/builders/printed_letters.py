@@ -177,7 +177,7 @@ def build(data_dir: str | Path = "data", cfg: PrintedLettersConfig = PrintedLett
 
     Args:
         data_dir: where the settings-hashed folder goes.
-        cfg: sizes, held-out faces, augmentation and the seed (22k images take ~30 s on one core).
+        cfg: sizes, held-out faces, augmentation and the seed.
     """
     from tqdm import tqdm
 

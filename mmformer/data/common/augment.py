@@ -1,8 +1,8 @@
 """The image classifiers' per-sample augmentation without torchvision v2's per-call dispatch.
 
 ``v2.Compose([RandomCrop(size, padding), RandomHorizontalFlip(), ToDtype(float32, scale=True),
-Normalize(mean, std)])`` costs ~300 µs per small image on a CPU core, nearly all of it Python dispatch
-(type checks, pytree flattening, parameter dicts) rather than arithmetic; DataLoader workers then take
+Normalize(mean, std)])`` spends most of its time on a small image in Python dispatch (type checks,
+pytree flattening, parameter dicts) rather than arithmetic; DataLoader workers then take
 that from training on a small machine. :class:`CropFlipNormalize` does the same arithmetic directly,
 drawing the same random numbers from torch's default generator in the same order (crop ``top``, then
 ``left``, then the flip's ``rand(1)``), so its output is bit-identical to the v2 pipeline under the same

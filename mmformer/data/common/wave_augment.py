@@ -108,7 +108,7 @@ class WaveAugment:
         rir = torch.randn(n, generator=g) * torch.exp(-math.log(1000.0) * t / rt60)  # -60 dB at t = rt60
         rir[0] = rir.abs().max() * 4  # the direct path, 4x the strongest reflection
         # an FFT of a power-of-two length: torchaudio's fftconvolve takes len(wave) + n - 1, often a size
-        # with large prime factors (~15 ms instead of ~1 ms for a 2.5 s clip)
+        # with large prime factors, for which the FFT is many times slower
         size = 1 << (len(wave) + n - 2).bit_length()
         wet = torch.fft.irfft(torch.fft.rfft(wave, size) * torch.fft.rfft(rir / rir.norm(), size), size)[: len(wave)]
         rms_in, rms_out = wave.pow(2).mean().sqrt(), wet.pow(2).mean().sqrt()

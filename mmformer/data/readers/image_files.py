@@ -26,7 +26,7 @@ _PNG_COLOR_TYPE = {1: 0, 3: 2}  # channels → the PNG colour type that needs no
 
 def _png_op() -> Callable[[Tensor], Tensor]:
     """torchvision's decode op without ``torchvision.io.decode_png``'s per-call usage logging and checks
-    (~20 µs of ~45 per small image); that public wrapper where the op cannot be reached."""
+    (a large share of a small image's decode); that public wrapper where the op cannot be reached."""
     try:
         op = torch.ops.image.decode_png
     except (AttributeError, RuntimeError):
@@ -41,8 +41,8 @@ def decode_png_as_is(data: bytes, channels: int, size: int) -> Tensor | None:
     """uint8 ``(channels, size, size)`` straight from libpng, or None when PIL has more to do than decode.
 
     Only for an 8-bit gray (``channels`` 1) or RGB (3) PNG that already is ``size`` x ``size``: PNG is
-    lossless and :func:`load_image` would neither convert nor resize it, so the pixels are the same,
-    at ~45 µs instead of ~250 µs for a small image (PIL's per-file open costs more than the decode).
+    lossless and :func:`load_image` would neither convert nor resize it, so the pixels are the same, at a
+    fraction of PIL's cost for a small image (PIL's per-file open costs more than the decode).
     Everything else (other modes, sizes, bit depths, formats) returns None for the PIL path.
     """
     if len(data) < 26 or data[:8] != _PNG_SIGNATURE:

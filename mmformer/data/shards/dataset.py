@@ -8,9 +8,8 @@ in-memory run of the same source (tested), so switching to shards changes nothin
 litdata's own loader resumes by counting samples per worker, owns the shuffle (no length bucketing,
 no seeded augmentation per sample) and its resume rides on Lightning restoring a loader's
 ``state_dict`` — a second, different resume path to keep exact. Random access costs little once
-litdata's batch decoding is off (``batch_decode=0``): measured ~25 µs per sample on a local folder,
-against ~20 ms with its default decode window (it decodes 256 neighbours per access, built for
-sequential streaming). For object storage the samplers shuffle chunk-aware
+litdata's batch decoding is off (``batch_decode=0``): its default decode window decodes 256 neighbours
+per access, built for sequential streaming. For object storage the samplers shuffle chunk-aware
 (:func:`~mmformer.data.common.sampling.chunk_window_order`), so a rank needs a few chunks at a time and
 each rank reads its own block of chunks.
 """
@@ -60,8 +59,8 @@ class ShardView(Dataset):
             from litdata import StreamingDataset
 
             # litdata (0.2.76) keeps a "page" of items per access and finds its end with a Python loop over item
-            # offsets: ~300 µs per random access to small samples. Page 0 slices the mapped chunk directly
-            # (~45 µs); a user's own setting wins.
+            # offsets, slow per random access to small samples. Page 0 slices the mapped chunk directly; a
+            # user's own setting wins.
             os.environ.setdefault("LITDATA_POSIX_PAGE_BYTES", "0")
 
             source = self.uri if is_remote(self.uri) else self._folder
