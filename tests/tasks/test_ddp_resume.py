@@ -1,10 +1,11 @@
-"""Exact resume under 2-process DDP (gloo): a run killed inside an epoch >= 1 and resumed with
+"""Exact resume under 2-process DDP (gloo): a run killed or stopped inside an epoch >= 1 and resumed with
 ``--ckpt_path last`` trains with the uninterrupted run's per-step losses, over manifest data
 (:class:`~mmformer.data.ManifestData`) and multi-task data (:class:`~mmformer.data.MultiTaskData` of two
 manifest children).
 
-All fits share one pair of processes (tests/tasks/ddp_driver.py): per data, an uninterrupted run, a run that
-crashes right after a mid-epoch checkpoint (as a killed or preempted run would), and its resume. The tiny
+All fits share one pair of processes (tests/tasks/ddp_driver.py): per data, an uninterrupted run; a run that
+crashes right after a mid-epoch checkpoint (as a killed or preempted run would) and its resume; a run stopped
+gracefully at the same step (as ``max_time`` stops one) and its resume. The tiny
 text classifiers read the small generated manifests of tests/test_pairings.py.
 """
 
@@ -61,18 +62,21 @@ def _multitask_config(folder: Path) -> dict[str, Any]:
 
 
 def _plan(name: str, config: Path, root: Path, crash: int, total: int) -> list[dict[str, Any]]:
-    """The uninterrupted run, the run killed after step ``crash`` and its resume (same trainer settings)."""
+    """The uninterrupted run; the run killed after step ``crash`` and its resume; the run stopped gracefully
+    there (as ``max_time`` stops one: Lightning ends the epoch early) and its resume. Same trainer settings."""
     every = root / f"every{crash}.yaml"  # a checkpoint (and last.ckpt) at the crash step, as a kill would find
     every.parent.mkdir(parents=True, exist_ok=True)
     every.write_text(yaml.safe_dump({"callbacks": [{"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
                                                     "init_args": {"every_n_train_steps": crash, "save_last": True}}]}))
     args = ["--config", str(config), *FAST, "--trainer", str(every), f"--trainer.max_steps={total}"]
-    return [{"name": f"{name}_full", "args": [*args, "--trainer.default_root_dir", str(root / "full")],
-             "losses": str(root / "full")},
-            {"name": f"{name}_killed", "args": [*args, "--trainer.default_root_dir", str(root / "cut")],
-             "losses": str(root / "cut"), "crash_after": crash},
-            {"name": f"{name}_resumed", "args": [*args, "--trainer.default_root_dir", str(root / "cut"),
-                                                  "--ckpt_path", "last"], "losses": str(root / "cut")}]
+    plan = [{"name": f"{name}_full", "args": [*args, "--trainer.default_root_dir", str(root / "full")],
+             "losses": str(root / "full")}]
+    for how, end in (("killed", "crash_after"), ("stopped", "stop_after")):
+        cut = ["--trainer.default_root_dir", str(root / how)]
+        plan += [{"name": f"{name}_{how}", "args": [*args, *cut], "losses": str(root / how), end: crash},
+                 {"name": f"{name}_{how}_resumed", "args": [*args, *cut, "--ckpt_path", "last"],
+                  "losses": str(root / how)}]
+    return plan
 
 
 @pytest.fixture(scope="module")
@@ -88,19 +92,24 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("how", ["killed", "stopped"])
 @pytest.mark.parametrize("name", ["manifest", "multitask"])
-def test_a_run_killed_inside_epoch_1_resumes_with_the_uninterrupted_losses(runs: tuple[Path, str], name: str) -> None:
+def test_a_run_ended_inside_epoch_1_resumes_with_the_uninterrupted_losses(runs: tuple[Path, str], name: str,
+                                                                          how: str) -> None:
     root, out = runs
     crash, total = STEPS[name]
     for rank in (0, 1):
         assert f"DDP-RUN {name}_full rank {rank} step {total} ok" in out, out[-5000:]
-        assert f"DDP-RUN {name}_killed rank {rank} crashed after step {crash}" in out, out[-5000:]
-        assert f"DDP-RUN {name}_resumed rank {rank} step {total} ok" in out, out[-5000:]
-    killed = read_checkpoint(next((root / name / "cut").glob("version_*/checkpoints/last.ckpt")))
-    in_epoch = killed["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"]
-    assert killed["global_step"] == crash and killed["epoch"] >= 1 and in_epoch > 0, "a mid-epoch checkpoint of epoch >= 1"
+        ended = f"crashed after step {crash}" if how == "killed" else f"step {crash} ok"
+        assert f"DDP-RUN {name}_{how} rank {rank} {ended}" in out, out[-5000:]
+        assert f"DDP-RUN {name}_{how}_resumed rank {rank} step {total} ok" in out, out[-5000:]
+    # the interrupted run's last.ckpt (the resumed run writes its own in a later version folder)
+    cut = min(map(read_checkpoint, (root / name / how).glob("version_*/checkpoints/last.ckpt")),
+              key=lambda c: c["global_step"])
+    in_epoch = cut["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"]
+    assert (cut["global_step"], cut["epoch"] >= 1, in_epoch > 0) == (crash, True, True), "mid-epoch, epoch >= 1"
     for rank in (0, 1):
-        full, resumed = read_losses(root / name / "full", rank), read_losses(root / name / "cut", rank)
+        full, resumed = read_losses(root / name / "full", rank), read_losses(root / name / how, rank)
         assert sorted(full) == sorted(resumed) == list(range(1, total + 1))
         differ = {s: (full[s], resumed[s]) for s in full if abs(full[s] - resumed[s]) > 1e-6}
         assert not differ, f"rank {rank}: steps whose loss differs after the resume at {crash} (full, resumed): {differ}"
