@@ -117,7 +117,7 @@ class FSDPStrategy(_LightningFSDP):
         if not _is_full_checkpoint(path):
             self._reload_train_loader()
             return super().load_checkpoint(path, weights_only=weights_only)
-        checkpoint = read_checkpoint(path)  # a ValueError naming the file when it is not weights-only safe
+        checkpoint = read_checkpoint(path, mmap=True)  # a ValueError naming the file when not weights-only safe
         self._reload_train_loader()
         module = self.lightning_module
         upgrade = getattr(module, "upgrade_checkpoint", None)  # a TaskModule: older keys renamed before loading
