@@ -16,6 +16,8 @@ precision and checkpoint files. What differs:
   (Lightning's FSDP loader unpickles it with a plain :class:`pickle.Unpickler`, which runs whatever code a
   tampered file names); its keys are upgraded first when an older mmformer wrote it, and a file that does
   not fit the model is one error naming it.
+- Weight decay applies to the same parameters as under DDP: the sharded parameters are 1-D, so the
+  optimizer's decay/no-decay split reads their dims as recorded before wrapping.
 - A run resumed mid-epoch continues with the batches it stopped at, as under DDP (Lightning restores FSDP
   runs after building the training loader; here the loader is built again after the DataModule's state).
 """
@@ -34,6 +36,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from mmformer.checkpoint import read_checkpoint
+from mmformer.tasks.optim import remember_dims
 
 
 class FSDPStrategy(_LightningFSDP):
@@ -45,6 +48,7 @@ class FSDPStrategy(_LightningFSDP):
         return torch.device("cpu") if self.root_device.type == "cpu" else self.root_device.index
 
     def _setup_model(self, model: nn.Module) -> nn.Module:
+        remember_dims(model)  # sharded parameters are 1-D: weight decay is chosen by these dims
         if self.root_device.type != "cpu":
             return super()._setup_model(model)
         from lightning_fabric.strategies.fsdp import _move_torchmetrics_to_device, _setup_activation_checkpointing

@@ -15,6 +15,22 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.weak import WeakIdKeyDictionary
+
+# Each parameter's dims before a sharding wrapper flattened it: FSDP (use_orig_params) keeps the same
+# Parameter objects but makes them 1-D shards, so the weight-decay split reads the dims recorded here
+# (by mmformer.tasks.fsdp, before wrapping). Keyed by identity: tensors compare elementwise.
+_ORIGINAL_DIMS = WeakIdKeyDictionary()
+
+
+def remember_dims(module: nn.Module) -> None:
+    """Records the dims of ``module``'s parameters as they are now (before sharding) for :func:`param_groups`."""
+    for p in module.parameters():
+        _ORIGINAL_DIMS.setdefault(p, p.dim())
+
+
+def _dim(p: nn.Parameter) -> int:
+    return _ORIGINAL_DIMS.get(p, p.dim())
 
 
 @dataclass
@@ -43,14 +59,14 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | Non
         decay, no_decay = [], []
         for p in model.parameters():
             if p.requires_grad:
-                (decay if p.dim() >= 2 else no_decay).append(p)
+                (decay if _dim(p) >= 2 else no_decay).append(p)
         return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     from mmformer.finetune.lr_decay import layer_scales
 
     scales, groups = layer_scales(model, layer_decay), {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            wd = weight_decay if p.dim() >= 2 else 0.0
+            wd = weight_decay if _dim(p) >= 2 else 0.0
             group = groups.setdefault((scales[name], wd), {"params": [], "weight_decay": wd, "lr": lr * scales[name]})
             group["params"].append(p)
     return list(groups.values())

@@ -77,6 +77,10 @@ def test_fsdp_preset_fits_resumes_and_exports_like_ddp_on_two_cpu_processes(tmp_
     assert fsdp_ckpt.is_file() and zipfile.is_zipfile(fsdp_ckpt)
     fsdp_state, ddp_state = read_checkpoint(fsdp_ckpt)["state_dict"], read_checkpoint(ddp_ckpt)["state_dict"]
     assert list(fsdp_state) == list(ddp_state)
+    # weight decay on the same parameters (sharded ones are 1-D; the split goes by their unsharded dims)
+    groups = {name: [len(g["params"]) for g in read_checkpoint(c)["optimizer_states"][0]["param_groups"]]
+              for name, c in (("ddp", ddp_ckpt), ("fsdp", fsdp_ckpt))}
+    assert groups["fsdp"] == groups["ddp"] and groups["ddp"][0] > 0, groups
     assert not [k for k in fsdp_state if "_fsdp_wrapped_module" in k or "flat_param" in k]
 
     exported = {name: export_model(DIGITS, ckpt, tmp_path / f"export_{name}", *MODEL)
