@@ -17,6 +17,7 @@ tracing, a torch built without MKL) runs ``F.linear`` as before.
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -43,38 +44,67 @@ PACK_AFTER = 8
 
 
 class PackedForward:
-    """Replaces one ``nn.Linear``'s forward while decoding: ``x (..., in) -> (..., out)``, the same function."""
+    """Replaces one ``nn.Linear``'s forward while decoding: ``x (..., in) -> (..., out)``, the same function.
+
+    Safe when several threads decode through one model: each thread counts its own consecutive row counts
+    (its own decoding loop), and the packings are shared, one per row count, under a lock. A packing is
+    remade when the weight changed since (its version counter or storage), so it never serves stale weights.
+    """
+
+    # Row counts whose packing is kept at once: a few concurrent decodes (greedy B rows, beam B*K rows).
+    MAX_PACKINGS = 4
 
     def __init__(self, linear: nn.Linear) -> None:
         self.linear = linear
-        self._seen: int | None = None  # the previous call's row count
-        self._streak = 0  # consecutive calls with that row count
-        # (rows, MKL's opaque weight packed for them): one attribute, read once per call, so a thread that
-        # repacks for other rows can never pair a packing with the wrong row count
-        self._packed: tuple[int, Tensor] | None = None
+        self._local = threading.local()  # seen: the previous call's row count; streak; rows: the packing in use
+        self._lock = threading.Lock()
+        # rows -> ((weight version, weight data_ptr), MKL's opaque weight packed for that row count)
+        self._packings: dict[int, tuple[tuple[int, int], Tensor]] = {}
+
+    def _state(self) -> threading.local:
+        st = self._local
+        if not hasattr(st, "streak"):
+            st.seen, st.streak, st.rows = None, 0, None
+        return st
 
     @property
     def rows(self) -> int | None:
-        """The row count (all dims but the last, multiplied) the weight is packed for; None until packed."""
-        return None if self._packed is None else self._packed[0]
+        """The row count (all dims but the last, multiplied) this thread's calls run packed for; None until packed."""
+        return self._state().rows
 
     def _eligible(self, x: Tensor) -> bool:
         """Checked at every call (a few us): the packed op has no autograd, autocast nor compiled form."""
         return (x.dtype == torch.float32 and x.device.type == "cpu" and not torch.is_grad_enabled()
                 and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling())
 
+    def _packing(self, rows: int, w: Tensor) -> Tensor:
+        """The weight packed for ``rows``, remade when the weight changed in place (``_version``) or was replaced."""
+        key = (w._version, w.data_ptr())
+        with self._lock:
+            hit = self._packings.get(rows)
+            if hit is not None and hit[0] == key:
+                return hit[1]
+            packed = torch.ops.mkl._mkl_reorder_linear_weight(w.detach(), rows)
+            self._packings.pop(rows, None)
+            self._packings[rows] = (key, packed)
+            while len(self._packings) > self.MAX_PACKINGS:  # the oldest row count goes first
+                self._packings.pop(next(iter(self._packings)))
+            return packed
+
     def __call__(self, x: Tensor) -> Tensor:
         w, b = self.linear.weight, self.linear.bias
-        rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-        if rows and self._eligible(x):
-            self._streak = self._streak + 1 if rows == self._seen else 1
-            self._seen, packed = rows, self._packed
-            if packed is None or packed[0] != rows:
-                if self._streak < PACK_AFTER or w.dtype != torch.float32:
+        if x.shape[-1] != w.shape[-1] or x.shape[-1] == 0:
+            return F.linear(x, w, b)  # raises F.linear's own shape error (MKL's op would read past the input)
+        rows = x.numel() // x.shape[-1]
+        if rows and w.dtype == torch.float32 and self._eligible(x):
+            st = self._state()
+            st.streak = st.streak + 1 if rows == st.seen else 1
+            st.seen = rows
+            if st.rows != rows:
+                if st.streak < PACK_AFTER:
                     return F.linear(x, w, b)
-                # PACK_AFTER calls in a row with these rows: a decoding loop, worth packing for
-                packed = self._packed = (rows, torch.ops.mkl._mkl_reorder_linear_weight(w.detach(), rows))
-            return torch.ops.mkl._mkl_linear(x, packed[1], w, b, rows)
+                st.rows = rows  # PACK_AFTER calls in a row with these rows: a decoding loop, worth packing for
+            return torch.ops.mkl._mkl_linear(x, self._packing(rows, w), w, b, rows)
         return F.linear(x, w, b)
 
 
@@ -83,27 +113,50 @@ def is_packed(linear: nn.Module) -> bool:
     return isinstance(linear.__dict__.get("forward"), PackedForward)
 
 
+# Swaps are reference-counted under one lock, so blocks of several threads over one model can enter and leave
+# in any order: the first entrant swaps a linear's forward in, the last leaver restores the module's own.
+_SWAP_LOCK = threading.Lock()
+_HOLDERS: dict[nn.Linear, int] = {}  # swapped module -> blocks (all threads) currently inside
+
+
+def _swappable(m: nn.Module) -> bool:
+    return isinstance(m, nn.Linear) and type(m).forward is nn.Linear.forward
+
+
 @contextmanager
 def packed_linears(model: object, enabled: bool = True) -> Iterator[list[PackedForward]]:
     """Within the block, every plain ``nn.Linear`` of ``model`` (its class's forward not overridden, LMHead
-    included) runs through a :class:`PackedForward`; yields them. The modules' own forwards come back on exit,
-    exceptions included, and the packed weights are freed. Nested blocks leave the outer one's in place. A
-    packing is a copy: the weights must not change inside the block (decoding never changes them).
+    included) runs through a :class:`PackedForward`; yields them. The modules' own forwards come back when the
+    last block holding them exits (nested blocks and blocks of other threads share the swap), exceptions
+    included, and the packed weights are freed.
 
     ``enabled=False``, no MKL, no parameter on the CPU, or ``model`` not an ``nn.Module`` (decoding takes any
     object with the model's methods): nothing is swapped."""
-    swapped: list[nn.Linear] = []
+    held: list[nn.Linear] = []
     if (enabled and isinstance(model, nn.Module) and mkl_packing_available()
             and any(p.device.type == "cpu" for p in model.parameters())):
-        for m in model.modules():
-            if isinstance(m, nn.Linear) and type(m).forward is nn.Linear.forward and "forward" not in m.__dict__:
-                m.forward = PackedForward(m)  # an instance attribute: nn.Module.__call__ finds it first
-                swapped.append(m)
+        with _SWAP_LOCK:
+            for m in model.modules():
+                if not _swappable(m):
+                    continue
+                if m in _HOLDERS:
+                    _HOLDERS[m] += 1
+                elif "forward" not in m.__dict__:  # an instance forward of someone else's is left alone
+                    m.forward = PackedForward(m)  # an instance attribute: nn.Module.__call__ finds it first
+                    _HOLDERS[m] = 1
+                else:
+                    continue
+                held.append(m)
     try:
-        yield [m.forward for m in swapped]  # type: ignore[misc]
+        yield [m.__dict__["forward"] for m in held]
     finally:
-        for m in swapped:
-            del m.forward
+        with _SWAP_LOCK:
+            for m in held:
+                _HOLDERS[m] -= 1
+                if _HOLDERS[m] == 0:
+                    del _HOLDERS[m]
+                    if is_packed(m):
+                        del m.forward
 
 
 __all__ = ["PACK_AFTER", "PackedForward", "is_packed", "mkl_packing_available", "packed_linears"]
