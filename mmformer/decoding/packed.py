@@ -1,18 +1,17 @@
-"""CPU decoding's matmuls through MKL's packed GEMM: each ``nn.Linear`` packs its weight once per decoding run.
+"""CPU decoding's matmuls through MKL's packed GEMM: each ``nn.Linear`` packs its weight once per decoding loop.
 
 A decoding step multiplies a few rows (the batch, or batch x beams) by every weight of the decoder, so on a
-CPU it is bound by reading weights from memory, which MKL's ordinary GEMM does at half the speed of a plain
-pass over them when the rows are so few. ``torch.ops.mkl._mkl_linear`` multiplies by a weight packed
-beforehand (``cblas_sgemm_pack``) for a fixed row count: on one core, 8 rows x (256 -> 8000) take 0.84 ms
-instead of 1.45 ms (the weight streams at ~10 GB/s, as a plain sum over it does, instead of ~5.5), and the
-layers' 256/1024-wide matmuls gain 1.1-1.3x. The same product up to float rounding (summation order); it is
-what inductor's weight prepacking calls after freezing.
+CPU it is bound by reading weights from memory, which MKL's ordinary GEMM does slowly when the rows are so
+few. ``torch.ops.mkl._mkl_linear`` multiplies by a weight packed beforehand (``cblas_sgemm_pack``) for a fixed
+row count, which streams it faster (bench/generation.py measures the gain). The same product up to float
+rounding (summation order); it is what inductor's weight prepacking calls after freezing.
 
 :func:`packed_linears` swaps this in for the ``nn.Linear`` modules of a model for the length of a ``with``
-block. A linear packs its weight once ``PACK_AFTER`` calls in a row have had the same row count (a decoding
-loop's steps), so the encoder's single pass, a prefill step and short decodes never pay for packing, and calls
-alternating between two row counts do not repack. Anything else (a GPU, another dtype, autograd, autocast, torch.compile
-tracing, a torch built without MKL) runs ``F.linear`` as before.
+block (the decoding :class:`~mmformer.decoding.stepper.Stepper` owns one per call). A linear packs its weight
+once ``PACK_AFTER`` calls in a row have had the same row count (a decoding loop's steps), so the encoder's
+single pass, a prefill step and short decodes never pay for packing, and calls alternating between two row
+counts do not repack. Anything else (a GPU, another dtype, autograd, autocast, torch.compile tracing, a torch
+built without MKL) runs ``F.linear`` as before.
 """
 
 from __future__ import annotations
@@ -37,9 +36,8 @@ def mkl_packing_available() -> bool:
     return True
 
 
-# Consecutive calls with one row count after which a linear packs its weight. Packing at the second call made
-# short decodes of bench/generation.py's model slower (4 tokens: 1.12-1.19x as long; 16 greedy tokens: 1.03-1.09x),
-# so a loop must run a while before it pays; a long decode gives up only these first steps' gain.
+# Consecutive calls with one row count after which a linear packs its weight: packing costs a pass over the weight,
+# so a loop must run a while before it pays (bench/generation.py); a long decode gives up only these first steps' gain.
 PACK_AFTER = 8
 
 

@@ -1,10 +1,15 @@
 """Logit processors of decoding: pure functions on ``(R, V)`` scores (top-k, nucleus, CTRL's repetition penalty,
-n-gram blocking) and GNMT's length penalty. :mod:`mmformer.generation` applies them step by step."""
+n-gram blocking, the bans and length limits of a :class:`~mmformer.decoding.config.GenerationConfig`) and GNMT's
+length penalty. :mod:`mmformer.decoding.search` applies them step by step."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from mmformer.backbone import BackboneOutput
+from mmformer.decoding.config import GenerationConfig
+from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID
 
 
 def top_k_filter(logits: Tensor, k: int) -> Tensor:
@@ -59,4 +64,55 @@ def length_penalty(lengths: Tensor, alpha: float) -> Tensor:
     return ((5.0 + lengths.float()) / 6.0) ** alpha
 
 
-__all__ = ["length_penalty", "repeated_ngram_bans", "repetition_penalty", "top_k_filter", "top_p_filter"]
+def ban_specials(scores: Tensor, eos_too: bool = False, cfg: GenerationConfig | None = None) -> Tensor:
+    """pad and bos are never generated: pad only fills rows after eos, bos only starts them.
+    ``eos_too`` also bans eos (before ``min_new_tokens``); ``cfg`` gives the ids (default: mmformer's).
+    Fills ``scores`` in place (a decoding step's fresh scores: a copy would re-read the whole (R, V) block)."""
+    pad, bos, eos = (PAD_ID, BOS_ID, EOS_ID) if cfg is None else (cfg.pad_id, cfg.bos_id, cfg.eos_id)
+    # A vocabulary may reuse eos as bos or pad (GPT-2, Whisper): eos stays allowed unless eos_too.
+    banned = [pad, bos, eos] if eos_too else [i for i in (pad, bos) if i != eos]
+    if not banned:
+        return scores
+    return scores.index_fill_(-1, torch.tensor(banned, dtype=torch.long, device=scores.device), float("-inf"))
+
+
+def row_limits(memory: BackboneOutput, cfg: GenerationConfig) -> Tensor | None:
+    """``(B,)`` tokens each row may generate (eos included) under the relative limit
+    ``floor(max_len_a * S + max_len_b)``, S the row's real memory positions; None when off.
+
+    A row whose limit exceeds ``max_new_tokens`` stops there without eos, as it does with no limit."""
+    if cfg.max_len_a == 0 and cfg.max_len_b == 0:
+        return None
+    hidden = memory.hidden
+    source = memory.mask.sum(1) if memory.mask is not None else torch.full(hidden.shape[:1], hidden.shape[1],
+                                                                          device=hidden.device)
+    return (cfg.max_len_a * source.double() + cfg.max_len_b).floor().long().clamp_min(1)
+
+
+def constrain(scores: Tensor, prefix: Tensor, t: int, cfg: GenerationConfig, limits: Tensor | None) -> Tensor:
+    """Bans specials (and eos before ``min_new_tokens``) and repeated n-grams in ``scores (R, V)``; rows
+    that reach their length limit at step ``t``, or have no token left, get eos only (at its score before
+    the bans, so beam scores stay the model's log-probs). ``prefix (R, t + 1)``: the ids so far, bos first.
+    ``scores`` is the step's own tensor: filled in place."""
+    eos_too = t < cfg.min_new_tokens
+    eos = scores[:, cfg.eos_id:cfg.eos_id + 1]  # (R, 1)
+    if eos_too:  # the bans fill eos's column in place too: keep its score (otherwise they never touch it)
+        eos = eos.clone()
+    scores = ban_specials(scores, eos_too=eos_too, cfg=cfg)
+    if cfg.no_repeat_ngram_size > 0:
+        scores = scores.masked_fill(repeated_ngram_bans(prefix[:, 1:], cfg.no_repeat_ngram_size, scores.shape[-1]),
+                                    float("-inf"))
+        force = torch.isneginf(scores).all(-1, keepdim=True)  # (R, 1) everything banned: end the row
+    else:
+        force = None
+    if limits is not None:
+        at_limit = (t + 1 >= limits)[:, None]  # (R, 1) the row's last allowed token
+        force = at_limit if force is None else force | at_limit
+    if force is None:
+        return scores
+    is_eos = torch.arange(scores.shape[-1], device=scores.device) == cfg.eos_id  # (V,)
+    return torch.where(force, torch.where(is_eos, eos, float("-inf")), scores)
+
+
+__all__ = ["ban_specials", "constrain", "length_penalty", "repeated_ngram_bans", "repetition_penalty", "row_limits",
+           "top_k_filter", "top_p_filter"]

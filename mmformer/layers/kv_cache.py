@@ -185,8 +185,6 @@ class DecoderCache:
         self.layers = [LayerCache(KVCache(capacity, self.position)) for _ in range(num_layers)]
         if static:
             self._set_window()
-        # The model's output projection laid out for decoding (``LMHead.decoding_weight``), set by its new_cache.
-        self.projection: Tensor | None = None
 
     @property
     def static(self) -> bool:
@@ -217,13 +215,13 @@ class DecoderCache:
 
     def tensors(self) -> list[Tensor]:
         """Every tensor a decoding step reads or writes in place: the position counter, each layer's self- and
-        cross-attention K/V and the output projection (for ``torch._dynamo.mark_static_address``: CUDA graphs
+        cross-attention K/V (for ``torch._dynamo.mark_static_address``: CUDA graphs
         then use them where they are instead of copying them in at every replay)."""
         out = [] if self.position is None else [self.position]
         for layer in self.layers:
             out += [t for t in (layer.self_kv._k, layer.self_kv._v, layer.self_kv._mask, layer.cross_kv.k,
                                 layer.cross_kv.v) if t is not None]
-        return out + ([] if self.projection is None else [self.projection])
+        return out
 
     @property
     def length(self) -> int:

@@ -17,7 +17,7 @@ from torchmetrics.text import Perplexity
 from mmformer.backbone import BackboneConfig, BackboneOutput, Encoder
 from mmformer.bigram import BigramLM
 from mmformer.data.spec import DataSpec
-from mmformer.generation import GenerationConfig, check_ctc_settings, generate, strip, validation_greedy
+from mmformer.decoding import GenerationConfig, check_ctc_settings, generate, strip, validation_greedy
 from mmformer.losses import ctc_loss, sequence_cross_entropy
 from mmformer.models.prefix_lm import PrefixLM
 from mmformer.tasks.base import TaskModule

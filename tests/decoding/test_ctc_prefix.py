@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from mmformer.backbone import BackboneConfig, BackboneOutput, Decoder, Encoder
-from mmformer.ctc_prefix import CTCPrefixScorer
-from mmformer.generation import GenerationConfig, beam_search, generate
+from mmformer.decoding.ctc_prefix import CTCPrefixScorer
+from mmformer.decoding import GenerationConfig, beam_search, generate
 from mmformer.models.seq2seq import Seq2Seq
 from mmformer.tokenizers.sentencepiece_vocab import EOS_ID, PAD_ID
 from mmformer.tokenizers.text import TextTokenizer

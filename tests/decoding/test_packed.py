@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmformer import generation
+from mmformer.decoding import stepper
 from mmformer.backbone import BackboneConfig, Decoder, Encoder
-from mmformer.generation import GenerationConfig, beam_search, generate
+from mmformer.decoding import GenerationConfig, beam_search, generate
 from mmformer.heads import LMHead, ProjectionHead
-from mmformer.layers.packed_linear import PACK_AFTER, is_packed, mkl_packing_available, packed_linears
+from mmformer.decoding.packed import PACK_AFTER, is_packed, mkl_packing_available, packed_linears
 from mmformer.models.seq2seq import Seq2Seq
 from mmformer.tokenizers.text import TextTokenizer
 
@@ -71,8 +71,6 @@ def test_only_plain_linears_are_swapped_and_nothing_when_disabled() -> None:
     with packed_linears(model):
         assert is_packed(model["plain"]) and is_packed(model["lm"])
         assert not is_packed(model["own_forward"])  # a subclass with its own forward keeps it
-        assert model["lm"].decoding_weight() is None  # the packed head replaces the (D, V) copy
-    assert model["lm"].decoding_weight() is not None
     with packed_linears(model, enabled=False):
         assert not is_packed(model["plain"])
     with packed_linears(object()) as swapped:  # decoding takes any object with the model's methods
@@ -154,7 +152,7 @@ def test_compiled_steps_the_uncached_path_and_packed_weights_false_stay_on_plain
     seen: list[bool] = []
     decode = model.decode
     monkeypatch.setattr(model, "decode", lambda *a, **k: (seen.append(is_packed(model.lm_head)), decode(*a, **k))[1])
-    monkeypatch.setattr(generation, "_COMPILE_BACKEND", "eager")
+    monkeypatch.setattr(stepper, "COMPILE_BACKEND", "eager")
     for cfg in (GenerationConfig(strategy="greedy", max_new_tokens=4, use_cache=False),
                 GenerationConfig(strategy="greedy", max_new_tokens=4, compile=True),
                 GenerationConfig(strategy="greedy", max_new_tokens=4, packed_weights=False)):

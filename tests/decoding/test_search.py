@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mmformer.backbone import BackboneConfig, BackboneOutput, Decoder, Encoder
-from mmformer.generation import (
+from mmformer.decoding import (
     GenerationConfig,
     beam_search,
     generate,

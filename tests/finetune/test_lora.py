@@ -120,7 +120,7 @@ def _seq2seq(tie: bool) -> nn.Module:
 
 
 def test_lora_on_a_tied_lm_head_keeps_the_head_the_tying_and_the_embedding_trainable() -> None:
-    from mmformer.generation import GenerationConfig, generate
+    from mmformer.decoding import GenerationConfig, generate
     from mmformer.heads import LMHead
 
     model = _seq2seq(tie=True)
@@ -141,7 +141,7 @@ def test_lora_on_a_tied_lm_head_keeps_the_head_the_tying_and_the_embedding_train
 
 
 def test_lora_on_an_untied_lm_head_merges_back_into_an_lm_head() -> None:
-    from mmformer.generation import GenerationConfig, generate
+    from mmformer.decoding import GenerationConfig, generate
     from mmformer.heads import LMHead
 
     model = _seq2seq(tie=False)
