@@ -4,7 +4,7 @@ processors, the KV cache (:class:`~mmformer.layers.kv_cache.DecoderCache`, which
 the CPU fast path (MKL-packed weights) owned by the :class:`~mmformer.decoding.stepper.Stepper`.
 
 - :mod:`~mmformer.decoding.config`: :class:`GenerationConfig` (a task's ``generation`` section), :class:`BeamOutput`;
-- :mod:`~mmformer.decoding.search`: :func:`generate`, :func:`beam_search`, :func:`sequence_log_probs`, :func:`strip`;
+- :mod:`~mmformer.decoding.search`: :func:`generate`, :func:`beam_search`, :func:`strip`;
 - :mod:`~mmformer.decoding.processors`: top-k/top-p filters, repetition penalty, n-gram bans, length penalty;
 - :mod:`~mmformer.decoding.ctc` (best-path CTC) and :mod:`~mmformer.decoding.ctc_prefix` (hybrid search's scorer);
 - :mod:`~mmformer.decoding.stepper` and :mod:`~mmformer.decoding.packed`: step mechanics and the CPU fast path.
@@ -16,10 +16,10 @@ from mmformer.decoding.ctc_prefix import CTCPrefixScorer
 from mmformer.decoding.processors import (length_penalty, repeated_ngram_bans, repetition_penalty, top_k_filter,
                                           top_p_filter)
 from mmformer.decoding.protocol import CTCDecodingModel, DecodingModel
-from mmformer.decoding.search import beam_search, generate, sequence_log_probs, strip
+from mmformer.decoding.search import beam_search, generate, strip
 from mmformer.layers.kv_cache import DecoderCache
 
 __all__ = ["BeamOutput", "CTCDecodingModel", "CTCPrefixScorer", "DecoderCache", "DecodingModel", "GenerationConfig",
            "beam_search", "check_ctc_settings", "ctc_greedy_decode", "generate", "length_penalty",
-           "repeated_ngram_bans", "repetition_penalty", "sequence_log_probs", "strip", "top_k_filter", "top_p_filter",
+           "repeated_ngram_bans", "repetition_penalty", "strip", "top_k_filter", "top_p_filter",
            "validation_greedy"]

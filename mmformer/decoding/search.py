@@ -22,7 +22,7 @@ from mmformer.decoding.ctc_prefix import hybrid_scorer, hybrid_scores
 from mmformer.decoding.processors import (constrain, length_penalty, repetition_penalty, row_limits, top_k_filter,
                                           top_p_filter)
 from mmformer.decoding.stepper import Stepper
-from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID
+from mmformer.tokenizers.sentencepiece_vocab import EOS_ID
 
 # Finished rows are checked (one host sync) every this many steps, not every step.
 CHECK_EVERY = 8
@@ -160,23 +160,10 @@ def beam_search(model: Any, source: Any, cfg: GenerationConfig, memory: Backbone
     return BeamOutput(seq, scores.gather(1, order), normalized, lengths.gather(1, order))
 
 
-def sequence_log_probs(model: Any, source: Any, sequences: Tensor, cfg: GenerationConfig | None = None) -> Tensor:
-    """Sum of token log-probs of ``sequences (B, T)`` (ids after bos; pads after eos ignored),
-    by one full teacher-forced forward pass: the reference that beam scores must equal.
-    ``cfg`` gives the special ids (default: mmformer's)."""
-    bos_id, eos_id, pad_id = (BOS_ID, EOS_ID, PAD_ID) if cfg is None else (cfg.bos_id, cfg.eos_id, cfg.pad_id)
-    memory = model.encode(source)
-    bos = torch.full_like(sequences[:, :1], bos_id)
-    logits = model.decode(torch.cat([bos, sequences[:, :-1]], 1), memory)[0].float()
-    logp = logits.log_softmax(-1).gather(-1, sequences[..., None])[..., 0]  # (B, T)
-    ended = (sequences == eos_id).long().cumsum(1) - (sequences == eos_id).long()  # 1 after the first eos
-    return (logp * ((ended == 0) & (sequences != pad_id))).sum(1)
-
-
 def strip(ids: Tensor, eos_id: int = EOS_ID) -> list[list[int]]:
     """Generated ``(B, T)`` ids → per-row lists without eos and what follows."""
     rows = ids.tolist()
     return [r[: r.index(eos_id)] if eos_id in r else r for r in rows]
 
 
-__all__ = ["CHECK_EVERY", "beam_search", "generate", "sequence_log_probs", "strip"]
+__all__ = ["CHECK_EVERY", "beam_search", "generate", "strip"]

@@ -122,7 +122,7 @@ class Stepper:
         if cfg.use_cache:
             self.cache = model.new_cache(steps + 1, static=True) if self.static else model.new_cache(steps + 1)
         self._compiled = CompiledDecode(model, cfg.cuda_graphs) if cfg.compiled_steps else None
-        self._slots = SlotMap(rows, device) if self.cache is not None and hasattr(self.cache, "copy_rows") else None
+        self._slots = SlotMap(rows, device) if self.cache is not None else None
         self._packed = cfg.packed_weights and cfg.use_cache and not cfg.compiled_steps
         self._exit = ExitStack()
         m = 0 if start is None else start.shape[1]
@@ -170,8 +170,6 @@ class Stepper:
             self._ids[:, : self.t] = self._ids[:, : self.t].index_select(0, rows)
             if self._slots is not None:
                 self._slots.reassign(rows, self.cache)  # type: ignore[arg-type]
-            elif self.cache is not None:
-                self.cache.reorder(rows)
         self._ids[:, self.t] = token
         self.t += 1
 
