@@ -122,8 +122,10 @@ def lora_class(linear_class: type) -> type:
     if linear_class is nn.Linear or issubclass(linear_class, LoRALinear):
         return LoRALinear if linear_class is nn.Linear else linear_class
     if linear_class not in _LORA_OF:
-        klass = type(f"LoRA{linear_class.__name__}", (linear_class, LoRALinear), {"__module__": __name__})
+        name = f"LoRA{linear_class.__name__}"
+        klass = type(name, (linear_class, LoRALinear), {"__module__": __name__, "__qualname__": name})
         _LORA_OF[linear_class], _BASE_OF[klass] = klass, linear_class
+        globals().setdefault(name, klass)  # found by name (pickle, copy) once made in this process
     return _LORA_OF[linear_class]
 
 
