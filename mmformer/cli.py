@@ -12,6 +12,7 @@ is LightningCLI's own behaviour; class signatures are the schema.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import warnings
@@ -20,6 +21,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
+from pytorch_lightning.callbacks.progress.rich_progress import _RICH_AVAILABLE
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from mmformer.checkpoint import read_checkpoint
@@ -141,6 +144,7 @@ class MMFormerCLI(LightningCLI):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._reserved_dir: Path | None = None
+        self._created_dirs: set[Path] = set()  # the reserved folder's parents this run made (runs/ itself)
         try:
             super().__init__(*args, **kwargs)
         except BaseException:
@@ -151,6 +155,14 @@ class MMFormerCLI(LightningCLI):
         run_dir, self._reserved_dir = self._reserved_dir, None
         if run_dir is not None and run_dir.is_dir() and _holds_nothing_useful(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)
+            # and the folders this run created to hold it (runs/ on a first run), when nothing else is there
+            for folder in run_dir.parents:
+                if folder not in self._created_dirs:
+                    break
+                try:
+                    folder.rmdir()
+                except OSError:  # not empty: another run or the user's files
+                    break
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         super().parse_arguments(parser, args)
@@ -163,6 +175,10 @@ class MMFormerCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config.get(self.subcommand) if self.subcommand else self.config
+        if self.subcommand in ("validate", "test", "predict"):
+            # The checkpoint's ModelCheckpoint state names the run that trained it; this run's callbacks write
+            # nothing, so Lightning's "The dirpath has changed from ... won't be reloaded" says nothing useful.
+            warnings.filterwarnings("ignore", message="The dirpath has changed from")
         warn_slow_bf16(str(cfg.trainer.get("precision")), str(cfg.trainer.get("accelerator")))
         # Checkpoints given by --ckpt_path are read with torch.load(weights_only=True): never unpickle code.
         if cfg.get("weights_only", False) is None:
@@ -187,6 +203,7 @@ class MMFormerCLI(LightningCLI):
             if self.subcommand is None:  # parsed to build objects (run=False): nothing gets written
                 version = _next_version(folder)
             else:
+                self._created_dirs = {p for p in (folder, *folder.parents) if not p.exists()}
                 version = reserve_version(folder)
                 if any(str(lg.class_path).endswith("CSVLogger") for lg in loggers):
                     self._reserved_dir = folder / f"version_{version}"
@@ -202,7 +219,37 @@ class MMFormerCLI(LightningCLI):
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[pl.Callback]) -> pl.Trainer:
         if config.get("enable_checkpointing") is False:  # Lightning refuses any ModelCheckpoint then
             callbacks = [c for c in callbacks if not isinstance(c, BestCheckpoint)]
+        given = [*(config.get("callbacks") or []), *callbacks]
+        if config.get("enable_progress_bar") is not False and _RICH_AVAILABLE \
+                and not any(isinstance(c, ProgressBar) for c in given):
+            callbacks = [*callbacks, EpochProgressBar()]  # Lightning's default bar, without "Epoch 3/-2"
         return super()._instantiate_trainer(config, callbacks)
+
+
+class EpochProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, reading ``Epoch 3`` rather than ``Epoch 3/-2`` when ``max_steps``
+    bounds the run (Lightning then sets ``max_epochs=-1`` and prints ``max_epochs - 1`` as the last epoch)."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        text = super()._get_train_description(current_epoch)
+        max_epochs = self.trainer.max_epochs
+        if max_epochs is not None and max_epochs < 1:
+            text = text.replace(f"Epoch {current_epoch}/{max_epochs - 1}", f"Epoch {current_epoch}", 1)
+        return text
+
+
+class _NoAdverts(logging.Filter):
+    """Drops Lightning's "💡 Tip: ... try installing litlogger/litmodels" lines, printed by every run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def _quiet_lightning() -> None:
+    """Installs :class:`_NoAdverts` once on the logger Lightning's ``rank_zero_info`` writes to."""
+    log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, _NoAdverts) for f in log.filters):
+        log.addFilter(_NoAdverts())
 
 
 def _complete_model_config(model: Any) -> None:
@@ -230,18 +277,20 @@ def main(args: ArgsType = None, run: bool = True, *, exit_on_error: bool = True)
     instead of printing the usage and exiting (:mod:`mmformer.console` shortens it to one line).
     """
     _limit_threads()
-    return MMFormerCLI(
-        pl.LightningModule,
-        pl.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
-        auto_configure_optimizers=False,
-        args=args,
-        run=run,
-        parser_kwargs={"exit_on_error": exit_on_error},
-    )
+    _quiet_lightning()
+    with warnings.catch_warnings():  # the filters a subcommand adds (before_instantiate_classes) end with it
+        return MMFormerCLI(
+            pl.LightningModule,
+            pl.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+            args=args,
+            run=run,
+            parser_kwargs={"exit_on_error": exit_on_error},
+        )
 
 
 if __name__ == "__main__":  # `python -m mmformer.cli fit ...`: LightningCLI's subcommands only

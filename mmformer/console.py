@@ -14,9 +14,11 @@ so none of them imports it back.
 Errors a user can fix are one line on stderr, ``error: <message>``, and an exit status:
 
 * 2 — a bad option or config (unknown key, wrong type, missing ``--config`` file): the parser's error,
-  with ``did you mean ...?`` for a misspelt key and the config file or option it came from;
+  with ``did you mean ...?`` for a misspelt key or class_path, the value's dotted path and its expected
+  type, and the config file or option it came from;
 * 1 — the run stopped on bad input: a ``ValueError``, ``FileNotFoundError``, ``TypeError`` or
-  ``NonFiniteLossError`` raised by mmformer itself (a bad file, row, checkpoint, or a NaN loss).
+  ``NonFiniteLossError`` raised by mmformer itself (a bad file, row, checkpoint, or a NaN loss), also
+  when a class's constructor raised it while jsonargparse built the recipe.
 
 Anything else is a bug and keeps its full traceback; ``--debug`` (anywhere on the command line) or
 ``MMFORMER_DEBUG=1`` shows the full traceback for every error.
@@ -107,6 +109,28 @@ def _raised_by_mmformer(error: BaseException) -> bool:
     filename = tb.tb_frame.f_code.co_filename
     inside = os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep)
     return inside and linecache.getline(filename, tb.tb_lineno).lstrip().startswith("raise")
+
+
+def _innermost_file(error: BaseException) -> str:
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code.co_filename if tb is not None else ""
+
+
+def _user_error(error: BaseException) -> BaseException | None:
+    """The error to show a user in one line: ``error`` itself when mmformer raised it for bad input, or the
+    one jsonargparse wrapped while building a recipe's classes (its ``ValueError: Does not validate against
+    any of the Union subtypes`` raised ``from`` the class's own error); None for anything else (a bug)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, _user_error_types()) and _raised_by_mmformer(error):
+            return error
+        if f"{os.sep}jsonargparse{os.sep}" not in _innermost_file(error):
+            return None
+        error = error.__cause__  # type: ignore[assignment]
+    return None
 
 
 def _resolve(class_path: str) -> Any:
@@ -228,8 +252,155 @@ def _unknown(key: str, path: list[str], valid: list[str], argv: Sequence[str],
     return text + _where(path, key, argv)
 
 
+def _key_path(message: str, end: int | None = None) -> list[str]:
+    """The dotted config path (``model.init_args.optim.lr``) that jsonargparse's nested message walks down,
+    up to character ``end``: each ``Parser key`` adds its key, each class it names adds ``init_args``
+    (a dataclass takes its fields directly)."""
+    path: list[str] = []
+    for event in _EVENT.finditer(message[:end]):
+        if event["key"]:
+            path.extend(event["key"].split("."))
+        elif event["cls"]:
+            cls = _resolve(event["cls"])
+            if cls is not None and not dataclasses.is_dataclass(cls):
+                path.append("init_args")
+    return path
+
+
+_CLASS_CANDIDATE = re.compile(r"class_path '(?P<a>[\w.]+)'|Expected a path but (?P<b>[\w.]+) either not accessible|"
+                              r"Expected a dot import path string: (?P<c>[\w.]+)")
+_SHORT_NAME_PACKAGES = ("mmformer.tasks", "mmformer.data", "mmformer.tokenizers", "mmformer")
+
+
+def _submodules(module: Any) -> set[str]:
+    import pkgutil
+
+    return {m.name for m in pkgutil.iter_modules(getattr(module, "__path__", None) or [])}
+
+
+def suggest_class_path(bad: str) -> str | None:
+    """A class path close to ``bad`` that imports: each dotted part corrected against what exists (a short
+    name against the public names of mmformer's task, data and tokenizer packages); None if none is close."""
+    parts = bad.split(".")
+    if len(parts) == 1:
+        names: dict[str, str] = {}
+        for package in _SHORT_NAME_PACKAGES:
+            for name in getattr(importlib.import_module(package), "__all__", []):
+                names.setdefault(name, f"{package}.{name}")
+        close = difflib.get_close_matches(bad, list(names), n=1)
+        return names[close[0]] if close else None
+    try:
+        obj: Any = importlib.import_module(parts[0])
+    except ImportError:
+        return None
+    fixed = [parts[0]]
+    for part in parts[1:]:
+        names_here = {n for n in dir(obj) if not n.startswith("_")} | _submodules(obj)
+        if part not in names_here:
+            close = difflib.get_close_matches(part, sorted(names_here), n=1)
+            if not close:
+                return None
+            part = close[0]
+        fixed.append(part)
+        try:
+            obj = getattr(obj, part) if hasattr(obj, part) else importlib.import_module(".".join(fixed))
+        except ImportError:
+            return None
+    suggestion = ".".join(fixed)
+    return suggestion if suggestion != bad and _resolve(suggestion) is not None else None
+
+
+def bad_class_path_message(message: str, argv: Sequence[str] = ()) -> str | None:
+    """``model: cannot import class_path 'mmformer.tasks.ClassificatonTask'; did you mean ...?`` from a
+    jsonargparse error about a class path that does not import; None if the message is about something else."""
+    for found in _CLASS_CANDIDATE.finditer(message):
+        bad = found["a"] or found["b"] or found["c"]
+        if _resolve(bad) is not None:
+            continue
+        path = _key_path(message, found.start())
+        text = f"{'.'.join(path) or 'the config'}: cannot import class_path '{bad}'"
+        if "." not in bad:
+            text += " (give the full dotted import path)"
+        suggestion = suggest_class_path(bad)
+        if suggestion is not None:
+            text += f"; did you mean '{suggestion}'?"
+        return text + (_where(path[:-1], path[-1], argv) if path else "")
+    return None
+
+
+_EXPECTED = re.compile(r"Expected a (?P<type><class '\w+'>|[^\n]+?)(?:\. Got value: (?P<value>[^\n]*))?$", re.M)
+
+
+def _type_name(text: str) -> str:
+    found = re.fullmatch(r"<class '(\w+)'>", text.strip())
+    name = found[1] if found else text.strip().replace("typing.", "")
+    return "null" if name == "NoneType" else name
+
+
+def _given_value(path: list[str], argv: Sequence[str]) -> Any:
+    """The value given for ``path``: the last option naming it, else the last --config file holding it."""
+    option = "--" + ".".join(path)
+    for i in range(len(argv) - 1, -1, -1):
+        if argv[i].startswith(option + "="):
+            return argv[i].split("=", 1)[1]
+        if argv[i] == option and i + 1 < len(argv):
+            return argv[i + 1]
+    import yaml
+
+    for file in reversed(_config_files(argv)):
+        try:
+            node: Any = yaml.safe_load(Path(file).read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        for part in path:
+            node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
+        if node is not _MISSING:
+            return node
+    return _MISSING
+
+
+_MISSING = object()
+
+
+def _nested_under(message: str, start: int) -> str:
+    """The lines after the line holding ``start`` that are indented deeper than it (what jsonargparse nests
+    under one ``Parser key``; a Union's other alternatives, less indented, are left out)."""
+    line_start = message.rfind("\n", 0, start) + 1
+    indent = start - line_start
+    out = []
+    for line in message[line_start:].splitlines()[1:]:
+        if line.strip() and len(line) - len(line.lstrip()) <= indent:
+            break
+        out.append(line)
+    return "\n".join(out)
+
+
+def bad_value_message(message: str, argv: Sequence[str] = ()) -> str | None:
+    """``model.init_args.optim.lr: expected a float, got 'fast' (from option ...)`` from a jsonargparse error
+    about a value of the wrong type; None if the message is about something else."""
+    keys = list(re.finditer(r'Parser key "[\w.]+"', message))
+    if not keys:
+        return None
+    tail = _nested_under(message, keys[-1].start())
+    expected = list(_EXPECTED.finditer(tail))
+    if not expected or "class_path" in tail:
+        return None
+    path = _key_path(message)
+    types = list(dict.fromkeys(_type_name(e["type"]) for e in expected))
+    literals = [t[len("Literal["):-1] for t in types if t.startswith("Literal[")]
+    if literals:  # Literal[...] alternatives read as one list of the accepted values
+        types = [f"one of {', '.join(literals)}", *(t for t in types if not t.startswith("Literal["))]
+    value = next((e["value"] for e in expected if e["value"] is not None), None)
+    given = _given_value(path, argv) if value is None else value
+    text = f"{'.'.join(path)}: expected {' or '.join(types)}"
+    if given is not _MISSING:
+        text += f", got {str(given)!r}"
+    return text + _where(path[:-1], path[-1], argv)
+
+
 def _short_parser_error(message: str, argv: Sequence[str]) -> str:
-    unknown = unknown_key_message(message, argv) or _top_level_unknown(message, argv)
+    unknown = (unknown_key_message(message, argv) or _top_level_unknown(message, argv)
+               or bad_class_path_message(message, argv) or bad_value_message(message, argv))
     if unknown is not None:
         return unknown
     noise = ("Subtypes:", "Given value", "- Expected a <class 'NoneType'>", "Errors:",
@@ -252,9 +423,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {_short_parser_error(str(e), argv)}", file=sys.stderr)
         return USAGE_ERROR
     except Exception as e:
-        if debug or not isinstance(e, _user_error_types()) or not _raised_by_mmformer(e):
+        user_error = None if debug else _user_error(e)
+        if user_error is None:
             raise
-        print(f"error: {e} {_DEBUG_HINT}", file=sys.stderr)
+        print(f"error: {user_error} {_DEBUG_HINT}", file=sys.stderr)
         return INPUT_ERROR
 
 
