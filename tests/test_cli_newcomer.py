@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmformer import console
+from mmformer.cli import command as console
 from tests.data.manifests import sample_rows, write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]

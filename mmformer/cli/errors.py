@@ -1,24 +1,13 @@
-"""The ``mmformer`` console script: LightningCLI's subcommands plus ``export``, ``convert``, ``prepare``, ``average``
-and ``train-tokenizer``.
-
-    mmformer fit --config tasks/<recipe>.yaml          # fit / validate / test / predict: mmformer.cli
-    mmformer export --config ... --ckpt_path ... --out exported/          # mmformer.export
-    mmformer train-tokenizer --input a.txt --output data/spm/m            # mmformer.data.train_tokenizer
-    mmformer convert path/to/bert converted/                             # mmformer.pretrained
-    mmformer prepare imagefolder data/pets shards/pets                   # mmformer.data.shards.prepare
-    mmformer average --last 5 --run runs/version_0 --output avg.ckpt     # mmformer.average
-
-``python -m mmformer ...`` is the same command. This module sits above everything it dispatches to,
-so none of them imports it back.
+"""One-line messages for the ``mmformer`` command's errors (:mod:`mmformer.cli.command` prints them).
 
 Errors a user can fix are one line on stderr, ``error: <message>``, and an exit status:
 
-* 2 — a bad option or config (unknown key, wrong type, missing ``--config`` file): the parser's error,
-  with ``did you mean ...?`` for a misspelt key or class_path, the value's dotted path and its expected
-  type, and the config file or option it came from;
-* 1 — the run stopped on bad input: a ``ValueError``, ``FileNotFoundError``, ``TypeError`` or
-  ``NonFiniteLossError`` raised by mmformer itself (a bad file, row, checkpoint, or a NaN loss), also
-  when a class's constructor raised it while jsonargparse built the recipe.
+* 2 (:data:`USAGE_ERROR`) — a bad option or config (unknown key, wrong type, missing ``--config`` file,
+  unknown subcommand): the parser's error, with ``did you mean ...?`` for a misspelt key, class_path or
+  subcommand, the value's dotted path and its expected type, and the config file or option it came from;
+* 1 (:data:`INPUT_ERROR`) — the run stopped on bad input: a ``ValueError``, ``FileNotFoundError``,
+  ``TypeError`` or ``NonFiniteLossError`` raised by mmformer itself (a bad file, row, checkpoint, or a
+  NaN loss), also when a class's constructor raised it while jsonargparse built the recipe.
 
 Anything else is a bug and keeps its full traceback; ``--debug`` (anywhere on the command line) or
 ``MMFORMER_DEBUG=1`` shows the full traceback for every error.
@@ -26,7 +15,6 @@ Anything else is a bug and keeps its full traceback; ``--debug`` (anywhere on th
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import difflib
 import importlib
@@ -34,63 +22,17 @@ import inspect
 import linecache
 import os
 import re
-import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 USAGE_ERROR, INPUT_ERROR = 2, 1
-_PACKAGE_DIR = str(Path(__file__).resolve().parent)
-_DEBUG_HINT = "(run with --debug or MMFORMER_DEBUG=1 for the traceback)"
+_PACKAGE_DIR = str(Path(__file__).resolve().parents[1])  # mmformer/: messages raised by its own code
+DEBUG_HINT = "(run with --debug or MMFORMER_DEBUG=1 for the traceback)"
 
 
-def _import_path_from_cwd() -> None:
-    """Plug-in modules in the current folder import by name, as under ``python -m``."""
-    cwd = os.getcwd()
-    if cwd not in (os.path.abspath(p) for p in sys.path):
-        sys.path.insert(0, cwd)
-
-
-@contextmanager
-def _argv(argv: list[str]) -> Iterator[None]:
-    """LightningCLI reads ``sys.argv`` (given ``args`` it warns when ``sys.argv`` has options too)."""
-    saved = sys.argv
-    sys.argv = [saved[0] if saved else "mmformer", *argv]
-    try:
-        yield
-    finally:
-        sys.argv = saved
-
-
-def _dispatch(argv: list[str]) -> int:
-    if argv[:1] == ["export"]:
-        from mmformer.export import main as export_main
-
-        export_main(argv[1:])
-        return 0
-    if argv[:1] == ["convert"]:
-        from mmformer.pretrained import main as convert_main
-
-        convert_main(argv[1:])
-        return 0
-    if argv[:1] == ["prepare"]:
-        from mmformer.data.shards.prepare import main as prepare_main
-
-        return prepare_main(argv[1:])
-    if argv[:1] == ["average"]:
-        from mmformer.average import main as average_main
-
-        return average_main(argv[1:])
-    if argv[:1] == ["train-tokenizer"]:
-        from mmformer.data.train_tokenizer import main as train_tokenizer_main
-
-        return int(train_tokenizer_main(argv[1:]) or 0)  # its exit status: 2 on bad inputs
-    from mmformer.cli import main
-
-    with _argv(argv):
-        main(exit_on_error=False)
-    return 0
+class UsageError(Exception):
+    """A subcommand was called wrongly (a missing option, an unknown subcommand): printed as one line, exit 2."""
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
@@ -118,7 +60,7 @@ def _innermost_file(error: BaseException) -> str:
     return tb.tb_frame.f_code.co_filename if tb is not None else ""
 
 
-def _user_error(error: BaseException) -> BaseException | None:
+def user_error(error: BaseException) -> BaseException | None:
     """The error to show a user in one line: ``error`` itself when mmformer raised it for bad input, or the
     one jsonargparse wrapped while building a recipe's classes (its ``ValueError: Does not validate against
     any of the Union subtypes`` raised ``from`` the class's own error); None for anything else (a bug)."""
@@ -398,7 +340,7 @@ def bad_value_message(message: str, argv: Sequence[str] = ()) -> str | None:
     return text + _where(path[:-1], path[-1], argv)
 
 
-def _short_parser_error(message: str, argv: Sequence[str]) -> str:
+def short_parser_error(message: str, argv: Sequence[str]) -> str:
     unknown = (unknown_key_message(message, argv) or _top_level_unknown(message, argv)
                or bad_class_path_message(message, argv) or bad_value_message(message, argv))
     if unknown is not None:
@@ -408,32 +350,3 @@ def _short_parser_error(message: str, argv: Sequence[str]) -> str:
     lines = [line for line in message.splitlines() if not line.strip().startswith(noise)]
     return "\n".join(lines) + "\n(see `mmformer <subcommand> --help` for the accepted options)"
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs ``mmformer <subcommand> ...`` (``argv`` defaults to ``sys.argv[1:]``); returns the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv or os.environ.get("MMFORMER_DEBUG", "").strip() not in ("", "0")
-    argv = [a for a in argv if a != "--debug"]
-    _import_path_from_cwd()
-    try:
-        return _dispatch(argv)
-    except argparse.ArgumentError as e:
-        if debug:
-            raise
-        print(f"error: {_short_parser_error(str(e), argv)}", file=sys.stderr)
-        return USAGE_ERROR
-    except Exception as e:
-        user_error = None if debug else _user_error(e)
-        if user_error is None:
-            raise
-        print(f"error: {user_error} {_DEBUG_HINT}", file=sys.stderr)
-        return INPUT_ERROR
-
-
-def console() -> None:
-    """The ``mmformer`` console script: exits with :func:`main`'s status (prints no object)."""
-    sys.exit(main())
-
-
-if __name__ == "__main__":
-    console()

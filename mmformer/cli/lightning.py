@@ -1,11 +1,10 @@
-"""The ``mmformer`` command: a thin LightningCLI over any task module and DataModule.
+"""LightningCLI over any task module and DataModule: ``fit``/``validate``/``test``/``predict`` of the
+``mmformer`` command (:mod:`mmformer.cli.command`), and the parser :mod:`mmformer.cli.recipes` builds
+objects with.
 
     mmformer fit  --config tasks/<recipe>.yaml [--config configs/model/small.yaml] [--trainer configs/trainer/ddp.yaml]
     mmformer test --config tasks/<recipe>.yaml --ckpt_path runs/version_0/checkpoints/last.ckpt
 
-The ``mmformer`` console script is :func:`mmformer.console.console`, which also dispatches
-``export`` and ``train-tokenizer``; this module is LightningCLI alone, so the modules built on it
-(``mmformer.recipes``, ``mmformer.export``) can import it without a cycle.
 Everything else (``--print_config``, dotted overrides, the saved ``config.yaml`` beside the logs)
 is LightningCLI's own behaviour; class signatures are the schema.
 """
@@ -17,7 +16,7 @@ import os
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -135,6 +134,10 @@ def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
+# The arguments of Trainer.fit/validate/test/predict that a run's saved config.yaml holds.
+_SUBCOMMAND_ARGS: dict[str, type] = {"ckpt_path": str, "weights_only": bool, "verbose": bool, "return_predictions": bool}
+
+
 class MMFormerCLI(LightningCLI):
     """LightningCLI with mmformer's defaults: seeded runs, TensorBoard + CSV logs, weights-only checkpoint loading.
 
@@ -144,6 +147,7 @@ class MMFormerCLI(LightningCLI):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._reserved_dir: Path | None = None
+        self._building_only = not kwargs.get("run", True)  # parsed to build objects (recipes), no subcommand
         self._created_dirs: set[Path] = set()  # the reserved folder's parents this run made (runs/ itself)
         try:
             super().__init__(*args, **kwargs)
@@ -215,6 +219,12 @@ class MMFormerCLI(LightningCLI):
         parser.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
         # Its own section, not one of trainer.callbacks: a recipe that lists its callbacks keeps it.
         parser.add_lightning_class_args(BestCheckpoint, "best_checkpoint")
+        if self._building_only:
+            # A run's saved config.yaml holds its subcommand's own arguments too: accepted, so it builds
+            # the same objects (ckpt_path is what `mmformer export` exports when --ckpt_path is not given).
+            for name, kind in _SUBCOMMAND_ARGS.items():
+                parser.add_argument(f"--{name}", type=Optional[kind], default=None,
+                                    help=f"a subcommand's {name}, read from a run's config.yaml")
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[pl.Callback]) -> pl.Trainer:
         if config.get("enable_checkpointing") is False:  # Lightning refuses any ModelCheckpoint then
@@ -274,7 +284,7 @@ def main(args: ArgsType = None, run: bool = True, *, exit_on_error: bool = True)
     """LightningCLI's subcommands of the ``mmformer`` command (also callable from Python with ``args``).
 
     ``exit_on_error=False`` raises jsonargparse's ``ArgumentError`` for a bad option or config
-    instead of printing the usage and exiting (:mod:`mmformer.console` shortens it to one line).
+    instead of printing the usage and exiting (:mod:`mmformer.cli.command` shortens it to one line).
     """
     _limit_threads()
     _quiet_lightning()
@@ -292,11 +302,3 @@ def main(args: ArgsType = None, run: bool = True, *, exit_on_error: bool = True)
             parser_kwargs={"exit_on_error": exit_on_error},
         )
 
-
-if __name__ == "__main__":  # `python -m mmformer.cli fit ...`: LightningCLI's subcommands only
-    import sys
-
-    if sys.argv[1:2] in (["export"], ["train-tokenizer"], ["average"]):
-        sys.exit(f"`{sys.argv[1]}` is a subcommand of the `mmformer` command (or `python -m mmformer`), "
-                 f"not of `python -m mmformer.cli`")
-    main()

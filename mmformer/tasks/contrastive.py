@@ -93,7 +93,7 @@ class ContrastiveTask(TaskModule):
 
     required_data: ClassVar[tuple[str, ...]] = ("vocab", "tokenize")  # for a text tower b
     # init arguments renamed when the towers were named a/b (a config with an old name gets an
-    # error naming the new one: see mmformer.console)
+    # error naming the new one: see mmformer.cli.errors)
     renamed_args: ClassVar[dict[str, str]] = {
         "image_tokenizer": "tokenizer_a", "text_tokenizer": "tokenizer_b", "text_backbone": "backbone_b",
         "image_pool": "pool_a", "text_pool": "pool_b"}
