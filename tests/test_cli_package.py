@@ -34,7 +34,12 @@ def test_help_lists_every_subcommand(module: str) -> None:
     assert res.returncode == 0, res.stderr[-2000:]
     listed = [line.split()[0] for line in res.stdout.split("subcommands:", 1)[1].splitlines() if line.startswith("  ")]
     assert tuple(listed) == NAMES
-    assert "pytorch_lightning" not in res.stderr  # the list needs no Lightning
+
+
+def test_the_command_and_its_help_load_no_lightning() -> None:
+    from tests.test_imports_light import _loaded_after
+
+    assert "pytorch_lightning" not in _loaded_after("import mmformer.cli.command, mmformer.__main__")
 
 
 def test_the_console_script_is_the_command() -> None:
