@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmformer.console import main
+from mmformer.cli.command import main
 from mmformer.pretrained import from_pretrained, load_into
 from tests.pretrained.conftest import close
 
