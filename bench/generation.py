@@ -25,7 +25,7 @@ for mmformer's eager decoding (growing KV cache); with ``--compile`` (the defaul
 ``ratio of mmformer compiled vs <peer> (<strategy>): X.XX`` for the static-cache, ``torch.compile``'d step
 (``GenerationConfig(compile=True)``), its compilation done in the warm-up call. ``ratio vs mmformer unpacked
 (<strategy>)`` compares mmformer's eager decoding with the same decoding on plain ``F.linear`` weights
-(``GenerationConfig(packed_weights=False)``): what the MKL-packed weights of ``mmformer.layers.packed_linear`` gain.
+(``GenerationConfig(packed_weights=False)``): what the MKL-packed weights of ``mmformer.decoding.packed`` gain.
 Targets (issue #4): >= 1.5 vs MarianMT, >= 3 vs the no-cache path, at 128 new tokens.
 
 Measured (2026-12-01, 2-core AVX2 CPU, 1 thread, nothing else running, ``--skip-no-cache``; two runs, whose
@@ -48,7 +48,7 @@ runs before packed weights: greedy eager 1.32 / 1.52, compiled 1.73 / 1.90; beam
 1.84 / 1.81 vs MarianMT.
 
 Measured (2026-12-03, another 2-core AMX Xeon, matmul 314 GFLOP/s; idle, ``--skip-no-cache``), with the eager
-steps on MKL-packed weights (``mmformer.layers.packed_linear``), three runs packing from a loop's second call,
+steps on MKL-packed weights (``mmformer.decoding.packed``), three runs packing from a loop's second call,
 then one from its eighth (``PACK_AFTER``, as shipped): greedy eager 1.67 / 1.49 / 1.48 / 1.51, compiled 2.17 /
 2.24 / 1.82 / 2.08; beam-4 eager 1.64 / 1.68 / 1.70 / 1.73, compiled 1.63 / 1.71 / 1.70 / 1.64 vs MarianMT.
 Packed vs unpacked eager (``ratio vs mmformer unpacked``): greedy 1.08 / 1.05 / 1.00 / 1.00, beam 1.08 / 1.07 /
@@ -57,6 +57,10 @@ spread. In isolation the packed product is 1.7x faster for the output projection
 cache) and 1.1-1.3x for the layers' matmuls; the rest of an eager step is memory-bound attention and ~1 ms of
 Python and small ops (a 32-wide model of the same depth takes 1.2-1.4 ms per step), which the compiled step
 removes: that is why compiled greedy stays near 2x while eager greedy straddles 1.5.
+
+Since decoding moved into ``mmformer.decoding`` (2026-12-07), the output projection's (D, V) copy is gone: with
+packed weights (the default) the head was already packed and never used it; ``mmformer unpacked`` runs now read
+the (V, D) table, so its ratio no longer isolates packing alone (not measured since).
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ from torch import Tensor
 
 from common import interleaved_times, print_ratios
 from mmformer.backbone import BackboneConfig, Decoder, Encoder
-from mmformer.generation import GenerationConfig, beam_search, generate
+from mmformer.decoding import GenerationConfig, beam_search, generate
 from mmformer.models.seq2seq import Seq2Seq
 from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID
 from mmformer.tokenizers.text import TextTokenizer

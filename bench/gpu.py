@@ -48,9 +48,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-import mmformer.generation as generation
+import mmformer.decoding.stepper as stepper
 from mmformer.backbone import BackboneConfig, Decoder, Encoder
-from mmformer.generation import GenerationConfig, generate
+from mmformer.decoding import GenerationConfig, generate
 from mmformer.models.seq2seq import Seq2Seq
 from mmformer.tokenizers.text import TextTokenizer
 
@@ -216,7 +216,7 @@ DECODE_VARIANTS = {"eager": {}, "compiled": {"compile": True}, "cuda_graphs": {"
 def measure_decode(a: argparse.Namespace, device: torch.device) -> dict[str, float]:
     """Greedy decoding of the encoder–decoder (random bf16 weights, ``a.decode_tokens`` new tokens for each of
     ``a.decode_batch`` sources): seconds per ``generate`` call by variant, printed with tokens/s."""
-    generation._COMPILE_BACKEND = a.compile_backend  # --smoke: 'eager' (dynamo traces, no inductor build)
+    stepper.COMPILE_BACKEND = a.compile_backend  # --smoke: 'eager' (dynamo traces, no inductor build)
     model = seq2seq_model(a, device).eval().to(torch.bfloat16)
     g = torch.Generator().manual_seed(1)
     source = torch.randint(1, a.vocab, (a.decode_batch, a.seq // 2), generator=g).to(device)

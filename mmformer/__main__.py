@@ -1,6 +1,6 @@
 """``python -m mmformer ...`` is the ``mmformer`` command."""
 
-from mmformer.console import console
+from mmformer.cli.command import console
 
 if __name__ == "__main__":
     console()

@@ -16,9 +16,7 @@ Files are read with ``torch.load(weights_only=True)`` (:func:`mmformer.checkpoin
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -120,34 +118,3 @@ def save_checkpoint(ckpt: dict[str, Any], output: str | Path) -> Path:
     torch.save(ckpt, tmp)
     os.replace(tmp, output)
     return output
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mmformer average", description=__doc__.split("\n\n")[0])
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--ckpt_paths", nargs="+", metavar="CKPT", help="checkpoints to average (2 or more)")
-    which.add_argument("--last", type=int, metavar="N", help="the N newest step checkpoints of --run")
-    parser.add_argument("--run", metavar="DIR", help="with --last: a run folder (runs/version_N) or its checkpoints/")
-    parser.add_argument("--output", required=True, metavar="CKPT", help="the averaged checkpoint to write")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; bad inputs raise ValueError/FileNotFoundError (one line from the ``mmformer`` command)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.last is not None:
-        if args.run is None:
-            parser.error("--last needs --run (a run folder, e.g. runs/version_0)")
-        if args.last < 2:
-            parser.error(f"--last must be at least 2, got {args.last}")
-        paths: list[Path] = last_checkpoints(args.run, args.last)
-    else:
-        paths = [Path(p) for p in args.ckpt_paths]
-    out = save_checkpoint(average_checkpoints(paths), args.output)
-    print(f"{out}: mean of {len(paths)} checkpoints ({', '.join(p.name for p in paths)})", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

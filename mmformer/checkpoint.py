@@ -1,6 +1,6 @@
 """Reading Lightning checkpoint files weights-only (never unpickling code), with errors that name the problem.
 
-Building a task from its recipe and a checkpoint is :func:`mmformer.recipes.load_task`.
+Building a task from its recipe and a checkpoint is :func:`mmformer.cli.recipes.load_task`.
 """
 
 from __future__ import annotations

@@ -21,7 +21,6 @@ import torch
 from torch import Tensor, nn
 
 from mmformer.layers.attention import CrossAttention
-from mmformer.layers.packed_linear import is_packed
 
 Pool = Literal["cls", "mean", "attention", "last"]
 POOLS = ("cls", "mean", "attention", "last")
@@ -166,31 +165,12 @@ class LMHead(nn.Linear):
         else:
             nn.init.trunc_normal_(self.weight, std=0.02)
 
-    def decoding_weight(self) -> Tensor | None:
-        """The weight as a contiguous ``(D, V)`` copy for one decoding run on CPU, None elsewhere.
-
-        At the few rows of a decoding step, MKL multiplies by a ``(D, V)`` matrix faster than by the ``(V, D)``
-        table read transposed (docs/benchmarks.md), the same product up to float rounding. A copy per run,
-        since the weights do not change while one decodes. None too while
-        this head runs on MKL-packed weights (:func:`~mmformer.layers.packed_linear.packed_linears`), faster still."""
-        if self.weight.device.type != "cpu" or is_packed(self):
-            return None
-        return self.weight.detach().t().contiguous()
-
-    def project(self, hidden: Tensor, weight_t: Tensor | None = None) -> Tensor:
-        """``hidden (..., D)`` → logits ``(..., V)``, through ``weight_t`` (from :meth:`decoding_weight`) if given."""
-        if weight_t is None:
-            return self(hidden)
-        flat = hidden.reshape(-1, hidden.shape[-1])  # (N, D)
-        out = flat @ weight_t if self.bias is None else torch.addmm(self.bias, flat, weight_t)
-        return out.view(*hidden.shape[:-1], weight_t.shape[1])
-
 
 class CTCHead(nn.Linear):
     """Frame-wise label scores for CTC (Graves et al. 2006): encoder states ``(B, S, D)`` → logits ``(B, S, V)``.
 
     The blank label is one of the V ids (mmformer uses the pad id); :func:`mmformer.losses.ctc_loss`
-    trains it and :func:`mmformer.ctc.ctc_greedy_decode` decodes it.
+    trains it and :func:`mmformer.decoding.ctc.ctc_greedy_decode` decodes it.
 
     Args:
         dim: encoder width D.

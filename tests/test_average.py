@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from mmformer import average as avg
-from mmformer import console
+from mmformer.cli import command as console
 from mmformer.checkpoint import read_checkpoint
 from mmformer.cli import main
 from mmformer.tasks.checkpoint_fit import WRITER_KEY

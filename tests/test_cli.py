@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmformer import console
-from mmformer.cli import MMFormerCLI, _holds_nothing_useful, main, reserve_version
+from mmformer.cli import command as console
+from mmformer.cli.lightning import MMFormerCLI, _holds_nothing_useful, main, reserve_version
 from mmformer.data import DigitsData
 from tests.doc_sections import doc_section
 from tests.test_pairings import readme_plugin_module
@@ -181,7 +181,7 @@ def test_readme_plugin_example_runs_from_the_current_folder(tmp_path: Path) -> N
     # What pip's console script does: sys.path[0] is the script's folder, not the current folder.
     script = tmp_path / "bin" / "mmformer"
     script.parent.mkdir()
-    script.write_text("import sys\nfrom mmformer.console import console\nsys.exit(console())\n")
+    script.write_text("import sys\nfrom mmformer.cli.command import console\nsys.exit(console())\n")
     out = subprocess.run([sys.executable, str(script), "fit", "--config", "sensor.yaml", *FAST],
                          env=ENV, cwd=work, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -189,7 +189,7 @@ def test_readme_plugin_example_runs_from_the_current_folder(tmp_path: Path) -> N
 
 
 def test_bf16_on_a_cpu_without_native_bf16_warns(tmp_path: Path) -> None:
-    from mmformer import cli
+    from mmformer.cli import lightning as cli
 
     avx2 = tmp_path / "cpuinfo"
     avx2.write_text("flags\t\t: fpu sse2 avx avx2 fma\n")

@@ -51,7 +51,7 @@ def _type_checking_names(path: Path) -> dict[str, str]:
     return names
 
 
-@pytest.mark.parametrize("package", ["mmformer", "mmformer.tokenizers"])
+@pytest.mark.parametrize("package", ["mmformer", "mmformer.tokenizers", "mmformer.cli"])
 def test_every_lazy_name_resolves_and_is_declared_for_type_checkers(package: str) -> None:
     mod = importlib.import_module(package)
     lazy = mod._LAZY

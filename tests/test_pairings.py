@@ -237,7 +237,7 @@ def test_readme_own_files_walkthrough_reads_them_and_names_a_bad_row(tmp_path: P
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     """The section's manifest writer over a folder of clips, its YAML layered over the recipe; then one clip
     goes missing and the run stops at start-up with one line naming manifest, row and field."""
-    from mmformer import console
+    from mmformer.cli import command as console
     from tests.data.manifests import tone
 
     section = _pairing_section()

@@ -39,7 +39,6 @@ class KVCache:
         self._k: Tensor | None = None
         self._v: Tensor | None = None
         self._mask: Tensor | None = None
-        self._spare: tuple[Tensor, Tensor] | None = None  # reorder's target buffers, swapped each call
 
     def _grow(self, like: Tensor, needed: int) -> None:
         cap = max(self.capacity, needed)
@@ -110,33 +109,6 @@ class KVCache:
         valid = torch.arange(w, device=k.device) <= self.position  # (window,)
         return self._k.narrow(2, 0, w), self._v.narrow(2, 0, w), valid.expand(k.shape[0], -1)  # type: ignore[union-attr]
 
-    def reorder(self, index: Tensor) -> None:
-        """Selects batch rows (beam search keeps the surviving beams). index: ``(B',)`` long.
-
-        With the batch size unchanged (beam search), only the filled positions are gathered, into
-        a spare buffer that then swaps with the live one: no allocation and no copy of the unused
-        capacity per step.
-        """
-        if self._k is None:
-            return
-        n = self.length
-        if index.shape[0] == self._k.shape[0]:
-            if self._spare is None or self._spare[0].shape != self._k.shape:
-                # Zeros, not empty: a static cache reads unwritten slots (masked), which must be finite.
-                self._spare = (torch.zeros_like(self._k), torch.zeros_like(self._v))  # type: ignore[arg-type]
-            k, v = self._spare
-            # Gathered straight into the spare's filled slice (one pass; index_select then copy_ is two
-            # passes plus an allocation, ~5x slower for one-token steps on CPU).
-            torch.index_select(self._k[:, :, :n], 0, index, out=k[:, :, :n])
-            torch.index_select(self._v[:, :, :n], 0, index, out=v[:, :, :n])  # type: ignore[index]
-            self._spare, self._k, self._v = (self._k, self._v), k, v  # type: ignore[assignment]
-        else:
-            self._k = self._k.index_select(0, index)
-            self._v = self._v.index_select(0, index)  # type: ignore[union-attr]
-            self._spare = None
-        if self._mask is not None:
-            self._mask = self._mask.index_select(0, index)
-
     def copy_rows(self, src: Tensor, dst: Tensor) -> None:
         """Overwrites batch rows ``dst (n,)`` with rows ``src (n,)``, filled positions only, in place.
 
@@ -185,8 +157,6 @@ class DecoderCache:
         self.layers = [LayerCache(KVCache(capacity, self.position)) for _ in range(num_layers)]
         if static:
             self._set_window()
-        # The model's output projection laid out for decoding (``LMHead.decoding_weight``), set by its new_cache.
-        self.projection: Tensor | None = None
 
     @property
     def static(self) -> bool:
@@ -217,29 +187,23 @@ class DecoderCache:
 
     def tensors(self) -> list[Tensor]:
         """Every tensor a decoding step reads or writes in place: the position counter, each layer's self- and
-        cross-attention K/V and the output projection (for ``torch._dynamo.mark_static_address``: CUDA graphs
+        cross-attention K/V (for ``torch._dynamo.mark_static_address``: CUDA graphs
         then use them where they are instead of copying them in at every replay)."""
         out = [] if self.position is None else [self.position]
         for layer in self.layers:
             out += [t for t in (layer.self_kv._k, layer.self_kv._v, layer.self_kv._mask, layer.cross_kv.k,
                                 layer.cross_kv.v) if t is not None]
-        return out + ([] if self.projection is None else [self.projection])
+        return out
 
     @property
     def length(self) -> int:
         """Number of positions already decoded (the position offset of the next token)."""
         return self.layers[0].self_kv.length
 
-    def reorder(self, index: Tensor) -> None:
-        """Keeps batch rows ``index`` of every self-attention cache (beam search).
-
-        Cross-attention K/V are not touched: beams of one source share the same memory row (or rows
-        expanded once), so they never need gathering.
-        """
-        for layer in self.layers:
-            layer.self_kv.reorder(index)
-
     def copy_rows(self, src: Tensor, dst: Tensor) -> None:
-        """Rows ``dst`` of every self-attention cache become copies of rows ``src`` (see :meth:`KVCache.copy_rows`)."""
+        """Rows ``dst`` of every self-attention cache become copies of rows ``src`` (see :meth:`KVCache.copy_rows`).
+
+        Cross-attention K/V are not touched: beams of one source share the same memory row (or rows expanded
+        once), so they never need copying."""
         for layer in self.layers:
             layer.self_kv.copy_rows(src, dst)

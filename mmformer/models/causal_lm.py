@@ -1,6 +1,6 @@
 """A decoder-only causal language model (GPT-2 style): text tokenizer → causal encoder → tied LM head.
 
-It also speaks :mod:`mmformer.generation`'s model interface (``encode`` / ``decode`` / ``new_cache`` /
+It also speaks :mod:`mmformer.decoding`'s model interface (``encode`` / ``decode`` / ``new_cache`` /
 ``max_target_len``), with an empty memory, so greedy, sampled and beam decoding run on it unchanged:
 every row starts from the bos id.
 """
@@ -45,10 +45,9 @@ class CausalLM(nn.Module):
         """Longest sequence the position table takes."""
         return self.tokenizer.max_len if self.tokenizer.pos is not None else 1 << 30
 
-    def new_cache(self, capacity: int = 64) -> DecoderCache:
-        cache = self.backbone.new_cache(capacity)
-        cache.projection = self.lm_head.decoding_weight()
-        return cache
+    def new_cache(self, capacity: int = 64, static: bool = False) -> DecoderCache:
+        """The stack's KV cache (``static``: fixed-shape steps for torch.compile, see :class:`DecoderCache`)."""
+        return self.backbone.new_cache(capacity, static)
 
     def hidden_states(self, ids: Tensor, mask: Tensor | None = None, cache: DecoderCache | None = None) -> Tensor:
         """``ids (B, T)`` (the new positions when a cache holds earlier ones) → hidden ``(B, T, D)``.
@@ -65,7 +64,7 @@ class CausalLM(nn.Module):
         """``ids (B, T)`` → logits ``(B, T, V)``; see :meth:`hidden_states` for ``mask`` and ``cache``."""
         return self.lm_head(self.hidden_states(ids, mask, cache))
 
-    # -- mmformer.generation's interface: no source, an empty memory ------------------------------
+    # -- mmformer.decoding's interface: no source, an empty memory ------------------------------
     def encode(self, source: Any) -> BackboneOutput:
         """An empty memory ``(B, 0, D)``; ``source`` only gives the batch size (an int or a ``(B, ...)`` tensor)."""
         b = source if isinstance(source, int) else len(source)
@@ -75,10 +74,10 @@ class CausalLM(nn.Module):
     def decode(self, ids: Tensor, memory: BackboneOutput, cache: DecoderCache | None = None,
                need_weights: bool = False, last_only: bool = False) -> DecoderOutput:
         """As :meth:`mmformer.models.Seq2Seq.decode`; the memory is unused."""
-        batch = self.tokenizer(ids, offset=cache.length if cache is not None else 0, mask=False)
+        batch = self.tokenizer(ids, offset=cache.offset if cache is not None else 0, mask=False)  # static: a tensor
         out = self.backbone(batch, cache=cache, need_weights=need_weights)
         hidden = out.hidden[:, -1:] if last_only else out.hidden
-        return DecoderOutput(self.lm_head.project(hidden, None if cache is None else cache.projection), out)
+        return DecoderOutput(self.lm_head(hidden), out)
 
 
 __all__ = ["CausalLM"]

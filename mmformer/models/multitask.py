@@ -16,7 +16,7 @@ Every task's tokens go through the one stack; what differs per task is the atten
 ``parameters()`` yields the shared weights once (``nn.Module`` deduplicates), so one optimizer over
 :class:`MultiTaskModel` trains each weight once. ``state_dict()`` lists the shared backbone under every
 path that reaches it (``backbone.*`` and ``models.<task>.backbone.*``, like tied embeddings); the values are
-the same tensors, so loading it back restores one backbone. :func:`mmformer.export` clones shared storage
+the same tensors, so loading it back restores one backbone. :func:`mmformer.cli.export` clones shared storage
 before writing safetensors, which loads back the same way.
 """
 

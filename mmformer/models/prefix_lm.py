@@ -7,7 +7,7 @@ prefix and causally to text. Only text positions are projected to the vocabulary
 text alone. With no prefix (no prefix tokenizer, or ``P = 0``) it *is* :class:`CausalLM`: a GPT-style
 language model.
 
-Generation goes through :mod:`mmformer.generation` unchanged: :meth:`PrefixLM.encode` tokenizes the
+Generation goes through :mod:`mmformer.decoding` unchanged: :meth:`PrefixLM.encode` tokenizes the
 prefix into the "memory" (not contextualized yet), and the first :meth:`PrefixLM.decode` call with an
 empty KV cache prefills prefix and bos at once; later steps feed only new text tokens, which see the
 cached prefix.
@@ -128,7 +128,7 @@ class PrefixLM(CausalLM):
         out = self.backbone(batch, cache=cache, need_weights=need_weights, prefix_len=p if first else 0)
         hidden = out.hidden[:, p:] if first else out.hidden  # text positions only: the loss is on text
         hidden = hidden[:, -1:] if last_only else hidden
-        return DecoderOutput(self.lm_head.project(hidden, None if cache is None else cache.projection), out)
+        return DecoderOutput(self.lm_head(hidden), out)
 
     def forward(self, ids: Tensor, mask: Tensor | None = None, cache: DecoderCache | None = None, *,
                 prefix: BackboneOutput | None = None) -> Tensor:

@@ -90,9 +90,7 @@ class Seq2Seq(nn.Module):
 
     def new_cache(self, capacity: int = 64, static: bool = False) -> DecoderCache:
         """The decoder's KV cache (``static``: fixed-shape steps for torch.compile, see :class:`DecoderCache`)."""
-        cache = self.decoder.new_cache(capacity, static)
-        cache.projection = self.lm_head.decoding_weight()
-        return cache
+        return self.decoder.new_cache(capacity, static)
 
     def decode(
         self, ids: Tensor, memory: BackboneOutput, cache: DecoderCache | None = None, need_weights: bool = False,
@@ -114,7 +112,7 @@ class Seq2Seq(nn.Module):
         out = self.decoder(batch, memory.hidden, memory.mask, cache=cache, need_weights=need_weights,
                            memory_documents=memory.documents)
         hidden = out.hidden[:, -1:] if last_only else out.hidden
-        return DecoderOutput(self.lm_head.project(hidden, None if cache is None else cache.projection), out)
+        return DecoderOutput(self.lm_head(hidden), out)
 
     def forward(self, source: Any, target_in: Tensor) -> Tensor:
         """Teacher forcing: ``target_in (B, T)`` = [bos] + target[:-1] → logits ``(B, T, V)``."""

@@ -10,12 +10,13 @@ Each family module (``vit``, ``gpt2``, ``bert``, ``marian``, ``clip``, ``whisper
 
 A source is a local folder in the peer's standard layout (Hugging Face ``save_pretrained``; timm's
 ``config.json`` with ``architecture``; open_clip's ``open_clip_config.json``), an mmformer export
-folder (``model.safetensors`` + ``config.yaml``, see :mod:`mmformer.export`), a plain
+folder (``model.safetensors`` + ``config.yaml``, see :mod:`mmformer.cli.export`), a plain
 ``.safetensors`` file of mmformer weights, or a hub id where a network exists.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,7 @@ def from_pretrained(source: str | Path) -> nn.Module:
     """Builds the mmformer model of a checkpoint (peer folder, mmformer export or hub id), in eval mode."""
     path = resolve_source(source)
     if is_mmformer_export(path):  # building it needs the recipe machinery (Lightning), a layer above this one
-        raise CheckpointError(f"{path} is an mmformer export: rebuild it with mmformer.export.load_exported, "
+        raise CheckpointError(f"{path} is an mmformer export: rebuild it with mmformer.cli.load_exported, "
                               f"or load its weights into a model with load_into")
     family, config = detect_family(path)
     mod = family_module(family)
@@ -130,14 +131,17 @@ def convert(source: str | Path, out_dir: str | Path) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``mmformer convert <source> <out_dir>``: a peer checkpoint (folder or hub id) → mmformer weights."""
-    import argparse
-
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``mmformer convert`` (also read from ``--config`` files by :mod:`mmformer.cli`)."""
     parser = argparse.ArgumentParser(prog="mmformer convert", description=convert.__doc__)
     parser.add_argument("source", help="a checkpoint folder (config.json + *.safetensors, timm, open_clip) or hub id")
     parser.add_argument("out_dir", help="folder to write model.safetensors and mmformer_pretrained.json into")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``mmformer convert <source> <out_dir>``: a peer checkpoint (folder or hub id) → mmformer weights."""
+    args = build_parser().parse_args(argv)
     out = convert(args.source, args.out_dir)  # a bad checkpoint raises; the console prints it as one line
     print(out / MMFORMER_WEIGHTS)
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
-MMFORMER_CONFIG, MMFORMER_WEIGHTS = "config.yaml", "model.safetensors"  # mmformer.export's layout
+MMFORMER_CONFIG, MMFORMER_WEIGHTS = "config.yaml", "model.safetensors"  # mmformer.cli.export's layout
 HF_CONFIG = "config.json"
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 

@@ -90,6 +90,6 @@ def export(model: CausalLM, out_dir: str | Path) -> Path:
 
 
 def special_ids(config: dict[str, Any]) -> dict[str, int]:
-    """``bos_id`` / ``eos_id`` / ``pad_id`` for :class:`mmformer.generation.GenerationConfig` (GPT-2 reuses eos)."""
+    """``bos_id`` / ``eos_id`` / ``pad_id`` for :class:`mmformer.decoding.GenerationConfig` (GPT-2 reuses eos)."""
     eos = field(config, "eos_token_id")
     return {"bos_id": field(config, "bos_token_id", eos), "eos_id": eos, "pad_id": field(config, "pad_token_id", eos)}

@@ -127,7 +127,7 @@ def export(model: Seq2Seq, out_dir: str | Path, decoder_start_token_id: int | No
 
 
 def special_ids(config: dict[str, Any]) -> dict[str, int]:
-    """``bos_id`` (the decoder start) / ``eos_id`` / ``pad_id`` for :class:`mmformer.generation.GenerationConfig`."""
+    """``bos_id`` (the decoder start) / ``eos_id`` / ``pad_id`` for :class:`mmformer.decoding.GenerationConfig`."""
     pad = field(config, "pad_token_id")
     return {"bos_id": field(config, "decoder_start_token_id", pad), "eos_id": field(config, "eos_token_id"),
             "pad_id": pad}

@@ -127,7 +127,7 @@ def export(model: Seq2Seq, out_dir: str | Path, decoder_start_token_id: int = 50
 
 def special_ids(config: dict[str, Any]) -> dict[str, int]:
     """``bos_id`` (the decoder start, ``<|startoftranscript|>``) / ``eos_id`` / ``pad_id`` for
-    :class:`mmformer.generation.GenerationConfig`. Whisper's language, task and timestamp tokens are not
+    :class:`mmformer.decoding.GenerationConfig`. Whisper's language, task and timestamp tokens are not
     forced: decode from a start token of your choice (``bos_id``) or fine-tune."""
     eos = field(config, "eos_token_id")
     return {"bos_id": field(config, "decoder_start_token_id"), "eos_id": eos, "pad_id": field(config, "pad_token_id", eos)}

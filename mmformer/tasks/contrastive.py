@@ -93,7 +93,7 @@ class ContrastiveTask(TaskModule):
 
     required_data: ClassVar[tuple[str, ...]] = ("vocab", "tokenize")  # for a text tower b
     # image–text argument names → the tower ones (a config with the left one gets an error naming the
-    # right one: see mmformer.console)
+    # right one: see mmformer.cli.errors)
     renamed_args: ClassVar[dict[str, str]] = {
         "image_tokenizer": "tokenizer_a", "text_tokenizer": "tokenizer_b", "text_backbone": "backbone_b",
         "image_pool": "pool_a", "text_pool": "pool_b"}

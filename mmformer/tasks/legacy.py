@@ -15,11 +15,20 @@ ContrastiveTask          1 → 2    ``model.image_{tokenizer,        ``model.{to
                                   backbone,pool,proj}.*``,         and ``..._b.*`` (towers named a and b)
                                   ``model.text_*``
 =======================  =======  ===============================  ====================================
+
+Modules that moved keep their old dotted paths importable (:data:`MOVED_MODULES`), so a saved config or a
+script naming ``mmformer.generation.GenerationConfig`` (a ``class_path``) loads the class from its new home:
+importing this module installs the aliases (task modules import it, so every config and checkpoint load has it).
 """
 
 from __future__ import annotations
 
-from typing import Mapping, TypeVar
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+from types import ModuleType
+from typing import Mapping, Sequence, TypeVar
 
 FORMAT_KEY = "mmformer_format"  # checkpoint entry: the state_dict layout version
 FORMAT_VERSION = 2  # 0 (absent) = before the redesign; 1 = contrastive towers named image/text
@@ -74,3 +83,51 @@ def upgrade_module_names(task_name: str | None, modules: Mapping[str, V], versio
     ``model.image_backbone`` → ``model.backbone_a``)."""
     upgraded = upgrade_state_dict(task_name, {f"{name}.": value for name, value in modules.items()}, version)
     return {name[:-1]: value for name, value in upgraded.items()}
+
+
+# old module path -> the module that now holds its public names (decoding moved into one package)
+MOVED_MODULES: dict[str, str] = {
+    "mmformer.generation": "mmformer.decoding",
+    "mmformer.logit_processors": "mmformer.decoding.processors",
+    "mmformer.ctc": "mmformer.decoding.ctc",
+    "mmformer.ctc_prefix": "mmformer.decoding.ctc_prefix",
+    "mmformer.layers.packed_linear": "mmformer.decoding.packed",
+}
+
+
+def upgrade_class_path(path: str) -> str:
+    """A dotted class path with a moved module replaced: ``mmformer.generation.GenerationConfig`` →
+    ``mmformer.decoding.GenerationConfig``; other paths unchanged."""
+    module, _, name = path.rpartition(".")
+    return f"{MOVED_MODULES[module]}.{name}" if module in MOVED_MODULES else path
+
+
+_OWN_SPECS: dict[str, importlib.machinery.ModuleSpec | None] = {}  # alias -> the spec of the module it names
+
+
+class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """``import mmformer.generation`` (and the other moved paths) gives the module that replaced it."""
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+                  ) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in MOVED_MODULES:
+            return None
+        return importlib.machinery.ModuleSpec(fullname, self)
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
+        module = importlib.import_module(MOVED_MODULES[spec.name])
+        _OWN_SPECS[spec.name] = module.__spec__  # the import system is about to set the alias's spec on it
+        return module
+
+    def exec_module(self, module: ModuleType) -> None:
+        """The new module ran when it was imported; it gets its own spec back."""
+        module.__spec__ = _OWN_SPECS.pop(module.__spec__.name)  # type: ignore[union-attr]
+
+
+def install_module_aliases() -> None:
+    """Makes the old paths of :data:`MOVED_MODULES` importable (idempotent)."""
+    if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _MovedModuleFinder())  # before path and editable finders: these names are aliases
+
+
+install_module_aliases()

@@ -16,7 +16,7 @@ from torchmetrics.text import Perplexity
 from mmformer.backbone import BackboneConfig, BackboneOutput, Encoder
 from mmformer.bigram import BigramLM
 from mmformer.data.spec import DataSpec
-from mmformer.generation import GenerationConfig, check_ctc_settings, generate, strip
+from mmformer.decoding import GenerationConfig, check_ctc_settings, generate, strip
 from mmformer.losses import ctc_loss, sequence_cross_entropy
 from mmformer.models.prefix_lm import PrefixLM
 from mmformer.tasks.optim import OptimConfig

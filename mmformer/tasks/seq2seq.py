@@ -1,7 +1,7 @@
 """Sequence-to-text of any source modality: translation (text source), speech recognition (audio
 source), captioning (image source). Encoder + causal decoder with cross-attention, teacher-forced
 label-smoothed cross-entropy, optional CTC head on the encoder (part of the model, so exports keep
-it), decoding with mmformer.generation.
+it), decoding with mmformer.decoding.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import torch
 from torch import Tensor
 
 from mmformer.backbone import BackboneConfig, BackboneOutput, Decoder, Encoder
-from mmformer.ctc import ctc_greedy_decode
+from mmformer.decoding.ctc import ctc_greedy_decode
 from mmformer.data.common.packing import PACK_KEY, plan_packing, token_counter
 from mmformer.data.spec import DataSpec
-from mmformer.generation import GenerationConfig, check_ctc_settings, generate, strip
+from mmformer.decoding import GenerationConfig, check_ctc_settings, generate, strip
 from mmformer.losses import ctc_loss, sequence_cross_entropy
 from mmformer.models.seq2seq import Seq2Seq
 from mmformer.tasks.optim import OptimConfig

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Sequence
 from torch import Tensor, nn
 
 from mmformer.data.spec import DataSpec
-from mmformer.generation import GenerationConfig, validation_greedy
+from mmformer.decoding import GenerationConfig, validation_greedy
 from mmformer.tasks.base import TaskModule
 from mmformer.tasks.best_checkpoint import text_headline, text_monitor_problem
 from mmformer.tasks.optim import OptimConfig, build_optimizer, epoch_steps

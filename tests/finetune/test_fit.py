@@ -12,9 +12,9 @@ import yaml
 from safetensors.torch import load_file
 
 from mmformer.cli import main
-from mmformer.export import export_model, load_exported
+from mmformer.cli.export import export_model, load_exported
 from mmformer.finetune.lora import LoRALinear
-from mmformer.recipes import load_task
+from mmformer.cli.recipes import load_task
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = str(ROOT / "tasks" / "image_classification_digits.yaml")

@@ -15,7 +15,7 @@ import yaml
 from safetensors.torch import load_file
 
 from mmformer.cli import main as cli_main
-from mmformer.console import main
+from mmformer.cli.command import main
 from mmformer.finetune.lora import LoRALinear
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the peer is built in code; nothing downloads

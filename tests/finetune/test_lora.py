@@ -106,3 +106,70 @@ def test_a_target_naming_no_linear_layer_is_an_error_naming_it() -> None:
         inject_lora(Holder(), LoRAConfig(targets=["qkv", "q_proj"]))
     with pytest.raises(ValueError, match="rank must be positive"):
         inject_lora(Holder(), LoRAConfig(rank=0, targets=["qkv"]))
+
+
+def _seq2seq(tie: bool) -> nn.Module:
+    from mmformer.backbone import BackboneConfig, Decoder, Encoder
+    from mmformer.models.seq2seq import Seq2Seq
+    from mmformer.tokenizers.text import TextTokenizer
+
+    torch.manual_seed(0)
+    cfg = BackboneConfig(dim=32, depth=1, num_heads=4, mlp_ratio=2.0)
+    return Seq2Seq(TextTokenizer(32, 40), Encoder(cfg), TextTokenizer(32, 40, max_len=32), Decoder(cfg),
+                   tie_embeddings=tie).eval()
+
+
+def test_lora_on_a_tied_lm_head_keeps_the_head_the_tying_and_the_embedding_trainable() -> None:
+    from mmformer.decoding import GenerationConfig, generate
+    from mmformer.heads import LMHead
+
+    model = _seq2seq(tie=True)
+    embed = model.target_tokenizer.embed.weight
+    inject_lora(model, LoRAConfig(rank=2, alpha=4, targets=["lm_head"]))
+    head = model.lm_head
+    assert isinstance(head, LMHead) and isinstance(head, LoRALinear)
+    assert head.weight is embed and embed.requires_grad  # still tied; the embedding's owner decides its training
+    _randomize_lora(model)
+    h = torch.randn(2, 3, 32)
+    update = head.scaling * (h @ head.lora_A.T @ head.lora_B.T)
+    torch.testing.assert_close(head(h), h @ embed.T + update)
+    src = torch.randint(4, 40, (2, 6))
+    out = generate(model, src, GenerationConfig(strategy="greedy", max_new_tokens=5))  # no AttributeError
+    assert out.shape[0] == 2
+    with pytest.raises(ValueError, match="share their weight with another module"):
+        merge_lora(model)
+
+
+def test_lora_on_an_untied_lm_head_merges_back_into_an_lm_head() -> None:
+    from mmformer.decoding import GenerationConfig, generate
+    from mmformer.heads import LMHead
+
+    model = _seq2seq(tie=False)
+    inject_lora(model, LoRAConfig(rank=2, alpha=4, targets=["lm_head"]))
+    assert not model.lm_head.weight.requires_grad
+    _randomize_lora(model)
+    src, cfg = torch.randint(4, 40, (2, 6)), GenerationConfig(strategy="greedy", max_new_tokens=5)
+    ids = torch.randint(4, 40, (2, 4))
+    before, tokens = model(src, ids), generate(model, src, cfg)
+    merge_lora(model)
+    assert type(model.lm_head) is LMHead and model.lm_head.weight.requires_grad
+    torch.testing.assert_close(model(src, ids), before, rtol=1e-5, atol=1e-5)
+    assert torch.equal(generate(model, src, cfg), tokens)
+
+
+def test_lora_on_a_projection_head_keeps_its_normalize_argument() -> None:
+    from mmformer.heads import ProjectionHead
+
+    torch.manual_seed(0)
+    root = nn.ModuleDict({"proj": ProjectionHead(16, 8)})
+    inject_lora(root, LoRAConfig(rank=2, alpha=4, targets=["proj"]))
+    _randomize_lora(root)
+    x = torch.randn(5, 16)
+    out = root["proj"](x, normalize=True)
+    p = root["proj"]
+    expected = nn.functional.normalize(x @ p.weight.T + p.scaling * (x @ p.lora_A.T @ p.lora_B.T), dim=-1)
+    torch.testing.assert_close(out, expected)
+    assert lora_spec(root) == {"proj": {"rank": 2, "alpha": 4, "dropout": 0.0}}
+    merge_lora(root)
+    assert type(root["proj"]) is ProjectionHead
+    torch.testing.assert_close(root["proj"](x, normalize=True), out, rtol=1e-5, atol=1e-5)

@@ -1,4 +1,4 @@
-"""Incremental decoding with KV caches equals full recomputation; KVCache growth and reorder."""
+"""Incremental decoding with KV caches equals full recomputation; KVCache growth and beam search's row copies."""
 
 from __future__ import annotations
 
@@ -146,19 +146,20 @@ def test_bidirectional_encoder_rejects_cache():
         enc(TokenBatch(torch.randn(1, 2, D)), cache=enc.new_cache())
 
 
-def test_decoder_cache_reorder_follows_beams():
-    """Beam search: reorder the self-attention caches, keep the (shared) memory; equals recomputation."""
+def test_decoder_cache_copy_rows_follows_beams():
+    """Beam search: a beam duplicated into a dropped one copies its self-attention rows, the (shared) memory
+    stays; equals recomputation."""
     dec = make_decoder(num_kv_heads=2, rope=True)
     torch.manual_seed(2)
     x = torch.randn(B, T, D)
     memory = torch.randn(1, S, DMEM).expand(B, S, DMEM)  # beams of one source share memory rows
     memory_mask = torch.tensor([[True] * 4 + [False] * (S - 4)]).expand(B, S)
-    index = torch.tensor([2, 2, 0])
+    index = torch.tensor([0, 2, 2])  # row 1 dropped, row 2 duplicated into it
     with torch.no_grad():
         cache = dec.new_cache(capacity=2)
         for t in range(4):
             dec(TokenBatch(x[:, t : t + 1]), memory, memory_mask, cache=cache)
-        cache.reorder(index)
+        cache.copy_rows(torch.tensor([2]), torch.tensor([1]))
         steps = [dec(TokenBatch(x[index, t : t + 1]), memory, memory_mask, cache=cache).hidden for t in range(4, T)]
         full = dec(TokenBatch(x[index]), memory, memory_mask).hidden
     torch.testing.assert_close(torch.cat(steps, 1), full[:, 4:], atol=ATOL, rtol=0)
@@ -199,25 +200,6 @@ def test_kv_cache_mask_bookkeeping():
     assert mask.shape == (2, 6) and mask[:, -1].tolist() == [True, False]
 
 
-def test_kv_cache_reorder_selects_batch_rows():
-    torch.manual_seed(0)
-    cache = KVCache(capacity=2)
-    k1, v1 = kv(b=3, t=3)
-    cache.append(k1, v1, torch.tensor([[True] * 3, [True, False, True], [False, True, True]]))
-    index = torch.tensor([1, 1, 2, 0])  # beams may duplicate and change count
-    cache.reorder(index)
-    k2, v2 = kv(b=4, t=1)
-    k_all, v_all, mask = cache.append(k2, v2)
-    torch.testing.assert_close(k_all, torch.cat([k1[index], k2], 2), atol=0, rtol=0)
-    torch.testing.assert_close(v_all, torch.cat([v1[index], v2], 2), atol=0, rtol=0)
-    assert mask.tolist() == [
-        [True, False, True, True],
-        [True, False, True, True],
-        [False, True, True, True],
-        [True, True, True, True],
-    ]
-
-
 @pytest.mark.parametrize("static", [False, True])
 def test_kv_cache_copy_rows_overwrites_only_the_target_rows(static):
     """Beam search's cheap reorder: rows ``dst`` become copies of rows ``src``; every other row is untouched."""
@@ -231,14 +213,14 @@ def test_kv_cache_copy_rows_overwrites_only_the_target_rows(static):
             cache.length += 1
     k_all, v_all = torch.cat(ks, 2), torch.cat(vs, 2)
     cache.copy_rows(torch.tensor([0, 3]), torch.tensor([1, 2]))
-    index = torch.tensor([0, 0, 3, 3])  # the same rows a reorder would give
+    index = torch.tensor([0, 0, 3, 3])  # rows 1 and 2 now continue rows 0 and 3
     torch.testing.assert_close(cache._k[:, :, :3], k_all[index], atol=0, rtol=0)
     torch.testing.assert_close(cache._v[:, :, :3], v_all[index], atol=0, rtol=0)
 
 
-def test_kv_cache_reorder_before_any_append_is_noop():
+def test_kv_cache_copy_rows_before_any_append_is_noop():
     cache = KVCache()
-    cache.reorder(torch.tensor([0]))
+    cache.copy_rows(torch.tensor([0]), torch.tensor([1]))
     assert cache.length == 0
 
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from mmformer.backbone import BackboneConfig, Encoder
-from mmformer.export import _plain_tensors
+from mmformer.cli.export import _plain_tensors
 from mmformer.heads import ClassificationHead
 from mmformer.losses import action_loss, sequence_cross_entropy
 from mmformer.models import Classifier, DecisionTransformer, PrefixLM

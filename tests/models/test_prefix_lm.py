@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mmformer.backbone import BackboneConfig, BackboneOutput, Encoder
-from mmformer.generation import GenerationConfig, generate
+from mmformer.decoding import GenerationConfig, generate
 from mmformer.layers.attention import attend
 from mmformer.models import CausalLM
 from mmformer.models.prefix_lm import PrefixLM

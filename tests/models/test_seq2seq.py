@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mmformer.backbone import BackboneConfig, BackboneOutput
-from mmformer.export import export_model, load_exported
+from mmformer.cli.export import export_model, load_exported
 from mmformer.models import Seq2Seq
 from mmformer.tasks.legacy import FORMAT_KEY, FORMAT_VERSION
 from mmformer.tasks.seq2seq import Seq2SeqTask, ctc_greedy

@@ -22,7 +22,8 @@ def peer_dir(tmp_path: Path):
     from transformers import BertConfig, BertForMaskedLM
 
     cfg = BertConfig(vocab_size=101, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=128, max_position_embeddings=32, pad_token_id=PAD)
+                     intermediate_size=128, max_position_embeddings=32, pad_token_id=PAD,
+                     initializer_range=0.2)  # sharp attention: 0.02 makes it nearly uniform, blind to q/k
     peer = BertForMaskedLM(cfg).eval()
     with torch.no_grad():  # token type 0 must matter: a random, not a zero, row
         peer.bert.embeddings.token_type_embeddings.weight.normal_()
@@ -46,6 +47,19 @@ def test_mlm_logits_with_padding_match(peer_dir) -> None:
     # Padding changes nothing for the real tokens: the shortest row alone gives the same logits.
     n = LENGTHS[-1]
     close(model(ids[-1:, :n])[0], model(ids)[-1, :n])
+
+
+def test_the_parity_check_sees_the_attention_weights(peer_dir) -> None:
+    """A conversion that lost q and k (uniform attention) must fail the parity check above by far."""
+    peer, folder = peer_dir
+    model = from_pretrained(folder)
+    ids, mask = _ids()
+    with torch.no_grad():
+        for block in model.backbone.blocks:
+            block.attn.qkv.weight[: 2 * 64].zero_()  # rows of q and k (the fused projection is [q; k; v])
+            block.attn.qkv.bias[: 2 * 64].zero_()
+    diff = (model(ids)[mask] - peer(input_ids=ids, attention_mask=mask.long()).logits[mask]).abs().max()
+    assert diff > 1e-2
 
 
 def test_original_google_names_and_the_nsp_head_are_read(peer_dir) -> None:

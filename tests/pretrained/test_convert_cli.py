@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmformer.console import main
+from mmformer.cli.command import main
 from mmformer.pretrained import from_pretrained, load_into
 from tests.pretrained.conftest import close
 
@@ -17,13 +17,17 @@ def test_convert_writes_a_folder_that_loads_without_the_peer_layout(tmp_path: Pa
     from transformers import BertConfig, BertForMaskedLM
 
     peer = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                      intermediate_size=64, max_position_embeddings=16)).eval()
+                                      intermediate_size=64, max_position_embeddings=16,
+                                      initializer_range=0.2)).eval()  # 0.02: near-uniform attention, blind to q/k
     peer.save_pretrained(tmp_path / "bert")
     assert main(["convert", str(tmp_path / "bert"), str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "model.safetensors").is_file()
     ids = torch.randint(1, 50, (2, 7))
     model = from_pretrained(tmp_path / "out")
     close(model(ids), peer(input_ids=ids).logits)
+    with torch.no_grad():  # the check sees attention: a model without q and k is far off
+        model.backbone.blocks[0].attn.qkv.weight[:64].zero_()
+    assert (model(ids) - peer(input_ids=ids).logits).abs().max() > 1e-2
     fresh = from_pretrained(tmp_path / "bert")
     with torch.no_grad():
         fresh.backbone.blocks[0].mlp.fc1.weight.zero_()

@@ -11,7 +11,7 @@ import yaml
 from safetensors.torch import save_file
 
 from mmformer.backbone import BackboneConfig, Encoder
-from mmformer.export import FORMAT, VERSION, _plain_tensors
+from mmformer.cli.export import FORMAT, VERSION, _plain_tensors
 from mmformer.heads import ClassificationHead
 from mmformer.models.classifier import Classifier
 from mmformer.pretrained import CheckpointError, load_into

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from mmformer.generation import GenerationConfig, generate
+from mmformer.decoding import GenerationConfig, generate
 from mmformer.pretrained import CheckpointError, from_pretrained, special_ids
 from mmformer.pretrained.marian import export
 from tests.pretrained.conftest import close

@@ -132,7 +132,7 @@ def test_wrong_channel_count_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_load_task_from_python_and_corrupt_checkpoint_errors(tmp_path: Path) -> None:
     from mmformer.checkpoint import read_checkpoint
-    from mmformer.recipes import load_task
+    from mmformer.cli.recipes import load_task
 
     fit = main(["fit", "--config", DIGITS, "--trainer.default_root_dir", str(tmp_path), "--trainer.max_steps=3",
                 "--trainer.limit_val_batches=1", *QUIET])
@@ -152,7 +152,7 @@ def test_load_task_from_python_and_corrupt_checkpoint_errors(tmp_path: Path) -> 
 
 
 def test_load_task_names_a_checkpoint_that_does_not_fit_the_recipe(tmp_path: Path) -> None:
-    from mmformer.recipes import load_task
+    from mmformer.cli.recipes import load_task
 
     fit = main(["fit", "--config", DIGITS, "--trainer.default_root_dir", str(tmp_path), "--trainer.max_steps=1",
                 "--trainer.limit_val_batches=1", *QUIET])

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from mmformer.backbone import BackboneConfig, Encoder
 from mmformer.cli import main
-from mmformer.export import export_model
+from mmformer.cli.export import export_model
 from mmformer.rollout import rollout
 from mmformer.models import DecisionTransformer
 from mmformer.tokenizers.trajectory import TrajectoryTokenizer

@@ -16,7 +16,7 @@ import torch
 
 from mmformer.cli import main
 from mmformer.data.readers.audio import write_wav
-from mmformer.export import export_model, load_exported
+from mmformer.cli.export import export_model, load_exported
 from tests.data.modules.test_translation import toy_tsv
 
 ROOT = Path(__file__).resolve().parents[2]

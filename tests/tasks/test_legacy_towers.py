@@ -13,8 +13,8 @@ import yaml
 from safetensors.torch import save_file
 
 from mmformer.backbone import BackboneConfig
-from mmformer.console import main as console_main
-from mmformer.export import load_exported
+from mmformer.cli.command import main as console_main
+from mmformer.cli.export import load_exported
 from mmformer.tasks import ContrastiveTask
 from mmformer.finetune.lora import LoRALinear
 from mmformer.tasks.base import LORA_KEY

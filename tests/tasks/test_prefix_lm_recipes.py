@@ -15,7 +15,7 @@ import yaml
 
 from mmformer.backbone import BackboneConfig
 from mmformer.cli import main
-from mmformer.generation import GenerationConfig, generate
+from mmformer.decoding import GenerationConfig, generate
 from mmformer.tasks.prefix_lm import PrefixLMTask
 from mmformer.tokenizers.text import TextTokenizer
 from tests.data.manifests import sample_rows, write_manifest

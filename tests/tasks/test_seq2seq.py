@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from mmformer.backbone import BackboneConfig
 from mmformer.checkpoint import read_checkpoint
 from mmformer.data.spec import DataSpec, ProvidesDataSpec
-from mmformer.generation import GenerationConfig
+from mmformer.decoding import GenerationConfig
 from mmformer.tasks.optim import OptimConfig
 from mmformer.tasks.seq2seq import Seq2SeqTask
 from mmformer.tokenizers.sentencepiece_vocab import SentencePieceVocab, pad_rows

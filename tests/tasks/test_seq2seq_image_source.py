@@ -10,7 +10,7 @@ import torch
 
 from mmformer.backbone import BackboneConfig
 from mmformer.data.spec import DataSpec
-from mmformer.generation import GenerationConfig
+from mmformer.decoding import GenerationConfig
 from mmformer.tasks.optim import OptimConfig
 from mmformer.tasks.seq2seq import Seq2SeqTask, describe_source
 from mmformer.tokenizers import ImagePatchTokenizer

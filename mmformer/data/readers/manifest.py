@@ -27,6 +27,8 @@ import csv
 import io
 import json
 import math
+import sys
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -134,19 +136,22 @@ class ManifestTable:
 
 def read_table(path: str | Path) -> ManifestTable:
     """Reads a manifest's rows: JSONL by suffix ``.jsonl``/``.json``/``.ndjson``, else CSV (``.csv``) or
-    TSV (``.tsv``/``.tab``) with a header row. Blank JSONL lines are skipped.
+    TSV (``.tsv``/``.tab``) with a header row. Blank JSONL lines are skipped. ``-`` reads JSONL from stdin
+    (``mmformer predict ... --data.init_args.predict=-``); file paths in its rows resolve against the
+    current folder, and rows are named ``<stdin>:<line>``.
 
     Raises:
         FileNotFoundError: the manifest does not exist.
         ManifestError: an unknown suffix, a line that is not a JSON object, or no rows at all.
     """
-    path = Path(path)
-    if not path.is_file():
+    stdin = str(path) == "-"
+    path = Path("<stdin>") if stdin else Path(path)
+    if not stdin and not path.is_file():
         raise FileNotFoundError(f"manifest {path} does not exist")
-    suffix = path.suffix.lower()
+    suffix = ".jsonl" if stdin else path.suffix.lower()
     rows, lines, columns = [], [], None
     if suffix in JSONL_SUFFIXES:
-        with open(path, encoding="utf-8") as f:
+        with nullcontext(sys.stdin) if stdin else open(path, encoding="utf-8") as f:
             for n, raw in enumerate(f, start=1):
                 if not raw.strip():
                     continue

@@ -63,8 +63,8 @@ def prepare(kind: str, source: str | Path, out: str | Path, chunk_bytes: str = "
     return done
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``mmformer prepare KIND SOURCE OUT [--chunk-bytes 64MB]``."""
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``mmformer prepare`` (also read from ``--config`` files by :mod:`mmformer.cli`)."""
     parser = argparse.ArgumentParser(prog="mmformer prepare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=sorted(SOURCES), help="source format")
@@ -74,7 +74,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--decode", action="store_true",
                         help="imagefolder: store decoded pixels, not the files (small images: workers skip decoding)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``mmformer prepare KIND SOURCE OUT [--chunk-bytes 64MB]``."""
+    args = build_parser().parse_args(argv)
     for name, folder in prepare(args.kind, args.source, args.out, args.chunk_bytes, not args.no_progress,
                                 args.decode).items():
         print(f"{name}: {folder}")

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mmformer.console import main as console_main
+from mmformer.cli.command import main as console_main
 from mmformer.data import IdxImageData, ImageFolderData
 from mmformer.data.shards.format import ShardError
 from mmformer.data.shards.prepare import prepare

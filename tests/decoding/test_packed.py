@@ -3,16 +3,19 @@ swapped in and out cleanly, and decoding with them gives the tokens and scores i
 
 from __future__ import annotations
 
+import sys
+import threading
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmformer import generation
+from mmformer.decoding import stepper
 from mmformer.backbone import BackboneConfig, Decoder, Encoder
-from mmformer.generation import GenerationConfig, beam_search, generate
+from mmformer.decoding import GenerationConfig, beam_search, generate
 from mmformer.heads import LMHead, ProjectionHead
-from mmformer.layers.packed_linear import PACK_AFTER, is_packed, mkl_packing_available, packed_linears
+from mmformer.decoding.packed import PACK_AFTER, is_packed, mkl_packing_available, packed_linears
 from mmformer.models.seq2seq import Seq2Seq
 from mmformer.tokenizers.text import TextTokenizer
 
@@ -54,8 +57,8 @@ def test_the_modules_own_forward_comes_back_after_the_block_even_after_an_error(
         raise RuntimeError("boom")
     assert not is_packed(lin) and "forward" not in lin.__dict__
     with packed_linears(lin) as outer:
-        with packed_linears(lin) as inner:  # nested (generate -> beam_search): the inner block swaps nothing
-            assert inner == [] and lin.forward is outer[0]
+        with packed_linears(lin) as inner:  # nested (generate -> beam_search): the inner block shares the swap
+            assert inner == outer and lin.forward is outer[0]
         assert is_packed(lin)
     assert not is_packed(lin)
     assert set(lin.state_dict()) == {"weight", "bias"}
@@ -68,8 +71,6 @@ def test_only_plain_linears_are_swapped_and_nothing_when_disabled() -> None:
     with packed_linears(model):
         assert is_packed(model["plain"]) and is_packed(model["lm"])
         assert not is_packed(model["own_forward"])  # a subclass with its own forward keeps it
-        assert model["lm"].decoding_weight() is None  # the packed head replaces the (D, V) copy
-    assert model["lm"].decoding_weight() is not None
     with packed_linears(model, enabled=False):
         assert not is_packed(model["plain"])
     with packed_linears(object()) as swapped:  # decoding takes any object with the model's methods
@@ -151,9 +152,110 @@ def test_compiled_steps_the_uncached_path_and_packed_weights_false_stay_on_plain
     seen: list[bool] = []
     decode = model.decode
     monkeypatch.setattr(model, "decode", lambda *a, **k: (seen.append(is_packed(model.lm_head)), decode(*a, **k))[1])
-    monkeypatch.setattr(generation, "_COMPILE_BACKEND", "eager")
+    monkeypatch.setattr(stepper, "COMPILE_BACKEND", "eager")
     for cfg in (GenerationConfig(strategy="greedy", max_new_tokens=4, use_cache=False),
                 GenerationConfig(strategy="greedy", max_new_tokens=4, compile=True),
                 GenerationConfig(strategy="greedy", max_new_tokens=4, packed_weights=False)):
         generate(model, src, cfg)
     assert len(seen) >= 2 and not any(seen)
+
+
+def test_blocks_of_two_threads_share_the_swap_and_only_the_last_leaver_restores() -> None:
+    """Blocks that overlap without nesting (two threads decoding one model): the first leaver must not unpack
+    the linears under the other thread, and the last one restores them."""
+    lin = _linear()
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen: dict[str, bool] = {}
+    errors: list[BaseException] = []
+
+    def thread_a() -> None:
+        try:
+            with packed_linears(lin):
+                a_in.set()
+                b_in.wait(5)
+        except BaseException as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+        a_out.set()
+
+    def thread_b() -> None:
+        try:
+            a_in.wait(5)
+            with packed_linears(lin):
+                b_in.set()
+                a_out.wait(5)
+                seen["packed after the other left"] = is_packed(lin)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=f) for f in (thread_a, thread_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert not errors
+    assert seen == {"packed after the other left": True}
+    assert not is_packed(lin) and "forward" not in lin.__dict__
+
+
+def test_a_packed_linear_rejects_an_input_of_the_wrong_width_as_f_linear_does() -> None:
+    lin, x = _linear(), torch.randn(8, 48)
+    with torch.no_grad(), packed_linears(lin) as (fwd,):
+        for _ in range(PACK_AFTER + 1):
+            lin(x)
+        assert fwd.rows == 8
+        with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+            lin(torch.randn(8, 40))
+        with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+            lin(torch.randn(8, 56))
+
+
+def test_a_weight_changed_inside_the_block_is_repacked_not_served_stale() -> None:
+    lin, x = _linear(), torch.randn(8, 48)
+    with torch.no_grad(), packed_linears(lin) as (fwd,):
+        for _ in range(PACK_AFTER + 1):
+            lin(x)
+        assert fwd.rows == 8
+        lin.weight.mul_(2.0)  # in place: the packing's copy is stale
+        torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias), rtol=1e-5, atol=1e-5)
+        lin.weight = nn.Parameter(torch.randn(80, 48))  # replaced
+        torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias), rtol=1e-5, atol=1e-5)
+
+
+def test_eight_threads_decoding_one_model_give_the_sequential_tokens_and_restore_every_forward() -> None:
+    model = _seq2seq()
+    srcs = [torch.randint(4, 50, (2 + i % 3, 7), generator=torch.Generator().manual_seed(i)) for i in range(8)]
+    cfgs = [GenerationConfig(strategy="beam" if i % 2 else "greedy", beam_size=3, max_new_tokens=PACK_AFTER + 6,
+                             min_new_tokens=PACK_AFTER + 6) for i in range(8)]
+
+    def run(i: int) -> torch.Tensor:
+        if cfgs[i].strategy == "beam":
+            return beam_search(model, srcs[i], cfgs[i]).sequences
+        return generate(model, srcs[i], cfgs[i])
+
+    expected = [run(i) for i in range(8)]
+    got: dict[int, torch.Tensor] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def worker(i: int) -> None:
+        try:
+            start.wait(10)
+            for _ in range(2):
+                got[i] = run(i)
+        except BaseException as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch between bytecodes: races show up at once
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, errors
+    for i in range(8):
+        assert torch.equal(got[i], expected[i]), i
+    assert not [n for n, m in model.named_modules() if "forward" in m.__dict__]

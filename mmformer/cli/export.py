@@ -1,20 +1,23 @@
 """Exporting a trained model as safetensors weights plus the config that rebuilds it.
 
-    mmformer export --config tasks/<recipe>.yaml --ckpt_path runs/version_0/checkpoints/last.ckpt --out exported/
+    mmformer export --config tasks/<recipe>.yaml [--config mine.yaml] --ckpt_path runs/version_0/checkpoints/last.ckpt --out exported/
+    mmformer export --config runs/version_0/config.yaml --ckpt_path runs/version_0/checkpoints/best.ckpt --out exported/
 
 writes ``exported/model.safetensors`` (the plain ``task.model`` weights, LoRA merged in, no optimizer
-state, no pickled code) and ``exported/config.yaml`` (the recipe's fully resolved ``model`` section). From Python::
+state, no pickled code) and ``exported/config.yaml`` (the recipe's fully resolved ``model`` section).
+The recipe is parsed as ``mmformer fit`` parses it: ``--config`` files layer in order, a run's own saved
+``config.yaml`` is accepted (its ``ckpt_path``, when set, is the checkpoint exported unless
+``--ckpt_path`` is given), and ``--section.key=value`` overrides apply. From Python::
 
-    from mmformer.export import load_exported
+    from mmformer.cli import load_exported
     model = load_exported("exported/")   # a plain nn.Module in eval mode; no Trainer, no DataModule
     logits = model(images)
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
-import warnings
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,6 +25,9 @@ import pytorch_lightning as pl
 import yaml
 from torch import Tensor, nn
 
+from mmformer.cli.errors import UsageError
+from mmformer.cli.lightning import MMFormerCLI
+from mmformer.cli.recipes import Configs, config_args, load_weights, parse_recipe, resolved_model_config
 from mmformer.finetune.lora import merge_lora
 from mmformer.tasks.legacy import FORMAT_VERSION, legacy_task_name, upgrade_state_dict
 
@@ -43,28 +49,31 @@ def _plain_tensors(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def export_model(config: str | Path, ckpt_path: str | Path, out_dir: str | Path, *overrides: str) -> Path:
+def export_model(config: Configs, ckpt_path: str | Path, out_dir: str | Path, *overrides: str) -> Path:
     """Writes ``out_dir/model.safetensors`` and ``out_dir/config.yaml`` for a recipe's checkpoint.
 
     Args:
-        config: the recipe YAML the checkpoint was trained with.
+        config: the recipe YAML the checkpoint was trained with, several layered in order, or the run's
+            own saved ``config.yaml``.
         ckpt_path: a checkpoint of that recipe (read weights-only).
         out_dir: the folder to write (created if needed; the two files are overwritten).
         overrides: extra CLI arguments the run was trained with, e.g. ``"--model.init_args.backbone.depth=4"``.
     Returns:
         ``out_dir``.
     """
+    return _export(parse_recipe([*config_args(config), *overrides]), ckpt_path, out_dir, str(config))
+
+
+def _export(cli: MMFormerCLI, ckpt_path: str | Path, out_dir: str | Path, source: str) -> Path:
+    """Writes the export of the task ``cli`` built, with ``ckpt_path``'s weights."""
     from safetensors.torch import save_file
 
-    from mmformer.recipes import load_task, model_config  # the recipe machinery: LightningCLI
-
-    task, _ = load_task(config, ckpt_path, *overrides)  # ValueError when the checkpoint does not fit
+    task = load_weights(cli, ckpt_path, source)  # ValueError when the checkpoint does not fit
     merge_lora(task.model)  # LoRA folded into plain weights: the export loads into the model the config builds
-    model_cfg = model_config(config, *overrides)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_file(_plain_tensors(task.model.state_dict()), str(out / WEIGHTS), metadata={"format": "pt"})
-    doc = {"format": FORMAT, "version": VERSION, "state_format": FORMAT_VERSION, "model": model_cfg}
+    doc = {"format": FORMAT, "version": VERSION, "state_format": FORMAT_VERSION, "model": resolved_model_config(cli)}
     (out / CONFIG).write_text(yaml.safe_dump(doc, sort_keys=False))
     return out
 
@@ -156,26 +165,70 @@ def load_exported(out_dir: str | Path) -> nn.Module:
     return model.eval()
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``mmformer export``: a recipe + checkpoint → ``--out`` folder with safetensors weights and config."""
-    parser = argparse.ArgumentParser(
-        prog="mmformer export",
-        description="Export a trained model as model.safetensors + config.yaml "
-                    "(load with mmformer.export.load_exported). Further --section.key=value arguments are passed to the recipe, as for `mmformer fit`.")
-    parser.add_argument("--config", required=True, help="the recipe YAML the checkpoint was trained with")
-    parser.add_argument("--ckpt_path", required=True, help="a checkpoint of that recipe")
-    parser.add_argument("--out", required=True, help="folder to write model.safetensors and config.yaml into")
-    args, overrides = parser.parse_known_args(argv)
-    try:
-        with warnings.catch_warnings():
-            # The recipe is parsed from a list while sys.argv holds this command's own arguments.
-            warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter")
-            out = export_model(args.config, args.ckpt_path, args.out, *overrides)
-    except (FileNotFoundError, ValueError) as e:
-        parser.error(str(e))
-    print(out / WEIGHTS)
-    print(out / CONFIG)
+USAGE = """usage: mmformer export --config RECIPE [--config FILE ...] [--ckpt_path CKPT] --out DIR [--section.key=value ...]
+
+Export a trained model as DIR/model.safetensors + DIR/config.yaml (load with mmformer.cli.load_exported).
+  --config FILE    the recipe the checkpoint was trained with, layered as for `mmformer fit`; a run's own
+                   runs/version_N/config.yaml works too
+  --ckpt_path CKPT the checkpoint to export (default: the config's ckpt_path)
+  --out DIR        the folder to write
+Any other option is a recipe override, as for `mmformer fit` (`mmformer fit --help` lists them)."""
 
 
-if __name__ == "__main__":
-    main()
+def _pop_option(argv: list[str], name: str) -> str | None:
+    """Removes ``--name VALUE`` / ``--name=VALUE`` from ``argv``; returns the last VALUE given."""
+    value, i = None, 0
+    while i < len(argv):
+        if argv[i] == name and i + 1 < len(argv):
+            value = argv[i + 1]
+            del argv[i:i + 2]
+        elif argv[i].startswith(name + "="):
+            value = argv.pop(i).split("=", 1)[1]
+        else:
+            i += 1
+    return value
+
+
+def _config_files(args: Sequence[str]) -> list[str]:
+    return [b for a, b in zip(args, args[1:]) if a == "--config"] + [a[9:] for a in args if a.startswith("--config=")]
+
+
+def _names_a_checkpoint(args: Sequence[str]) -> bool:
+    """Whether ``--ckpt_path`` is an option, or a ``--config`` file (a run's saved config) sets ``ckpt_path``."""
+    if any(a == "--ckpt_path" or a.startswith("--ckpt_path=") for a in args):
+        return True
+    for file in _config_files(args):
+        try:
+            doc = yaml.safe_load(Path(file).read_text())
+        except (OSError, yaml.YAMLError):
+            return True  # the recipe's parser says what is wrong with it
+        if isinstance(doc, dict) and doc.get("ckpt_path"):
+            return True
+    return False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``mmformer export``: recipe ``--config`` files + checkpoint → ``--out`` folder with safetensors weights
+    and config. A bad option or config raises jsonargparse's ``ArgumentError`` (one line from the command)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if {"-h", "--help"} & set(args):
+        print(USAGE)
+        return 0
+    out = _pop_option(args, "--out")
+    if out is None:
+        raise UsageError("mmformer export needs --out DIR (the folder to write model.safetensors and config.yaml)")
+    if not any(a == "--config" or a.startswith("--config=") for a in args):
+        raise UsageError("mmformer export needs --config (the recipe the checkpoint was trained with, or the "
+                         "run's own runs/version_N/config.yaml)")
+    if not _names_a_checkpoint(args):  # said before the recipe is built (seconds)
+        raise UsageError("mmformer export needs --ckpt_path (the checkpoint to export, e.g. "
+                         "runs/version_0/checkpoints/last.ckpt)")
+    cli = parse_recipe(args, exit_on_error=False)
+    ckpt_path = cli.config.get("ckpt_path")
+    if not ckpt_path:
+        raise UsageError("mmformer export needs --ckpt_path (the checkpoint to export, e.g. "
+                         "runs/version_0/checkpoints/last.ckpt)")
+    written = _export(cli, ckpt_path, out, " + ".join(_config_files(args)))
+    print(written / WEIGHTS)
+    print(written / CONFIG)
+    return 0

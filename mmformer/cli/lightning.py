@@ -1,25 +1,27 @@
-"""The ``mmformer`` command: a thin LightningCLI over any task module and DataModule.
+"""LightningCLI over any task module and DataModule: ``fit``/``validate``/``test``/``predict`` of the
+``mmformer`` command (:mod:`mmformer.cli.command`), and the parser :mod:`mmformer.cli.recipes` builds
+objects with.
 
     mmformer fit  --config tasks/<recipe>.yaml [--config configs/model/small.yaml] [--trainer configs/trainer/ddp.yaml]
     mmformer test --config tasks/<recipe>.yaml --ckpt_path runs/version_0/checkpoints/last.ckpt
 
-The ``mmformer`` console script is :func:`mmformer.console.console`, which also dispatches
-``export`` and ``train-tokenizer``; this module is LightningCLI alone, so the modules built on it
-(``mmformer.recipes``, ``mmformer.export``) can import it without a cycle.
 Everything else (``--print_config``, dotted overrides, the saved ``config.yaml`` beside the logs)
 is LightningCLI's own behaviour; class signatures are the schema.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
+from pytorch_lightning.callbacks.progress.rich_progress import _RICH_AVAILABLE
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from mmformer.checkpoint import read_checkpoint
@@ -132,6 +134,10 @@ def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
+# The arguments of Trainer.fit/validate/test/predict that a run's saved config.yaml holds.
+_SUBCOMMAND_ARGS: dict[str, type] = {"ckpt_path": str, "weights_only": bool, "verbose": bool, "return_predictions": bool}
+
+
 class MMFormerCLI(LightningCLI):
     """LightningCLI with mmformer's defaults: seeded runs, TensorBoard + CSV logs, weights-only checkpoint loading.
 
@@ -141,6 +147,8 @@ class MMFormerCLI(LightningCLI):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._reserved_dir: Path | None = None
+        self._building_only = not kwargs.get("run", True)  # parsed to build objects (recipes), no subcommand
+        self._created_dirs: set[Path] = set()  # the reserved folder's parents this run made (runs/ itself)
         try:
             super().__init__(*args, **kwargs)
         except BaseException:
@@ -151,6 +159,14 @@ class MMFormerCLI(LightningCLI):
         run_dir, self._reserved_dir = self._reserved_dir, None
         if run_dir is not None and run_dir.is_dir() and _holds_nothing_useful(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)
+            # and the folders this run created to hold it (runs/ on a first run), when nothing else is there
+            for folder in run_dir.parents:
+                if folder not in self._created_dirs:
+                    break
+                try:
+                    folder.rmdir()
+                except OSError:  # not empty: another run or the user's files
+                    break
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         super().parse_arguments(parser, args)
@@ -163,6 +179,10 @@ class MMFormerCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config.get(self.subcommand) if self.subcommand else self.config
+        if self.subcommand in ("validate", "test", "predict"):
+            # The checkpoint's ModelCheckpoint state names the run that trained it; this run's callbacks write
+            # nothing, so Lightning's "The dirpath has changed from ... won't be reloaded" says nothing useful.
+            warnings.filterwarnings("ignore", message="The dirpath has changed from")
         warn_slow_bf16(str(cfg.trainer.get("precision")), str(cfg.trainer.get("accelerator")))
         # Checkpoints given by --ckpt_path are read with torch.load(weights_only=True): never unpickle code.
         if cfg.get("weights_only", False) is None:
@@ -187,6 +207,7 @@ class MMFormerCLI(LightningCLI):
             if self.subcommand is None:  # parsed to build objects (run=False): nothing gets written
                 version = _next_version(folder)
             else:
+                self._created_dirs = {p for p in (folder, *folder.parents) if not p.exists()}
                 version = reserve_version(folder)
                 if any(str(lg.class_path).endswith("CSVLogger") for lg in loggers):
                     self._reserved_dir = folder / f"version_{version}"
@@ -198,11 +219,47 @@ class MMFormerCLI(LightningCLI):
         parser.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
         # Its own section, not one of trainer.callbacks: a recipe that lists its callbacks keeps it.
         parser.add_lightning_class_args(BestCheckpoint, "best_checkpoint")
+        if self._building_only:
+            # A run's saved config.yaml holds its subcommand's own arguments too: accepted, so it builds
+            # the same objects (ckpt_path is what `mmformer export` exports when --ckpt_path is not given).
+            for name, kind in _SUBCOMMAND_ARGS.items():
+                parser.add_argument(f"--{name}", type=Optional[kind], default=None,
+                                    help=f"a subcommand's {name}, read from a run's config.yaml")
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[pl.Callback]) -> pl.Trainer:
         if config.get("enable_checkpointing") is False:  # Lightning refuses any ModelCheckpoint then
             callbacks = [c for c in callbacks if not isinstance(c, BestCheckpoint)]
+        given = [*(config.get("callbacks") or []), *callbacks]
+        if config.get("enable_progress_bar") is not False and _RICH_AVAILABLE \
+                and not any(isinstance(c, ProgressBar) for c in given):
+            callbacks = [*callbacks, EpochProgressBar()]  # Lightning's default bar, without "Epoch 3/-2"
         return super()._instantiate_trainer(config, callbacks)
+
+
+class EpochProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, reading ``Epoch 3`` rather than ``Epoch 3/-2`` when ``max_steps``
+    bounds the run (Lightning then sets ``max_epochs=-1`` and prints ``max_epochs - 1`` as the last epoch)."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        text = super()._get_train_description(current_epoch)
+        max_epochs = self.trainer.max_epochs
+        if max_epochs is not None and max_epochs < 1:
+            text = text.replace(f"Epoch {current_epoch}/{max_epochs - 1}", f"Epoch {current_epoch}", 1)
+        return text
+
+
+class _NoAdverts(logging.Filter):
+    """Drops Lightning's "💡 Tip: ... try installing litlogger/litmodels" lines, printed by every run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def _quiet_lightning() -> None:
+    """Installs :class:`_NoAdverts` once on the logger Lightning's ``rank_zero_info`` writes to."""
+    log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, _NoAdverts) for f in log.filters):
+        log.addFilter(_NoAdverts())
 
 
 def _complete_model_config(model: Any) -> None:
@@ -227,27 +284,21 @@ def main(args: ArgsType = None, run: bool = True, *, exit_on_error: bool = True)
     """LightningCLI's subcommands of the ``mmformer`` command (also callable from Python with ``args``).
 
     ``exit_on_error=False`` raises jsonargparse's ``ArgumentError`` for a bad option or config
-    instead of printing the usage and exiting (:mod:`mmformer.console` shortens it to one line).
+    instead of printing the usage and exiting (:mod:`mmformer.cli.command` shortens it to one line).
     """
     _limit_threads()
-    return MMFormerCLI(
-        pl.LightningModule,
-        pl.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
-        auto_configure_optimizers=False,
-        args=args,
-        run=run,
-        parser_kwargs={"exit_on_error": exit_on_error},
-    )
+    _quiet_lightning()
+    with warnings.catch_warnings():  # the filters a subcommand adds (before_instantiate_classes) end with it
+        return MMFormerCLI(
+            pl.LightningModule,
+            pl.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+            args=args,
+            run=run,
+            parser_kwargs={"exit_on_error": exit_on_error},
+        )
 
-
-if __name__ == "__main__":  # `python -m mmformer.cli fit ...`: LightningCLI's subcommands only
-    import sys
-
-    if sys.argv[1:2] in (["export"], ["train-tokenizer"], ["average"]):
-        sys.exit(f"`{sys.argv[1]}` is a subcommand of the `mmformer` command (or `python -m mmformer`), "
-                 f"not of `python -m mmformer.cli`")
-    main()

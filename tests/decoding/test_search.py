@@ -9,14 +9,13 @@ import pytest
 import torch
 
 from mmformer.backbone import BackboneConfig, BackboneOutput, Decoder, Encoder
-from mmformer.generation import (
+from mmformer.decoding import (
     GenerationConfig,
     beam_search,
     generate,
     length_penalty,
     repeated_ngram_bans,
     repetition_penalty,
-    sequence_log_probs,
     strip,
     top_k_filter,
     top_p_filter,
@@ -27,6 +26,17 @@ from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID
 from mmformer.tokenizers.text import TextTokenizer
 
 V = 40
+
+
+def sequence_log_probs(model: Seq2Seq, source: torch.Tensor, sequences: torch.Tensor) -> torch.Tensor:
+    """Sum of token log-probs of ``sequences (B, T)`` (ids after bos; pads after eos ignored),
+    by one full teacher-forced forward pass: the reference that beam scores must equal."""
+    memory = model.encode(source)
+    bos = torch.full_like(sequences[:, :1], BOS_ID)
+    logits = model.decode(torch.cat([bos, sequences[:, :-1]], 1), memory)[0].float()
+    logp = logits.log_softmax(-1).gather(-1, sequences[..., None])[..., 0]  # (B, T)
+    ended = (sequences == EOS_ID).long().cumsum(1) - (sequences == EOS_ID).long()  # 1 after the first eos
+    return (logp * ((ended == 0) & (sequences != PAD_ID))).sum(1)
 
 
 def _model(seed: int = 0, positions: str = "learned", rope: bool = False) -> Seq2Seq:
@@ -161,7 +171,7 @@ def test_generation_stops_and_pads_after_eos_and_guards_the_length() -> None:
 class _NoCache:
     length = 0
 
-    def reorder(self, rows: torch.Tensor) -> None:
+    def copy_rows(self, src: torch.Tensor, dst: torch.Tensor) -> None:
         pass
 
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch._dynamo.testing import CompileCounter
 
-import mmformer.generation as generation
+import mmformer.decoding.stepper as stepper
 from mmformer.backbone import BackboneConfig, Decoder
-from mmformer.generation import GenerationConfig, beam_search, generate
+from mmformer.decoding import GenerationConfig, beam_search, generate
 from mmformer.tokenizers.base import TokenBatch
-from tests.test_generation import _model, _source
+from tests.decoding.test_search import _model, _source
 
 
 @pytest.mark.parametrize("strategy", ["greedy", "sample", "beam"])
@@ -85,7 +85,7 @@ def test_static_cache_refuses_several_positions_at_once() -> None:
 @pytest.mark.parametrize("strategy", ["greedy", "beam"])
 def test_compiled_decoding_is_token_identical_and_never_recompiles_per_step(strategy: str, monkeypatch) -> None:
     counter = CompileCounter()  # dynamo traces for real; the graph runs eagerly (no inductor build in a test)
-    monkeypatch.setattr(generation, "_COMPILE_BACKEND", counter)
+    monkeypatch.setattr(stepper, "COMPILE_BACKEND", counter)
     torch._dynamo.reset()
     model, src = _model(seed=2), _source()
     cfg = GenerationConfig(strategy=strategy, max_new_tokens=40, min_new_tokens=40, beam_size=3)
@@ -113,11 +113,11 @@ def test_cuda_graph_steps_write_only_into_buffers_that_exist_before_them(strateg
         modes.append(kw.get("mode"))
         return counter(gm, inputs)
 
-    monkeypatch.setattr(generation, "_COMPILE_BACKEND", backend)
+    monkeypatch.setattr(stepper, "COMPILE_BACKEND", backend)
     torch._dynamo.reset()
     model, src = _model(seed=5), _source()
     seen: list[int] = []
-    real = generation._compiled
+    real = stepper.compiled_decode
 
     def checked(m, mode=None):
         fn = real(m, mode)
@@ -131,7 +131,7 @@ def test_cuda_graph_steps_write_only_into_buffers_that_exist_before_them(strateg
             return fn(ids, memory, cache, **kw)
         return step
 
-    monkeypatch.setattr(generation, "_compiled", checked)
+    monkeypatch.setattr(stepper, "compiled_decode", checked)
     cfg = GenerationConfig(strategy=strategy, max_new_tokens=20, min_new_tokens=20, beam_size=3)
     graphs = GenerationConfig(**{**cfg.__dict__, "cuda_graphs": True})
     assert torch.equal(generate(model, src, graphs), generate(model, src, cfg))

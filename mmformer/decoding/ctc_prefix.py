@@ -23,8 +23,13 @@ each step costs ``O(T * R * C)`` in a loop over frames.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
+
+from mmformer.backbone import BackboneOutput
+from mmformer.decoding.config import GenerationConfig
 
 _NEG = float("-inf")
 
@@ -101,4 +106,33 @@ class CTCPrefixScorer:
         self._pending = None
 
 
-__all__ = ["CTCPrefixScorer"]
+def hybrid_scorer(model: Any, memory: BackboneOutput, cfg: GenerationConfig, k: int) -> CTCPrefixScorer | None:
+    """The CTC prefix scorer of hybrid decoding over ``k`` hypotheses per source (rows ``b*k .. b*k+k-1``), or
+    None when ``cfg.ctc_weight`` is 0. ``model``: a :class:`~mmformer.decoding.protocol.CTCDecodingModel`."""
+    if cfg.ctc_weight == 0.0:
+        return None
+    if not 0.0 < cfg.ctc_weight <= 1.0:
+        raise ValueError(f"generation.ctc_weight must be in [0, 1], got {cfg.ctc_weight}")
+    if getattr(model, "ctc_head", None) is None:
+        raise ValueError("generation.ctc_weight > 0 needs a model with a CTC head: train it with ctc_weight > 0 "
+                         "(model.init_args.ctc_weight), or set generation.ctc_weight to 0")
+    log_probs = model.ctc_logits(memory).float().log_softmax(-1)  # (B, S, V)
+    lengths = memory.mask.sum(1) if memory.mask is not None else torch.full(log_probs.shape[:1], log_probs.shape[1])
+    return CTCPrefixScorer(log_probs.repeat_interleave(k, 0), lengths.repeat_interleave(k, 0), cfg.pad_id,
+                           cfg.eos_id)
+
+
+def hybrid_scores(logp: Tensor, ctc: CTCPrefixScorer, cfg: GenerationConfig) -> Tensor:
+    """``logp (R, V)`` decoder log-probs → hybrid scores: the decoder's ``C`` best tokens per row, and eos,
+    get ``(1 - w) logp + w * ctc``, every other token -inf (ESPnet's pre-beam). eos is always a candidate,
+    so a hypothesis whose labels have used up the audio can end even when the decoder would go on."""
+    pre_beam = cfg.ctc_pre_beam or -(-3 * cfg.beam_size // 2)  # ceil(1.5 * K)
+    cand = logp.topk(min(pre_beam, logp.shape[-1]), dim=-1).indices  # (R, C)
+    cand = torch.cat([cand, torch.full_like(cand[:, :1], cfg.eos_id)], 1)  # (R, C + 1); a repeat is harmless
+    top = logp.gather(-1, cand)
+    joint = (1.0 - cfg.ctc_weight) * top + cfg.ctc_weight * ctc.score(cand)
+    joint = joint.masked_fill(torch.isneginf(top), float("-inf"))  # a banned token stays banned
+    return torch.full_like(logp, float("-inf")).scatter(-1, cand, joint)
+
+
+__all__ = ["CTCPrefixScorer", "hybrid_scorer", "hybrid_scores"]

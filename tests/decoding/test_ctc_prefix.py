@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from mmformer.backbone import BackboneConfig, BackboneOutput, Decoder, Encoder
-from mmformer.ctc_prefix import CTCPrefixScorer
-from mmformer.generation import GenerationConfig, beam_search, generate
+from mmformer.decoding.ctc_prefix import CTCPrefixScorer
+from mmformer.decoding import GenerationConfig, beam_search, generate
 from mmformer.models.seq2seq import Seq2Seq
 from mmformer.tokenizers.sentencepiece_vocab import EOS_ID, PAD_ID
 from mmformer.tokenizers.text import TextTokenizer
@@ -41,6 +41,45 @@ def test_prefix_scores_sum_to_the_ctc_log_likelihood(labels: list[int], length: 
         total += float(delta[0, cand[0].tolist().index(label)])
         scorer.advance(torch.tensor([0]), torch.tensor([label]))
     assert total == pytest.approx(_ctc_log_likelihood(lp[0], length, labels), abs=1e-4)
+
+
+def _prefix_log_probs(lp: torch.Tensor, length: int) -> dict[object, float]:
+    """Brute force over every alignment of ``lp[:length]``: log P(the labelling starts with g) for every prefix
+    g, and log P(the labelling is g) under the key ``(g, "end")``."""
+    paths = torch.tensor(list(itertools.product(range(V), repeat=length)))  # (V^T, T)
+    path_lp = lp[torch.arange(length), paths].sum(1)  # (V^T,)
+    totals: dict[object, list[torch.Tensor]] = {}
+    for path, score in zip(paths.tolist(), path_lp):
+        labels = [c for i, c in enumerate(path) if c != PAD_ID and (i == 0 or c != path[i - 1])]
+        for n in range(len(labels) + 1):
+            totals.setdefault(tuple(labels[:n]), []).append(score)
+        totals.setdefault((tuple(labels), "end"), []).append(score)
+    return {g: float(torch.stack(v).logsumexp(0)) for g, v in totals.items()}
+
+
+@pytest.mark.parametrize("labels,length", [([4, 5, 1], 5), ([4, 4], 5), ([1, 1, 1], 5)])
+def test_every_intermediate_prefix_probability_matches_the_sum_over_its_alignments(labels: list[int],
+                                                                                   length: int) -> None:
+    """Not only the telescoped total: after each label, log psi(g + c) of every candidate c is the log-probability
+    (brute force over every alignment) that the labelling starts with g + c, and eos gives P(labelling = g)."""
+    g = torch.Generator().manual_seed(7 * length + len(labels))
+    lp = (torch.randn(1, 7, V, generator=g) * 2).log_softmax(-1)  # frames past `length` are padding
+    brute = _prefix_log_probs(lp[0], length)
+    scorer = CTCPrefixScorer(lp, torch.tensor([length]), blank=PAD_ID, eos=EOS_ID)
+    cand = [*LABELS, EOS_ID]
+    prefix: tuple[int, ...] = ()
+    total = 0.0  # log psi(prefix)
+    for label in [*labels, EOS_ID]:
+        delta = scorer.score(torch.tensor([cand]))[0]
+        for c, d in zip(cand, delta.tolist()):
+            want = brute.get((prefix, "end") if c == EOS_ID else (*prefix, c), float("-inf"))
+            if want == float("-inf"):
+                assert d == float("-inf"), (prefix, c)
+            else:
+                assert total + d == pytest.approx(want, abs=1e-4), (prefix, c)
+        scorer.advance(torch.tensor([0]), torch.tensor([label]))
+        total += delta[cand.index(label)].item()
+        prefix = (*prefix, label)
 
 
 def test_a_prefix_longer_than_the_frames_allow_is_impossible() -> None:
