@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from mmformer.checkpoint import read_checkpoint
-from mmformer.export import WEIGHTS, export_model, load_exported
+from mmformer.cli.export import WEIGHTS, export_model, load_exported
 from mmformer.tasks.fsdp import FSDPStrategy
 from tests.tasks.ddp_driver import read_losses
 from tests.tasks.test_distributed import _run_in_one_process_pair
