@@ -8,7 +8,7 @@ is mixed down to mono by averaging its channels and resampled with ``torchaudio.
 
 A file that would train on something other than its audio is an :class:`AudioFileError` naming it (and
 its manifest line when read through a manifest): truncated (a WAV data chunk or a FLAC stream shorter
-than its header declares), no samples, NaN/inf or absurd float samples, an implausible sample rate.
+than its header declares), NaN/inf or absurd float samples, an implausible sample rate.
 """
 
 from __future__ import annotations
@@ -64,12 +64,14 @@ def load_audio(path: str | Path | Blob, sample_rate: int = 16000) -> Tensor:
     """An audio file (a path, or a :class:`Blob` such as a file inside shards) → mono ``(L,)`` float32
     waveform at ``sample_rate``.
 
-    Multi-channel audio is averaged to mono; any other rate is resampled.
+    Multi-channel audio is averaged to mono; any other rate is resampled. A file that declares no samples
+    gives ``(0,)`` (the speech DataModule keeps such clips out of training by ``min_duration``, the manifest
+    reader refuses them).
 
     Raises:
         AudioFileError: the file is missing, cannot be decoded, is truncated (a WAV whose data chunk is
-            cut short, a FLAC that ends before its declared length), holds no samples, holds non-finite or
-            absurd float samples, or declares a sample rate outside [1 kHz, 1 MHz].
+            cut short, a FLAC that ends before its declared length), holds non-finite or absurd float
+            samples, or declares a sample rate outside [1 kHz, 1 MHz].
     """
     try:
         source, name = open_source(path, "audio")
@@ -85,8 +87,8 @@ def load_audio(path: str | Path | Blob, sample_rate: int = 16000) -> Tensor:
         raise
     except Exception as err:  # a decoder's own message, with the file named
         raise AudioFileError(f"cannot decode audio file {name}: {err}") from err
-    if data.ndim not in (1, 2) or data.shape[0] == 0 or (data.ndim == 2 and data.shape[1] == 0):
-        raise AudioFileError(f"{name} holds no samples (decoded shape {data.shape}); replace it or drop it")
+    if data.ndim not in (1, 2) or (data.ndim == 2 and data.shape[1] == 0):
+        raise AudioFileError(f"{name} decoded to shape {data.shape}, expected (samples,) or (samples, channels)")
     if not MIN_RATE <= rate <= MAX_RATE:
         raise AudioFileError(f"{name}: sample rate {rate} Hz is outside [{MIN_RATE}, {MAX_RATE}]; the header is "
                              f"corrupt")
@@ -136,7 +138,7 @@ def read_manifest(path: str | Path, require_text: bool = True) -> list[ManifestE
     Raises:
         FileNotFoundError: the manifest does not exist.
         ValueError: a line is not a JSON object, lacks a key or holds a value of the wrong type (a
-            non-string path or text, a duration that is not a positive number); the message names the line.
+            non-string path or text, a duration that is not a number >= 0); the message names the line.
         AudioFileError: a listed audio file does not exist or its WAV header is broken (named with its line).
     """
     path = Path(path)
@@ -184,9 +186,11 @@ def _entry(path: Path, n: int, obj: dict) -> ManifestEntry:
             duration = header.seconds if header is not None else _probe_duration(audio)
         except AudioFileError as err:
             raise AudioFileError(f"{path}:{n}: {err}") from None
-    elif isinstance(duration, bool) or not isinstance(duration, (int, float)) or not 0 < duration < math.inf:
-        raise ValueError(f"{path}:{n}: duration must be a positive number of seconds, got {duration!r}; fix it or "
+    elif isinstance(duration, bool) or not isinstance(duration, (int, float)) or not 0 <= duration < math.inf:
+        raise ValueError(f"{path}:{n}: duration must be a number of seconds (>= 0), got {duration!r}; fix it or "
                          f"leave the key out (it is then read from the file)")
+    elif header is not None and header.frames == 0:
+        duration = 0.0  # an empty WAV is 0 s whatever the line says, so min_duration keeps it out of training
     return ManifestEntry(str(audio), float(duration), text, n, str(path))
 
 

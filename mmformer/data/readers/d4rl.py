@@ -151,16 +151,16 @@ def episodes_from_arrays(arrays: dict[str, np.ndarray], source: str = "dataset")
     """
     raw = {k: _numbers(arrays[k], k, source) for k in D4RL_KEYS}
     n = raw["rewards"].shape[0] if raw["rewards"].ndim else 0
-    shapes = {k: a.shape for k, a in raw.items()}
+    lengths = {k: a.shape[0] if a.ndim else "a scalar" for k, a in raw.items()}
     if any(a.ndim == 0 or a.shape[0] != n for a in raw.values()):
-        raise ValueError(f"{source}: the D4RL arrays must have one entry per step, got shapes {shapes}")
+        raise ValueError(f"{source}: the D4RL arrays must have one entry per step, got lengths {lengths}")
     if n == 0:
         raise ValueError(f"{source}: the dataset has no steps")
     for key in ("rewards", "terminals", "timeouts"):
         if raw[key].shape not in ((n,), (n, 1)):
             raise ValueError(f"{source}: {key} must be one value per step (T,), got shape {raw[key].shape}")
     if raw["observations"].ndim != 2 or raw["observations"].shape[1] == 0:
-        raise ValueError(f"{source}: observations must be (T, S) with S >= 1, got shape {shapes['observations']}")
+        raise ValueError(f"{source}: observations must be (T, S) with S >= 1, got shape {raw['observations'].shape}")
     raw_actions = raw["actions"]
     if raw_actions.ndim == 1 and raw_actions.dtype.kind in "iu":
         if raw_actions.min() < 0 or raw_actions.max() >= MAX_ACTION_ID:

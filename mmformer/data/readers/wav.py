@@ -59,7 +59,7 @@ def check_wav(file: Path | BinaryIO, name: str | None = None) -> WavHeader | Non
     if head[:4] == b"RF64":
         return None
     if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
-        raise AudioFileError(f"{name} is not a WAV file (no RIFF/WAVE header); convert it to WAV or FLAC")
+        raise AudioFileError(f"{name} is not readable audio (no RIFF/WAVE header); convert it to WAV or FLAC")
     endian = "<" if head[:4] == b"RIFF" else ">"
     fmt = None
     pos = 12
@@ -99,8 +99,8 @@ def read_wav(source: Path | io.BytesIO, name: str) -> tuple[np.ndarray, int]:
     """A WAV file → ``((frames,) or (frames, channels) float32 samples, rate)``, integers scaled to [-1, 1).
 
     Raises:
-        AudioFileError: :func:`check_wav`'s checks, no samples, or float samples that are not finite or
-            peak past :data:`MAX_FLOAT_PEAK`.
+        AudioFileError: :func:`check_wav`'s checks, or float samples that are not finite or peak past
+            :data:`MAX_FLOAT_PEAK`.
         ValueError: scipy's own (an unsupported encoding...): the caller names the file.
     """
     from scipy.io import wavfile
@@ -114,8 +114,6 @@ def read_wav(source: Path | io.BytesIO, name: str) -> tuple[np.ndarray, int]:
         warnings.simplefilter("ignore", wavfile.WavFileWarning)
         rate, data = wavfile.read(source)
     data = np.asarray(data)
-    if data.shape[0] == 0:
-        raise AudioFileError(f"{name} holds no samples; replace it or drop it")
     if data.dtype == np.uint8:  # 8-bit WAV is unsigned
         data = (data.astype(np.float32) - 128.0) / 128.0
     elif np.issubdtype(data.dtype, np.integer):
@@ -125,7 +123,7 @@ def read_wav(source: Path | io.BytesIO, name: str) -> tuple[np.ndarray, int]:
             data = data.astype(np.float32, copy=False)
         if not np.isfinite(data).all():
             raise AudioFileError(f"{name} holds NaN or infinite float samples; the file is corrupt")
-        peak = float(np.abs(data).max())
+        peak = float(np.abs(data).max()) if data.size else 0.0
         if peak > MAX_FLOAT_PEAK:
             raise AudioFileError(f"{name}: float samples peak at {peak:.3g}, but float WAV holds [-1, 1]; the file "
                                  f"is corrupt or int-scaled (divide by 32768)")
