@@ -114,3 +114,14 @@ def test_common_rates_resample_as_torchaudio_does_and_odd_ones_with_a_small_kern
     odd = to_rate(wave, 22254, 16000)  # gcd 2: torchaudio would build an 8000 x 11000+ kernel
     assert time.perf_counter() - start < 2.0
     assert abs(len(odd) - 4410 * 16000 / 22254) <= 1
+
+
+def test_a_clip_that_fails_to_decode_mid_epoch_names_its_manifest_line(tmp_path: Path) -> None:
+    from mmformer.data.modules.speech import SpeechDataset
+
+    write_wav(tmp_path / "ok.wav", np.zeros(160), 16000)
+    (tmp_path / "bad.flac").write_bytes(b"fLaC" + bytes(100))  # listed fine, undecodable when a batch needs it
+    ds = SpeechDataset(["m.jsonl:1", "m.jsonl:2"], ["a", "b"], None, torch.ones(2), 16000,
+                       files=[str(tmp_path / "ok.wav"), str(tmp_path / "bad.flac")])
+    with pytest.raises(AudioFileError, match=r"m\.jsonl:2: cannot decode audio file .*bad\.flac"):
+        ds[[0, 1]]
