@@ -19,6 +19,7 @@ import os
 import re
 import signal
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -48,6 +49,9 @@ def _deadline(seconds: int) -> Iterator[None]:
     def fire(signum: int, frame: Any) -> None:
         raise CaseTimeout(f"ran past {seconds} s")
 
+    if not hasattr(signal, "SIGALRM") or threading.current_thread() is not threading.main_thread():
+        yield  # alarms need the main thread of a POSIX process: no guard elsewhere
+        return
     previous = signal.signal(signal.SIGALRM, fire)
     signal.alarm(seconds)
     try:
