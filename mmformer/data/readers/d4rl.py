@@ -38,8 +38,11 @@ def read_d4rl(path: str | Path) -> dict[str, np.ndarray]:
     elif path.suffix in (".h5", ".hdf5"):
         import h5py
 
-        with h5py.File(path, "r") as f:
-            found = {k: f[k][()] for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+        try:
+            with h5py.File(path, "r") as f:
+                found = {k: f[k][()] for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+        except (OSError, KeyError, RuntimeError) as err:  # h5py's errors for a corrupt or truncated file
+            raise ValueError(f"{path} is not a readable HDF5 file ({err}); re-save it with h5py") from err
     else:
         raise ValueError(f"{path}: unknown trajectory format {path.suffix!r}; use .npz or .hdf5/.h5 with D4RL keys")
     missing = [k for k in D4RL_KEYS if k not in found]
