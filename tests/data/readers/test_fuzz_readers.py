@@ -42,3 +42,15 @@ def test_the_harness_sorts_outcomes_by_the_rules(monkeypatch: pytest.MonkeyPatch
     assert outcome(Case(warn, (), False, ok))[1].startswith("loaded with a library warning")
     monkeypatch.setattr(fuzzing, "CASE_SECONDS", 1)
     assert outcome(Case(lambda: time.sleep(5), (), False, ok))[1].startswith("hang")
+
+
+def test_the_bench_script_prints_one_line_per_format(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fuzz_readers", Path(__file__).parents[3] / "bench" / "fuzz_readers.py")
+    bench = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    assert bench.main(["--examples", "20", "--format", "D4RL npz", "--format", "audio files"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["D4RL npz", "audio files"]
+    assert all(", other 0 " in line and "tried 20," in line for line in lines), lines
