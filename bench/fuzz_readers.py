@@ -1,10 +1,10 @@
 """Fuzzing the readers of every user format: seeded corruptions, each one's outcome counted.
 
-    python bench/fuzz_readers.py                      # 1000 cases per format (~1 min on one core)
+    python bench/fuzz_readers.py                      # 1000 cases per format (~40 s of one core)
     python bench/fuzz_readers.py --examples 200 --format "audio files"
 
 For each format (multimodal manifests JSONL/CSV/TSV, NeMo manifests, OpenCLIP caption tables, TSV/JSONL text
-pairs, D4RL .npz, image files, audio files) hypothesis draws the same derandomized cases every run:
+pairs, D4RL .npz, image files, audio files, IDX files) hypothesis draws the same derandomized cases every run:
 byte-level edits of valid files (bit flips, interesting values, insertions, deletions, truncations) and,
 for the text formats, field-level edits (any JSON value, awkward strings, dropped/added cells and keys).
 Prints one line per format, ``format: tried N, loaded L, clear errors E, other O``, then the first "other"

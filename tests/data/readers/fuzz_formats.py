@@ -366,8 +366,32 @@ def audio_cases(root: Path) -> st.SearchStrategy[Case]:
     return st.one_of([of(fmt, data) for fmt, data in bases])
 
 
+# --- IDX (MNIST) files -----------------------------------------------------------------------------------------------
+
+def idx_cases(root: Path) -> st.SearchStrategy[Case]:
+    import gzip
+
+    from mmformer.data.readers.idx import read_idx
+
+    images = bytes([0, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0, 4]) + bytes(range(48))
+    labels = bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 1, 4])
+
+    def check(x: Any) -> str | None:
+        if not isinstance(x, torch.Tensor):
+            return type(x).__name__
+        return None if not x.is_floating_point() or bool(torch.isfinite(x).all()) else "non-finite values"
+
+    def of(name: str, data: bytes) -> st.SearchStrategy[Case]:
+        path = root / name
+        return corrupted([data]).map(lambda d: _case(path, d[0], read_idx, check, f"{name} {d[1]}", rows=False))
+
+    return st.one_of([of(name, data) for name, data in [
+        ("images-idx3-ubyte", images), ("labels-idx1-ubyte", labels),
+        ("images-idx3-ubyte.gz", gzip.compress(images, mtime=0)), ("labels-idx1-ubyte.gz", gzip.compress(labels, mtime=0))]])
+
+
 FORMATS: dict[str, Cases] = {
     "manifest (JSONL/CSV/TSV)": manifest_cases, "NeMo manifest": nemo_cases, "OpenCLIP table": caption_cases,
     "text pairs (TSV/JSONL)": pairs_cases, "D4RL npz": d4rl_cases, "image files": image_cases,
-    "audio files": audio_cases,
+    "audio files": audio_cases, "IDX files": idx_cases,
 }

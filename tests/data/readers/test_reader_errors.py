@@ -19,6 +19,7 @@ from mmformer.console import _raised_by_mmformer
 from mmformer.data.readers.audio import read_manifest
 from mmformer.data.readers.caption_table import read_caption_table
 from mmformer.data.readers.d4rl import episodes_from_arrays, read_d4rl
+from mmformer.data.readers.idx import read_idx
 from mmformer.data.readers.image_files import load_image
 from mmformer.data.readers.manifest import ManifestError, parse_fields, read_column, read_table
 from mmformer.data.readers.text_pairs import read_pairs
@@ -157,3 +158,14 @@ def test_an_image_header_declaring_a_decompression_bomb_is_refused(tmp_path: Pat
     (tmp_path / "bomb.png").write_bytes(png)
     with pytest.raises(ValueError, match=r"bomb\.png: the image header declares too many pixels"):
         load_image(tmp_path / "bomb.png", 1, 8)
+
+
+def test_a_corrupt_gzipped_idx_file_names_it(tmp_path: Path) -> None:
+    import gzip
+
+    data = bytearray(gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 200]) + bytes(range(200)), mtime=0))
+    data[10] ^= 0xFF  # the first deflate block header: zlib.error ("invalid block type"), which is no OSError
+    (tmp_path / "labels-idx1-ubyte.gz").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"labels-idx1-ubyte\.gz") as info:
+        read_idx(tmp_path / "labels-idx1-ubyte.gz")
+    assert _ours(info)
