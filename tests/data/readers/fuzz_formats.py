@@ -48,10 +48,6 @@ def _media(root: Path) -> tuple[str, str]:
     return "media/a.png", "media/a.wav"
 
 
-def _write(path: Path, data: bytes) -> Callable[[], None]:
-    return lambda: path.write_bytes(data)
-
-
 def _case(path: Path, data: bytes, read: Callable[[Path], Any], check: Callable[[Any], str | None], note: str,
           rows: bool = True, names: tuple[str, ...] = ()) -> Case:
     def call() -> Any:
@@ -155,7 +151,28 @@ def manifest_cases(root: Path) -> st.SearchStrategy[Case]:
                 lambda e: (_table_bytes(e[0][0], sep, e[1]), e[0][1]))
         return byte_level | fields.map(lambda d: _case(path, d[0], read, check, d[1]))
 
-    return st.one_of([of(suffix) for suffix in (".jsonl", ".csv", ".tsv")])
+    def media(kind: str, name: str) -> st.SearchStrategy[Case]:
+        """A valid manifest whose second row lists a corrupted copy of the image or the clip (only probed here:
+        its header must pass or fail with the row named)."""
+        path, file = root / "media_manifest.jsonl", root / "media" / name
+        rows = [dict(objs[0]), {**objs[1], kind: f"media/{name}"}]
+        listing = "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+        def case(d: tuple[bytes, str]) -> Case:
+            def call() -> Any:
+                file.write_bytes(d[0])
+                return read(_written(path, listing))
+            return Case(call, (str(path),), True, check, f"{kind} file {d[1]}")
+
+        return corrupted([(root / (image if kind == "image" else audio)).read_bytes()]).map(case)
+
+    return st.one_of([of(suffix) for suffix in (".jsonl", ".csv", ".tsv")] + [media("image", "c.png"),
+                                                                              media("audio", "c.wav")])
+
+
+def _written(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
 
 
 # --- NeMo manifests -------------------------------------------------------------------------------------------------
