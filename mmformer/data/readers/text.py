@@ -3,6 +3,7 @@ and a file check that never raises on an odd path (too long, a NUL byte)."""
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 from collections.abc import Iterator
@@ -15,11 +16,13 @@ def decode_utf8(data: bytes, name: str, error: type[ValueError] = ValueError) ->
     Raises:
         error: invalid UTF-8, naming ``name:<line>`` and the byte offset.
     """
+    skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try:
-        return data.decode("utf-8-sig")
+        return data[skip:].decode("utf-8")
     except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        raise error(f"{name}:{line}: not valid UTF-8 ({err.reason} at byte {err.start}); re-encode the file as "
+        at = skip + err.start  # the byte offset in the file
+        line = data.count(b"\n", 0, at) + 1
+        raise error(f"{name}:{line}: not valid UTF-8 ({err.reason} at byte {at}); re-encode the file as "
                     f"UTF-8") from None
 
 
