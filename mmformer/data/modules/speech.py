@@ -33,7 +33,7 @@ from mmformer.data.common.loading import world_of
 from mmformer.data.common.packing import MarkPacked
 from mmformer.data.common.sampling import ResumableDataModule
 from mmformer.data.common.wave_augment import WaveAugment
-from mmformer.data.readers.audio import ManifestEntry, load_audio, read_manifest
+from mmformer.data.readers.audio import AudioFileError, ManifestEntry, load_audio, read_manifest
 from mmformer.data.shards.reading import ShardFile, read_columns, split_view
 from mmformer.data.spec import DataSpec, ProvidesDataSpec
 from mmformer.tokenizers.audio import AudioBatch
@@ -82,10 +82,17 @@ class SpeechDataset(Dataset):
             pos = (self.offsets[idx, None] + steps).clamp_max(len(self.audio) - 1)  # (B, L) sample indices
             wave = torch.from_numpy(self.audio[pos.numpy()].astype(np.float32)) / 32768.0
             return AudioBatch(wave * (steps < lengths[:, None]), lengths)
-        waves = [load_audio(self.files[i], self.sample_rate) for i in idx.tolist()]  # type: ignore[index]
+        waves = [self._load(i) for i in idx.tolist()]
         lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
         wave = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True) if waves else torch.zeros(0, 1)
         return AudioBatch(wave if wave.shape[1] else torch.zeros(len(waves), 1), lengths)
+
+    def _load(self, i: int) -> Tensor:
+        """Utterance ``i``'s file decoded; a decoding error names the utterance (``manifest:line``) too."""
+        try:
+            return load_audio(self.files[i], self.sample_rate)  # type: ignore[index]
+        except AudioFileError as err:
+            raise AudioFileError(f"{self.ids[i]}: {err}") from None
 
     def _augmented(self, audio: AudioBatch, virtual: Tensor) -> AudioBatch:
         """Each utterance through ``augment``, seeded by ``seed`` + its virtual index (which counts epochs)."""

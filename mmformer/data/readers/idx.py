@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import math
+import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -24,20 +27,31 @@ def read_idx(path: str | Path) -> torch.Tensor:
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError) as e:
+            magic = f.read(4)
+            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _DTYPES:
+                raise ValueError(f"{path} is not an IDX file (bad magic number {magic.hex()})")
+            dims = f.read(4 * magic[3])
+            shape = tuple(int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(len(dims) // 4))
+            dtype = np.dtype(_DTYPES[magic[2]])
+            need = math.prod(shape) * dtype.itemsize
+            # read what the header declares and one byte more, in chunks: a corrupt header's size allocates nothing
+            payload = _read_at_most(f, need + 1) if len(shape) == magic[3] else b""
+    except (OSError, EOFError, zlib.error) as e:  # gzip's errors for a corrupt or truncated stream
         raise ValueError(f"cannot read IDX file {path}: {e}") from e
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _DTYPES:
-        raise ValueError(f"{path} is not an IDX file (bad magic number {data[:4].hex()})")
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(_DTYPES[data[2]])
-    expected = header + int(np.prod(shape)) * dtype.itemsize
-    if len(data) != expected:
-        raise ValueError(f"{path} is truncated or corrupt: {len(data)} bytes, header {shape} needs {expected}")
-    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    size = 4 + len(dims) + len(payload)
+    if len(shape) != magic[3] or len(payload) != need:
+        raise ValueError(f"{path} is truncated or corrupt: {size}{'+' if len(payload) > need else ''} bytes, header "
+                         f"{shape} needs {4 + len(dims) + need}")
+    array = np.frombuffer(payload, dtype=dtype).reshape(shape)
     return torch.from_numpy(array.astype(dtype.newbyteorder("=")).copy())
+
+
+def _read_at_most(f: BinaryIO, n: int) -> bytes:
+    chunks = []
+    while n > 0 and (chunk := f.read(min(n, 1 << 20))):
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
 
 
 def find_idx(root: str | Path, stem: str) -> Path:

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_png
@@ -69,11 +72,30 @@ def load_image(path: str | Path | Blob, channels: int, size: int) -> Tensor:
         ValueError: the file is not a decodable image (names the file).
     """
     source, path = open_source(path, "image")
-    try:
+    with pil_errors(path):
         with Image.open(source) as img:
             return fit_pil(img, channels, size)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ValueError(f"{path} is not a readable image ({e}); remove it or replace it with a valid image") from e
+
+
+@contextmanager
+def pil_errors(name: str) -> Iterator[None]:
+    """Any failure of PIL's decoders (a corrupt file raises anything from ``OSError`` to ``struct.error``), a
+    warning of theirs about the pixel data (``Tag data larger than file``: a corrupt file PIL half-decodes),
+    and a header that declares more than ``Image.MAX_IMAGE_PIXELS`` pixels (PIL only warns below twice that,
+    then allocates them), as one ``ValueError`` naming the file. Warnings about metadata that is never read
+    (EXIF) or about a conversion that is done anyway (palette transparency) pass."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", category=UserWarning, module=r"PIL\.")
+            warnings.filterwarnings("ignore", message=r".*(EXIF|Palette images with Transparency)")
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise ValueError(f"{name}: the image header declares too many pixels ({e}); the file is corrupt or "
+                         f"too large for training: resize it") from None
+    except Exception as e:  # noqa: BLE001 - PIL's decoders raise many types on corrupt input
+        raise ValueError(f"{name} is not a readable image ({type(e).__name__}: {e}); remove it or replace it "
+                         f"with a valid image") from e
 
 
 def fit_pil(img: Image.Image, channels: int, size: int) -> Tensor:
@@ -97,12 +119,10 @@ def file_pixels(data: bytes, name: str) -> np.ndarray:
     Raises:
         ValueError: not a decodable image (names it).
     """
-    try:
+    with pil_errors(name):
         with Image.open(io.BytesIO(data)) as img:
             img = img.convert("L" if img.mode in _GRAY_MODES else "RGB")
             x = np.asarray(img)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ValueError(f"{name} is not a readable image ({e}); remove it or replace it with a valid image") from e
     return np.ascontiguousarray(x[None] if x.ndim == 2 else x.transpose(2, 0, 1))
 
 

@@ -23,7 +23,6 @@ when a batch needs them.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -37,6 +36,7 @@ import torch
 from torch import Tensor
 
 from mmformer.data.readers.blob import Blob, open_source
+from mmformer.data.readers.text import encodable, is_file, jsonl_lines, table_rows
 
 FIELD_TYPES = ("image", "audio", "text", "label", "number", "vector")
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
@@ -146,33 +146,30 @@ def read_table(path: str | Path) -> ManifestTable:
     """
     stdin = str(path) == "-"
     path = Path("<stdin>") if stdin else Path(path)
-    if not stdin and not path.is_file():
+    if not stdin and not is_file(path):
         raise FileNotFoundError(f"manifest {path} does not exist")
     suffix = ".jsonl" if stdin else path.suffix.lower()
     rows, lines, columns = [], [], None
     if suffix in JSONL_SUFFIXES:
-        with nullcontext(sys.stdin) if stdin else open(path, encoding="utf-8") as f:
-            for n, raw in enumerate(f, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    obj = json.loads(raw)
-                except json.JSONDecodeError as err:
-                    raise ManifestError(f"{path}:{n}: not a JSON object ({err}); write one object per line") from err
-                if not isinstance(obj, dict):
-                    raise ManifestError(f"{path}:{n}: a {type(obj).__name__}, not a JSON object; write one "
-                                        f"object per line")
-                rows.append(obj)
-                lines.append(n)
+        numbered = enumerate(sys.stdin.read().split("\n"), start=1) if stdin else jsonl_lines(path, ManifestError)
+        for n, raw in numbered:
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except ValueError as err:  # JSONDecodeError, or an integer of more than 4300 digits
+                raise ManifestError(f"{path}:{n}: not a JSON object ({err}); write one object per line") from None
+            if not isinstance(obj, dict):
+                raise ManifestError(f"{path}:{n}: a {type(obj).__name__}, not a JSON object; write one "
+                                    f"object per line")
+            rows.append(obj)
+            lines.append(n)
     elif suffix in SEPARATORS:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f, delimiter=SEPARATORS[suffix])
-            columns = list(reader.fieldnames or [])
-            start = reader.line_num + 1
-            for row in reader:
-                rows.append(row)
-                lines.append(start)  # the line the row starts on (quoted cells may span lines)
-                start = reader.line_num + 1
+        header, found = table_rows(path, SEPARATORS[suffix], ManifestError)
+        columns = header
+        for n, row in found:
+            rows.append(row)
+            lines.append(n)  # the line the row starts on (quoted cells may span lines)
     else:
         raise ManifestError(f"manifest {path}: unknown format {suffix!r}; use .jsonl (one JSON object a line), "
                             f".csv or .tsv (a header row)")
@@ -227,7 +224,7 @@ def _file(table: ManifestTable, i: int, spec: FieldSpec, value: Any) -> Path | B
         raise ManifestError(f"{where}: expected the path of an {spec.type} file, got {value!r}")
     path = Path(value.strip())
     path = path if path.is_absolute() else table.path.parent / path
-    if not path.is_file():
+    if not is_file(path):
         raise ManifestError(f"{where}: {spec.type} file {path} does not exist (relative paths resolve against "
                             f"the manifest's folder)")
     if path.stat().st_size == 0:
@@ -238,41 +235,41 @@ def _file(table: ManifestTable, i: int, spec: FieldSpec, value: Any) -> Path | B
 def _images(table: ManifestTable, spec: FieldSpec, raw: list[Any]) -> Column:
     from PIL import Image
 
+    from mmformer.data.readers.image_files import pil_errors
+
     paths = []
     for i, value in enumerate(raw):
         path = _file(table, i, spec, value)
         try:  # the header only: cheap, and a non-image fails here rather than mid-epoch
-            with Image.open(open_source(path, "image")[0]) as img:
+            with pil_errors(str(path)), Image.open(open_source(path, "image")[0]) as img:
                 img.size  # noqa: B018
-        except Exception as err:
-            raise ManifestError(f"{table.where(i, spec.name)}: {path} is not a readable image ({err}); replace "
-                                f"it or drop the row") from err
-        paths.append(path if isinstance(path, Blob) else str(path))
+        except ValueError as err:
+            raise ManifestError(f"{table.where(i, spec.name)}: {err}") from err
+        paths.append(str(path) if isinstance(path, Path) else path)  # a Path has read_bytes: it is a Blob too
     return Column(spec, paths)
 
 
 def probe_duration(path: Path | Blob) -> float:
-    """Seconds of audio in ``path`` from its header (soundfile, else the ``wave`` module, else a decode)."""
+    """Seconds of audio in ``path`` from its header: a WAV's own (walked by :func:`~mmformer.data.readers.wav.check_wav`,
+    so a truncated or impossible WAV raises here), else soundfile's, else a decode.
+
+    Raises:
+        AudioFileError: a broken WAV header, or a file no decoder reads.
+    """
+    from mmformer.data.readers.audio import load_audio
+    from mmformer.data.readers.wav import check_wav
+
     source = open_source(path, "audio")[0]
+    with open(source, "rb") if isinstance(source, Path) else nullcontext(source) as f:
+        header = check_wav(f, str(path)) if f.read(4) in (b"RIFF", b"RIFX", b"RF64") else None
+    if header is not None:
+        return header.seconds
     try:
         import soundfile
 
         info = soundfile.info(source if isinstance(source, io.BytesIO) else str(source))
         return info.frames / info.samplerate
-    except ImportError:
-        pass
-    except Exception:  # a format soundfile lacks: decode it
-        from mmformer.data.readers.audio import load_audio
-
-        return load_audio(path, 16000).numel() / 16000
-    import wave
-
-    try:
-        with wave.open(source if isinstance(source, io.BytesIO) else str(source)) as w:
-            return w.getnframes() / w.getframerate()
-    except (wave.Error, EOFError):
-        from mmformer.data.readers.audio import load_audio
-
+    except Exception:  # no soundfile, or a format it lacks: decode it
         return load_audio(path, 16000).numel() / 16000
 
 
@@ -282,13 +279,15 @@ def _audio(table: ManifestTable, spec: FieldSpec, raw: list[Any]) -> Column:
         path = _file(table, i, spec, value)
         try:
             seconds = probe_duration(path)
+        except ValueError as err:  # AudioFileError: names the file and what is wrong with it
+            raise ManifestError(f"{table.where(i, spec.name)}: {err}") from err
         except Exception as err:
             raise ManifestError(f"{table.where(i, spec.name)}: {path} is not readable audio ({err}); convert it to "
                                 f"WAV/FLAC or drop the row") from err
         if seconds <= 0:
             raise ManifestError(f"{table.where(i, spec.name)}: audio file {path} holds no samples; replace it or "
                                 f"drop the row")
-        paths.append(path if isinstance(path, Blob) else str(path))
+        paths.append(str(path) if isinstance(path, Path) else path)  # a Path has read_bytes: it is a Blob too
         durations.append(seconds)
     return Column(spec, paths, torch.tensor(durations, dtype=torch.float64))
 
@@ -301,6 +300,9 @@ def _texts(table: ManifestTable, spec: FieldSpec, raw: list[Any]) -> Column:
                                 f"{type(value).__name__} {value!r}")
         if not value.strip():
             raise ManifestError(f"{table.where(i, spec.name)}: empty text; write the text or drop the row")
+        if not encodable(value):
+            raise ManifestError(f"{table.where(i, spec.name)}: the text holds an unpaired surrogate escape (such as "
+                                f"\\ud800), which is no character; fix the row's text")
         texts.append(value.strip())
     return Column(spec, texts)
 
@@ -311,6 +313,9 @@ def _labels(table: ManifestTable, spec: FieldSpec, raw: list[Any]) -> Column:
         if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
             raise ManifestError(f"{table.where(i, spec.name)}: expected a class name (a non-empty string or an "
                                 f"integer), got {value!r}")
+        if not encodable(str(value)):
+            raise ManifestError(f"{table.where(i, spec.name)}: the class name holds an unpaired surrogate escape "
+                                f"(such as \\ud800), which is no character; fix the row")
         names.append(str(value).strip())
     return Column(spec, names)
 
@@ -318,7 +323,10 @@ def _labels(table: ManifestTable, spec: FieldSpec, raw: list[Any]) -> Column:
 def _number(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("a boolean")
-    x = float(value)  # int/float, or a string such as "0.5" (CSV cells are strings)
+    try:
+        x = float(value)  # int/float, or a string such as "0.5" (CSV cells are strings)
+    except OverflowError:  # an integer beyond float's range
+        raise ValueError("too large") from None
     if not math.isfinite(x):
         raise ValueError("not finite")
     return x

@@ -31,6 +31,8 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from mmformer.data.readers.text import encodable
+
 TSV_SUFFIXES = (".tsv", ".tab")
 JSONL_SUFFIXES = (".jsonl", ".json")
 
@@ -131,6 +133,8 @@ def read_jsonl(path: str | Path, src_key: str = "src", tgt_key: str = "tgt") -> 
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}, row {i}: invalid JSON ({err.msg} at column {err.colno}): "
                                  f"{line[:80]!r}") from None
+            except ValueError as err:  # an integer of more than 4300 digits
+                raise ValueError(f"{path}, row {i}: invalid JSON ({err}): {line[:80]!r}") from None
             if not isinstance(obj, dict):
                 raise ValueError(f"{path}, row {i}: expected a JSON object with keys {src_key!r} and {tgt_key!r}, "
                                  f"got {type(obj).__name__}")
@@ -140,6 +144,9 @@ def read_jsonl(path: str | Path, src_key: str = "src", tgt_key: str = "tgt") -> 
                                      f"data.init_args.src_key/tgt_key to the names your file uses")
                 if not isinstance(obj[key], str):
                     raise ValueError(f"{path}, row {i}: {key!r} must be a string, got {type(obj[key]).__name__}")
+                if not encodable(obj[key]):
+                    raise ValueError(f"{path}, row {i}: {key!r} holds an unpaired surrogate escape (such as "
+                                     f"\\ud800), which is no character; fix the row's text")
             yield i, obj[src_key], obj[tgt_key]
 
     return _collect(rows(), str(path))
