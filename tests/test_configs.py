@@ -129,7 +129,7 @@ def test_runs_log_to_tensorboard_and_csv_and_save_config(base_recipe: str, tmp_p
 
 
 def test_fsdp_preset_wraps_the_backbone_blocks() -> None:
-    """FSDP itself needs a GPU in Lightning; here: the preset names the real Block class."""
+    """The preset names the real Block class (tests/tasks/test_fsdp.py runs the preset on CPU processes)."""
     import pydoc
 
     from mmformer.backbone import Block
