@@ -12,6 +12,9 @@ precision and checkpoint files. What differs:
       mmformer fit --config tasks/<recipe>.yaml --trainer configs/trainer/fsdp.yaml \
           --trainer.accelerator=cpu --trainer.devices=2 --trainer.precision=32-true
 
+- A sharded checkpoint (a folder; ``state_dict_type: sharded``) loads only when torch.distributed.checkpoint's
+  ``.metadata`` (a pickle torch reads with a plain :func:`pickle.load`) names nothing but checkpoint metadata
+  classes (:func:`check_sharded_metadata`), and its ``meta.pt`` is read weights-only.
 - A full (single-file) checkpoint given to ``--ckpt_path`` is read with ``torch.load(weights_only=True)``
   (Lightning's FSDP loader unpickles it with a plain :class:`pickle.Unpickler`, which runs whatever code a
   tampered file names); its keys are upgraded first when an older mmformer wrote it, and a file that does
@@ -24,6 +27,7 @@ precision and checkpoint files. What differs:
 
 from __future__ import annotations
 
+import pickle
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ContextManager, Generator
@@ -119,8 +123,10 @@ class FSDPStrategy(_LightningFSDP):
 
         path = Path(self.broadcast(checkpoint_path))
         if not _is_full_checkpoint(path):
+            if path.is_dir():
+                check_sharded_metadata(path)
             self._reload_train_loader()
-            return super().load_checkpoint(path, weights_only=weights_only)
+            return super().load_checkpoint(path, weights_only=True)  # its meta.pt: weights-only too
         checkpoint = read_checkpoint(path, mmap=True)  # a ValueError naming the file when not weights-only safe
         self._reload_train_loader()
         module = self.lightning_module
@@ -156,3 +162,40 @@ class FSDPStrategy(_LightningFSDP):
         trainer = self.lightning_module.trainer
         if trainer.state.fn == TrainerFn.FITTING:
             trainer.fit_loop._combined_loader = None
+
+
+# What torch.distributed.checkpoint's .metadata pickle may name: its own metadata records and the plain values
+# they hold (sizes, dtypes, layouts, paths). Anything else could run code while torch unpickles the file.
+_METADATA_GLOBALS = {
+    "torch.distributed.checkpoint.metadata": {"Metadata", "MetadataIndex", "BytesStorageMetadata",
+                                              "ChunkStorageMetadata", "StorageMeta", "TensorProperties",
+                                              "TensorStorageMetadata", "_MEM_FORMAT_ENCODING"},
+    "torch.distributed.checkpoint.filesystem": {"_StorageInfo"},
+    "torch.serialization": {"_get_layout"},
+    "torch": {"Size"},
+    "pathlib": {"PosixPath", "WindowsPath", "PurePosixPath", "PureWindowsPath", "Path"},
+    "collections": {"OrderedDict"},
+}
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = name in _METADATA_GLOBALS.get(module, set())
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            allowed = True  # torch.float32, ...
+        if not allowed:
+            raise pickle.UnpicklingError(f"{module}.{name} is not checkpoint metadata")
+        return super().find_class(module, name)
+
+
+def check_sharded_metadata(folder: Path) -> None:
+    """Raises a ValueError unless ``folder/.metadata`` unpickles with checkpoint-metadata classes alone (torch
+    reads it with a plain :func:`pickle.load`, which would run whatever code a tampered file names)."""
+    meta = folder / ".metadata"
+    try:
+        with open(meta, "rb") as f:
+            _MetadataUnpickler(f).load()
+    except Exception as e:  # a name outside the allowlist, a truncated or missing file
+        raise ValueError(f"sharded checkpoint {folder} cannot be loaded safely: {meta} ({type(e).__name__}: "
+                         f"{str(e)[:200]}); load only sharded checkpoints you wrote, or save full ones "
+                         f"(state_dict_type: full)") from e

@@ -11,6 +11,7 @@ write the same tensors as the DDP one's.
 from __future__ import annotations
 
 import pickle
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -31,6 +32,7 @@ MODEL = ["--model.init_args.backbone.dim=32", "--model.init_args.backbone.num_he
 CPU = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.precision=32-true"]
 RUN = ["--config", DIGITS, "--data.init_args.batch_size=32", "--trainer.max_steps=8", "--trainer.limit_val_batches=1",
        "--trainer.num_sanity_val_steps=0", "--trainer.enable_progress_bar=false", *MODEL]
+SHARDED = "--trainer.strategy.init_args.state_dict_type=sharded"
 STEPS, STOP = 8, 5  # a digits epoch is 26 steps of 32 a rank: the crash lands mid-epoch
 EVERY_5_STEPS = """
 callbacks:
@@ -56,21 +58,38 @@ def test_fsdp_preset_fits_resumes_and_exports_like_ddp_on_two_cpu_processes(tmp_
     plan = [_fit("ddp", "ddp.yaml", tmp_path / "ddp", tmp_path / "ddp"),
             _fit("fsdp", "fsdp.yaml", tmp_path / "fsdp", tmp_path / "fsdp"),
             _fit("fsdp_killed", "fsdp.yaml", tmp_path / "cut", tmp_path / "cut", crash_after=STOP),
-            _fit("fsdp_resumed", "fsdp.yaml", tmp_path / "cut", tmp_path / "cut", "--ckpt_path", "last")]
+            _fit("fsdp_resumed", "fsdp.yaml", tmp_path / "cut", tmp_path / "cut", "--ckpt_path", "last"),
+            # sharded checkpoints (a folder per checkpoint, torch.distributed.checkpoint) resume alike
+            _fit("sharded_killed", "fsdp.yaml", tmp_path / "sharded", tmp_path / "sharded", SHARDED, crash_after=STOP),
+            _fit("sharded_resumed", "fsdp.yaml", tmp_path / "sharded", tmp_path / "sharded", SHARDED, "--ckpt_path",
+                 "last")]
     out = _run_in_one_process_pair(plan, tmp_path)
     for rank in (0, 1):
-        for name in ("ddp", "fsdp", "fsdp_resumed"):
+        for name in ("ddp", "fsdp", "fsdp_resumed", "sharded_resumed"):
             assert f"DDP-RUN {name} rank {rank} step {STEPS} ok" in out, out[-5000:]
-        assert f"DDP-RUN fsdp_killed rank {rank} crashed after step {STOP}" in out, out[-5000:]
+        for name in ("fsdp_killed", "sharded_killed"):
+            assert f"DDP-RUN {name} rank {rank} crashed after step {STOP}" in out, out[-5000:]
 
     for rank in (0, 1):
         ddp, fsdp = read_losses(tmp_path / "ddp", rank), read_losses(tmp_path / "fsdp", rank)
-        resumed = read_losses(tmp_path / "cut", rank)
-        assert sorted(ddp) == sorted(fsdp) == sorted(resumed) == list(range(1, STEPS + 1))
-        # sharded reduce-scatter vs all-reduce: rounding only (measured <= 4e-5)
-        assert all(abs(fsdp[s] - ddp[s]) < 1e-3 for s in ddp), (rank, ddp, fsdp)
+        resumed, sharded = read_losses(tmp_path / "cut", rank), read_losses(tmp_path / "sharded", rank)
+        assert sorted(ddp) == sorted(fsdp) == sorted(resumed) == sorted(sharded) == list(range(1, STEPS + 1))
+        # the same data and updates, the gradients reduce-scattered instead of all-reduced: rounding at most
+        # (measured: equal on 2 processes)
+        assert all(abs(fsdp[s] - ddp[s]) < 1e-5 for s in ddp), (rank, ddp, fsdp)
         # the same data, weights, optimizer state and RNG after the resume: equal losses
         assert all(abs(resumed[s] - fsdp[s]) < 1e-6 for s in fsdp), (rank, fsdp, resumed)
+        assert all(abs(sharded[s] - fsdp[s]) < 1e-6 for s in fsdp), (rank, fsdp, sharded)
+
+    # A sharded checkpoint whose .metadata (unpickled by torch) names other code is refused before loading.
+    folder = next((tmp_path / "sharded").rglob("last.ckpt"))
+    assert folder.is_dir() and (folder / ".metadata").is_file()
+    tampered = tmp_path / "tampered.ckpt"
+    shutil.copytree(folder, tampered)
+    with open(tampered / ".metadata", "wb") as f:
+        pickle.dump(_Evil(), f)
+    with pytest.raises(ValueError, match="cannot be loaded safely"):
+        FSDPStrategy().load_checkpoint(tampered)
 
     # FSDP writes one full checkpoint file (gathered on rank 0) with DDP's keys, readable weights-only.
     ddp_ckpt, fsdp_ckpt = _last(tmp_path / "ddp"), _last(tmp_path / "fsdp")
@@ -90,11 +109,11 @@ def test_fsdp_preset_fits_resumes_and_exports_like_ddp_on_two_cpu_processes(tmp_
     for key, t in weights["fsdp"].items():
         assert torch.equal(t, fsdp_state[f"model.{key}"]), key  # the checkpoint's weights, unchanged
         assert t.dtype == weights["ddp"][key].dtype and t.shape == weights["ddp"][key].shape, key
-        assert torch.allclose(t, weights["ddp"][key], atol=5e-3), key  # trained alike
+        assert torch.allclose(t, weights["ddp"][key], atol=1e-5), key  # trained alike (measured: equal)
     x = torch.rand(4, 1, 16, 16)
     with torch.no_grad():
         logits = [load_exported(folder)(x) for folder in exported.values()]
-    assert logits[0].shape == (4, 10) and torch.allclose(logits[0], logits[1], atol=5e-3)
+    assert logits[0].shape == (4, 10) and torch.allclose(logits[0], logits[1], atol=1e-5)
 
 
 class _Evil:
