@@ -22,7 +22,7 @@ import inspect
 import linecache
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,15 @@ def _where(path: list[str], key: str, argv: Sequence[str]) -> str:
         dotted = f".{name[2:]}."
         if name.startswith("--") and f".{'.'.join([*path, key])}." in dotted:
             return f" (from option {name})"
+    for file, node in _config_nodes(path, argv):
+        if isinstance(node, dict) and key in node:
+            return f" (in {file})"
+    return ""
+
+
+def _config_nodes(path: list[str], argv: Sequence[str]) -> Iterator[tuple[str, Any]]:
+    """``(file, the node at path)`` for each readable ``--config`` file of ``argv``, the last given first
+    (the node is ``_MISSING`` where the file does not hold ``path``)."""
     import yaml
 
     for file in reversed(_config_files(argv)):
@@ -108,10 +117,8 @@ def _where(path: list[str], key: str, argv: Sequence[str]) -> str:
         except (OSError, yaml.YAMLError):
             continue
         for part in path:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and key in node:
-            return f" (in {file})"
-    return ""
+            node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
+        yield file, node
 
 
 _EVENT = re.compile(r"Parser key \"(?P<key>[\w.]+)\"|class_path[ =]'(?P<cls>[\w.]+)'|"
@@ -287,15 +294,7 @@ def _given_value(path: list[str], argv: Sequence[str]) -> Any:
             return argv[i].split("=", 1)[1]
         if argv[i] == option and i + 1 < len(argv):
             return argv[i + 1]
-    import yaml
-
-    for file in reversed(_config_files(argv)):
-        try:
-            node: Any = yaml.safe_load(Path(file).read_text())
-        except (OSError, yaml.YAMLError):
-            continue
-        for part in path:
-            node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
+    for _, node in _config_nodes(path, argv):
         if node is not _MISSING:
             return node
     return _MISSING

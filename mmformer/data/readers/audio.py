@@ -14,7 +14,6 @@ than its header declares), NaN/inf or absurd float samples, an implausible sampl
 from __future__ import annotations
 
 import io
-import json
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -26,7 +25,7 @@ import torchaudio.functional as AF
 from torch import Tensor
 
 from mmformer.data.readers.blob import Blob, open_source
-from mmformer.data.readers.text import encodable, is_file, jsonl_lines
+from mmformer.data.readers.text import encodable, is_file, json_objects, jsonl_lines
 from mmformer.data.readers.wav import MAX_RATE, MIN_RATE, AudioFileError, check_wav, read_wav
 
 __all__ = ["AudioFileError", "ManifestEntry", "load_audio", "read_manifest", "to_rate", "write_wav"]
@@ -148,16 +147,8 @@ def read_manifest(path: str | Path, require_text: bool = True) -> list[ManifestE
     if not is_file(path):
         raise FileNotFoundError(f"manifest {path} does not exist")
     entries = []
-    for n, raw in jsonl_lines(path):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except ValueError as err:  # JSONDecodeError, or an integer of more than 4300 digits
-            raise ValueError(f"{path}:{n}: not a JSON object ({err})") from None
-        if not isinstance(obj, dict):
-            raise ValueError(f"{path}:{n}: a {type(obj).__name__}, not a JSON object; NeMo manifests have one "
-                             f'{{"audio_filepath", "duration", "text"}} object a line')
+    hint = 'NeMo manifests have one {"audio_filepath", "duration", "text"} object a line'
+    for n, obj in json_objects(jsonl_lines(path), path, ValueError, hint):
         need = ["audio_filepath"] + (["text"] if require_text else [])
         missing = [k for k in need if k not in obj]
         if missing:

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from mmformer.data.readers.blob import Blob, open_source
-from mmformer.data.readers.text import encodable, is_file, jsonl_lines, table_rows
+from mmformer.data.readers.text import encodable, is_file, json_objects, jsonl_lines, table_rows
 
 FIELD_TYPES = ("image", "audio", "text", "label", "number", "vector")
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
@@ -152,16 +152,7 @@ def read_table(path: str | Path) -> ManifestTable:
     rows, lines, columns = [], [], None
     if suffix in JSONL_SUFFIXES:
         numbered = enumerate(sys.stdin.read().split("\n"), start=1) if stdin else jsonl_lines(path, ManifestError)
-        for n, raw in numbered:
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except ValueError as err:  # JSONDecodeError, or an integer of more than 4300 digits
-                raise ManifestError(f"{path}:{n}: not a JSON object ({err}); write one object per line") from None
-            if not isinstance(obj, dict):
-                raise ManifestError(f"{path}:{n}: a {type(obj).__name__}, not a JSON object; write one "
-                                    f"object per line")
+        for n, obj in json_objects(numbered, path, ManifestError, "write one object per line"):
             rows.append(obj)
             lines.append(n)
     elif suffix in SEPARATORS:

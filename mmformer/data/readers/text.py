@@ -6,7 +6,8 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-from collections.abc import Iterator
+import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 
@@ -36,6 +37,26 @@ def jsonl_lines(path: Path, error: type[ValueError] = ValueError) -> Iterator[tu
     editor and ``sed -n`` show; JSON strings cannot hold a raw newline)."""
     for n, line in enumerate(read_utf8(path, error).split("\n"), start=1):
         yield n, line
+
+
+def json_objects(numbered: Iterable[tuple[int, str]], path: Path, error: type[ValueError], hint: str
+                 ) -> Iterator[tuple[int, dict]]:
+    """``(line, object)`` for each non-blank line of a JSONL file (``numbered``: ``(line number, text)`` pairs).
+
+    Raises:
+        error: a line that is not a JSON object (or holds an integer of more than 4300 digits), naming
+            ``path:<line>``, followed by ``hint`` (what the format expects).
+    """
+    for n, raw in numbered:
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except ValueError as err:  # JSONDecodeError, or an integer of more than 4300 digits
+            raise error(f"{path}:{n}: not a JSON object ({err}); {hint}") from None
+        if not isinstance(obj, dict):
+            raise error(f"{path}:{n}: a {type(obj).__name__}, not a JSON object; {hint}")
+        yield n, obj
 
 
 def table_rows(path: Path, separator: str, error: type[ValueError] = ValueError

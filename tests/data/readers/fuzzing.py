@@ -31,10 +31,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mmformer
-from mmformer.console import _raised_by_mmformer
+from mmformer.cli.errors import _raised_by_mmformer
 
 CASE_SECONDS = 10  # one case (a tiny file) decodes in milliseconds; more is a hang
-USER_ERRORS = (ValueError, FileNotFoundError, TypeError)  # what `mmformer` maps to exit 1 (mmformer/console.py)
+USER_ERRORS = (ValueError, FileNotFoundError, TypeError)  # what `mmformer` maps to exit 1 (mmformer/cli/errors.py)
 _MMFORMER_DIR = os.path.dirname(mmformer.__file__)
 _OUTCOMES = ("loaded", "clear", "other")
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmformer.console import _raised_by_mmformer
+from mmformer.cli.errors import _raised_by_mmformer
 from mmformer.data.readers.audio import read_manifest
 from mmformer.data.readers.caption_table import read_caption_table
 from mmformer.data.readers.d4rl import episodes_from_arrays, read_d4rl
