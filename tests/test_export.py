@@ -42,7 +42,7 @@ def test_exported_model_gives_the_trained_logits(trained, exported: Path) -> Non
     cli, _, x = trained
     assert sorted(p.name for p in exported.iterdir()) == ["config.yaml", "model.safetensors"]
     doc = yaml.safe_load((exported / "config.yaml").read_text())
-    assert (doc["format"], doc["version"], doc["state_format"]) == ("mmformer-export", 2, FORMAT_VERSION)
+    assert (doc["format"], doc["version"], doc["state_format"]) == ("mmformer-export", 3, FORMAT_VERSION)
     assert doc["model"]["class_path"] == "mmformer.tasks.ClassificationTask"
     assert doc["model"]["init_args"]["backbone"]["dim"] == 64  # resolved, not just the recipe's text
 
