@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,7 +32,7 @@ from mmformer.cli.errors import UsageError
 from mmformer.cli.lightning import MMFormerCLI
 from mmformer.cli.recipes import Configs, config_args, load_weights, parse_recipe, resolved_model_config
 from mmformer.finetune.lora import merge_lora
-from mmformer.models.build import config_to_dict
+from mmformer.models.builders import config_to_dict
 from mmformer.models.exported import (CONFIG, FORMAT, VERSION, WEIGHTS, NotTranslatable,  # noqa: F401
                                       load_weights_strict, plain_tensors, read_export, save_exported)
 from mmformer.models.exported import load_exported as load_exported_model
@@ -64,10 +65,12 @@ def write_export(task: nn.Module, out_dir: str | Path, task_section: dict[str, A
     if cfg is not None:
         try:
             config_to_dict(cfg)
-        except ValueError:
+        except ValueError as e:
             if task_section is None:
                 raise
-            cfg = None  # loads through the task class (mmformer.cli.load_exported)
+            warnings.warn(f"the export has no model_config, so it loads only through its task class (with "
+                          f"Lightning): {e}", stacklevel=2)
+            cfg = None  # mmformer.cli.load_exported builds the task
     return save_exported(task.model, cfg, out_dir, task_section)
 
 

@@ -7,7 +7,7 @@ Each is built from a typed config (:mod:`mmformer.models.config`) by :func:`buil
 model zoo.
 """
 
-from mmformer.models.build import build, config_from_dict, config_to_dict
+from mmformer.models.builders import build, config_from_dict, config_to_dict
 from mmformer.models.causal_lm import CausalLM
 from mmformer.models.classifier import Classifier, ClassifierFeatures
 from mmformer.models.config import (CausalLMConfig, ClassifierConfig, ContrastiveConfig, DecisionTransformerConfig,

@@ -52,8 +52,8 @@ class TokenizerSpec:
         args: dict[str, Any] = {}
         if isinstance(factory, functools.partial):
             args = dict(factory.keywords)
-            if factory.args and len(factory.args) == 1 and isinstance(factory.args[0], type):
-                factory = factory.args[0]  # jsonargparse: partial(instantiator, class, **init_args)
+            if factory.args and isinstance(factory.args[-1], type):
+                factory = factory.args[-1]  # jsonargparse: partial(call, [instantiator,] class, **init_args)
             elif not factory.args:
                 factory = factory.func
             else:

@@ -1,5 +1,5 @@
 """Exports without Lightning: ``model.safetensors`` + ``config.yaml`` whose ``model_config`` is a typed model config
-(:func:`~mmformer.models.build.config_to_dict`), so loading is ``build(config_from_dict(...))`` + the weights::
+(:func:`~mmformer.models.builders.config_to_dict`), so loading is ``build(config_from_dict(...))`` + the weights::
 
     from mmformer.models.exported import load_exported
     model = load_exported("exported/")   # a plain nn.Module in eval mode, on the CPU
@@ -20,7 +20,7 @@ import yaml
 from torch import Tensor, nn
 
 from mmformer.backbone import BackboneConfig
-from mmformer.models.build import build, config_from_dict, config_to_dict
+from mmformer.models.builders import build, config_from_dict, config_to_dict
 from mmformer.models.config import (ModelConfig, TokenizerSpec, classifier_config, contrastive_config,
                                     decision_transformer_config, multitask_config, prefix_lm_config, seq2seq_config)
 from mmformer.models.legacy import FORMAT_VERSION, RENAMED_ARGS, upgrade_state_dict

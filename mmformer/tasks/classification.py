@@ -14,7 +14,7 @@ from mmformer.backbone import BackboneConfig
 from mmformer.data.spec import DataSpec
 from mmformer.heads import Pool
 from mmformer.losses import soft_target_cross_entropy
-from mmformer.models.build import build
+from mmformer.models.builders import build
 from mmformer.models.classifier import Classifier
 from mmformer.models.config import classifier_config
 from mmformer.tasks.base import TaskModule

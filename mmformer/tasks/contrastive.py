@@ -17,7 +17,7 @@ from mmformer.data.spec import DataSpec, EvalSplit
 from mmformer.heads import Pool
 from mmformer.losses import clip_loss
 from mmformer.models.legacy import RENAMED_ARGS
-from mmformer.models.build import build
+from mmformer.models.builders import build
 from mmformer.models.config import contrastive_config
 from mmformer.models.dual_encoder import ContrastiveModel, ContrastiveOutput
 from mmformer.retrieval import gather_rows, retrieval_metrics, zeroshot_classifier

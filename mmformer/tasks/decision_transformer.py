@@ -23,7 +23,7 @@ from mmformer.backbone import BackboneConfig
 from mmformer.data.common.packing import PACK_KEY, plan_packing, token_counter
 from mmformer.data.spec import ControlSpec, DataSpec
 from mmformer.losses import action_loss
-from mmformer.models.build import build
+from mmformer.models.builders import build
 from mmformer.models.config import decision_transformer_config
 from mmformer.models.decision_transformer import DecisionTransformer
 from mmformer.rollout import VAL_SEED_START, RolloutResult, rollout

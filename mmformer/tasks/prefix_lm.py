@@ -17,7 +17,7 @@ from mmformer.bigram import BigramLM
 from mmformer.data.spec import DataSpec
 from mmformer.decoding import GenerationConfig, check_ctc_settings, generate, strip
 from mmformer.losses import ctc_loss, sequence_cross_entropy
-from mmformer.models.build import build
+from mmformer.models.builders import build
 from mmformer.models.config import prefix_lm_config
 from mmformer.models.prefix_lm import PrefixLM
 from mmformer.tasks.optim import OptimConfig

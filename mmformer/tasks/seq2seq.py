@@ -18,7 +18,7 @@ from mmformer.data.common.packing import PACK_KEY, plan_packing, token_counter
 from mmformer.data.spec import DataSpec
 from mmformer.decoding import GenerationConfig, check_ctc_settings, generate, strip
 from mmformer.losses import ctc_loss, sequence_cross_entropy
-from mmformer.models.build import build
+from mmformer.models.builders import build
 from mmformer.models.config import seq2seq_config
 from mmformer.models.seq2seq import Seq2Seq
 from mmformer.tasks.optim import OptimConfig

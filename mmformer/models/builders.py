@@ -38,9 +38,8 @@ def _classifier(cfg: ClassifierConfig) -> Classifier:
 
 def _seq2seq(cfg: Seq2SeqConfig) -> Seq2Seq:
     enc, dec = cfg.encoder, cfg.decoder  # target embedding, source tokenizer, encoder, decoder, heads
-    if dec.memory_dim not in (None, enc.dim) or not dec.causal:
-        raise ValueError(f"the decoder config must be causal with memory_dim = the encoder's dim {enc.dim}, got "
-                         f"causal={dec.causal}, memory_dim={dec.memory_dim}")
+    if dec.memory_dim not in (None, enc.dim):
+        raise ValueError(f"decoder.memory_dim={dec.memory_dim} but the encoder's dim is {enc.dim}")
     target = TextTokenizer(dec.dim, cfg.target_vocab_size, max_len=cfg.max_target_len, positions=cfg.target_positions,
                            scale=cfg.target_scale, init_std=cfg.target_init_std)
     model = Seq2Seq(make_tokenizer(cfg.source_tokenizer, enc.dim), Encoder(enc), target, Decoder(dec),
