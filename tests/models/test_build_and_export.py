@@ -111,6 +111,7 @@ def _inputs(family: str, model: torch.nn.Module) -> dict[str, Any]:
             "prefix_lm" else ids, "target": ids[:, :4], "a": images, "b": ids}
 
 
+@pytest.mark.slow  # spawns a python process
 def test_every_family_loads_from_its_export_without_lightning(tmp_path: Path) -> None:
     cases = {}
     for family, task in _tasks().items():
