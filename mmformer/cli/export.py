@@ -4,7 +4,9 @@
     mmformer export --config runs/version_0/config.yaml --ckpt_path runs/version_0/checkpoints/best.ckpt --out exported/
 
 writes ``exported/model.safetensors`` (the plain ``task.model`` weights, LoRA merged in, no optimizer
-state, no pickled code) and ``exported/config.yaml`` (the recipe's fully resolved ``model`` section).
+state, no pickled code) and ``exported/config.yaml``: the typed model config (``model_config``, which
+:func:`mmformer.models.exported.load_exported` builds with no Lightning) and the recipe's fully resolved
+``model`` section (the task).
 The recipe is parsed as ``mmformer fit`` parses it: ``--config`` files layer in order, a run's own saved
 ``config.yaml`` is accepted (its ``ckpt_path``, when set, is the checkpoint exported unless
 ``--ckpt_path`` is given), and ``--section.key=value`` overrides apply. From Python::
@@ -18,35 +20,25 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import pytorch_lightning as pl
 import yaml
-from torch import Tensor, nn
+from torch import nn
 
 from mmformer.cli.errors import UsageError
 from mmformer.cli.lightning import MMFormerCLI
 from mmformer.cli.recipes import Configs, config_args, load_weights, parse_recipe, resolved_model_config
 from mmformer.finetune.lora import merge_lora
+from mmformer.models.builders import config_to_dict
+from mmformer.models.exported import (CONFIG, FORMAT, VERSION, WEIGHTS, NotTranslatable,  # noqa: F401
+                                      load_weights_strict, plain_tensors, read_export, save_exported)
+from mmformer.models.exported import load_exported as load_exported_model
 from mmformer.tasks.legacy import FORMAT_VERSION, legacy_task_name, upgrade_state_dict
 
-FORMAT, VERSION = "mmformer-export", 2  # 2: records the weights' layout (state_format)
-WEIGHTS, CONFIG = "model.safetensors", "config.yaml"
-
-
-def _plain_tensors(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """CPU, contiguous, detached tensors; a tensor sharing storage with an earlier one (tied weights) is
-    cloned, since safetensors refuses shared storage. Loading copies the same values into both ties."""
-    out, seen = {}, set()
-    for name, t in state.items():
-        t = t.detach().cpu()
-        ptr = t.untyped_storage().data_ptr()
-        if ptr in seen and t.numel() > 0:
-            t = t.clone()
-        seen.add(ptr)
-        out[name] = t.contiguous()
-    return out
+_plain_tensors = plain_tensors  # the name tests and older scripts import
 
 
 def export_model(config: Configs, ckpt_path: str | Path, out_dir: str | Path, *overrides: str) -> Path:
@@ -64,43 +56,34 @@ def export_model(config: Configs, ckpt_path: str | Path, out_dir: str | Path, *o
     return _export(parse_recipe([*config_args(config), *overrides]), ckpt_path, out_dir, str(config))
 
 
+def write_export(task: nn.Module, out_dir: str | Path, task_section: dict[str, Any] | None = None) -> Path:
+    """Writes the export of a built task: ``task.model``'s weights (LoRA merged in) and ``task.model_config``
+    (``model_config``, when the task has one that a config file can hold: a tokenizer given as a python callable
+    cannot be), with the task's ``{class_path, init_args}`` (``model``) when given."""
+    merge_lora(task.model)  # LoRA folded into plain weights: the export loads into the model the config builds
+    cfg = getattr(task, "model_config", None)
+    if cfg is not None:
+        try:
+            config_to_dict(cfg)
+        except ValueError as e:
+            if task_section is None:
+                raise
+            warnings.warn(f"the export has no model_config, so it loads only through its task class (with "
+                          f"Lightning): {e}", stacklevel=2)
+            cfg = None  # mmformer.cli.load_exported builds the task
+    return save_exported(task.model, cfg, out_dir, task_section)
+
+
 def _export(cli: MMFormerCLI, ckpt_path: str | Path, out_dir: str | Path, source: str) -> Path:
     """Writes the export of the task ``cli`` built, with ``ckpt_path``'s weights."""
-    from safetensors.torch import save_file
-
     task = load_weights(cli, ckpt_path, source)  # ValueError when the checkpoint does not fit
-    merge_lora(task.model)  # LoRA folded into plain weights: the export loads into the model the config builds
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(_plain_tensors(task.model.state_dict()), str(out / WEIGHTS), metadata={"format": "pt"})
-    doc = {"format": FORMAT, "version": VERSION, "state_format": FORMAT_VERSION, "model": resolved_model_config(cli)}
-    (out / CONFIG).write_text(yaml.safe_dump(doc, sort_keys=False))
-    return out
+    return write_export(task, out_dir, resolved_model_config(cli))
 
 
-def _read_config(path: Path) -> dict[str, Any]:
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path} is not valid YAML: {e}") from e
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an mmformer export (expected 'format: {FORMAT}'); "
-                         f"write one with `mmformer export --config ... --ckpt_path ... --out ...`")
-    if not isinstance(doc.get("version"), int) or doc["version"] > VERSION:
-        raise ValueError(f"{path} has export version {doc.get('version')!r}; this mmformer reads up to {VERSION}")
-    if not isinstance(doc.get("model"), dict) or "class_path" not in doc["model"]:
-        raise ValueError(f"{path} has no 'model' entry with a class_path")
-    return doc
-
-
-def _upgraded(doc: dict[str, Any], weights: dict[str, Tensor]) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """An export written by an older layout (``state_format`` below the current one; version-1
-    exports do not record it and are upgraded from 0, which leaves current keys as they are): the
-    task's renamed init arguments (its ``renamed_args``) and weight keys take their current names."""
-    state_format = doc.get("state_format", 0)
-    model_cfg = doc["model"]
+def _upgraded_task(model_cfg: dict[str, Any], state_format: Any) -> dict[str, Any]:
+    """An older export's task section with the task's renamed init arguments (its ``renamed_args``) current."""
     if not isinstance(state_format, int) or state_format >= FORMAT_VERSION:
-        return model_cfg, weights
+        return model_cfg
     module, _, cls_name = str(model_cfg["class_path"]).rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), cls_name)
@@ -108,11 +91,7 @@ def _upgraded(doc: dict[str, Any], weights: dict[str, Tensor]) -> tuple[dict[str
         cls = None  # _build_task says what is wrong with the class_path
     renamed: dict[str, str] = getattr(cls, "renamed_args", None) or {}
     init_args = {renamed.get(k, k): v for k, v in (model_cfg.get("init_args") or {}).items()}
-    model_cfg = {**model_cfg, "init_args": init_args} if "init_args" in model_cfg else model_cfg
-    name = legacy_task_name(cls) if isinstance(cls, type) else None
-    # the task's keys are "model." + the exported ones
-    upgraded = upgrade_state_dict(name, {f"model.{k}": v for k, v in weights.items()}, state_format)
-    return model_cfg, {k[len("model."):]: v for k, v in upgraded.items()}
+    return {**model_cfg, "init_args": init_args} if "init_args" in model_cfg else model_cfg
 
 
 def _build_task(model_cfg: dict[str, Any], source: Path) -> pl.LightningModule:
@@ -133,35 +112,29 @@ def _build_task(model_cfg: dict[str, Any], source: Path) -> pl.LightningModule:
 
 
 def load_exported(out_dir: str | Path) -> nn.Module:
-    """Rebuilds an exported model: the plain ``task.model`` (an ``nn.Module``) in eval mode, on the CPU."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    """Rebuilds an exported model: the plain ``task.model`` (an ``nn.Module``) in eval mode, on the CPU.
 
-    folder = Path(out_dir)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"export folder {folder} does not exist")
-    for name in (CONFIG, WEIGHTS):
-        if not (folder / name).is_file():
-            raise FileNotFoundError(f"{folder / name} does not exist (an export has {CONFIG} and {WEIGHTS})")
-    doc = _read_config(folder / CONFIG)
+    :func:`mmformer.models.exported.load_exported` does it without Lightning (``build(cfg)`` + safetensors); an
+    older export of a task it cannot translate (another package's task) is built here through its task class.
+    """
     try:
-        weights = load_file(str(folder / WEIGHTS))
-    except (SafetensorError, OSError) as e:
-        raise ValueError(f"{folder / WEIGHTS} cannot be read: {e}") from e
-    model_cfg, weights = _upgraded(doc, weights)
-    model = _build_task(model_cfg, folder / CONFIG).model
-
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    shapes = sorted(f"{k}: file {tuple(weights[k].shape)} vs model {tuple(expected[k].shape)}"
-                    for k in set(expected) & set(weights) if weights[k].shape != expected[k].shape)
-    if missing or unexpected or shapes:
-        parts = [f"{label} {items[:10]}{' ...' if len(items) > 10 else ''}"
-                 for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                                      ("shape mismatches", shapes)) if items]
-        raise ValueError(f"{folder / WEIGHTS} does not match the model in {folder / CONFIG}: " + "; ".join(parts))
-    model.load_state_dict(weights, strict=True)
+        return load_exported_model(out_dir)
+    except NotTranslatable:
+        pass
+    folder = Path(out_dir)
+    doc, weights = read_export(folder, upgrade=False)
+    state_format = doc.get("state_format", 0)
+    if isinstance(state_format, int) and state_format < FORMAT_VERSION:  # the task class names its renames (MRO)
+        module, _, cls_name = str(doc["model"]["class_path"]).rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module), cls_name)
+        except (ImportError, AttributeError, ValueError):
+            cls = None  # _build_task says what is wrong with the class_path
+        name = legacy_task_name(cls) if isinstance(cls, type) else None
+        upgraded = upgrade_state_dict(name, {f"model.{k}": v for k, v in weights.items()}, state_format)
+        weights = {k[len("model."):]: v for k, v in upgraded.items()}  # the task's keys are "model." + these
+    model = _build_task(_upgraded_task(doc["model"], doc.get("state_format", 0)), folder / CONFIG).model
+    load_weights_strict(model, weights, folder / WEIGHTS, folder / CONFIG)
     return model.eval()
 
 

@@ -10,11 +10,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from mmformer.backbone import BackboneConfig, Encoder
+from mmformer.backbone import BackboneConfig
 from mmformer.data.spec import DataSpec
-from mmformer.heads import ClassificationHead, Pool
+from mmformer.heads import Pool
 from mmformer.losses import soft_target_cross_entropy
+from mmformer.models.builders import build
 from mmformer.models.classifier import Classifier
+from mmformer.models.config import classifier_config
 from mmformer.tasks.base import TaskModule
 from mmformer.tasks.optim import OptimConfig, build_optimizer, epoch_steps
 from mmformer.tokenizers.base import ModalityTokenizer
@@ -96,11 +98,8 @@ class ClassificationTask(TaskModule):
         super().__init__()
         backbone = backbone or BackboneConfig()
         self.optim, self.label_smoothing = optim or OptimConfig(), label_smoothing
-        self.model = Classifier(
-            tokenizer(backbone.dim),
-            Encoder(backbone),
-            ClassificationHead(backbone.dim, num_classes, pool, head_dropout, num_heads=backbone.num_heads),
-        )
+        self.model_config = classifier_config(tokenizer, num_classes, backbone, pool, head_dropout)
+        self.model: Classifier = build(self.model_config)  # type: ignore[assignment]
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} names but num_classes={num_classes}")
         self.num_classes, self.class_names, self.num_overlays = num_classes, class_names, num_overlays

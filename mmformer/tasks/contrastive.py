@@ -12,10 +12,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mmformer.backbone import BackboneConfig, Encoder
+from mmformer.backbone import BackboneConfig
 from mmformer.data.spec import DataSpec, EvalSplit
 from mmformer.heads import Pool
 from mmformer.losses import clip_loss
+from mmformer.models.legacy import RENAMED_ARGS
+from mmformer.models.builders import build
+from mmformer.models.config import contrastive_config
 from mmformer.models.dual_encoder import ContrastiveModel, ContrastiveOutput
 from mmformer.retrieval import gather_rows, retrieval_metrics, zeroshot_classifier
 from mmformer.tasks.base import TaskModule
@@ -94,9 +97,7 @@ class ContrastiveTask(TaskModule):
     required_data: ClassVar[tuple[str, ...]] = ("vocab", "tokenize")  # for a text tower b
     # image–text argument names → the tower ones (a config with the left one gets an error naming the
     # right one: see mmformer.cli.errors)
-    renamed_args: ClassVar[dict[str, str]] = {
-        "image_tokenizer": "tokenizer_a", "text_tokenizer": "tokenizer_b", "text_backbone": "backbone_b",
-        "image_pool": "pool_a", "text_pool": "pool_b"}
+    renamed_args: ClassVar[dict[str, str]] = RENAMED_ARGS["ContrastiveTask"]
 
     def __init__(
         self,
@@ -120,15 +121,9 @@ class ContrastiveTask(TaskModule):
         super().__init__()
         self.names = list(names) if names is not None else ["image", "text"]
         self.initials = _initials(self.names)
-        backbone = backbone or BackboneConfig()
-        if shared_backbone and backbone_b is not None:
-            raise ValueError("backbone_b is set but shared_backbone is true; drop one of them")
-        encoder_a = Encoder(backbone)  # built before the tokenizers: the order of initialization is the recipes'
-        cfg_b = None if shared_backbone else (backbone_b or BackboneConfig(**vars(backbone)))
-        self.model = ContrastiveModel(
-            tokenizer_a(backbone.dim), tokenizer_b(cfg_b.dim if cfg_b else backbone.dim), encoder_a,
-            Encoder(cfg_b) if cfg_b else None, pool_a, pool_b, embed_dim, backbone.num_heads, init_temperature,
-        )
+        self.model_config = contrastive_config(tokenizer_a, tokenizer_b, backbone, shared_backbone, backbone_b,
+                                               pool_a, pool_b, embed_dim, init_temperature)
+        self.model: ContrastiveModel = build(self.model_config)  # type: ignore[assignment]
         if hard_negative_beta < 0:
             raise ValueError(f"hard_negative_beta must be >= 0 (0 = plain InfoNCE), got {hard_negative_beta}")
         self.hard_negative_beta = hard_negative_beta

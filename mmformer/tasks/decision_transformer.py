@@ -11,7 +11,6 @@ on the test seeds conditioned on each target return and report ``test/return@<ta
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -20,10 +19,12 @@ from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from mmformer.backbone import BackboneConfig, Encoder
+from mmformer.backbone import BackboneConfig
 from mmformer.data.common.packing import PACK_KEY, plan_packing, token_counter
 from mmformer.data.spec import ControlSpec, DataSpec
 from mmformer.losses import action_loss
+from mmformer.models.builders import build
+from mmformer.models.config import decision_transformer_config
 from mmformer.models.decision_transformer import DecisionTransformer
 from mmformer.rollout import VAL_SEED_START, RolloutResult, rollout
 from mmformer.tasks.base import TaskModule
@@ -76,8 +77,8 @@ class DecisionTransformerTask(TaskModule):
         optim: OptimConfig | None = None,
     ) -> None:
         super().__init__()
-        backbone = replace(backbone or BackboneConfig(dim=128, depth=3, num_heads=4), causal=True)
-        self.model = DecisionTransformer(tokenizer(backbone.dim), Encoder(backbone), context, head_dropout)
+        self.model_config = decision_transformer_config(tokenizer, backbone, context, head_dropout)
+        self.model: DecisionTransformer = build(self.model_config)  # type: ignore[assignment]
         self.targets = [float(t) for t in (target_returns or [500.0, 150.0])]
         self.sample_actions, self.temperature = sample_actions, temperature
         if val_episodes < 0 or temperature <= 0:

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from mmformer.backbone import BackboneConfig, Encoder
 from mmformer.data.spec import DataSpec
+from mmformer.models.config import MultiTaskConfig, multitask_config
 from mmformer.models.multitask import MultiTaskModel
 from mmformer.tasks.base import TaskModule
 from mmformer.tasks.optim import OptimConfig, build_optimizer
@@ -78,7 +79,11 @@ class MultiTaskTask(TaskModule):
             models[name] = child._modules.pop("model")
             object.__setattr__(child, "model", models[name])
             child.log = partial(self._log_for, name)  # type: ignore[method-assign]
+        # the children's models are built already (each by its task): composed here as build(MultiTaskConfig) does
         self.model = MultiTaskModel(Encoder(cfg), models)
+        configs = {name: getattr(child, "model_config", None) for name, child in tasks.items()}
+        self.model_config: MultiTaskConfig | None = (  # None: a child task without a model config (a plug-in)
+            multitask_config(configs, cfg) if all(c is not None for c in configs.values()) else None)
         self.tasks = nn.ModuleDict(tasks)  # metrics and buffers of each child (e.g. return statistics)
 
     @staticmethod

@@ -6,18 +6,19 @@ sampled text printed and logged to TensorBoard after each validation; prediction
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, Callable, ClassVar
 
 import torch
 from torch import Tensor, nn
 from torchmetrics.text import Perplexity
 
-from mmformer.backbone import BackboneConfig, BackboneOutput, Encoder
+from mmformer.backbone import BackboneConfig, BackboneOutput
 from mmformer.bigram import BigramLM
 from mmformer.data.spec import DataSpec
 from mmformer.decoding import GenerationConfig, check_ctc_settings, generate, strip
 from mmformer.losses import ctc_loss, sequence_cross_entropy
+from mmformer.models.builders import build
+from mmformer.models.config import prefix_lm_config
 from mmformer.models.prefix_lm import PrefixLM
 from mmformer.tasks.optim import OptimConfig
 from mmformer.tasks.seq2seq import source_line
@@ -25,7 +26,7 @@ from mmformer.tasks.text_generation import TextGenerationTask
 from mmformer.text_metrics import update
 from mmformer.tokenizers.base import ModalityTokenizer
 from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID
-from mmformer.tokenizers.text import TextPositions, TextTokenizer
+from mmformer.tokenizers.text import TextPositions
 
 Batch = dict[str, Any]  # {"target": (B, T) bos + ids + eos, pad 0; "source"?: the prefix input; "prompt"?; ...}
 
@@ -95,23 +96,10 @@ class PrefixLMTask(TextGenerationTask):
         optim: OptimConfig | None = None,
     ) -> None:
         super().__init__()
-        cfg = replace(backbone or BackboneConfig(), causal=True, rope=(backbone or BackboneConfig()).rope
-                      or text_positions == "rope")
+        self.model_config = prefix_lm_config(vocab_size, prefix_tokenizer, backbone, text_positions, text_scale,
+                                             text_init_std, max_len, tie_embeddings, share_prefix_embedding, ctc_weight)
         check_ctc_settings(ctc_weight, generation)
-        text = TextTokenizer(cfg.dim, vocab_size, max_len=max_len, positions=text_positions, scale=text_scale,
-                             init_std=text_init_std)
-        prefix = prefix_tokenizer(cfg.dim) if prefix_tokenizer is not None else None
-        self.model = PrefixLM(text, Encoder(cfg), prefix, tie_embeddings,
-                              ctc_vocab_size=vocab_size if ctc_weight > 0 else 0)
-        if share_prefix_embedding:
-            if not isinstance(prefix, TextTokenizer) or prefix.vocab_size != vocab_size:
-                raise ValueError("share_prefix_embedding needs a TextTokenizer prefix over the text's vocabulary "
-                                 f"(vocab_size={vocab_size}), got {type(prefix).__name__}")
-            if (prefix.scale != 1.0) != text_scale:
-                raise ValueError(f"share_prefix_embedding: the prefix tokenizer's scale={prefix.scale != 1.0} but "
-                                 f"text_scale={text_scale}; one shared table needs one scale: set both "
-                                 f"(model.init_args.prefix_tokenizer.init_args.scale and model.init_args.text_scale)")
-            prefix.embed.weight = text.embed.weight
+        self.model: PrefixLM = build(self.model_config)  # type: ignore[assignment]
         self.vocab_size, self.label_smoothing, self.ctc_weight = vocab_size, label_smoothing, ctc_weight
         self.generation = generation or GenerationConfig(strategy="sample", top_k=50, top_p=0.95, max_new_tokens=40)
         self.val_generate_batches, self.num_samples, self.bigram_baseline = val_generate_batches, num_samples, bigram_baseline

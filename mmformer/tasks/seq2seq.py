@@ -6,26 +6,27 @@ it), decoding with mmformer.decoding.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from mmformer.backbone import BackboneConfig, BackboneOutput, Decoder, Encoder
+from mmformer.backbone import BackboneConfig, BackboneOutput
 from mmformer.decoding.ctc import ctc_greedy_decode
 from mmformer.data.common.packing import PACK_KEY, plan_packing, token_counter
 from mmformer.data.spec import DataSpec
 from mmformer.decoding import GenerationConfig, check_ctc_settings, generate, strip
 from mmformer.losses import ctc_loss, sequence_cross_entropy
+from mmformer.models.builders import build
+from mmformer.models.config import seq2seq_config
 from mmformer.models.seq2seq import Seq2Seq
 from mmformer.tasks.optim import OptimConfig
 from mmformer.tasks.text_generation import TextGenerationTask
 from mmformer.text_metrics import text_metrics, update
 from mmformer.tokenizers.base import ModalityTokenizer
 from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID, SentencePieceVocab
-from mmformer.tokenizers.text import TextPositions, TextTokenizer
+from mmformer.tokenizers.text import TextPositions
 
 Batch = dict[str, Any]  # {"source": ..., "target": (B, T) [bos] ids [eos] pads, "target_text": [...], "index": ...}
 
@@ -120,31 +121,11 @@ class Seq2SeqTask(TextGenerationTask):
         optim: OptimConfig | None = None,
     ) -> None:
         super().__init__()
-        encoder = backbone or BackboneConfig()
-        if decoder is not None and decoder_depth is not None:
-            raise ValueError("set decoder_depth only without decoder (it sizes the decoder copied from backbone)")
-        if decoder is None:
-            decoder = replace(encoder, depth=decoder_depth or encoder.depth, causal=True, memory_dim=encoder.dim)
-        if decoder.memory_dim not in (None, encoder.dim):
-            raise ValueError(f"decoder.memory_dim={decoder.memory_dim} but the encoder's dim is {encoder.dim}")
-        decoder.memory_dim = encoder.dim
+        self.model_config = seq2seq_config(
+            source_tokenizer, target_vocab_size, backbone, decoder, decoder_depth, target_positions, target_scale,
+            target_init_std, max_target_len, tie_embeddings, share_source_embedding, ctc_weight)
         check_ctc_settings(ctc_weight, generation)
-        # Built in this order (target embedding, source tokenizer, encoder, decoder, heads) so seeded runs
-        # draw the same initial weights as before the redesign.
-        target = TextTokenizer(decoder.dim, target_vocab_size, max_len=max_target_len, positions=target_positions,
-                               scale=target_scale, init_std=target_init_std)
-        self.model = Seq2Seq(source_tokenizer(encoder.dim), Encoder(encoder), target, Decoder(decoder), tie_embeddings,
-                             ctc_vocab_size=target_vocab_size if ctc_weight > 0 else 0)
-        if share_source_embedding:
-            src = self.model.source_tokenizer
-            if not isinstance(src, TextTokenizer) or src.vocab_size != target_vocab_size or encoder.dim != decoder.dim:
-                raise ValueError("share_source_embedding needs a TextTokenizer source over the target vocabulary "
-                                 "and equal encoder/decoder widths")
-            if (src.scale != 1.0) != target_scale:
-                raise ValueError(f"share_source_embedding: the source tokenizer's scale={src.scale != 1.0} but "
-                                 f"target_scale={target_scale}; one shared table needs one scale: set both "
-                                 f"(model.init_args.source_tokenizer.init_args.scale and model.init_args.target_scale)")
-            src.embed.weight = target.embed.weight
+        self.model: Seq2Seq = build(self.model_config)  # type: ignore[assignment]
         self.ctc_weight = ctc_weight
         self.vocab_size, self.label_smoothing = target_vocab_size, label_smoothing
         self.generation, self.optim = generation or GenerationConfig(), optim or OptimConfig()
