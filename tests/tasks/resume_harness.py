@@ -85,9 +85,11 @@ max_epochs: 1000
 callbacks:
   - class_path: tests.tasks.resume_harness.LossLog
     init_args: {{path: {log}}}
-  - class_path: pytorch_lightning.callbacks.ModelCheckpoint
-    init_args: {checkpoint}
-{stop}"""
+{more}"""
+
+
+def _callback(class_path: str, **init_args: Any) -> str:
+    return f"  - class_path: {class_path}\n    init_args: {json.dumps(init_args)}\n"
 
 
 @dataclass
@@ -113,22 +115,30 @@ class Case:
         return per_epoch + per_epoch // 2, 2 * per_epoch + 1
 
 
-def fit(case: Case, root: Path, *, accumulate: int, workers: int, max_steps: int, every: int | None = None,
-        stop_at: int | None = None, ckpt_path: str | None = None) -> Losses:
-    """One ``mmformer fit`` in this process under ``root``: ``max_steps`` steps (stopped at ``stop_at`` if given),
-    a checkpoint every ``every`` steps (else only ``last.ckpt``, written when the run ends), from ``ckpt_path``
-    if given. Returns its losses."""
+def fit(case: Case, root: Path, *, accumulate: int, workers: int, max_steps: int, stop_at: int | None = None,
+        ckpt_path: str | None = None) -> Losses:
+    """One ``mmformer fit`` in this process under ``root``: ``max_steps`` steps, or stopped gracefully (a callback
+    sets ``should_stop``) after ``stop_at``, from ``ckpt_path`` if given. Returns its losses.
+
+    A stopped run leaves two checkpoints of its last step: ``root/kill/step=<stop_at>.ckpt``, written as the
+    step ended (what a run killed right after saving leaves), and ``root/graceful/last.ckpt``, written as the
+    run ended (what ``max_steps``, ``max_time`` or any ``should_stop`` leaves: Lightning writes it as if the
+    epoch had ended).
+    """
     from mmformer.cli import main
 
     root.mkdir(parents=True, exist_ok=True)
     log = root / "losses.jsonl"
     log.unlink(missing_ok=True)
-    checkpoint = ({"dirpath": str(root / "ckpt"), "filename": "{step}", "save_top_k": -1, "every_n_train_steps": every}
-                  if every else {"dirpath": str(root / "ckpt"), "save_last": True, "save_top_k": 0})
+    more = ""
+    if stop_at is not None:
+        checkpoint = "pytorch_lightning.callbacks.ModelCheckpoint"
+        more = (_callback(checkpoint, dirpath=str(root / "kill"), filename="{step}", every_n_train_steps=stop_at,
+                          save_top_k=-1)
+                + _callback(checkpoint, dirpath=str(root / "graceful"), save_last=True, save_top_k=0)
+                + _callback("tests.tasks.resume_harness.StopAt", step=stop_at))
     trainer_yaml = root / "trainer.yaml"
-    stop = ("  - class_path: tests.tasks.resume_harness.StopAt\n"
-            f"    init_args: {{step: {stop_at}}}\n") if stop_at else ""
-    trainer_yaml.write_text(TRAINER.format(log=json.dumps(str(log)), checkpoint=json.dumps(checkpoint), stop=stop))
+    trainer_yaml.write_text(TRAINER.format(log=json.dumps(str(log)), more=more))
     argv = ["fit", *case.argv, "--trainer", str(trainer_yaml), f"--trainer.default_root_dir={root}",
             f"--trainer.max_steps={max_steps}", f"--trainer.accumulate_grad_batches={accumulate}",
             *[w.format(n=workers) for w in case.workers]]
@@ -138,6 +148,11 @@ def fit(case: Case, root: Path, *, accumulate: int, workers: int, max_steps: int
     expected = stop_at or max_steps
     assert cli.trainer.global_step == expected, f"stopped at step {cli.trainer.global_step}, not {expected}"
     return read_losses(log)
+
+
+def checkpoint_of(root: Path, stop: int, kind: str) -> Path:
+    """The checkpoint a run stopped at ``stop`` under ``root`` left for a ``kill`` or a ``graceful`` stop."""
+    return root / "kill" / f"step={stop}.ckpt" if kind == "kill" else root / "graceful" / "last.ckpt"
 
 
 def assert_same_losses(resumed: Losses, full: Losses, before: int, what: str) -> None:
