@@ -39,17 +39,20 @@ def images(folder: Path) -> Case:
 
 
 def translation(folder: Path) -> Case:
-    """TranslationData from TSV (token-budget batches): 40 toy pairs in 5 batches of at most 104 tokens (a 300-piece vocabulary: byte fallback)."""
+    """TranslationData from TSV (token-budget batches): 40 toy pairs in 5 batches of at most 104 tokens (a
+    300-piece vocabulary: byte fallback needs it)."""
     folder.mkdir(parents=True, exist_ok=True)
     for split, n, seed in (("train", 40, 0), ("test", 4, 1)):
         pairs = [f"{s}\t{' '.join(w.upper() for w in reversed(s.split()))}" for s in _sentences(n, seed)]
         (folder / f"{split}.tsv").write_text("\n".join(pairs) + "\n")
     return Case(["--config", str(TASKS / "translation.yaml"), *TINY,
-                 f"--data.init_args.train_path={folder / 'train.tsv'}", f"--data.init_args.test_path={folder / 'test.tsv'}",
+                 f"--data.init_args.train_path={folder / 'train.tsv'}",
+                 f"--data.init_args.test_path={folder / 'test.tsv'}",
                  f"--data.init_args.data_dir={folder / 'data'}", "--data.init_args.vocab_size=300",
                  "--data.init_args.max_source_len=16", "--data.init_args.max_target_len=16",
                  "--data.init_args.max_tokens=104", "--data.init_args.val_size=4",
-                 "--model.init_args.target_vocab_size=300", "--model.init_args.source_tokenizer.init_args.vocab_size=300"],
+                 "--model.init_args.target_vocab_size=300",
+                 "--model.init_args.source_tokenizer.init_args.vocab_size=300"],
                 epoch_batches=5)
 
 
@@ -147,8 +150,9 @@ def shards(folder: Path) -> Case:
     data = {"class_path": "mmformer.data.ImageFolderData", "init_args": {
         "shards": str(folder / "shards"), "image_size": 8, "channels": 3, "batch_size": 4, "val_fraction": 0.25,
         "seed": 3, "chunk_window": 2}}
-    return Case(["--config", str(TASKS / "image_classification.yaml"), *TINY, "--data", _yaml(folder / "data.yaml", data),
-                 "--model.init_args.tokenizer.init_args.image_size=8", "--model.init_args.tokenizer.init_args.in_chans=3",
+    return Case(["--config", str(TASKS / "image_classification.yaml"), *TINY,
+                 "--data", _yaml(folder / "data.yaml", data), "--model.init_args.tokenizer.init_args.image_size=8",
+                 "--model.init_args.tokenizer.init_args.in_chans=3",
                  "--model.init_args.tokenizer.init_args.stem_channels=[]", "--model.init_args.num_classes=2"],
                 epoch_batches=5)
 

@@ -41,8 +41,8 @@ def chunk_window_order(chunks: Tensor, window: int, generator: torch.Generator) 
 class ResumableSampler(EpochSampler):
     """Shuffled (or sequential) virtual indices over ``n`` samples, sharded by DDP rank, resumable mid-epoch.
 
-    A ``DistributedSampler`` (an :class:`EpochSampler`) only so Lightning does not wrap it under DDP: it shards itself,
-    so a mid-epoch resume skips what *this rank* already trained on (Lightning's wrapper would skip
+    An :class:`EpochSampler` (a ``DistributedSampler`` only so Lightning does not wrap it under DDP): it shards
+    itself, so a mid-epoch resume skips what *this rank* already trained on (Lightning's wrapper would skip
     from the global order and hand ranks the wrong samples). Rank ``r`` of ``W`` takes positions
     ``r::W`` of the epoch's order padded by wrapping to a multiple of ``W`` — exactly what Lightning's
     ``DistributedSamplerWrapper`` gave before — or, with ``chunks``, a contiguous block of the order
