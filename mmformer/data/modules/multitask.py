@@ -110,6 +110,14 @@ class _TaskStream:
         for _ in range(skip):  # a child that cannot start mid-epoch: skip what was trained on
             next(self.it)
 
+    def close(self) -> None:
+        """Ends the loader's worker processes now (left to garbage collection, they linger, and each takes the
+        DataLoader's join timeout to go at some later, arbitrary point)."""
+        shutdown = getattr(self.it, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        self.loader, self.it = None, None
+
     def next(self) -> Any:
         if self.it is None:
             self._open()
@@ -200,6 +208,11 @@ class MultiTaskData(pl.LightningDataModule, ProvidesDataSpec):
             dm.setup(stage)
 
     def teardown(self, stage: str) -> None:
+        if stage == "fit":  # the children's training loaders: their places stay, their workers go
+            self._places.update({n: (s.epoch, s.done) for n, s in self._streams.items()})
+            for stream in self._streams.values():
+                stream.close()
+            self._streams = {}
         for name in self._staged(stage):
             self.datamodules[name].teardown(stage)
 

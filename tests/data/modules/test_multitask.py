@@ -188,3 +188,26 @@ def test_one_tasks_validation_loader_alone_after_setting_it_up() -> None:
     assert [idx for _, _, idx in combined] == [0] * 4
     with pytest.raises(ValueError, match=r"no DataModule for tasks \['z'\]; the data's tasks are \['a', 'b', 'c'\]"):
         data.val_dataloader_of(["z"])
+
+
+class _WithWorkers(_Resumable):
+    def train_dataloader(self) -> DataLoader:
+        loader = super().train_dataloader()
+        return DataLoader(loader.dataset, batch_size=self.batch_size, sampler=loader.sampler, num_workers=1,
+                          persistent_workers=True)
+
+
+@pytest.mark.slow  # spawns a DataLoader worker
+def test_teardown_after_fit_ends_the_children_loader_workers_and_keeps_their_places() -> None:
+    data = MultiTaskData({"a": _WithWorkers(10, 3, 0), "b": _Resumable(7, 2, 1)}, sampling="fixed",
+                         weights={"a": 1.0, "b": 0.0})
+    data.train_dataloader()
+    drawn = [_as_list(data.draw()) for _ in range(2)]
+    workers = list(data._streams["a"].it._workers)  # type: ignore[union-attr]
+    assert workers and all(w.is_alive() for w in workers)
+    data.teardown("fit")
+    assert not any(w.is_alive() for w in workers), "left to garbage collection, workers linger"
+    data.train_dataloader()  # a later fit continues where this one stopped
+    again = _data(sampling="fixed", weights={"a": 1.0, "b": 0.0, "c": 0.0})
+    again.train_dataloader()
+    assert drawn + [_as_list(data.draw())] == [_as_list(again.draw()) for _ in range(3)]
