@@ -4,7 +4,8 @@ hands it to a dataset that collates the whole batch at once).
 
 Every one subclasses ``DistributedSampler`` only so Lightning does not wrap it again under DDP: it
 shards batches itself. Training orders depend only on (seed, epoch), and ``resume_at(epoch, k)``
-restarts an epoch at its ``k``-th batch (a mid-epoch checkpoint, counted in batches).
+restarts an epoch at its ``k``-th batch (a mid-epoch checkpoint, counted in batches; see
+:class:`~mmformer.data.common.epochs.EpochSampler`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Iterator
 import torch
 from torch import Tensor
 from torch.utils.data import DistributedSampler
+
+from mmformer.data.common.epochs import EpochSampler
 
 
 def token_budget_batches(lengths: Tensor, max_tokens: int, generator: torch.Generator, chunk: int) -> list[list[int]]:
@@ -41,7 +44,7 @@ def token_budget_batches(lengths: Tensor, max_tokens: int, generator: torch.Gene
     return [batches[i] for i in shuffle]
 
 
-class TokenBudgetBatchSampler(DistributedSampler):
+class TokenBudgetBatchSampler(EpochSampler):
     """Training batches of index lists, resumable, sharded by rank. Yields ``list[int]`` per batch.
 
     It subclasses ``DistributedSampler`` only so Lightning does not wrap it again under DDP: it
@@ -66,27 +69,19 @@ class TokenBudgetBatchSampler(DistributedSampler):
         self.lengths, self.max_tokens = lengths, max_tokens
         per_batch = max(1, max_tokens // max(1, int(lengths.float().mean())))
         self.chunk = per_batch * chunk_batches
-        self._resume: tuple[int, int] | None = None
         self.num_batches = max(1, len(self._batches(0)) // num_replicas)
 
     def _batches(self, epoch: int) -> list[list[int]]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return token_budget_batches(self.lengths, self.max_tokens, g, self.chunk)
 
-    def resume_at(self, epoch: int, start: int) -> None:
-        """The next iteration over ``epoch`` starts at this rank's ``start``-th batch (mid-epoch checkpoint)."""
-        self._resume = (epoch, start)
-
     def __iter__(self) -> Iterator[list[int]]:  # type: ignore[override]
-        # A generator, so the epoch is read at the first batch, not when iter() is called: Lightning
-        # creates the first epoch's iterator before it calls set_epoch (a resumed run would otherwise
-        # replay the checkpoint's epoch under the next epoch's number).
+        # A generator, so the epoch is read at the first batch, not when iter() is called (Lightning creates
+        # the first epoch's iterator before it calls set_epoch). With DataLoader workers the first batch is
+        # drawn at once, so a resumed run also needs resume_at's epoch (EpochSampler).
         batches = self._batches(self.epoch)
         mine = [batches[(self.rank + k * self.num_replicas) % len(batches)] for k in range(self.num_batches)]
-        start = 0
-        if self._resume is not None and self._resume[0] == self.epoch:
-            start, self._resume = self._resume[1], None
-        yield from mine[start:]
+        yield from mine[self._start():]
 
     def __len__(self) -> int:
         return self.num_batches
@@ -113,7 +108,7 @@ class EvalBatchSampler(DistributedSampler):
 
 
 
-class BucketBatchSampler(DistributedSampler):
+class BucketBatchSampler(EpochSampler):
     """Batches of similar duration, so padding stays small; yields lists of indices.
 
     Each epoch (seeded by ``seed`` and the epoch) shuffles the utterances, sorts each window of
@@ -140,7 +135,6 @@ class BucketBatchSampler(DistributedSampler):
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.durations, self.batch_size, self.bucket_batches = durations.float(), batch_size, bucket_batches
         self.virtual = virtual
-        self._skip: tuple[int, int] | None = None
 
     def _batches(self) -> list[list[int]]:
         n = len(self.durations)
@@ -156,24 +150,20 @@ class BucketBatchSampler(DistributedSampler):
         return [batches[i].tolist() for i in torch.randperm(len(batches), generator=g).tolist()]
 
     def __iter__(self) -> Iterator[list[int]]:  # type: ignore[override]
+        # A generator, as TokenBudgetBatchSampler's: the epoch is read at the first batch
         batches = self._batches()
         if self.shuffle and self.num_replicas > 1:  # equal counts per rank (repeat a few when too few)
             per = max(1, len(batches) // self.num_replicas)
             batches = (batches * self.num_replicas)[: per * self.num_replicas]
         mine = batches[self.rank :: self.num_replicas]
-        if self._skip is not None and self._skip[0] == self.epoch:
-            mine, self._skip = mine[self._skip[1] :], None
+        mine = mine[self._start():]
         if self.virtual and self.shuffle:
             base = self.epoch * len(self.durations)
             mine = [[base + i for i in b] for b in mine]
-        return iter(mine)
+        yield from mine
 
     def __len__(self) -> int:
         nb = len(self._batches())
         if self.shuffle:
             return max(1, nb // self.num_replicas) if self.num_replicas > 1 else nb
         return len(range(self.rank, nb, self.num_replicas))
-
-    def resume_at(self, epoch: int, batches_done: int) -> None:
-        """The next iteration over ``epoch`` skips the batches a checkpoint already trained on."""
-        self._skip = (epoch, batches_done)

@@ -16,6 +16,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DistributedSampler
 
+from mmformer.data.common.epochs import EpochSampler
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -36,11 +38,11 @@ def chunk_window_order(chunks: Tensor, window: int, generator: torch.Generator) 
     return torch.argsort(group.double() + noise.double() * 0.5, stable=True)
 
 
-class ResumableSampler(DistributedSampler):
+class ResumableSampler(EpochSampler):
     """Shuffled (or sequential) virtual indices over ``n`` samples, sharded by DDP rank, resumable mid-epoch.
 
-    A subclass of ``DistributedSampler`` only so Lightning does not wrap it under DDP: it shards itself,
-    so a mid-epoch resume skips what *this rank* already trained on (Lightning's wrapper would skip
+    An :class:`EpochSampler` (a ``DistributedSampler`` only so Lightning does not wrap it under DDP): it shards
+    itself, so a mid-epoch resume skips what *this rank* already trained on (Lightning's wrapper would skip
     from the global order and hand ranks the wrong samples). Rank ``r`` of ``W`` takes positions
     ``r::W`` of the epoch's order padded by wrapping to a multiple of ``W`` — exactly what Lightning's
     ``DistributedSamplerWrapper`` gave before — or, with ``chunks``, a contiguous block of the order
@@ -63,11 +65,6 @@ class ResumableSampler(DistributedSampler):
             raise ValueError(f"chunks has {len(chunks)} entries for {n} samples")
         self.n, self.chunks, self.window = n, chunks, window
         self.per_rank = math.ceil(n / num_replicas)
-        self._resume: tuple[int, int] | None = None
-
-    def resume_at(self, epoch: int, start: int) -> None:
-        """The next iteration over ``epoch`` starts at this rank's ``start``-th sample (a mid-epoch checkpoint)."""
-        self._resume = (epoch, start)
 
     def order(self, epoch: int) -> Tensor:
         """``(n,)`` the whole epoch's order (every rank's), before sharding."""
@@ -79,6 +76,7 @@ class ResumableSampler(DistributedSampler):
         return torch.randperm(self.n, generator=g)
 
     def __iter__(self) -> Iterator[int]:
+        # A generator: the epoch is read at the first index, not when iter() is called.
         order = self.order(self.epoch)
         if self.num_replicas > 1:
             padded = torch.cat([order, order[: self.per_rank * self.num_replicas - self.n]])
@@ -86,13 +84,20 @@ class ResumableSampler(DistributedSampler):
                 order = padded[self.rank * self.per_rank:(self.rank + 1) * self.per_rank]
             else:
                 order = padded[self.rank::self.num_replicas]
-        start = 0
-        if self._resume is not None and self._resume[0] == self.epoch:
-            start, self._resume = self._resume[1], None
-        return iter((order[start:] + self.epoch * self.n).tolist())
+        yield from (order[self._start():] + self.epoch * self.n).tolist()
 
     def __len__(self) -> int:
         return self.per_rank
+
+
+def loader_generator(seed: int = 0) -> torch.Generator:
+    """A DataLoader's own generator (``DataLoader(generator=...)``), from which it draws its workers' base seed.
+
+    Without one, every new iterator takes that seed from torch's global RNG: a loader without workers once an
+    epoch, a loader with persistent workers once a run. Dropout and other model randomness would then differ
+    with the number of workers, and from an uninterrupted run after a resume.
+    """
+    return torch.Generator().manual_seed(seed)
 
 
 def seeded_call(fn: Callable[[T], R], x: T, seed: int) -> R:
@@ -130,24 +135,48 @@ class UnpaddedDistributedSampler(DistributedSampler):
 
 class ResumableDataModule(pl.LightningDataModule):
     """A DataModule whose training loader can restart mid-epoch: checkpoints record where in the
-    epoch training stood, and a resumed run continues there (subclasses pass ``self._resume`` to
-    their sampler's ``resume_at``). The position is counted in samples (``batch_size`` a step, for
+    epoch training stood, and a resumed run continues there (subclasses hand a new training sampler to
+    :meth:`_resume_sampler`). The position is counted in samples (``batch_size`` a batch, for
     :class:`ResumableSampler`) or, with ``_resume_unit = "batches"``, in batches (for batch samplers
     whose batches vary in size)."""
 
     batch_size: int
     _resume: tuple[int, int] | None = None
     _resume_unit: str = "samples"  # "samples" or "batches"
+    _train_sampler: EpochSampler | None = None  # the last training sampler built: its epoch is the data's
 
     def state_dict(self) -> dict[str, int]:
         t = self.trainer
         if t is None or not math.isfinite(t.num_training_batches):  # not fitting: nothing to resume
             return {}
-        done = max(0, t.global_step * t.accumulate_grad_batches - t.current_epoch * int(t.num_training_batches))
+        epoch, done = training_position(t, self._train_sampler)
         if self._resume_unit == "batches":
-            return {"epoch": t.current_epoch, "batches_done": done}
-        return {"epoch": t.current_epoch, "samples_done": done * self.batch_size}
+            return {"epoch": epoch, "batches_done": done}
+        return {"epoch": epoch, "samples_done": done * self.batch_size}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if state:
             self._resume = (state["epoch"], state[f"{self._resume_unit}_done"])
+
+    def _resume_sampler(self, sampler: EpochSampler) -> None:
+        """Hands the checkpoint's position (from :meth:`load_state_dict`) to a new training sampler, once, and
+        keeps the sampler: its epoch is what the next checkpoint records."""
+        self._train_sampler = sampler
+        if self._resume is not None:
+            sampler.resume_at(*self._resume)
+            self._resume = None
+
+
+def training_position(trainer: pl.Trainer, sampler: EpochSampler | None = None) -> tuple[int, int]:
+    """``(epoch, batches)``: the training batches the fit loop has taken from the current epoch, where a
+    finished epoch reads as the next one's start ``(epoch + 1, 0)``. The epoch is ``sampler``'s data epoch
+    where given (a resumed run may number epochs differently: :class:`EpochSampler`), else the trainer's.
+
+    Counted from Lightning's batch progress, not from ``global_step * accumulate_grad_batches``: an epoch's
+    last accumulation group steps even when it is incomplete, so steps do not tell batches apart.
+    """
+    epoch = trainer.current_epoch if sampler is None else sampler.epoch
+    done = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+    if done >= trainer.num_training_batches:
+        return epoch + 1, 0
+    return epoch, done

@@ -110,6 +110,14 @@ class _TaskStream:
         for _ in range(skip):  # a child that cannot start mid-epoch: skip what was trained on
             next(self.it)
 
+    def close(self) -> None:
+        """Ends the loader's worker processes now (left to garbage collection, they linger, and each takes the
+        DataLoader's join timeout to go at some later, arbitrary point)."""
+        shutdown = getattr(self.it, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        self.loader, self.it = None, None
+
     def next(self) -> Any:
         if self.it is None:
             self._open()
@@ -135,6 +143,7 @@ class _MixedBatches:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         d = self.data
         end = (d.step // self.steps + 1) * self.steps  # stop at the epoch's end: no batch drawn past it
+        d._mark_loop_start()
         while d.step < end:
             yield d.draw()
 
@@ -176,6 +185,7 @@ class MultiTaskData(pl.LightningDataModule, ProvidesDataSpec):
         self._streams: dict[str, _TaskStream] = {}
         self._snapshots: dict[int, dict[str, tuple[int, int]]] = {}  # step → places before drawing it
         self._set_up: list[str] = list(datamodules)  # the children the last setup() prepared
+        self._loop_start: tuple[int, int] | None = None  # (self.step, the fit loop's batches) at an iterator's start
 
     @property
     def task_names(self) -> list[str]:
@@ -198,6 +208,11 @@ class MultiTaskData(pl.LightningDataModule, ProvidesDataSpec):
             dm.setup(stage)
 
     def teardown(self, stage: str) -> None:
+        if stage == "fit":  # the children's training loaders: their places stay, their workers go
+            self._places.update({n: (s.epoch, s.done) for n, s in self._streams.items()})
+            for stream in self._streams.values():
+                stream.close()
+            self._streams = {}
         for name in self._staged(stage):
             self.datamodules[name].teardown(stage)
 
@@ -248,11 +263,32 @@ class MultiTaskData(pl.LightningDataModule, ProvidesDataSpec):
         full = {**self._places, **places}
         return {"step": step, "tasks": {n: {"epoch": e, "done": d} for n, (e, d) in full.items()}}
 
-    def state_dict(self) -> dict[str, Any]:
+    def _loop_batches(self) -> int | None:
+        """Batches the fit loop has taken in its current epoch (Lightning's batch progress), None without a trainer."""
         t = self.trainer
-        if t is None or self.schedule is None:  # not fitting: nothing to resume
+        return None if t is None else t.fit_loop.epoch_loop.batch_progress.current.ready
+
+    def _mark_loop_start(self) -> None:
+        """Called as an epoch's iterator starts: pairs ``self.step`` with the fit loop's count of batches taken."""
+        taken = self._loop_batches()
+        self._loop_start = None if taken is None else (self.step, taken)
+
+    def taken(self) -> int:
+        """Training batches the fit loop has taken so far (global): what a checkpoint resumes after.
+
+        Counted from the loop's batch progress, not ``global_step * accumulate_grad_batches`` (an epoch's last,
+        incomplete accumulation group steps too); ``self.step`` would do while no fetcher draws ahead.
+        """
+        taken = self._loop_batches()
+        if self._loop_start is None or taken is None:
+            return self.step
+        step0, taken0 = self._loop_start
+        return step0 + taken - taken0
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.trainer is None or self.schedule is None:  # not fitting: nothing to resume
             return {}
-        return self.state_at(t.global_step * t.accumulate_grad_batches)
+        return self.state_at(self.taken())
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:

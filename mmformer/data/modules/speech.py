@@ -31,7 +31,7 @@ from mmformer.data.common.batching import BucketBatchSampler
 from mmformer.data.common.ids import Ragged, wrap_rows
 from mmformer.data.common.loading import world_of
 from mmformer.data.common.packing import MarkPacked
-from mmformer.data.common.sampling import ResumableDataModule
+from mmformer.data.common.sampling import ResumableDataModule, loader_generator
 from mmformer.data.common.wave_augment import WaveAugment
 from mmformer.data.readers.audio import AudioFileError, ManifestEntry, load_audio, read_manifest
 from mmformer.data.shards.reading import ShardFile, read_columns, split_view
@@ -327,13 +327,12 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
         world, rank = world_of(self.trainer)
         sampler = BucketBatchSampler(ds.durations, self.batch_size, shuffle, self.seed, world, rank, self.bucket_batches,
                                      virtual=ds.augment is not None)  # training: epoch-counting indices seed it
-        if shuffle and self._resume is not None:
-            sampler.resume_at(*self._resume)
-            self._resume = None
+        if shuffle:
+            self._resume_sampler(sampler)
         # batch_size=None: the sampler yields index lists and the dataset returns whole batches.
         extra = {"collate_fn": MarkPacked(self.pack_len)} if shuffle and self.pack_len is not None else {}
         return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, **extra)
+                          persistent_workers=self.num_workers > 0, generator=loader_generator(self.seed), **extra)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.datasets["train"], shuffle=True)

@@ -33,7 +33,7 @@ from mmformer.data.common.batching import EvalBatchSampler, TokenBudgetBatchSamp
 from mmformer.data.common.ids import Ragged, wrap_rows
 from mmformer.data.common.loading import world_of
 from mmformer.data.common.packing import MarkPacked
-from mmformer.data.common.sampling import ResumableDataModule
+from mmformer.data.common.sampling import ResumableDataModule, loader_generator
 from mmformer.data.readers.text_pairs import TextPairs, read_pairs, read_sources
 from mmformer.data.shards.reading import has_split, read_columns, split_view
 from mmformer.data.spec import DataSpec, ProvidesDataSpec
@@ -326,14 +326,13 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
         # batch_size=None: the sampler yields whole batches and the dataset collates them in one gather
         extra = {"collate_fn": MarkPacked(self.pack_len)} if pack and self.pack_len is not None else {}
         return DataLoader(ds, batch_size=None, sampler=sampler, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, **extra)
+                          persistent_workers=self.num_workers > 0, generator=loader_generator(self.seed), **extra)
 
     def train_dataloader(self) -> DataLoader:
         ds = self.datasets["train"]
         world, rank = world_of(self.trainer)
         sampler = TokenBudgetBatchSampler(ds.lengths(), self.max_tokens, self.seed, world, rank)
-        if self._resume is not None:
-            sampler.resume_at(*self._resume)
+        self._resume_sampler(sampler)
         return self._loader(ds, sampler, pack=True)
 
     def _eval_loader(self, split: str, sort: bool = True) -> DataLoader:

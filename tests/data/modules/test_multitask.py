@@ -125,6 +125,26 @@ def test_training_batches_are_one_task_per_step_and_epochs_have_the_given_length
     assert [next(iter(b)) for b in first] == data.schedule.sequence(0, 8)
 
 
+def _loop(ready: int = 0) -> SimpleNamespace:
+    """A trainer as MultiTaskData sees it: the fit loop's count of batches taken in the current epoch."""
+    return SimpleNamespace(fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(
+        batch_progress=SimpleNamespace(current=SimpleNamespace(ready=ready)))))
+
+
+def _take(data: MultiTaskData, n: int) -> list[tuple[str, list[int]]]:
+    """``n`` training batches taken as Lightning's loop takes them: epoch by epoch, counting each."""
+    mixed, out = data.train_dataloader(), []
+    current = data.trainer.fit_loop.epoch_loop.batch_progress.current
+    while len(out) < n:
+        for batch in mixed:
+            out.append(_as_list(batch))
+            current.ready += 1
+            if len(out) == n:
+                return out
+        current.ready = 0  # the next epoch
+    return out
+
+
 def test_an_interrupted_run_resumes_with_the_same_tasks_and_batches() -> None:
     total, stop = 60, 23  # children a, b, c run through several of their epochs (4, 4 and 3 batches each)
     full = _data()
@@ -132,17 +152,16 @@ def test_an_interrupted_run_resumes_with_the_same_tasks_and_batches() -> None:
     expected = [_as_list(full.draw()) for _ in range(total)]
 
     first = _data()
-    first.train_dataloader()
-    got = [_as_list(first.draw()) for _ in range(stop)]
-    first.draw()  # Lightning's fetcher prefetched one more batch before the checkpoint was written
-    first.trainer = SimpleNamespace(global_step=stop, accumulate_grad_batches=1)
+    first.trainer = _loop()
+    got = _take(first, stop)
+    first.draw()  # a fetcher that prefetched one more batch before the checkpoint was written
     state = first.state_dict()
     assert state["step"] == stop
 
     resumed = _data()  # a new process: fresh DataModules, then Lightning restores the state
     resumed.load_state_dict(state)
-    resumed.train_dataloader()
-    got += [_as_list(resumed.draw()) for _ in range(total - stop)]
+    resumed.trainer = _loop(ready=stop % 11)  # and its loop's place in the 11-batch epoch
+    got += _take(resumed, total - stop)
     assert got == expected
     assert len({name for name, _ in expected}) == 3
 
@@ -169,3 +188,26 @@ def test_one_tasks_validation_loader_alone_after_setting_it_up() -> None:
     assert [idx for _, _, idx in combined] == [0] * 4
     with pytest.raises(ValueError, match=r"no DataModule for tasks \['z'\]; the data's tasks are \['a', 'b', 'c'\]"):
         data.val_dataloader_of(["z"])
+
+
+class _WithWorkers(_Resumable):
+    def train_dataloader(self) -> DataLoader:
+        loader = super().train_dataloader()
+        return DataLoader(loader.dataset, batch_size=self.batch_size, sampler=loader.sampler, num_workers=1,
+                          persistent_workers=True)
+
+
+@pytest.mark.slow  # spawns a DataLoader worker
+def test_teardown_after_fit_ends_the_children_loader_workers_and_keeps_their_places() -> None:
+    data = MultiTaskData({"a": _WithWorkers(10, 3, 0), "b": _Resumable(7, 2, 1)}, sampling="fixed",
+                         weights={"a": 1.0, "b": 0.0})
+    data.train_dataloader()
+    drawn = [_as_list(data.draw()) for _ in range(2)]
+    workers = list(data._streams["a"].it._workers)  # type: ignore[union-attr]
+    assert workers and all(w.is_alive() for w in workers)
+    data.teardown("fit")
+    assert not any(w.is_alive() for w in workers), "left to garbage collection, workers linger"
+    data.train_dataloader()  # a later fit continues where this one stopped
+    again = _data(sampling="fixed", weights={"a": 1.0, "b": 0.0, "c": 0.0})
+    again.train_dataloader()
+    assert drawn + [_as_list(data.draw())] == [_as_list(again.draw()) for _ in range(3)]

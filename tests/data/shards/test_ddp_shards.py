@@ -58,8 +58,9 @@ def _rank(rank: int, make: Callable[[str, str], Any], shards: str, data_dir: str
         interrupted = make(shards, data_dir)
         part = _epoch(interrupted, steps=CUT)
         # what a checkpoint written after those steps records (ResumableDataModule.state_dict)
-        interrupted.trainer = SimpleNamespace(global_step=EPOCH * len(full) + CUT, accumulate_grad_batches=1,
-                                              current_epoch=EPOCH, num_training_batches=len(full))
+        progress = SimpleNamespace(current=SimpleNamespace(ready=CUT))  # the fit loop's batches taken this epoch
+        loop = SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress))
+        interrupted.trainer = SimpleNamespace(current_epoch=EPOCH, num_training_batches=len(full), fit_loop=loop)
         state = interrupted.state_dict()
         rest = _epoch(make(shards, data_dir), state=state)  # a fresh process's DataModule, resumed
         ranks: list[Any] = [None] * WORLD
