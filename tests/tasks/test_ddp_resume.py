@@ -115,12 +115,6 @@ def _problem(root: Path, out: str, name: str, how: str) -> str | None:
     return None
 
 
-# On main until the `resume` branch (d357912, "samplers take the checkpoint's epoch") is merged: a ManifestData
-# run resumed inside epoch >= 1 reads another epoch's sample order (the sampler's epoch is set after Lightning
-# starts iterating). The test xfails on that alone; with the branch merged it passes (then drop THEIRS).
-THEIRS = {"manifest"}
-
-
 @pytest.mark.slow
 def test_runs_ended_inside_epoch_1_resume_with_the_uninterrupted_losses(tmp_path: Path) -> None:
     """One test, not one per case: the ten fits share one pair of processes, which xdist would start once per
@@ -128,8 +122,5 @@ def test_runs_ended_inside_epoch_1_resume_with_the_uninterrupted_losses(tmp_path
     out = _runs(tmp_path)
     problems = {f"{name} {how}": _problem(tmp_path, out, name, how)
                 for name in STEPS for how in ("killed", "stopped")}
-    ours = {case: p for case, p in problems.items() if p and case.split()[0] not in THEIRS}
-    assert not ours, "\n".join(f"{case}: {p}" for case, p in ours.items())
-    if theirs := {case: p for case, p in problems.items() if p}:
-        pytest.xfail("the resume branch's sampler-epoch fix is not merged: " +
-                     "; ".join(f"{case}: {p[:300]}" for case, p in theirs.items()))
+    failed = {case: p for case, p in problems.items() if p}
+    assert not failed, "\n".join(f"{case}: {p}" for case, p in failed.items())
