@@ -64,7 +64,7 @@ class TaskModule(pl.LightningModule):
         """Reads the trainer's DataModule's spec, checks it and calls :meth:`bind_data`, once per trainer and
         stage: :meth:`setup` calls it, and so does a callback that must see the bound task earlier (the best
         checkpoint's headline metric follows the data, and callbacks are set up before the module)."""
-        key = (id(self.trainer), stage)
+        key = (id(self.trainer), id(self.trainer.datamodule), stage)
         if self.__dict__.get("_bound") == key:
             return
         self._bound = key
@@ -77,6 +77,11 @@ class TaskModule(pl.LightningModule):
             raise TypeError(f"{provider}.data_spec() returned {type(spec).__name__}, not a DataSpec")
         spec.require(self.required_data_for(stage), provider, type(self).__name__)
         self.bind_data(spec, stage)
+
+    def teardown(self, stage: str) -> None:
+        # the next run (another trainer.test with other data, say) binds its own data again
+        super().teardown(stage)
+        self.__dict__.pop("_bound", None)
 
     def required_data_for(self, stage: str) -> tuple[str, ...]:
         """The :class:`DataSpec` fields this task needs at ``stage`` (default: ``required_data`` always)."""
