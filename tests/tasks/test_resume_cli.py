@@ -47,7 +47,7 @@ def test_mmformer_fit_killed_in_epoch_1_then_ckpt_path_last_trains_the_uninterru
         tmp_path: Path, name: str, workers: int, accumulate: int) -> None:
     case = CASES[name](tmp_path / "data")
     stop, total = case.steps(accumulate)
-    full = fit(case, tmp_path / "full", accumulate=accumulate, workers=0, max_steps=total)  # in process: cheaper
+    full = fit(case, tmp_path / "full", accumulate=accumulate, workers=workers, max_steps=total)  # in process: cheaper
     before = next(i for i, b in enumerate(full) if b.step == stop) + 1
     assert full[before - 1].epoch == 1 == full[before].epoch, "the kill must land inside epoch 1"
 

@@ -3,8 +3,9 @@
 a checkpoint or stopped gracefully, the resumed run trains exactly the batches of the uninterrupted run, each
 with the same loss, through ``mmformer fit`` (the in-process CLI with a user's argv), into epoch 2.
 
-One uninterrupted run (workers 0) per DataModule and accumulation serves both worker counts, so the stopped
-runs must match it too: the order and the losses do not depend on the workers. One stopped run per worker count
+One uninterrupted run per DataModule, accumulation and worker count is the reference (a DataLoader draws its
+workers' base seed from torch's global RNG once per iterator, so with persistent workers the model's randomness
+after the first epoch differs from a run without workers, as in plain PyTorch). One stopped run per worker count
 leaves both checkpoints (:func:`~tests.tasks.resume_harness.fit`).
 """
 
@@ -57,8 +58,9 @@ def test_a_run_resumed_inside_epoch_1_trains_the_uninterrupted_batches_with_the_
     at, total = case.steps(accumulate)
     runs = shared / "runs" / f"{name}-acc{accumulate}"
     runs.mkdir(parents=True, exist_ok=True)
-    _once(runs / "full", lambda: fit(case, runs / "full", accumulate=accumulate, workers=0, max_steps=total))
-    full = read_losses(runs / "full" / "losses.jsonl")
+    full_root = runs / f"full-w{workers}"
+    _once(full_root, lambda: fit(case, full_root, accumulate=accumulate, workers=workers, max_steps=total))
+    full = read_losses(full_root / "losses.jsonl")
     epochs = [b.epoch for b in full]
     assert epochs.count(0) == epochs.count(1) == case.epoch_batches and epochs[-1] == 2, epochs
     where = f"{name}, workers {workers}, accumulate {accumulate}, {stop} at step {at} of {total}"
@@ -94,8 +96,9 @@ def test_a_run_stopped_at_the_end_of_epoch_1_resumes_with_epoch_2(name: str, sto
     at = 2 * (total // 2)  # the last step of epoch 1
     runs = shared / "runs" / f"{name}-acc3"
     runs.mkdir(parents=True, exist_ok=True)
-    _once(runs / "full", lambda: fit(case, runs / "full", accumulate=3, workers=0, max_steps=total))
-    full = read_losses(runs / "full" / "losses.jsonl")
+    full_root = runs / "full-w2"
+    _once(full_root, lambda: fit(case, full_root, accumulate=3, workers=2, max_steps=total))
+    full = read_losses(full_root / "losses.jsonl")
     before = next(i for i, b in enumerate(full) if b.step == at) + 1
     assert (full[before - 1].epoch, full[before].epoch, full[before].batch) == (1, 2, 0)
     cut_root = runs / "w2-end-cut"

@@ -6,7 +6,7 @@ from typing import Any, Callable, Sized
 
 from torch.utils.data import DataLoader, Dataset
 
-from mmformer.data.common.sampling import UnpaddedDistributedSampler, loader_generator
+from mmformer.data.common.sampling import UnpaddedDistributedSampler
 
 
 def world_of(trainer: Any) -> tuple[int, int]:
@@ -30,5 +30,4 @@ def eval_loader(dataset: Dataset | Sized, batch_size: int, trainer: Any = None, 
     world, rank = world_of(trainer)
     sampler = UnpaddedDistributedSampler(dataset, world, rank) if world > 1 else None
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler,  # type: ignore[arg-type]
-                      num_workers=num_workers, collate_fn=collate_fn, persistent_workers=num_workers > 0,
-                      generator=loader_generator())  # not torch's global RNG: see loader_generator
+                      num_workers=num_workers, collate_fn=collate_fn, persistent_workers=num_workers > 0)

@@ -90,16 +90,6 @@ class ResumableSampler(EpochSampler):
         return self.per_rank
 
 
-def loader_generator(seed: int = 0) -> torch.Generator:
-    """A DataLoader's own generator (``DataLoader(generator=...)``), from which it draws its workers' base seed.
-
-    Without one, every new iterator takes that seed from torch's global RNG: a loader without workers once an
-    epoch, a loader with persistent workers once a run. Dropout and other model randomness would then differ
-    with the number of workers, and from an uninterrupted run after a resume.
-    """
-    return torch.Generator().manual_seed(seed)
-
-
 def seeded_call(fn: Callable[[T], R], x: T, seed: int) -> R:
     """``fn(x)`` with torch's CPU generator seeded by ``seed``, then put back as it was.
 

@@ -22,7 +22,7 @@ from mmformer.data.builders.shapes import (
     COLOR_NAMES, SHAPES, ShapesConfig, cache_dir, combo_classes, ensure_rendered, load_split,
 )
 from mmformer.data.common.loading import eval_loader, world_of
-from mmformer.data.common.sampling import ResumableDataModule, ResumableSampler, loader_generator
+from mmformer.data.common.sampling import ResumableDataModule, ResumableSampler
 from mmformer.data.readers.blob import Blob
 from mmformer.data.readers.caption_table import read_caption_table
 from mmformer.data.readers.image_files import list_images, load_image
@@ -216,8 +216,7 @@ class CaptionDataModule(ResumableDataModule, ProvidesDataSpec):
         self._resume_sampler(sampler)
         # drop_last: every contrastive batch is full, and equal across ranks for the gather
         return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-                          collate_fn=_identity, drop_last=True, persistent_workers=self.num_workers > 0,
-                          generator=loader_generator(self.seed))
+                          collate_fn=_identity, drop_last=True, persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self.val_set)

@@ -25,7 +25,7 @@ from mmformer.data.builders.images import (
 )
 from mmformer.data.common.augment import CropFlipNormalize
 from mmformer.data.common.loading import eval_loader, world_of
-from mmformer.data.common.sampling import ResumableDataModule, ResumableSampler, loader_generator, seeded_call
+from mmformer.data.common.sampling import ResumableDataModule, ResumableSampler, seeded_call
 from mmformer.data.modules.image_sources import (
     FolderImages, ImageReader, LazyImageDataset, ShardImages, image_stats, match_channels,
 )
@@ -225,7 +225,7 @@ class ImageClassificationData(ResumableDataModule, ProvidesDataSpec):
                                    chunks=chunks if window is not None else None, window=window or 1)
         self._resume_sampler(sampler)
         return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, generator=loader_generator(self.seed))
+                          persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self.val_set)

@@ -57,7 +57,7 @@ from mmformer.data.common.batching import BucketBatchSampler, EvalBatchSampler, 
 from mmformer.data.common.full_batches import FullBucketBatchSampler
 from mmformer.data.common.ids import Ragged, wrap_rows
 from mmformer.data.common.loading import world_of
-from mmformer.data.common.sampling import ResumableDataModule, loader_generator
+from mmformer.data.common.sampling import ResumableDataModule
 from mmformer.data.modules.manifest_dataset import ManifestDataset, RoleValues
 from mmformer.data.modules.manifest_evals import EvalSplitsDataset, ExtraTest, SplitEvalBatchSampler, parse_extra_test
 from mmformer.data.modules.manifest_roles import TARGET_ROLES, check_roles
@@ -366,7 +366,7 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
         self._resume_sampler(sampler)
         # batch_size=None: the sampler yields index lists and the dataset builds whole batches
         return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, generator=loader_generator(self.seed))
+                          persistent_workers=self.num_workers > 0)
 
     def _eval_loader(self, split: str, sort: bool = True) -> DataLoader:
         """Disjoint, unpadded shards (rank ``r`` of ``w`` takes samples ``r::w``), longest first (less
@@ -375,7 +375,7 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
         world, rank = world_of(self.trainer)
         sampler = EvalBatchSampler(len(ds), self.batch_size, ds.lengths() if sort else None, world, rank)
         return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, generator=loader_generator(self.seed))
+                          persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader | list:
         return self._eval_loader("val") if self._path("val") is not None else []  # no val manifest: no validation
@@ -387,7 +387,7 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
         ds = EvalSplitsDataset([self._split_dataset(s) for s in ("test", *(e.name for e in self.extra))])
         sampler = SplitEvalBatchSampler(ds, self.batch_size, *world_of(self.trainer))
         return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, generator=loader_generator(self.seed))
+                          persistent_workers=self.num_workers > 0)
 
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader("predict" if "predict" in self.datasets else "test", sort=False)

@@ -31,7 +31,7 @@ from mmformer.data.common.batching import BucketBatchSampler
 from mmformer.data.common.ids import Ragged, wrap_rows
 from mmformer.data.common.loading import world_of
 from mmformer.data.common.packing import MarkPacked
-from mmformer.data.common.sampling import ResumableDataModule, loader_generator
+from mmformer.data.common.sampling import ResumableDataModule
 from mmformer.data.common.wave_augment import WaveAugment
 from mmformer.data.readers.audio import AudioFileError, ManifestEntry, load_audio, read_manifest
 from mmformer.data.shards.reading import ShardFile, read_columns, split_view
@@ -332,7 +332,7 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
         # batch_size=None: the sampler yields index lists and the dataset returns whole batches.
         extra = {"collate_fn": MarkPacked(self.pack_len)} if shuffle and self.pack_len is not None else {}
         return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, generator=loader_generator(self.seed), **extra)
+                          persistent_workers=self.num_workers > 0, **extra)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.datasets["train"], shuffle=True)

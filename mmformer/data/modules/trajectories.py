@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mmformer.data.common.loading import eval_loader, world_of
 from mmformer.data.common.packing import MarkPacked
-from mmformer.data.common.sampling import ResumableDataModule, ResumableSampler, loader_generator
+from mmformer.data.common.sampling import ResumableDataModule, ResumableSampler
 from mmformer.data.readers.d4rl import Episodes, episodes_from_arrays, read_d4rl
 from mmformer.data.shards.dataset import ShardView
 from mmformer.data.shards.reading import read_columns
@@ -208,8 +208,7 @@ class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
         self._resume_sampler(sampler)
         return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler,
                           collate_fn=_as_batch if self.pack_len is None else MarkPacked(self.pack_len, _as_batch),
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0, drop_last=True,
-                          generator=loader_generator(self.seed))
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0, drop_last=True)
 
     def _eval_loader(self, ds: Dataset | Tensor, batch_size: int, collate: Callable = _as_batch) -> DataLoader:
         return eval_loader(ds, batch_size, self.trainer, collate_fn=collate)

@@ -33,7 +33,7 @@ from mmformer.data.common.batching import EvalBatchSampler, TokenBudgetBatchSamp
 from mmformer.data.common.ids import Ragged, wrap_rows
 from mmformer.data.common.loading import world_of
 from mmformer.data.common.packing import MarkPacked
-from mmformer.data.common.sampling import ResumableDataModule, loader_generator
+from mmformer.data.common.sampling import ResumableDataModule
 from mmformer.data.readers.text_pairs import TextPairs, read_pairs, read_sources
 from mmformer.data.shards.reading import has_split, read_columns, split_view
 from mmformer.data.spec import DataSpec, ProvidesDataSpec
@@ -326,7 +326,7 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
         # batch_size=None: the sampler yields whole batches and the dataset collates them in one gather
         extra = {"collate_fn": MarkPacked(self.pack_len)} if pack and self.pack_len is not None else {}
         return DataLoader(ds, batch_size=None, sampler=sampler, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, generator=loader_generator(self.seed), **extra)
+                          persistent_workers=self.num_workers > 0, **extra)
 
     def train_dataloader(self) -> DataLoader:
         ds = self.datasets["train"]
