@@ -61,14 +61,15 @@ class TaskModule(pl.LightningModule):
         self.bind_trainer_data(stage)
 
     def bind_trainer_data(self, stage: str) -> None:
-        """Reads the trainer's DataModule's spec, checks it and calls :meth:`bind_data`, once per trainer and
-        stage: :meth:`setup` calls it, and so does a callback that must see the bound task earlier (the best
-        checkpoint's headline metric follows the data, and callbacks are set up before the module)."""
-        key = (id(self.trainer), id(self.trainer.datamodule), stage)
+        """Reads the trainer's DataModule's spec, checks it and calls :meth:`bind_data`, once per trainer,
+        DataModule and stage (and again after :meth:`teardown`): :meth:`setup` calls it, and so does a callback
+        that must see the bound task earlier (the best checkpoint's headline metric follows the data, and
+        callbacks are set up before the module)."""
+        dm = self.trainer.datamodule
+        key = (id(self.trainer), id(dm), stage)
         if self.__dict__.get("_bound") == key:
             return
         self._bound = key
-        dm = self.trainer.datamodule
         # Data that declares nothing (a user's plain LightningDataModule, or bare dataloaders) gives an
         # empty spec: it serves the tasks that need nothing from it, and `require` names what others miss.
         spec = dm.data_spec() if isinstance(dm, ProvidesDataSpec) else DataSpec()
