@@ -65,6 +65,8 @@ class ControlSpec:
         action_low, action_high: ``(act_dim,)`` bounds of continuous actions (None for discrete).
         ref_returns: (random, expert) returns; normalized score = 100 * (R - random) / (expert - random).
         dataset_returns: ``(E,)`` returns of the dataset's episodes (references in plots).
+        target_returns: the returns to condition on at test/predict time, in the environment's scale.
+        val_targets: the returns the validation rollouts condition on (empty = the first target return).
     """
 
     env_id: str
@@ -78,6 +80,8 @@ class ControlSpec:
     dataset_returns: Tensor
     action_low: Tensor | None = None
     action_high: Tensor | None = None
+    target_returns: tuple[float, ...] = ()
+    val_targets: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

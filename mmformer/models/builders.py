@@ -21,6 +21,7 @@ from mmformer.models.classifier import Classifier
 from mmformer.models.config import (CONFIG_TYPES, CausalLMConfig, ClassifierConfig, ContrastiveConfig,
                                     DecisionTransformerConfig, MaskedLMConfig, ModelConfig, MultiTaskConfig,
                                     PrefixLMConfig, Seq2SeqConfig, TokenizerSpec, make_tokenizer)
+from mmformer.models.data_fields import unset_fields
 from mmformer.models.decision_transformer import DecisionTransformer
 from mmformer.models.dual_encoder import ContrastiveModel
 from mmformer.models.masked_lm import MaskedLM
@@ -98,7 +99,14 @@ def _multitask(cfg: MultiTaskConfig) -> MultiTaskModel:
 
 
 def build(cfg: ModelConfig) -> nn.Module:
-    """The plain model a config describes, freshly initialized (torch's global generator draws the weights)."""
+    """The plain model a config describes, freshly initialized (torch's global generator draws the weights).
+
+    Raises ValueError when a size the data gives is still unset (:func:`~mmformer.models.data_fields.unset_fields`).
+    """
+    missing = unset_fields(cfg) if isinstance(cfg, CONFIG_TYPES) else []
+    if missing:
+        raise ValueError(f"{type(cfg).__name__} cannot be built: {', '.join(missing)} not set. A task fills these from "
+                         f"its data (its DataModule's spec) before building; set them to build the model by hand")
     if isinstance(cfg, ClassifierConfig):
         return _classifier(cfg)
     if isinstance(cfg, Seq2SeqConfig):

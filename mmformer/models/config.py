@@ -29,7 +29,8 @@ class TokenizerSpec:
     class_path: str  # dotted path of a ModalityTokenizer subclass, e.g. mmformer.tokenizers.text.TextTokenizer
     init_args: dict[str, Any] = field(default_factory=dict)  # its constructor's arguments except dim
 
-    def build(self, dim: int) -> ModalityTokenizer:
+    def resolve(self) -> type[ModalityTokenizer]:
+        """The tokenizer class ``class_path`` names; ValueError when it is not an importable ModalityTokenizer."""
         module, _, name = self.class_path.rpartition(".")
         try:
             cls = getattr(importlib.import_module(module), name)
@@ -38,7 +39,10 @@ class TokenizerSpec:
                              f"ModalityTokenizer class by its dotted path") from e
         if not (isinstance(cls, type) and issubclass(cls, ModalityTokenizer)):
             raise ValueError(f"tokenizer class_path {self.class_path!r} is not a ModalityTokenizer subclass")
-        return cls(dim, **self.init_args)
+        return cls
+
+    def build(self, dim: int) -> ModalityTokenizer:
+        return self.resolve()(dim, **self.init_args)
 
     @classmethod
     def of(cls, factory: Any) -> TokenizerSpec | None:
@@ -84,7 +88,7 @@ class ClassifierConfig:
     """:class:`~mmformer.models.Classifier`: tokenizer → encoder → pooling head."""
 
     tokenizer: Tokenizer  # any modality's tokenizer, built at backbone.dim
-    num_classes: int  # C, the logits' width
+    num_classes: int | None  # C, the logits' width; None = the data's class count
     backbone: BackboneConfig = field(default_factory=BackboneConfig)  # the encoder
     pool: Pool = "mean"  # cls, mean, attention or last pooling of the hidden states
     head_dropout: float = 0.0  # dropout before the classifier's linear layer
@@ -95,7 +99,7 @@ class Seq2SeqConfig:
     """:class:`~mmformer.models.Seq2Seq`: source tokenizer → encoder, target tokenizer → decoder → LM head."""
 
     source_tokenizer: Tokenizer  # any modality's tokenizer, built at encoder.dim
-    target_vocab_size: int  # V of the target text (and of the CTC head)
+    target_vocab_size: int | None  # V of the target text (and of the CTC head); None = the data's vocabulary
     encoder: BackboneConfig = field(default_factory=BackboneConfig)  # the source stack
     decoder: BackboneConfig = field(default_factory=lambda: BackboneConfig(causal=True))  # causal; memory = encoder
     target_positions: TextPositions = "learned"  # positional scheme of the target embedding
@@ -104,7 +108,7 @@ class Seq2SeqConfig:
     max_target_len: int = 256  # longest target, bos and eos included
     tie_embeddings: bool = True  # the output projection is the target embedding
     share_source_embedding: bool = False  # a text source over the target vocabulary uses the target's table
-    ctc_vocab_size: int = 0  # > 0: a CTC head of that many labels on the encoder (hybrid CTC/attention)
+    ctc_vocab_size: int | None = 0  # > 0: a CTC head of that many labels on the encoder; None = the vocabulary's
     logits_bias: bool = False  # a learned per-token bias on the logits
 
 
@@ -112,7 +116,7 @@ class Seq2SeqConfig:
 class PrefixLMConfig:
     """:class:`~mmformer.models.PrefixLM`: ``[prefix | text]`` through one causal backbone → LM head."""
 
-    vocab_size: int  # V of the text
+    vocab_size: int | None  # V of the text; None = the data's vocabulary
     prefix_tokenizer: Tokenizer | None = None  # the prefix's tokenizer (image, audio, text...); None = a causal LM
     backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(causal=True))  # causal
     text_positions: TextPositions = "learned"  # positional scheme of the text embedding
@@ -121,7 +125,7 @@ class PrefixLMConfig:
     max_len: int = 256  # longest text, bos and eos included
     tie_embeddings: bool = True  # the output projection is the text embedding
     share_prefix_embedding: bool = False  # a text prefix over the same vocabulary uses the text's table
-    ctc_vocab_size: int = 0  # > 0: a CTC head of that many labels on the prefix's states
+    ctc_vocab_size: int | None = 0  # > 0: a CTC head of that many labels on the prefix's states; None = V
     logits_bias: bool = False  # a learned per-token bias on the logits
 
 
@@ -169,7 +173,7 @@ class DecisionTransformerConfig:
     tokenizer: Tokenizer  # a trajectory tokenizer (state_dim, act_dim, discrete_actions, state statistics)
     backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(dim=128, depth=3, num_heads=4,
                                                                             causal=True))  # causal
-    context: int = 20  # K, the timesteps the model sees
+    context: int | None = 20  # K, the timesteps the model sees; None = the data's
     head_dropout: float = 0.0  # dropout before the action head
 
 
@@ -188,14 +192,14 @@ CONFIG_TYPES: tuple[type, ...] = (ClassifierConfig, Seq2SeqConfig, PrefixLMConfi
 
 
 # ---- a task's model arguments → the config (the tasks and the loader of older exports share these) ----------
-def classifier_config(tokenizer: Tokenizer, num_classes: int, backbone: BackboneConfig | None = None,
+def classifier_config(tokenizer: Tokenizer, num_classes: int | None, backbone: BackboneConfig | None = None,
                       pool: Pool = "mean", head_dropout: float = 0.0, **_: Any) -> ClassifierConfig:
     """:class:`~mmformer.tasks.ClassificationTask`'s model."""
     return ClassifierConfig(tokenizer_setting(tokenizer), num_classes, backbone or BackboneConfig(), pool,
                             head_dropout)
 
 
-def seq2seq_config(source_tokenizer: Tokenizer, target_vocab_size: int, backbone: BackboneConfig | None = None,
+def seq2seq_config(source_tokenizer: Tokenizer, target_vocab_size: int | None, backbone: BackboneConfig | None = None,
                    decoder: BackboneConfig | None = None, decoder_depth: int | None = None,
                    target_positions: TextPositions = "learned", target_scale: bool = False,
                    target_init_std: float | None = None, max_target_len: int = 256, tie_embeddings: bool = True,
@@ -215,7 +219,7 @@ def seq2seq_config(source_tokenizer: Tokenizer, target_vocab_size: int, backbone
                          target_vocab_size if ctc_weight > 0 else 0)
 
 
-def prefix_lm_config(vocab_size: int, prefix_tokenizer: Tokenizer | None = None,
+def prefix_lm_config(vocab_size: int | None, prefix_tokenizer: Tokenizer | None = None,
                      backbone: BackboneConfig | None = None, text_positions: TextPositions = "learned",
                      text_scale: bool = False, text_init_std: float | None = None, max_len: int = 256,
                      tie_embeddings: bool = True, share_prefix_embedding: bool = False, ctc_weight: float = 0.0,
@@ -241,7 +245,7 @@ def contrastive_config(tokenizer_a: Tokenizer, tokenizer_b: Tokenizer, backbone:
                              pool_a, pool_b, embed_dim, init_temperature)
 
 
-def decision_transformer_config(tokenizer: Tokenizer, backbone: BackboneConfig | None = None, context: int = 20,
+def decision_transformer_config(tokenizer: Tokenizer, backbone: BackboneConfig | None = None, context: int | None = 20,
                                 head_dropout: float = 0.0, **_: Any) -> DecisionTransformerConfig:
     """:class:`~mmformer.tasks.DecisionTransformerTask`'s model: the backbone made causal."""
     cfg = replace(backbone or BackboneConfig(dim=128, depth=3, num_heads=4), causal=True)

@@ -12,12 +12,16 @@ import torch
 
 from mmformer.data.spec import DataSpec, ProvidesDataSpec
 from mmformer.finetune.lora import lora_spec, restore_lora
+from mmformer.models.builders import build, config_from_dict, config_to_dict
+from mmformer.models.data_fields import unset_fields
 from mmformer.tasks.checkpoint_fit import WRITER_KEY, check_fits, describe
 from mmformer.tasks.legacy import (FORMAT_KEY, FORMAT_VERSION, legacy_task_name, upgrade_module_names,
                                    upgrade_state_dict)
+from mmformer.tasks.model_from_data import complete_config
 
 
 LORA_KEY = "mmformer_lora"  # checkpoint entry: {LoRA layer name: {rank, alpha, dropout}}
+MODEL_CONFIG_KEY = "mmformer_model_config"  # checkpoint entry: the model config as built (config_to_dict)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -45,6 +49,13 @@ class TaskModule(pl.LightningModule):
     (``mmformer_lora``), and loading one rebuilds them before the weights load, so ``test``, ``export``
     and resume need no fine-tuning settings.
 
+    Model: a task keeps its model config (:mod:`mmformer.models.config`) and builds the model with
+    :meth:`init_model`. Sizes the data gives (classes, vocabulary, control sizes) may be left None: the model is
+    then built when the data is bound, from the config completed by the spec
+    (:func:`~mmformer.tasks.model_from_data.complete_config`), before a checkpoint's weights load; a checkpoint
+    stores the config as built (``mmformer_model_config``), so loading one needs no data.
+    :meth:`on_model_built` is where a task makes what depends on those sizes (metrics).
+
     Checkpoints are marked with ``mmformer_format``; an older one (without it) has its state_dict
     keys upgraded in :meth:`on_load_checkpoint` (see :func:`mmformer.tasks.legacy.upgrade_state_dict`).
     """
@@ -56,6 +67,33 @@ class TaskModule(pl.LightningModule):
         self._rng_to_restore: dict[str, Any] | None = None
         self._first_nonfinite: torch.Tensor | None = None  # global step of the first NaN/inf loss, -1 if none
         self._where: dict[int, tuple[int, int]] = {}  # step → (epoch, batch_idx) since the last check
+        self.model: torch.nn.Module | None = None
+        self.model_config: Any = None
+
+    # ---- the model ------------------------------------------------------------------------------
+    def init_model(self, config: Any) -> None:
+        """Keeps ``config`` and builds the model now when nothing in it waits for the data; else the model is
+        built when the data is bound (:meth:`bind_trainer_data`) or a checkpoint loads (:meth:`on_load_checkpoint`)."""
+        self.model_config = config
+        if not unset_fields(config):
+            self.build_model(config)
+
+    def build_model(self, config: Any) -> None:
+        """Builds the model of a complete ``config`` and calls :meth:`on_model_built`."""
+        self.model_config = config
+        self.model = build(config)
+        self.on_model_built()
+
+    def on_model_built(self) -> None:
+        """Called once the model exists: make here what depends on its data-given sizes (metrics, buffers)."""
+
+    def complete_model_config(self, spec: DataSpec, provider: str = "the data") -> Any:
+        """The task's model config with the sizes it leaves to the data taken from ``spec``."""
+        return complete_config(self.model_config, spec, provider)
+
+    def checkpoint_spec(self, checkpoint: dict[str, Any]) -> DataSpec:
+        """What a checkpoint without a stored model config tells about its data (a text task's vocabulary)."""
+        return DataSpec()
 
     def setup(self, stage: str) -> None:
         self.bind_trainer_data(stage)
@@ -77,6 +115,14 @@ class TaskModule(pl.LightningModule):
         if not isinstance(spec, DataSpec):
             raise TypeError(f"{provider}.data_spec() returned {type(spec).__name__}, not a DataSpec")
         spec.require(self.required_data_for(stage), provider, type(self).__name__)
+        if self.model is None:
+            try:
+                config = self.complete_model_config(spec, provider)
+            except ValueError:
+                if stage == "fit":
+                    raise
+                return  # test/predict data that cannot size the model: the checkpoint's stored config will
+            self.build_model(config)
         self.bind_data(spec, stage)
 
     def teardown(self, stage: str) -> None:
@@ -145,17 +191,30 @@ class TaskModule(pl.LightningModule):
         checkpoint["mmformer_rng"] = rng
         checkpoint[FORMAT_KEY] = FORMAT_VERSION
         checkpoint[WRITER_KEY] = describe(self)  # so a run it does not fit can say who wrote it
+        try:
+            checkpoint[MODEL_CONFIG_KEY] = config_to_dict(self.model_config)
+        except (TypeError, ValueError):  # a tokenizer given as a python callable: the config cannot be written
+            pass
         if spec := lora_spec(self):
             checkpoint[LORA_KEY] = spec
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Lightning calls this before loading ``checkpoint["state_dict"]``: older keys are upgraded here."""
         self.upgrade_checkpoint(checkpoint)
+        if self.model is None:  # no data sized it (export, predict): the checkpoint's own config does
+            self._build_from_checkpoint(checkpoint)
         restore_lora(self, checkpoint.get(LORA_KEY, {}))  # LoRA layers before their weights load
         # FSDP's loader (mmformer.tasks.fsdp) has loaded the weights into the shards and removed them already
         if "state_dict" in checkpoint:
             check_fits(self, checkpoint)  # a clear error instead of Lightning's Missing key(s)/size mismatch
         self._rng_to_restore = checkpoint.get("mmformer_rng")
+
+    def _build_from_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        stored = checkpoint.get(MODEL_CONFIG_KEY)
+        if isinstance(stored, dict):
+            self.build_model(config_from_dict(stored))
+            return
+        self.build_model(self.complete_model_config(self.checkpoint_spec(checkpoint), "the checkpoint"))
 
     def upgrade_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Renames an older checkpoint's state_dict keys (and the module names it records) in place to the

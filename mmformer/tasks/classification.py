@@ -14,8 +14,6 @@ from mmformer.backbone import BackboneConfig
 from mmformer.data.spec import DataSpec
 from mmformer.heads import Pool
 from mmformer.losses import soft_target_cross_entropy
-from mmformer.models.builders import build
-from mmformer.models.classifier import Classifier
 from mmformer.models.config import classifier_config
 from mmformer.tasks.base import TaskModule
 from mmformer.tasks.optim import OptimConfig, build_optimizer, epoch_steps
@@ -64,7 +62,7 @@ class ClassificationTask(TaskModule):
     Args:
         tokenizer: builds the tokenizer from the backbone width, ``tokenizer(dim)``; in YAML a
             ``class_path`` with ``init_args`` minus ``dim``.
-        num_classes: number of classes C.
+        num_classes: number of classes C; None = the data's (``class_names``), set in one place.
         backbone: encoder sizes and layer choices.
         pool: ``cls``, ``mean`` or ``attention`` pooling.
         head_dropout: dropout before the classifier.
@@ -83,7 +81,7 @@ class ClassificationTask(TaskModule):
     def __init__(
         self,
         tokenizer: Callable[[int], ModalityTokenizer],
-        num_classes: int,
+        num_classes: int | None = None,
         backbone: BackboneConfig | None = None,
         pool: Pool = "mean",
         head_dropout: float = 0.0,
@@ -98,46 +96,53 @@ class ClassificationTask(TaskModule):
         super().__init__()
         backbone = backbone or BackboneConfig()
         self.optim, self.label_smoothing = optim or OptimConfig(), label_smoothing
-        self.model_config = classifier_config(tokenizer, num_classes, backbone, pool, head_dropout)
-        self.model: Classifier = build(self.model_config)  # type: ignore[assignment]
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"class_names has {len(class_names)} names but num_classes={num_classes}")
-        self.num_classes, self.class_names, self.num_overlays = num_classes, class_names, num_overlays
-        if compile_backbone:
+        self.class_names, self.num_overlays = class_names, num_overlays
+        self._mix, self._compile = (mixup, cutmix), compile_backbone
+        self._overlay_inputs: Tensor | None = None
+        self._predictions: list[tuple[str, int, float]] = []
+        self._predict_names: Sequence[str] | None = None
+        self.init_model(classifier_config(tokenizer, num_classes, backbone, pool, head_dropout))
+
+    def on_model_built(self) -> None:
+        num_classes = self.num_classes = self.model_config.num_classes
+        if self.class_names is not None and len(self.class_names) != num_classes:
+            raise ValueError(f"class_names has {len(self.class_names)} names but num_classes={num_classes}")
+        if self._compile:
             self.model.backbone.compile()
+        mixup, cutmix = self._mix
         self.mixup = None
         if mixup > 0 or cutmix > 0:
             from timm.data import Mixup
 
-            self.mixup = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing,
+            self.mixup = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=self.label_smoothing,
                                num_classes=num_classes)
         self.topk = min(5, num_classes)
         self.metrics = nn.ModuleDict({f"{s}_acc": MulticlassAccuracy(num_classes, average="micro")
                                       for s in ("train", "val", "test")})
         self.metrics["test_topk"] = MulticlassAccuracy(num_classes, top_k=self.topk, average="micro")
         self.confusion = MulticlassConfusionMatrix(num_classes)
-        self._overlay_inputs: Tensor | None = None
-        self._predictions: list[tuple[str, int, float]] = []
-        self._predict_names: Sequence[str] | None = None
 
     def forward(self, inputs: Any) -> Tensor:
         return self.model(inputs)
 
     def bind_data(self, spec: DataSpec, stage: str) -> None:
         self._predict_names = spec.predict_names
+        if self.model is None:  # predict over bare inputs: the checkpoint sizes the model
+            return
         tokenizer = self.model.tokenizer
         if spec.vocab is not None and isinstance(tokenizer, TextTokenizer) and \
                 spec.vocab.vocab_size != tokenizer.vocab_size:  # else: an index error at the first step
             raise ValueError(f"the data's sentencepiece vocabulary has {spec.vocab.vocab_size} pieces but the text "
-                             f"tokenizer was built for vocab_size={tokenizer.vocab_size}; set "
-                             f"--model.init_args.tokenizer.init_args.vocab_size={spec.vocab.vocab_size} (or retrain "
-                             f"the vocabulary)")
+                             f"tokenizer was built for vocab_size={tokenizer.vocab_size}; leave the tokenizer's "
+                             f"vocab_size out of the model section (it follows the data), or set it to "
+                             f"{spec.vocab.vocab_size}")
         if spec.class_names is None:  # data without names: plots and predictions show class ids
             return
         names = list(spec.class_names)
         if len(names) != self.num_classes:
             raise ValueError(f"the data has {len(names)} classes but the model was built for num_classes="
-                             f"{self.num_classes}; set --model.init_args.num_classes={len(names)}")
+                             f"{self.num_classes}; leave model.init_args.num_classes out (it follows the data), or "
+                             f"set it to {len(names)}")
         if self.class_names is None:
             self.class_names = names
 

@@ -17,8 +17,7 @@ from mmformer.data.spec import DataSpec, EvalSplit
 from mmformer.heads import Pool
 from mmformer.losses import clip_loss
 from mmformer.models.legacy import RENAMED_ARGS
-from mmformer.models.builders import build
-from mmformer.models.config import contrastive_config
+from mmformer.models.config import TokenizerSpec, contrastive_config
 from mmformer.models.dual_encoder import ContrastiveModel, ContrastiveOutput
 from mmformer.retrieval import gather_rows, retrieval_metrics, zeroshot_classifier
 from mmformer.tasks.base import TaskModule
@@ -121,9 +120,6 @@ class ContrastiveTask(TaskModule):
         super().__init__()
         self.names = list(names) if names is not None else ["image", "text"]
         self.initials = _initials(self.names)
-        self.model_config = contrastive_config(tokenizer_a, tokenizer_b, backbone, shared_backbone, backbone_b,
-                                               pool_a, pool_b, embed_dim, init_temperature)
-        self.model: ContrastiveModel = build(self.model_config)  # type: ignore[assignment]
         if hard_negative_beta < 0:
             raise ValueError(f"hard_negative_beta must be >= 0 (0 = plain InfoNCE), got {hard_negative_beta}")
         self.hard_negative_beta = hard_negative_beta
@@ -137,6 +133,8 @@ class ContrastiveTask(TaskModule):
         self._tokenize: Callable[[Sequence[str]], Tensor] | None = None
         self._eval_splits: Sequence[EvalSplit] = ()
         self._predict_names: Sequence[str] | None = None
+        self.init_model(contrastive_config(tokenizer_a, tokenizer_b, backbone, shared_backbone, backbone_b,
+                                           pool_a, pool_b, embed_dim, init_temperature))
 
     def forward(self, a: Any, b: Any) -> ContrastiveOutput:
         return self.model(a, b)
@@ -144,17 +142,22 @@ class ContrastiveTask(TaskModule):
     # --- set-up -------------------------------------------------------------------------------
     def required_data_for(self, stage: str) -> tuple[str, ...]:
         """``vocab`` and ``tokenize`` when tower b is text (zero-shot prompts); ``eval_splits`` too for ``test``."""
-        text_b = isinstance(self.model.tokenizer_b, TextTokenizer)
+        if self.model is not None:
+            text_b = isinstance(self.model.tokenizer_b, TextTokenizer)
+        else:  # not built yet (its vocabulary comes from the data): the config names the class
+            tok = self.model_config.tokenizer_b
+            text_b = isinstance(tok, TokenizerSpec) and issubclass(tok.resolve(), TextTokenizer)
         need = self.required_data if text_b else ()
         return (*need, "eval_splits") if stage == "test" else need
 
     def bind_data(self, spec: DataSpec, stage: str) -> None:
         want = spec.vocab.vocab_size if spec.vocab is not None else None
-        text = self.model.tokenizer_b
+        text = self.model.tokenizer_b if self.model is not None else None
         have = text.vocab_size if isinstance(text, TextTokenizer) else None
         if have is not None and want is not None and want != have:
             raise ValueError(f"the text tokenizer's vocab_size is {have} but the data's caption vocabulary has {want} "
-                             f"pieces; set model.init_args.tokenizer_b.init_args.vocab_size: {want}")
+                             f"pieces; leave model.init_args.tokenizer_b.init_args.vocab_size out (it follows the data), or "
+                             f"set it to {want}")
         self._vocab, self._tokenize = spec.vocab, spec.tokenize
         self._eval_splits = tuple(spec.eval_splits or ())
         if stage == "test" and not any(split.retrieval or split.zeroshot for split in self._eval_splits):

@@ -23,7 +23,6 @@ from mmformer.backbone import BackboneConfig
 from mmformer.data.common.packing import PACK_KEY, plan_packing, token_counter
 from mmformer.data.spec import ControlSpec, DataSpec
 from mmformer.losses import action_loss
-from mmformer.models.builders import build
 from mmformer.models.config import decision_transformer_config
 from mmformer.models.decision_transformer import DecisionTransformer
 from mmformer.rollout import VAL_SEED_START, RolloutResult, rollout
@@ -45,18 +44,19 @@ class DecisionTransformerTask(TaskModule):
             ``class_path`` (:class:`~mmformer.tokenizers.trajectory.TrajectoryTokenizer`, or any tokenizer
             with its API, see :func:`~mmformer.models.decision_transformer.check_trajectory_tokenizer`)
             with ``init_args`` minus ``dim``. Its ``state_dim``, ``act_dim`` and ``discrete_actions``
-            must fit the data's ControlSpec (checked when the run starts).
+            follow the data's ControlSpec when left out (when set, they must fit it: checked when the run starts).
         backbone: encoder sizes; ``causal`` is forced on.
-        context: K timesteps per segment (must equal the data's ``context``).
+        context: K timesteps per segment; None = the data's ``context`` (set in one place).
         head_dropout: dropout before the action head.
-        target_returns: returns to condition on at test/predict time (one metric each).
+        target_returns: returns to condition on at test/predict time (one metric each); None = the data's
+            (:class:`~mmformer.data.spec.ControlSpec` ``target_returns``, in its environment's scale).
         sample_actions: sample discrete actions from the softmax (True) or take the most likely.
         temperature: softmax temperature for sampling (choose it on validation seeds, see the recipe).
         val_rollout_every: during ``fit``, run the validation rollouts every this many validations
             (0 = never); a standalone ``validate`` run always runs them.
         val_episodes: rollouts per validation target, on seeds ``VAL_SEED_START + 0, 1, ...``.
         val_targets: returns the validation rollouts condition on, one ``val/return@<target>`` each
-            (None = the first of ``target_returns``).
+            (None = the data's ``val_targets``, else the first target return).
         optim: AdamW and schedule.
     """
 
@@ -66,7 +66,7 @@ class DecisionTransformerTask(TaskModule):
         self,
         tokenizer: Callable[[int], ModalityTokenizer],
         backbone: BackboneConfig | None = None,
-        context: int = 20,
+        context: int | None = None,
         head_dropout: float = 0.0,
         target_returns: list[float] | None = None,
         sample_actions: bool = True,
@@ -77,22 +77,28 @@ class DecisionTransformerTask(TaskModule):
         optim: OptimConfig | None = None,
     ) -> None:
         super().__init__()
-        self.model_config = decision_transformer_config(tokenizer, backbone, context, head_dropout)
-        self.model: DecisionTransformer = build(self.model_config)  # type: ignore[assignment]
-        self.targets = [float(t) for t in (target_returns or [500.0, 150.0])]
+        self._given_targets = [float(t) for t in target_returns or ()]
+        self._given_val_targets = [float(t) for t in val_targets or ()]
+        self.targets: list[float] = []  # set from the arguments or the data when it is bound
+        self.val_targets: list[float] = []
         self.sample_actions, self.temperature = sample_actions, temperature
         if val_episodes < 0 or temperature <= 0:
             raise ValueError(f"val_episodes must be >= 0 and temperature > 0, got {val_episodes} and {temperature}")
         self.val_rollout_every, self.val_episodes = val_rollout_every, val_episodes
-        self.val_targets = [float(t) for t in val_targets] if val_targets else self.targets[:1]
         self.optim = optim or OptimConfig()
-        # (random, expert) returns for normalized scores and the dataset's mean/max return (for the plot).
-        self.register_buffer("return_stats", torch.tensor([0.0, 1.0, 0.0, 0.0]))
-        self.test_means = nn.ModuleList(MeanMetric() for _ in self.targets)
-        self.test_squares = nn.ModuleList(MeanMetric() for _ in self.targets)
-        self.val_means = nn.ModuleList(MeanMetric() for _ in self.val_targets)
         self._val_runs = 0  # validations so far in this process (sanity checks excluded)
         self._env_id: str | None = None
+        self.init_model(decision_transformer_config(tokenizer, backbone, context, head_dropout))
+        # (random, expert) returns for normalized scores and the dataset's mean/max return (for the plot).
+        self.register_buffer("return_stats", torch.tensor([0.0, 1.0, 0.0, 0.0]))
+
+    def _set_targets(self, c: ControlSpec) -> None:
+        """The returns conditioned on: the task's own when given, else the data's (in its environment's scale)."""
+        self.targets = self._given_targets or [float(t) for t in c.target_returns] or [float(c.ref_returns[1])]
+        self.val_targets = self._given_val_targets or [float(t) for t in c.val_targets] or self.targets[:1]
+        self.test_means = nn.ModuleList(MeanMetric() for _ in self.targets).to(self.device)
+        self.test_squares = nn.ModuleList(MeanMetric() for _ in self.targets).to(self.device)
+        self.val_means = nn.ModuleList(MeanMetric() for _ in self.val_targets).to(self.device)
 
     @staticmethod
     def key(target: float) -> str:
@@ -101,17 +107,20 @@ class DecisionTransformerTask(TaskModule):
     def bind_data(self, spec: DataSpec, stage: str) -> None:
         """Checks the control data fits the model; on ``fit`` copies its statistics into the buffers."""
         c: ControlSpec = spec.control  # type: ignore[assignment]
+        self._set_targets(c)
         m = self.model
         if c.context != m.context:
-            raise ValueError(f"data.context={c.context} but model.context={m.context}; set both to the same K")
+            raise ValueError(f"data.context={c.context} but model.context={m.context}; leave model.init_args.context "
+                             f"out (it follows the data), or set both to the same K")
         if c.discrete != m.discrete or c.state_dim != m.state_dim or (
             c.act_dim > m.act_dim if m.discrete else c.act_dim != m.act_dim
         ):
             raise ValueError(
                 f"the dataset has states of size {c.state_dim} and {'discrete' if c.discrete else 'continuous'} "
                 f"actions ({c.act_dim}); the tokenizer is set to state_dim={m.state_dim}, "
-                f"act_dim={m.act_dim}, discrete_actions={m.discrete}; set model.init_args.tokenizer.init_args "
-                f"to state_dim: {c.state_dim}, act_dim: {c.act_dim}, discrete_actions: {str(c.discrete).lower()}")
+                f"act_dim={m.act_dim}, discrete_actions={m.discrete}; leave these out of model.init_args.tokenizer."
+                f"init_args (they follow the data), or set state_dim: {c.state_dim}, act_dim: {c.act_dim}, "
+                f"discrete_actions: {str(c.discrete).lower()}")
         self._env_id = c.env_id
         if stage != "fit":  # test/predict: the checkpoint's buffers (restored after setup) are the trained ones
             return

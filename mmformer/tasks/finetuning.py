@@ -22,6 +22,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from mmformer.finetune.lora import LoRAConfig
 from mmformer.finetune.pretrained import load_pretrained
 from mmformer.finetune.setup import FineTuneConfig, apply_finetune, frozen_batchnorms, pretrained_sources
+from mmformer.tasks.base import TaskModule
 
 
 class FineTuning(pl.Callback):
@@ -61,6 +62,8 @@ class FineTuning(pl.Callback):
         # Before the optimizer is built and a checkpoint restored: which parameters train, and the LoRA layers.
         if stage != "fit":
             return
+        if isinstance(pl_module, TaskModule):  # callbacks are set up first: the model may wait for the data
+            pl_module.bind_trainer_data(stage)
         summary = apply_finetune(pl_module, self.config, load=False)
         self._frozen_bn = frozen_batchnorms(pl_module)
         rank_zero_info(f"fine-tuning: {len(summary.lora)} LoRA layers, {summary.frozen} parameter tensors frozen; "

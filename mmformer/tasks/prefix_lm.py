@@ -17,7 +17,6 @@ from mmformer.bigram import BigramLM
 from mmformer.data.spec import DataSpec
 from mmformer.decoding import GenerationConfig, check_ctc_settings, generate, strip
 from mmformer.losses import ctc_loss, sequence_cross_entropy
-from mmformer.models.builders import build
 from mmformer.models.config import prefix_lm_config
 from mmformer.models.prefix_lm import PrefixLM
 from mmformer.tasks.optim import OptimConfig
@@ -43,7 +42,8 @@ class PrefixLMTask(TextGenerationTask):
     validation perplexity as ``val/ppl_bigram``, beside the model's ``val/ppl`` (same tokens, same positions).
 
     Args:
-        vocab_size: size of the sentencepiece vocabulary.
+        vocab_size: size of the sentencepiece vocabulary; None = the data's ``vocab`` (set in one place; a text
+            prefix tokenizer without ``vocab_size`` takes the data's ``source_vocab`` the same way).
         prefix_tokenizer: builds the prefix tokenizer from the width, ``prefix_tokenizer(dim)``; None = a
             plain causal language model.
         backbone: the decoder-only stack (made causal whatever ``causal`` says).
@@ -77,7 +77,7 @@ class PrefixLMTask(TextGenerationTask):
 
     def __init__(
         self,
-        vocab_size: int,
+        vocab_size: int | None = None,
         prefix_tokenizer: Callable[[int], ModalityTokenizer] | None = None,
         backbone: BackboneConfig | None = None,
         text_positions: TextPositions = "learned",
@@ -96,11 +96,8 @@ class PrefixLMTask(TextGenerationTask):
         optim: OptimConfig | None = None,
     ) -> None:
         super().__init__()
-        self.model_config = prefix_lm_config(vocab_size, prefix_tokenizer, backbone, text_positions, text_scale,
-                                             text_init_std, max_len, tie_embeddings, share_prefix_embedding, ctc_weight)
         check_ctc_settings(ctc_weight, generation)
-        self.model: PrefixLM = build(self.model_config)  # type: ignore[assignment]
-        self.vocab_size, self.label_smoothing, self.ctc_weight = vocab_size, label_smoothing, ctc_weight
+        self.label_smoothing, self.ctc_weight = label_smoothing, ctc_weight
         self.generation = generation or GenerationConfig(strategy="sample", top_k=50, top_p=0.95, max_new_tokens=40)
         self.val_generate_batches, self.num_samples, self.bigram_baseline = val_generate_batches, num_samples, bigram_baseline
         self.optim = optim or OptimConfig()
@@ -108,10 +105,15 @@ class PrefixLMTask(TextGenerationTask):
         self.metrics = self.build_metrics(list(metrics or []))
         self._bigram_ppl: float | None = None
         self._samples: list[str] = []
+        self.init_model(prefix_lm_config(vocab_size, prefix_tokenizer, backbone, text_positions, text_scale,
+                                         text_init_std, max_len, tie_embeddings, share_prefix_embedding, ctc_weight))
+
+    def on_model_built(self) -> None:
+        self.vocab_size = self.model_config.vocab_size
 
     # ---- data ------------------------------------------------------------------------------
     def bind_data(self, spec: DataSpec, stage: str) -> None:
-        if spec.vocab is None:
+        if spec.vocab is None or self.model is None:
             return
         self.check_vocab(spec.vocab, self.vocab_size, "vocab_size")
         self._vocab = spec.vocab

@@ -18,7 +18,6 @@ from mmformer.data.common.packing import PACK_KEY, plan_packing, token_counter
 from mmformer.data.spec import DataSpec
 from mmformer.decoding import GenerationConfig, check_ctc_settings, generate, strip
 from mmformer.losses import ctc_loss, sequence_cross_entropy
-from mmformer.models.builders import build
 from mmformer.models.config import seq2seq_config
 from mmformer.models.seq2seq import Seq2Seq
 from mmformer.tasks.optim import OptimConfig
@@ -70,7 +69,8 @@ class Seq2SeqTask(TextGenerationTask):
 
     Args:
         source_tokenizer: builds the source tokenizer from the encoder width, ``source_tokenizer(dim)``.
-        target_vocab_size: size of the target sentencepiece vocabulary.
+        target_vocab_size: size of the target sentencepiece vocabulary; None = the data's ``vocab`` (set in one
+            place; a text source tokenizer without ``vocab_size`` takes the data's ``source_vocab`` the same way).
         backbone: the encoder (named ``backbone`` like every task's, so ``configs/model/*.yaml`` size it).
         decoder: the decoder; None = the backbone's config with ``depth = decoder_depth or backbone.depth``
             (T5's ``num_decoder_layers``). Its memory width is the encoder's dim.
@@ -102,7 +102,7 @@ class Seq2SeqTask(TextGenerationTask):
     def __init__(
         self,
         source_tokenizer: Callable[[int], ModalityTokenizer],
-        target_vocab_size: int,
+        target_vocab_size: int | None = None,
         backbone: BackboneConfig | None = None,
         decoder: BackboneConfig | None = None,
         decoder_depth: int | None = None,
@@ -121,28 +121,29 @@ class Seq2SeqTask(TextGenerationTask):
         optim: OptimConfig | None = None,
     ) -> None:
         super().__init__()
-        self.model_config = seq2seq_config(
-            source_tokenizer, target_vocab_size, backbone, decoder, decoder_depth, target_positions, target_scale,
-            target_init_std, max_target_len, tie_embeddings, share_source_embedding, ctc_weight)
         check_ctc_settings(ctc_weight, generation)
-        self.model: Seq2Seq = build(self.model_config)  # type: ignore[assignment]
-        self.ctc_weight = ctc_weight
-        self.vocab_size, self.label_smoothing = target_vocab_size, label_smoothing
+        self.ctc_weight, self.label_smoothing = ctc_weight, label_smoothing
         self.generation, self.optim = generation or GenerationConfig(), optim or OptimConfig()
         self.val_generate_batches, self.num_samples = val_generate_batches, num_samples
-        names = list(metrics) if metrics is not None else ["bleu", "chrf"]
-        self.metrics = self.build_metrics(names)
-        self.ctc_metrics = text_metrics(names) if self.model.ctc_head is not None else None
+        self._metric_names = list(metrics) if metrics is not None else ["bleu", "chrf"]
+        self.metrics = self.build_metrics(self._metric_names)
+        self.ctc_metrics = text_metrics(self._metric_names) if ctc_weight > 0 else None
         self._source_vocab: SentencePieceVocab | None = None
         self._samples: list[tuple[str, str, str]] = []
         self._alignment_input: tuple[Any, list[int]] | None = None
         self._predict_names: Sequence[str] | None = None
+        self.init_model(seq2seq_config(
+            source_tokenizer, target_vocab_size, backbone, decoder, decoder_depth, target_positions, target_scale,
+            target_init_std, max_target_len, tie_embeddings, share_source_embedding, ctc_weight))
+
+    def on_model_built(self) -> None:
+        self.vocab_size = self.model_config.target_vocab_size
 
     # ---- data ------------------------------------------------------------------------------
     def bind_data(self, spec: DataSpec, stage: str) -> None:
         self._predict_names = spec.predict_names
         vocab = spec.vocab
-        if vocab is None:  # predict without a data vocabulary: the checkpoint's is loaded next
+        if vocab is None or self.model is None:  # predict without a data vocabulary: the checkpoint's loads next
             self._source_vocab = spec.source_vocab
             return
         self.check_vocab(vocab, self.vocab_size, "target_vocab_size")

@@ -99,8 +99,8 @@ class TextGenerationTask(TaskModule):
         """One error naming both sizes when the data's vocabulary does not fit the model's."""
         if vocab.vocab_size != expected:
             raise ValueError(f"the data's sentencepiece vocabulary has {vocab.vocab_size} pieces but the model was "
-                             f"built for {setting}={expected}; set --model.init_args.{setting}={vocab.vocab_size} "
-                             f"(or retrain the vocabulary)")
+                             f"built for {setting}={expected}; leave model.init_args.{setting} out (it follows the "
+                             f"data), or set it to {vocab.vocab_size}")
 
     def bind_headline(self, spec: DataSpec, stage: str) -> None:
         """At ``fit``, reorders the metrics so the headline fits the validation references (:func:`fit_headline`)
@@ -119,6 +119,12 @@ class TextGenerationTask(TaskModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint[VOCAB_KEY] = self.vocab.to_tensor()
+
+    def checkpoint_spec(self, checkpoint: dict[str, Any]) -> DataSpec:
+        """An older checkpoint (no stored model config) sizes the text by the vocabulary it stores."""
+        if VOCAB_KEY in checkpoint:
+            return DataSpec(vocab=SentencePieceVocab.from_tensor(checkpoint[VOCAB_KEY]))
+        return DataSpec()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)

@@ -25,8 +25,8 @@ class TextTokenizer(ModalityTokenizer):
 
     Args:
         dim: token width D.
-        vocab_size: rows of the embedding table (the sentencepiece model's size; the default
-            matches TranslationData's default vocabulary).
+        vocab_size: rows of the embedding table (the sentencepiece model's size); None only in a task's
+            config, which fills it from its data's vocabulary.
         max_len: longest sequence the position table accepts (learned / sinusoidal).
         positions: ``learned`` or ``sinusoidal`` absolute positions added here; ``rope`` adds none
             here and leaves positions to the backbone's rotary attention (set ``backbone.rope: true``);
@@ -43,7 +43,7 @@ class TextTokenizer(ModalityTokenizer):
     def __init__(
         self,
         dim: int,
-        vocab_size: int = 8000,
+        vocab_size: int | None = None,
         max_len: int = 512,
         positions: TextPositions = "learned",
         pad_id: int = PAD_ID,
@@ -54,6 +54,9 @@ class TextTokenizer(ModalityTokenizer):
         init_std: float | None = None,
     ) -> None:
         super().__init__(dim)
+        if vocab_size is None:
+            raise ValueError("TextTokenizer needs vocab_size: a task fills it from its data's vocabulary (leave it "
+                             "out of the recipe); set it when building the tokenizer by hand")
         if positions not in ("learned", "sinusoidal", "rope", "none"):
             raise ValueError(f"positions must be learned, sinusoidal, rope or none, got {positions!r}")
         if not 0 <= pad_id < vocab_size:

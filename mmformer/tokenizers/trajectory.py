@@ -28,9 +28,10 @@ class TrajectoryTokenizer(ModalityTokenizer):
 
     Args:
         dim: token width D.
-        state_dim: observation size S.
-        act_dim: number of discrete actions, or the size A of a continuous action vector.
-        discrete_actions: an embedding table for action ids (else a linear map of action vectors).
+        state_dim: observation size S (a task fills it from its data's ControlSpec when None).
+        act_dim: number of discrete actions, or the size A of a continuous action vector (from the data when None).
+        discrete_actions: an embedding table for action ids (else a linear map of action vectors); None = from
+            the data in a task, discrete when built by hand.
         max_timestep: size of the timestep embedding table; later timesteps share its last row.
         return_scale: returns-to-go are divided by it (about the largest return of the task).
     """
@@ -38,13 +39,17 @@ class TrajectoryTokenizer(ModalityTokenizer):
     def __init__(
         self,
         dim: int,
-        state_dim: int = 4,
-        act_dim: int = 2,
-        discrete_actions: bool = True,
+        state_dim: int | None = None,
+        act_dim: int | None = None,
+        discrete_actions: bool | None = None,
         max_timestep: int = 1024,
         return_scale: float = 100.0,
     ) -> None:
         super().__init__(dim)
+        if state_dim is None or act_dim is None:
+            raise ValueError("TrajectoryTokenizer needs state_dim and act_dim: a task fills them from its data's "
+                             "ControlSpec (leave them out of the recipe); set them when building it by hand")
+        discrete_actions = True if discrete_actions is None else discrete_actions
         if state_dim <= 0 or act_dim <= 0 or max_timestep <= 0 or return_scale <= 0:
             raise ValueError(f"state_dim, act_dim, max_timestep and return_scale must be positive, got "
                              f"{state_dim}, {act_dim}, {max_timestep}, {return_scale}")

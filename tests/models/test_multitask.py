@@ -31,7 +31,7 @@ def _single_models() -> dict[str, torch.nn.Module]:
     return {
         "images": Classifier(image, Encoder(CFG), ClassificationHead(D, 3)),
         "translation": PrefixLM(text, Encoder(CFG), TextTokenizer(D, 20, max_len=16)),
-        "control": DecisionTransformer(TrajectoryTokenizer(D), Encoder(CFG), context=4),
+        "control": DecisionTransformer(TrajectoryTokenizer(D, state_dim=4, act_dim=2), Encoder(CFG), context=4),
     }
 
 

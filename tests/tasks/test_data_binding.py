@@ -51,7 +51,7 @@ def test_classification_binds_class_names_and_names_a_count_mismatch(tmp_path: P
     task = _classifier()
     _trainer(tmp_path).fit(task, datamodule=Blobs(["a", "b", "c"]))
     assert task._names() == ["a", "b", "c"]
-    with pytest.raises(ValueError, match="the data has 2 classes .* num_classes=3; set .*num_classes=2"):
+    with pytest.raises(ValueError, match="the data has 2 classes .* num_classes=3; leave .*num_classes out .* set it to 2"):
         _trainer(tmp_path).fit(_classifier(), datamodule=Blobs(["a", "b"]))
 
 

@@ -30,7 +30,7 @@ def test_tokens_interleave_return_state_action_per_timestep() -> None:
 
 
 def test_state_statistics_are_buffers_that_normalize_states() -> None:
-    tok = TrajectoryTokenizer(16, state_dim=3).eval()
+    tok = TrajectoryTokenizer(16, state_dim=3, act_dim=2).eval()
     x = tok.dummy_inputs()
     mean, std = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([2.0, 0.5, 3.0])
     ref = tok({**x, "states": (x["states"] - mean) / std}).tokens

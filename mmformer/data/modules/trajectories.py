@@ -99,6 +99,9 @@ class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
             ``TEST_SEED_START + 0, 1, ...`` (:mod:`mmformer.rollout`; validation rollouts use other seeds).
         random_return, expert_return: returns scored 0 and 100 (default: the file's
             ``ref_min_score``/``ref_max_score``, else the dataset's lowest/highest episode return).
+        target_returns: the returns a policy is conditioned on at test/predict time, in this environment's scale
+            (one ``test/return@<target>`` each); None = the expert return and the midpoint of random and expert.
+        val_targets: the returns the validation rollouts condition on; None = the first target return.
         num_workers: DataLoader workers.
         seed: seed of the split and of the data order.
         pack_len: pack each training batch's samples into rows of at most this many tokens (three per
@@ -121,6 +124,8 @@ class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
         eval_episodes: int = 50,
         random_return: float | None = None,
         expert_return: float | None = None,
+        target_returns: list[float] | None = None,
+        val_targets: list[float] | None = None,
         num_workers: int = 0,
         seed: int = 0,
         pack_len: int | None = None,
@@ -138,6 +143,8 @@ class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
         self.context, self.batch_size, self.val_fraction = context, batch_size, val_fraction
         self.eval_episodes = eval_episodes
         self.random_return, self.expert_return = random_return, expert_return
+        self.target_returns = tuple(float(t) for t in target_returns or ())
+        self.val_targets = tuple(float(t) for t in val_targets or ())
         self.num_workers, self.seed = num_workers, seed
         self.pack_len, self.shards = pack_len, shards
         if shards is not None and path is not None:
@@ -237,4 +244,12 @@ class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
         return DataSpec(control=ControlSpec(
             env_id=self.env_id, context=self.context, state_dim=self.state_dim, act_dim=self.act_dim_of(train),
             discrete=train.discrete, state_mean=self.state_mean, state_std=self.state_std,
-            ref_returns=self.ref_returns, dataset_returns=self.dataset_returns, action_low=low, action_high=high))
+            ref_returns=self.ref_returns, dataset_returns=self.dataset_returns, action_low=low, action_high=high,
+            target_returns=self.target_returns or _default_targets(self.ref_returns),
+            val_targets=self.val_targets))
+
+
+def _default_targets(ref_returns: tuple[float, float]) -> tuple[float, ...]:
+    """The expert return and the midpoint of random and expert, rounded: what a policy is asked to reach."""
+    low, high = ref_returns
+    return round(high), round((low + high) / 2)
