@@ -27,6 +27,12 @@ from mmformer.cli import main  # noqa: E402
 class _Losses(pl.Callback):
     def __init__(self) -> None:
         self.values: list[float] = []
+        self.params, self.init_sum = 0, 0.0
+
+    def on_fit_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        # the model exists by now even when its sizes came from the data (built in setup), and has not trained
+        params = list(module.parameters())
+        self.params, self.init_sum = sum(p.numel() for p in params), sum(p.double().sum().item() for p in params)
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -42,10 +48,8 @@ def run(recipe: str, data_dir: str, steps: int, extra: list[str]) -> str:
                 "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", *extra], run=False)
     losses = _Losses()
     cli.trainer.callbacks.append(losses)
-    params = list(cli.model.parameters())
-    init_sum = sum(p.double().sum().item() for p in params)
     cli.trainer.fit(cli.model, cli.datamodule)
-    return (f"{Path(recipe).stem} params {sum(p.numel() for p in params)} init_sum {init_sum!r} "
+    return (f"{Path(recipe).stem} params {losses.params} init_sum {losses.init_sum!r} "
             f"losses {[repr(x) for x in losses.values]}")
 
 
