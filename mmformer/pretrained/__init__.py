@@ -1,8 +1,10 @@
 """Start from pretrained weights: converters from the checkpoints people fine-tune into mmformer models.
 
 Each family module (``vit``, ``gpt2``, ``bert``, ``marian``, ``clip``, ``whisper``) has
-``convert_state_dict(peer_state, config) -> mmformer state`` and ``build_model(config) -> nn.Module``
-(plus ``export`` back to the peer's layout). Two entry points serve them all::
+``convert_state_dict(peer_state, config) -> mmformer state``, ``model_config(config) ->`` the typed model config
+(:mod:`mmformer.models.config`) and ``build_model(config)`` = :func:`mmformer.models.build` of it (plus ``export``
+back to the peer's layout), so a converted model saves as an mmformer export
+(:func:`mmformer.models.exported.save_exported`). Two entry points serve them all::
 
     from mmformer.pretrained import from_pretrained, load_into
     model = from_pretrained("path/to/bert")            # a folder with config.json + *.safetensors
@@ -88,9 +90,10 @@ def converted_state(source: str | Path) -> dict[str, Tensor]:
 def from_pretrained(source: str | Path) -> nn.Module:
     """Builds the mmformer model of a checkpoint (peer folder, mmformer export or hub id), in eval mode."""
     path = resolve_source(source)
-    if is_mmformer_export(path):  # building it needs the recipe machinery (Lightning), a layer above this one
-        raise CheckpointError(f"{path} is an mmformer export: rebuild it with mmformer.cli.load_exported, "
-                              f"or load its weights into a model with load_into")
+    if is_mmformer_export(path):
+        from mmformer.models.exported import load_exported
+
+        return load_exported(path)
     family, config = detect_family(path)
     mod = family_module(family)
     model = mod.build_model(config)
