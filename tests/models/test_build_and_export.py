@@ -55,6 +55,8 @@ def run(family, model, x):
         return [model("images", x["input"]), model.models["translate"](x["source"], x["target"])]
     raise KeyError(family)
 '''
+FAMILIES = ("classifier", "seq2seq", "prefix_lm", "causal_lm", "masked_lm", "contrastive", "decision_transformer",
+            "multitask")
 _scope: dict[str, Any] = {}
 exec(RUNNERS, _scope)
 run = _scope["run"]
@@ -136,6 +138,7 @@ def test_every_family_loads_from_its_export_without_lightning(tmp_path: Path) ->
         with torch.no_grad():
             cases[family] = {"family": family, "folder": str(folder), "inputs": x,
                              "expected": run(family, model.eval(), x)}
+    assert {c["family"] for c in cases.values()} == set(FAMILIES)  # the issue's list: every model family
     cases.update(_legacy_exports(tmp_path))
     cases.update(_fixture_exports(tmp_path))
     torch.save(cases, tmp_path / "cases.pt")
