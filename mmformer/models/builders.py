@@ -33,8 +33,11 @@ from mmformer.tokenizers.text import TextTokenizer
 
 def _classifier(cfg: ClassifierConfig) -> Classifier:
     b = cfg.backbone  # tokenizer, encoder, head
-    return Classifier(make_tokenizer(cfg.tokenizer, b.dim), Encoder(b),
-                      ClassificationHead(b.dim, cfg.num_classes, cfg.pool, cfg.head_dropout, num_heads=b.num_heads))
+    tokenizer, encoder = make_tokenizer(cfg.tokenizer, b.dim), Encoder(b)
+    if cfg.fc_norm:  # the norm moves after pooling: the encoder ends without one (no backbone.norm keys)
+        encoder.norm = nn.Identity()
+    return Classifier(tokenizer, encoder, ClassificationHead(b.dim, cfg.num_classes, cfg.pool, cfg.head_dropout,
+                                                             num_heads=b.num_heads, pool_norm=cfg.fc_norm))
 
 
 def _seq2seq(cfg: Seq2SeqConfig) -> Seq2Seq:
@@ -42,7 +45,7 @@ def _seq2seq(cfg: Seq2SeqConfig) -> Seq2Seq:
     if dec.memory_dim not in (None, enc.dim):
         raise ValueError(f"decoder.memory_dim={dec.memory_dim} but the encoder's dim is {enc.dim}")
     target = TextTokenizer(dec.dim, cfg.target_vocab_size, max_len=cfg.max_target_len, positions=cfg.target_positions,
-                           scale=cfg.target_scale, init_std=cfg.target_init_std)
+                           scale=cfg.target_scale, init_std=cfg.target_init_std, pad_id=cfg.target_pad_id)
     model = Seq2Seq(make_tokenizer(cfg.source_tokenizer, enc.dim), Encoder(enc), target, Decoder(dec),
                     cfg.tie_embeddings, ctc_vocab_size=cfg.ctc_vocab_size, logits_bias=cfg.logits_bias)
     if cfg.share_source_embedding:

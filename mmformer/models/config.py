@@ -19,6 +19,7 @@ from typing import Any, Callable, Union
 from mmformer.backbone import BackboneConfig
 from mmformer.heads import Pool
 from mmformer.tokenizers.base import ModalityTokenizer
+from mmformer.tokenizers.sentencepiece_vocab import PAD_ID
 from mmformer.tokenizers.text import TextPositions
 
 
@@ -92,6 +93,7 @@ class ClassifierConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)  # the encoder
     pool: Pool = "mean"  # cls, mean, attention or last pooling of the hidden states
     head_dropout: float = 0.0  # dropout before the classifier's linear layer
+    fc_norm: bool = False  # timm's fc_norm: the encoder's final LayerNorm moves after pooling (its mean-pooled ViTs)
 
 
 @dataclass
@@ -110,6 +112,7 @@ class Seq2SeqConfig:
     share_source_embedding: bool = False  # a text source over the target vocabulary uses the target's table
     ctc_vocab_size: int | None = 0  # > 0: a CTC head of that many labels on the encoder; None = the vocabulary's
     logits_bias: bool = False  # a learned per-token bias on the logits
+    target_pad_id: int = PAD_ID  # the target vocabulary's pad id (masked out; a converted checkpoint's own)
 
 
 @dataclass

@@ -13,6 +13,7 @@ task raises :class:`NotTranslatable`, and :func:`mmformer.cli.load_exported` bui
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 
 from mmformer.backbone import BackboneConfig
 from mmformer.models.builders import build, config_from_dict, config_to_dict
-from mmformer.models.config import (ModelConfig, TokenizerSpec, classifier_config, contrastive_config,
+from mmformer.models.config import (ModelConfig, Seq2SeqConfig, TokenizerSpec, classifier_config, contrastive_config,
                                     decision_transformer_config, multitask_config, prefix_lm_config, seq2seq_config)
 from mmformer.models.legacy import FORMAT_VERSION, RENAMED_ARGS, upgrade_state_dict
 
@@ -141,7 +142,11 @@ def export_config(doc: Mapping[str, Any], where: str = "the export") -> ModelCon
     """The model config of a read export: its ``model_config``, else translated from its task (older exports)."""
     if isinstance(doc.get("model_config"), Mapping):
         return config_from_dict(doc["model_config"])
-    return translate_task(doc["model"], where)
+    cfg = translate_task(doc["model"], where)
+    if isinstance(cfg, Seq2SeqConfig) and cfg.ctc_vocab_size and doc.get("state_format", 0) < 1:
+        # before layout 1 the CTC head was the task's, not the model's, so the export never held it
+        cfg = replace(cfg, ctc_vocab_size=0)
+    return cfg
 
 
 def upgraded_weights(doc: Mapping[str, Any], weights: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -67,6 +67,7 @@ def upgrade_module_names(task_name: str | None, modules: Mapping[str, V], versio
 RENAMED_ARGS: dict[str, dict[str, str]] = {
     "ContrastiveTask": {"image_tokenizer": "tokenizer_a", "text_tokenizer": "tokenizer_b", "text_backbone": "backbone_b",
                         "image_pool": "pool_a", "text_pool": "pool_b"},
+    "Seq2SeqTask": {"encoder": "backbone"},  # before layout 1
 }
 
 __all__ = ["FORMAT_KEY", "FORMAT_VERSION", "RENAMED_ARGS", "RENAMES", "legacy_task_name", "upgrade_module_names",

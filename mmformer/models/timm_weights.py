@@ -20,9 +20,10 @@ from timm.layers.attention import Attention
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
-from mmformer.backbone import BackboneConfig, Encoder
-from mmformer.heads import ClassificationHead
+from mmformer.backbone import BackboneConfig
+from mmformer.models.builders import build
 from mmformer.models.classifier import Classifier
+from mmformer.models.config import ClassifierConfig, TokenizerSpec
 from mmformer.tokenizers.image import ImagePatchTokenizer
 
 # timm state_dict prefix → mmformer Classifier prefix (longest prefixes first).
@@ -64,10 +65,68 @@ def _unsupported(model: VisionTransformer) -> list[str]:
             type(blk.mlp) is not Mlp or type(blk.mlp.act) is not nn.GELU or blk.mlp.act.approximate != "none",
         "scale_mlp_norm=True": not isinstance(getattr(blk.mlp, "norm", None), nn.Identity),
         "MLP without biases": getattr(getattr(blk.mlp, "fc1", None), "bias", None) is None,
+        "final_norm=False (no norm after the blocks nor after pooling)":
+            isinstance(model.norm, nn.Identity) and isinstance(model.fc_norm, nn.Identity),
         "norm layers other than affine LayerNorm": not all(
             is_ln(m) for m in (blk.norm1, blk.norm2, model.norm, model.fc_norm) if not isinstance(m, nn.Identity)),
     }
     return [what for what, bad in checks.items() if bad]
+
+
+def _check(model: Any) -> VisionTransformer:
+    if not isinstance(model, VisionTransformer):
+        raise ValueError(f"expected a timm VisionTransformer, got {type(model).__name__}")
+    problems = _unsupported(model)
+    if problems:
+        raise ValueError(f"cannot convert {type(model).__name__} to mmformer: unsupported " + "; ".join(problems))
+    return model
+
+
+def _config(model: VisionTransformer) -> ClassifierConfig:
+    pe, blk, dim = model.patch_embed, model.blocks[0], model.embed_dim
+    tokenizer = TokenizerSpec(f"{ImagePatchTokenizer.__module__}.{ImagePatchTokenizer.__qualname__}", dict(
+        image_size=list(pe.img_size), patch_size=pe.patch_size[0], in_chans=pe.proj.in_channels,
+        cls_token=model.cls_token is not None, pos_embed="learned",
+        patch_dropout=getattr(model.patch_drop, "prob", 0.0)))
+    backbone = BackboneConfig(
+        dim=dim, depth=len(model.blocks), num_heads=blk.attn.num_heads,
+        mlp_ratio=blk.mlp.fc1.out_features / dim, norm="layernorm", norm_eps=blk.norm1.eps, bias=True,
+        drop_path=getattr(model.blocks[-1].drop_path1, "drop_prob", 0.0),
+        attn_drop=blk.attn.attn_drop.p, proj_drop=blk.attn.proj_drop.p,
+    )
+    if int(dim * backbone.mlp_ratio) != blk.mlp.fc1.out_features:  # Encoder rounds dim * ratio down
+        raise ValueError(f"MLP width {blk.mlp.fc1.out_features} is not reproducible from dim {dim}")
+    return ClassifierConfig(tokenizer, model.num_classes, backbone, "cls" if model.global_pool == "token" else "mean",
+                            head_dropout=model.head_drop.p, fc_norm=isinstance(model.fc_norm, nn.LayerNorm))
+
+
+def timm_classifier_config(model: VisionTransformer) -> ClassifierConfig:
+    """The :class:`~mmformer.models.ClassifierConfig` of a timm ViT (``build`` of it is :func:`timm_classifier`).
+
+    Raises:
+        ValueError: a feature mmformer does not reproduce, or ``qkv_bias=False``, which the config cannot say
+            (:class:`~mmformer.backbone.BackboneConfig` has one ``bias`` for every projection).
+    """
+    cfg = _config(_check(model))
+    if model.blocks[0].attn.qkv.bias is None:
+        raise ValueError("a timm ViT with qkv_bias=False has no typed config (BackboneConfig.bias covers every "
+                         "projection); build it with timm_classifier")
+    return cfg
+
+
+def timm_classifier(model: VisionTransformer) -> Classifier:
+    """An untrained :class:`Classifier` shaped like ``model``: ``build(`` its config ``)``, its norms' epsilons set
+    from timm's, and bias-free qkv projections for ``qkv_bias=False`` (which the config cannot say)."""
+    model = _check(model)
+    blk, dim = model.blocks[0], model.embed_dim
+    out = build(_config(model))
+    if blk.attn.qkv.bias is None:  # qkv_bias=False: bias-free qkv, other projections keep theirs
+        for b in out.backbone.blocks:
+            b.attn.qkv = nn.Linear(dim, 3 * dim, bias=False)
+    for mine, theirs in ((out.backbone.norm, model.norm), (out.head.norm, model.fc_norm)):
+        if isinstance(mine, nn.LayerNorm):
+            mine.eps = theirs.eps
+    return out  # type: ignore[return-value]
 
 
 def classifier_from_timm(model: VisionTransformer | str, **create_kwargs: Any) -> Classifier:
@@ -88,39 +147,7 @@ def classifier_from_timm(model: VisionTransformer | str, **create_kwargs: Any) -
         model = timm.create_model(model, **create_kwargs)
     elif create_kwargs:
         raise ValueError(f"create_kwargs {sorted(create_kwargs)} only apply when model is a timm model name")
-    if not isinstance(model, VisionTransformer):
-        raise ValueError(f"expected a timm VisionTransformer, got {type(model).__name__}")
-    problems = _unsupported(model)
-    if problems:
-        raise ValueError(f"cannot convert {type(model).__name__} to mmformer: unsupported " + "; ".join(problems))
-    pe, blk, dim = model.patch_embed, model.blocks[0], model.embed_dim
-    tokenizer = ImagePatchTokenizer(
-        dim, image_size=tuple(pe.img_size), patch_size=pe.patch_size[0], in_chans=pe.proj.in_channels,
-        cls_token=model.cls_token is not None, pos_embed="learned",
-        patch_dropout=getattr(model.patch_drop, "prob", 0.0),
-    )
-    config = BackboneConfig(
-        dim=dim, depth=len(model.blocks), num_heads=blk.attn.num_heads,
-        mlp_ratio=blk.mlp.fc1.out_features / dim, norm="layernorm", norm_eps=blk.norm1.eps, bias=True,
-        drop_path=getattr(model.blocks[-1].drop_path1, "drop_prob", 0.0),
-        attn_drop=blk.attn.attn_drop.p, proj_drop=blk.attn.proj_drop.p,
-    )
-    if int(dim * config.mlp_ratio) != blk.mlp.fc1.out_features:  # Encoder rounds dim * ratio down
-        raise ValueError(f"MLP width {blk.mlp.fc1.out_features} is not reproducible from dim {dim}")
-    backbone = Encoder(config)
-    if blk.attn.qkv.bias is None:  # qkv_bias=False: bias-free qkv, other projections keep theirs
-        for b in backbone.blocks:
-            b.attn.qkv = nn.Linear(dim, 3 * dim, bias=False)
-    if isinstance(model.norm, nn.Identity):  # fc_norm models move the final norm after pooling
-        backbone.norm = nn.Identity()
-    head = ClassificationHead(dim, model.num_classes, "cls" if model.global_pool == "token" else "mean",
-                              dropout=model.head_drop.p, num_heads=blk.attn.num_heads,
-                              pool_norm=isinstance(model.fc_norm, nn.LayerNorm))
-    out = Classifier(tokenizer, backbone, head)
-    for mine, theirs in ((backbone.norm, model.norm), (head.norm, model.fc_norm)):
-        if isinstance(mine, nn.LayerNorm):
-            mine.eps = theirs.eps
-
+    out = timm_classifier(model)
     state = {}
     for key, value in model.state_dict().items():
         old, new = next(((o, n) for o, n in _RENAMES if key.startswith(o)), (key, key))

@@ -1,8 +1,10 @@
 """Start from pretrained weights: converters from the checkpoints people fine-tune into mmformer models.
 
 Each family module (``vit``, ``gpt2``, ``bert``, ``marian``, ``clip``, ``whisper``) has
-``convert_state_dict(peer_state, config) -> mmformer state`` and ``build_model(config) -> nn.Module``
-(plus ``export`` back to the peer's layout). Two entry points serve them all::
+``convert_state_dict(peer_state, config) -> mmformer state``, ``model_config(config) ->`` the typed model config
+(:mod:`mmformer.models.config`) and ``build_model(config)`` = :func:`mmformer.models.build` of it (plus ``export``
+back to the peer's layout), so a converted model saves as an mmformer export
+(:func:`mmformer.models.exported.save_exported`). Two entry points serve them all::
 
     from mmformer.pretrained import from_pretrained, load_into
     model = from_pretrained("path/to/bert")            # a folder with config.json + *.safetensors
@@ -88,9 +90,10 @@ def converted_state(source: str | Path) -> dict[str, Tensor]:
 def from_pretrained(source: str | Path) -> nn.Module:
     """Builds the mmformer model of a checkpoint (peer folder, mmformer export or hub id), in eval mode."""
     path = resolve_source(source)
-    if is_mmformer_export(path):  # building it needs the recipe machinery (Lightning), a layer above this one
-        raise CheckpointError(f"{path} is an mmformer export: rebuild it with mmformer.cli.load_exported, "
-                              f"or load its weights into a model with load_into")
+    if is_mmformer_export(path):
+        from mmformer.models.exported import load_exported
+
+        return load_exported(path)
     family, config = detect_family(path)
     mod = family_module(family)
     model = mod.build_model(config)
@@ -109,24 +112,32 @@ def special_ids(source: str | Path) -> dict[str, int]:
 
 
 def convert(source: str | Path, out_dir: str | Path) -> Path:
-    """Converts a peer checkpoint once: ``out_dir/model.safetensors`` in mmformer's names plus
-    ``out_dir/mmformer_pretrained.json`` (the family and the peer's config), which
-    :func:`from_pretrained` and :func:`load_into` read without converting again."""
+    """Converts a peer checkpoint once: an mmformer export (``out_dir/model.safetensors`` in mmformer's names and
+    ``out_dir/config.yaml`` with the typed model config, which :func:`mmformer.models.exported.load_exported`
+    rebuilds without the peer's library) plus ``out_dir/mmformer_pretrained.json`` (the family and the peer's
+    config), which :func:`from_pretrained`, :func:`load_into` and :func:`special_ids` read without converting
+    again."""
     import json
 
-    from safetensors.torch import save_file
+    from mmformer.models.exported import save_exported
 
     path = resolve_source(source)
     family, config = detect_family(path)
     model = from_pretrained(path)
+    try:
+        cfg = family_module(family).model_config(config)
+    except ValueError:  # a variant the typed config cannot say (a timm ViT with qkv_bias=False): weights only
+        cfg = None
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    state, seen = {}, set()
-    for name, t in model.state_dict().items():  # tied weights share storage: safetensors wants copies
-        t = t.detach().cpu().contiguous()
-        state[name] = t.clone() if t.untyped_storage().data_ptr() in seen else t
-        seen.add(t.untyped_storage().data_ptr())
-    save_file(state, str(out / MMFORMER_WEIGHTS), metadata={"format": "pt"})
+    if cfg is not None:
+        save_exported(model, cfg, out)
+    else:
+        from safetensors.torch import save_file
+
+        from mmformer.models.exported import plain_tensors
+
+        out.mkdir(parents=True, exist_ok=True)
+        save_file(plain_tensors(model.state_dict()), str(out / MMFORMER_WEIGHTS), metadata={"format": "pt"})
     (out / CONVERTED).write_text(json.dumps({"family": family, "config": config}, indent=2))
     return out
 

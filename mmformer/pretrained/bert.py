@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mmformer.backbone import BackboneConfig, Encoder
+from mmformer.backbone import BackboneConfig
+from mmformer.models import MaskedLMConfig, build
 from mmformer.models.masked_lm import MaskedLM
 from mmformer.pretrained.common import (
     CheckpointError,
@@ -24,6 +25,7 @@ from mmformer.pretrained.common import (
     field,
     mlp_ratio,
     take,
+    tokenizer_spec,
     write_folder,
 )
 from mmformer.pretrained.vit import HF_ACTS, hf_mlp
@@ -52,19 +54,25 @@ def _entries(depth: int) -> list[Entry]:
     return e
 
 
-def build_model(config: dict[str, Any]) -> MaskedLM:
-    """An untrained MaskedLM shaped like a BERT config."""
+def model_config(config: dict[str, Any]) -> MaskedLMConfig:
+    """The :class:`~mmformer.models.MaskedLMConfig` of a BERT config."""
     if field(config, "position_embedding_type", "absolute") != "absolute":
         raise CheckpointError(f"config.json: position_embedding_type={config['position_embedding_type']!r} is not "
                               f"supported (only 'absolute')")
     dim, eps = field(config, "hidden_size"), field(config, "layer_norm_eps", 1e-12)
-    tok = TextTokenizer(dim, field(config, "vocab_size"), max_len=field(config, "max_position_embeddings"),
-                        positions="learned", pad_id=field(config, "pad_token_id", 0), embed_norm=True, norm_eps=eps)
+    tok = tokenizer_spec(TextTokenizer, vocab_size=field(config, "vocab_size"),
+                         max_len=field(config, "max_position_embeddings"), positions="learned",
+                         pad_id=field(config, "pad_token_id", 0), embed_norm=True, norm_eps=eps)
     mlp = hf_mlp(config)
-    backbone = Encoder(BackboneConfig(
+    backbone = BackboneConfig(
         dim=dim, depth=field(config, "num_hidden_layers"), num_heads=field(config, "num_attention_heads"),
-        mlp_ratio=mlp_ratio(dim, field(config, "intermediate_size")), mlp=mlp, norm_eps=eps, norm_position="post"))
-    return MaskedLM(tok, backbone, act=mlp.removeprefix("mlp_"), norm_eps=eps)
+        mlp_ratio=mlp_ratio(dim, field(config, "intermediate_size")), mlp=mlp, norm_eps=eps, norm_position="post")
+    return MaskedLMConfig(tok, backbone, act=mlp.removeprefix("mlp_"), norm_eps=eps)
+
+
+def build_model(config: dict[str, Any]) -> MaskedLM:
+    """An untrained MaskedLM shaped like a BERT config: ``build(model_config(config))``."""
+    return build(model_config(config))  # type: ignore[return-value]
 
 
 def convert_state_dict(peer_state: dict[str, Tensor], config: dict[str, Any]) -> dict[str, Tensor]:

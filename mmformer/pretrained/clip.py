@@ -13,7 +13,8 @@ from typing import Any
 
 from torch import Tensor
 
-from mmformer.backbone import BackboneConfig, Encoder
+from mmformer.backbone import BackboneConfig
+from mmformer.models import ContrastiveConfig, build
 from mmformer.models.dual_encoder import ContrastiveModel
 from mmformer.pretrained.common import (
     OPEN_CLIP_CONFIG,
@@ -24,6 +25,7 @@ from mmformer.pretrained.common import (
     field,
     mlp_ratio,
     take,
+    tokenizer_spec,
     write_folder,
 )
 from mmformer.pretrained.vit import hf_mlp
@@ -111,8 +113,9 @@ def _oc_config(config: dict[str, Any]) -> tuple[dict, dict, dict]:
     return cfg, vision, text
 
 
-def build_model(config: dict[str, Any]) -> ContrastiveModel:
-    """An untrained ContrastiveModel shaped like a CLIP config (HF CLIPModel or open_clip)."""
+def model_config(config: dict[str, Any]) -> ContrastiveConfig:
+    """The :class:`~mmformer.models.ContrastiveConfig` of a CLIP config (HF CLIPModel or open_clip): two towers,
+    the text one causal."""
     if _is_open_clip(config):
         cfg, v, t = _oc_config(config)
         act = "mlp_quick_gelu" if cfg.get("quick_gelu") else "gelu"
@@ -136,17 +139,23 @@ def build_model(config: dict[str, Any]) -> ContrastiveModel:
                     max_len=field(tc, "max_position_embeddings"), pad=field(tc, "pad_token_id", 1), mlp=hf_mlp(tc))
         embed_dim = field(config, "projection_dim")
 
-    def encoder(c: dict, causal: bool) -> Encoder:
-        return Encoder(BackboneConfig(dim=c["dim"], depth=c["depth"], num_heads=c["heads"], norm_eps=c["eps"],
-                                      mlp_ratio=mlp_ratio(c["dim"], c["hidden"]), mlp=c["mlp"], causal=causal))
+    def backbone(c: dict, causal: bool) -> BackboneConfig:
+        return BackboneConfig(dim=c["dim"], depth=c["depth"], num_heads=c["heads"], norm_eps=c["eps"],
+                              mlp_ratio=mlp_ratio(c["dim"], c["hidden"]), mlp=c["mlp"], causal=causal)
 
-    image_tok = ImagePatchTokenizer(vision["dim"], image_size=vision["image"], patch_size=vision["patch"],
-                                    cls_token=True, pos_embed="learned", patch_bias=False, pre_norm=True,
-                                    norm_eps=vision["eps"])
-    text_tok = TextTokenizer(text["dim"], text["vocab"], max_len=text["max_len"], positions="learned",
-                             pad_id=text["pad"])
-    return ContrastiveModel(image_tok, text_tok, encoder(vision, False), encoder(text, True), pool_a="cls",
-                            pool_b="last", embed_dim=embed_dim)
+    image_tok = tokenizer_spec(ImagePatchTokenizer, image_size=vision["image"], patch_size=vision["patch"],
+                               cls_token=True, pos_embed="learned", patch_bias=False, pre_norm=True,
+                               norm_eps=vision["eps"])
+    text_tok = tokenizer_spec(TextTokenizer, vocab_size=text["vocab"], max_len=text["max_len"], positions="learned",
+                              pad_id=text["pad"])
+    return ContrastiveConfig(image_tok, text_tok, backbone(vision, False), backbone(text, True), pool_a="cls",
+                             pool_b="last", embed_dim=embed_dim)
+
+
+def build_model(config: dict[str, Any]) -> ContrastiveModel:
+    """An untrained ContrastiveModel shaped like a CLIP config (HF CLIPModel or open_clip):
+    ``build(model_config(config))``."""
+    return build(model_config(config))  # type: ignore[return-value]
 
 
 def _depths(config: dict[str, Any]) -> tuple[int, int]:

@@ -14,6 +14,8 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
+from mmformer.models.config import TokenizerSpec
+
 MMFORMER_CONFIG, MMFORMER_WEIGHTS = "config.yaml", "model.safetensors"  # mmformer.cli.export's layout
 HF_CONFIG = "config.json"
 OPEN_CLIP_CONFIG = "open_clip_config.json"
@@ -197,3 +199,8 @@ def mlp_ratio(dim: int, hidden: int) -> float:
     if int(dim * ratio) != hidden:
         raise CheckpointError(f"MLP width {hidden} is not reproducible from width {dim}")
     return ratio
+
+
+def tokenizer_spec(cls: type, **init_args: Any) -> TokenizerSpec:
+    """A model config's tokenizer entry for ``cls(dim, **init_args)``, by its dotted path (so it serializes)."""
+    return TokenizerSpec(f"{cls.__module__}.{cls.__qualname__}", init_args)

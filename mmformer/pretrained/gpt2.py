@@ -12,7 +12,8 @@ from typing import Any
 
 from torch import Tensor
 
-from mmformer.backbone import BackboneConfig, Encoder
+from mmformer.backbone import BackboneConfig
+from mmformer.models import CausalLMConfig, build
 from mmformer.models.causal_lm import CausalLM
 from mmformer.pretrained.common import (
     CheckpointError,
@@ -21,6 +22,7 @@ from mmformer.pretrained.common import (
     export_entries,
     field,
     mlp_ratio,
+    tokenizer_spec,
     write_folder,
 )
 from mmformer.pretrained.vit import HF_ACTS, hf_mlp
@@ -45,8 +47,8 @@ def _entries(depth: int) -> list[Entry]:
     return e
 
 
-def build_model(config: dict[str, Any]) -> CausalLM:
-    """An untrained CausalLM shaped like a GPT-2 config."""
+def model_config(config: dict[str, Any]) -> CausalLMConfig:
+    """The :class:`~mmformer.models.CausalLMConfig` of a GPT-2 config."""
     for name, bad in _UNSUPPORTED.items():
         if config.get(name, not bad) == bad:
             raise CheckpointError(f"config.json: {name}={bad} is not supported for GPT-2")
@@ -55,12 +57,18 @@ def build_model(config: dict[str, Any]) -> CausalLM:
     dim, vocab = field(config, "n_embd"), field(config, "vocab_size")
     pad = config.get("pad_token_id")
     pad = pad if pad is not None else config.get("eos_token_id") or 0  # GPT-2 has no pad token: eos stands in
-    tok = TextTokenizer(dim, vocab, max_len=field(config, "n_positions"), positions="learned", pad_id=pad)
-    backbone = Encoder(BackboneConfig(
+    tok = tokenizer_spec(TextTokenizer, vocab_size=vocab, max_len=field(config, "n_positions"), positions="learned",
+                         pad_id=pad)
+    backbone = BackboneConfig(
         dim=dim, depth=field(config, "n_layer"), num_heads=field(config, "n_head"),
         mlp_ratio=mlp_ratio(dim, config.get("n_inner") or 4 * dim), mlp=hf_mlp(config, "activation_function"),
-        norm_eps=field(config, "layer_norm_epsilon", 1e-5), causal=True))
-    return CausalLM(tok, backbone, tie_embeddings=True)
+        norm_eps=field(config, "layer_norm_epsilon", 1e-5), causal=True)
+    return CausalLMConfig(tok, backbone, tie_embeddings=True)
+
+
+def build_model(config: dict[str, Any]) -> CausalLM:
+    """An untrained CausalLM shaped like a GPT-2 config: ``build(model_config(config))``."""
+    return build(model_config(config))  # type: ignore[return-value]
 
 
 def convert_state_dict(peer_state: dict[str, Tensor], config: dict[str, Any]) -> dict[str, Tensor]:

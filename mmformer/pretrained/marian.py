@@ -12,7 +12,8 @@ from typing import Any
 
 from torch import Tensor
 
-from mmformer.backbone import BackboneConfig, Decoder, Encoder
+from mmformer.backbone import BackboneConfig
+from mmformer.models import Seq2SeqConfig, build
 from mmformer.models.seq2seq import Seq2Seq
 from mmformer.pretrained.common import (
     CheckpointError,
@@ -22,6 +23,7 @@ from mmformer.pretrained.common import (
     field,
     mlp_ratio,
     take,
+    tokenizer_spec,
     write_folder,
 )
 from mmformer.pretrained.vit import hf_mlp
@@ -66,25 +68,30 @@ def _check(config: dict[str, Any]) -> None:
                               "is not supported")
 
 
-def build_model(config: dict[str, Any]) -> Seq2Seq:
-    """An untrained Seq2Seq shaped like a Marian config (embeddings shared, as Marian's)."""
+def model_config(config: dict[str, Any]) -> Seq2SeqConfig:
+    """The :class:`~mmformer.models.Seq2SeqConfig` of a Marian config: one table for source, target and output,
+    as Marian's ``shared``."""
     _check(config)
     dim, vocab, max_len = field(config, "d_model"), field(config, "vocab_size"), field(config, "max_position_embeddings")
-    pad = field(config, "pad_token_id")
+    pad, scale = field(config, "pad_token_id"), bool(config.get("scale_embedding", False))
     mlp = hf_mlp(config, "activation_function")
 
-    def stack(prefix: str) -> BackboneConfig:
+    def stack(prefix: str, **more: Any) -> BackboneConfig:
         return BackboneConfig(dim=dim, depth=field(config, f"{prefix}_layers"),
                               num_heads=field(config, f"{prefix}_attention_heads"),
                               mlp_ratio=mlp_ratio(dim, field(config, f"{prefix}_ffn_dim")), mlp=mlp,
-                              norm_eps=1e-5, norm_position="post")
+                              norm_eps=1e-5, norm_position="post", **more)
 
-    text = lambda: TextTokenizer(dim, vocab, max_len=max_len, positions="sinusoidal", pad_id=pad,
-                                 scale=bool(config.get("scale_embedding", False)))  # noqa: E731
-    src, tgt = text(), text()
-    src.embed = tgt.embed  # one table, as Marian's `shared`
-    return Seq2Seq(src, Encoder(stack("encoder")), tgt, Decoder(stack("decoder")), tie_embeddings=True,
-                   logits_bias=True)
+    source = tokenizer_spec(TextTokenizer, vocab_size=vocab, max_len=max_len, positions="sinusoidal", pad_id=pad,
+                            scale=scale)
+    return Seq2SeqConfig(source, vocab, stack("encoder"), stack("decoder", causal=True, memory_dim=dim),
+                         target_positions="sinusoidal", target_scale=scale, max_target_len=max_len,
+                         tie_embeddings=True, share_source_embedding=True, logits_bias=True, target_pad_id=pad)
+
+
+def build_model(config: dict[str, Any]) -> Seq2Seq:
+    """An untrained Seq2Seq shaped like a Marian config: ``build(model_config(config))``."""
+    return build(model_config(config))  # type: ignore[return-value]
 
 
 def convert_state_dict(peer_state: dict[str, Tensor], config: dict[str, Any]) -> dict[str, Tensor]:
@@ -105,7 +112,8 @@ def convert_state_dict(peer_state: dict[str, Tensor], config: dict[str, Any]) ->
 def export(model: Seq2Seq, out_dir: str | Path, decoder_start_token_id: int | None = None) -> Path:
     """Writes ``model`` as a ``MarianMTModel`` folder (``model.safetensors`` + ``config.json``)."""
     src, tgt, enc, dec = model.source_tokenizer, model.target_tokenizer, model.encoder.config, model.decoder.config
-    if not isinstance(src, TextTokenizer) or src.embed is not tgt.embed or model.lm_head.weight is not tgt.embed.weight:
+    if not isinstance(src, TextTokenizer) or src.embed.weight is not tgt.embed.weight or \
+            model.lm_head.weight is not tgt.embed.weight:
         raise ValueError("Marian shares one embedding between source, target and output: this model does not")
     if (src.kind, tgt.kind) != ("sinusoidal", "sinusoidal") or enc.norm_position != "post" or dec.norm_position != "post":
         raise ValueError("Marian needs post-norm stacks with sinusoidal positions")

@@ -13,8 +13,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from mmformer.backbone import BackboneConfig, Encoder
-from mmformer.heads import ClassificationHead
+from mmformer.backbone import BackboneConfig
+from mmformer.models import ClassifierConfig, build
 from mmformer.models.classifier import Classifier
 from mmformer.pretrained.common import (
     CheckpointError,
@@ -24,6 +24,7 @@ from mmformer.pretrained.common import (
     field,
     mlp_ratio,
     rename,
+    tokenizer_spec,
     write_folder,
 )
 from mmformer.tokenizers.image import ImagePatchTokenizer
@@ -73,23 +74,34 @@ def _hf_entries(depth: int) -> list[Entry]:
     return e
 
 
-def build_model(config: dict[str, Any]) -> Classifier:
-    """An untrained Classifier shaped like the checkpoint's config (timm or HF ViT)."""
+def model_config(config: dict[str, Any]) -> ClassifierConfig:
+    """The :class:`~mmformer.models.ClassifierConfig` of a ViT config (timm or HF ViT)."""
     if is_timm(config):
-        from mmformer.models.timm_weights import classifier_from_timm
+        from mmformer.models.timm_weights import timm_classifier_config
 
-        return classifier_from_timm(_timm_model(config))
+        return timm_classifier_config(_timm_model(config))
     dim = field(config, "hidden_size")
     if not field(config, "qkv_bias", True):
         raise CheckpointError("config.json: qkv_bias=false is not supported for HF ViTs")
-    tok = ImagePatchTokenizer(dim, image_size=field(config, "image_size"), patch_size=field(config, "patch_size"),
-                              in_chans=field(config, "num_channels", 3), cls_token=True, pos_embed="learned")
-    backbone = Encoder(BackboneConfig(
+    tok = tokenizer_spec(ImagePatchTokenizer, image_size=field(config, "image_size"),
+                         patch_size=field(config, "patch_size"), in_chans=field(config, "num_channels", 3),
+                         cls_token=True, pos_embed="learned")
+    backbone = BackboneConfig(
         dim=dim, depth=field(config, "num_hidden_layers"), num_heads=field(config, "num_attention_heads"),
         mlp_ratio=mlp_ratio(dim, field(config, "intermediate_size")), mlp=hf_mlp(config),
-        norm_eps=field(config, "layer_norm_eps", 1e-12)))
+        norm_eps=field(config, "layer_norm_eps", 1e-12))
     num_labels = len(config["id2label"]) if config.get("id2label") else field(config, "num_labels", 2)
-    return Classifier(tok, backbone, ClassificationHead(dim, num_labels, "cls"))
+    return ClassifierConfig(tok, num_labels, backbone, pool="cls")
+
+
+def build_model(config: dict[str, Any]) -> Classifier:
+    """An untrained Classifier shaped like the checkpoint's config (timm or HF ViT): ``build(model_config(config))``,
+    plus, for a timm ViT, what its config cannot say (see :func:`~mmformer.models.timm_weights.timm_classifier`)."""
+    if is_timm(config):
+        from mmformer.models.timm_weights import timm_classifier
+
+        return timm_classifier(_timm_model(config))
+    return build(model_config(config))  # type: ignore[return-value]
 
 
 def convert_state_dict(peer_state: dict[str, Tensor], config: dict[str, Any]) -> dict[str, Tensor]:

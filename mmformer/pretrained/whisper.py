@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mmformer.backbone import BackboneConfig, Decoder, Encoder
+from mmformer.backbone import BackboneConfig
+from mmformer.models import Seq2SeqConfig, build
 from mmformer.models.seq2seq import Seq2Seq
 from mmformer.pretrained.common import (
     CheckpointError,
@@ -24,10 +25,10 @@ from mmformer.pretrained.common import (
     export_entries,
     field,
     mlp_ratio,
+    tokenizer_spec,
     write_folder,
 )
 from mmformer.pretrained.vit import hf_mlp
-from mmformer.tokenizers.text import TextTokenizer
 from mmformer.tokenizers.whisper_audio import WhisperAudioTokenizer
 
 _WB = ("weight", "bias")
@@ -71,23 +72,30 @@ def _key_biases(enc_depth: int, dec_depth: int) -> list[tuple[str, str]]:
     return [(k.format("k"), v.format("v")) for k, v in out]
 
 
-def build_model(config: dict[str, Any]) -> Seq2Seq:
-    """An untrained Seq2Seq shaped like a Whisper config."""
+def model_config(config: dict[str, Any]) -> Seq2SeqConfig:
+    """The :class:`~mmformer.models.Seq2SeqConfig` of a Whisper config (a WhisperAudioTokenizer source)."""
     if field(config, "scale_embedding", False):
         raise CheckpointError("config.json: scale_embedding=true is not supported for Whisper")
     dim, mlp = field(config, "d_model"), hf_mlp(config, "activation_function")
 
-    def stack(prefix: str) -> BackboneConfig:
+    def stack(prefix: str, **more: Any) -> BackboneConfig:
         return BackboneConfig(dim=dim, depth=field(config, f"{prefix}_layers"),
                               num_heads=field(config, f"{prefix}_attention_heads"),
-                              mlp_ratio=mlp_ratio(dim, field(config, f"{prefix}_ffn_dim")), mlp=mlp, norm_eps=1e-5)
+                              mlp_ratio=mlp_ratio(dim, field(config, f"{prefix}_ffn_dim")), mlp=mlp, norm_eps=1e-5,
+                              **more)
 
     n_pos = field(config, "max_source_positions")
-    audio = WhisperAudioTokenizer(dim, n_mels=field(config, "num_mel_bins"), max_positions=n_pos,
-                                  chunk_seconds=n_pos * 2 * 160 / 16000)
-    text = TextTokenizer(dim, field(config, "vocab_size"), max_len=field(config, "max_target_positions"),
-                         positions="learned", pad_id=field(config, "pad_token_id"))
-    return Seq2Seq(audio, Encoder(stack("encoder")), text, Decoder(stack("decoder")), tie_embeddings=True)
+    audio = tokenizer_spec(WhisperAudioTokenizer, n_mels=field(config, "num_mel_bins"), max_positions=n_pos,
+                           chunk_seconds=n_pos * 2 * 160 / 16000)  # 2 mel frames (hop 160 at 16 kHz) per position
+    return Seq2SeqConfig(audio, field(config, "vocab_size"), stack("encoder"),
+                         stack("decoder", causal=True, memory_dim=dim), target_positions="learned",
+                         max_target_len=field(config, "max_target_positions"), tie_embeddings=True,
+                         target_pad_id=field(config, "pad_token_id"))
+
+
+def build_model(config: dict[str, Any]) -> Seq2Seq:
+    """An untrained Seq2Seq shaped like a Whisper config: ``build(model_config(config))``."""
+    return build(model_config(config))  # type: ignore[return-value]
 
 
 def convert_state_dict(peer_state: dict[str, Tensor], config: dict[str, Any]) -> dict[str, Tensor]:

@@ -1,6 +1,7 @@
 """Typed model configs and ``build(cfg)``: every model family round-trips config → dict → config → build, the tasks
-build their models through it, and an export of every family (and older exports without ``model_config``) loads
-in a fresh process where ``pytorch_lightning`` and ``lightning`` cannot be imported, giving the same outputs."""
+build their models through it, and an export of every family (and older exports without ``model_config``: versions 2
+and 1, the latter from the pre-redesign weights of tests/fixtures/legacy) loads in one fresh process where
+``pytorch_lightning``, ``lightning`` and ``lightning_fabric`` cannot be imported, giving the same outputs."""
 
 from __future__ import annotations
 
@@ -45,12 +46,17 @@ def run(family, model, x):
         return [model.decode(x["target"], model.encode(x["source"])).logits]
     if family == "contrastive":
         return list(model(x["a"], x["b"]))
+    if family == "contrastive_embeds":
+        out = model(x["a"], x["b"])
+        return [out.embeds_a, out.embeds_b]
     if family == "decision_transformer":
         return [model(x)]
     if family == "multitask":
         return [model("images", x["input"]), model.models["translate"](x["source"], x["target"])]
     raise KeyError(family)
 '''
+FAMILIES = ("classifier", "seq2seq", "prefix_lm", "causal_lm", "masked_lm", "contrastive", "decision_transformer",
+            "multitask")
 _scope: dict[str, Any] = {}
 exec(RUNNERS, _scope)
 run = _scope["run"]
@@ -59,9 +65,11 @@ run = _scope["run"]
 CHILD = RUNNERS + '''
 import sys
 
+BLOCKED = ("pytorch_lightning", "lightning", "lightning_fabric")
+
 class _NoLightning:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("pytorch_lightning", "lightning"):
+        if name.split(".")[0] in BLOCKED:
             raise ImportError(f"{name} is blocked in this test")
         return None
 
@@ -79,7 +87,7 @@ for name, case in cases.items():
     for g, e in zip(got, case["expected"]):
         assert torch.allclose(g, e, atol=1e-5), (name, (g - e).abs().max())
     print("OK", name, type(model).__name__)
-assert not any(m.split(".")[0] in ("pytorch_lightning", "lightning") for m in sys.modules)
+assert not any(m.split(".")[0] in BLOCKED for m in sys.modules)
 '''
 
 
@@ -130,7 +138,9 @@ def test_every_family_loads_from_its_export_without_lightning(tmp_path: Path) ->
         with torch.no_grad():
             cases[family] = {"family": family, "folder": str(folder), "inputs": x,
                              "expected": run(family, model.eval(), x)}
+    assert {c["family"] for c in cases.values()} == set(FAMILIES)  # the issue's list: every model family
     cases.update(_legacy_exports(tmp_path))
+    cases.update(_fixture_exports(tmp_path))
     torch.save(cases, tmp_path / "cases.pt")
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     res = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "cases.pt")], capture_output=True, text=True,
@@ -176,6 +186,61 @@ def _legacy_exports(tmp_path: Path) -> dict[str, Any]:
         with torch.no_grad():
             cases[name] = {"family": family, "folder": str(folder), "inputs": x,
                            "expected": run(family, model.eval(), x)}
+    return cases
+
+
+FIXTURES = ROOT / "tests" / "fixtures" / "legacy"
+_OLD_BACKBONE = dict(dim=8, depth=1, num_heads=2, mlp_ratio=1.0)  # tests/fixtures/legacy/make.py's cfg()
+# The pre-redesign tasks of tests/fixtures/legacy/make.py as a version-1 export's config.yaml recorded them
+# (``model: {class_path, init_args}`` with the arguments of that time), and how to run each on the fixture's inputs.
+_OLD_TASKS: dict[str, tuple[str, dict[str, Any]]] = {
+    "classification": ("mmformer.tasks.ClassificationTask", {
+        "tokenizer": {"class_path": "mmformer.tokenizers.ImagePatchTokenizer",
+                      "init_args": {"image_size": 8, "patch_size": 4, "in_chans": 1}},
+        "num_classes": 3, "backbone": _OLD_BACKBONE, "pool": "attention", "label_smoothing": 0.0}),
+    "seq2seq": ("mmformer.tasks.Seq2SeqTask", {  # encoder (now backbone); its CTC head was the task's, not exported
+        "source_tokenizer": {"class_path": "mmformer.tokenizers.TextTokenizer",
+                             "init_args": {"vocab_size": 16, "max_len": 8}},
+        "target_vocab_size": 16, "encoder": _OLD_BACKBONE, "decoder": _OLD_BACKBONE, "target_positions": "learned",
+        "max_target_len": 8, "ctc_weight": 0.5, "metrics": ["wer"]}),
+    "contrastive": ("mmformer.tasks.ContrastiveTask", {
+        "image_tokenizer": {"class_path": "mmformer.tokenizers.ImagePatchTokenizer",
+                            "init_args": {"image_size": 8, "patch_size": 4, "cls_token": False}},
+        "text_tokenizer": {"class_path": "mmformer.tokenizers.TextTokenizer",
+                           "init_args": {"vocab_size": 16, "max_len": 8}},
+        "backbone": _OLD_BACKBONE, "image_pool": "attention", "embed_dim": 8}),
+    "decision_transformer": ("mmformer.tasks.DecisionTransformerTask", {
+        "tokenizer": {"class_path": "mmformer.tokenizers.trajectory.TrajectoryTokenizer",
+                      "init_args": {"state_dim": 3, "act_dim": 2, "discrete_actions": False, "max_timestep": 16}},
+        "backbone": _OLD_BACKBONE, "context": 4}),
+}
+
+
+def _fixture_exports(tmp_path: Path) -> dict[str, Any]:
+    """The pre-redesign checkpoints of tests/fixtures/legacy as the export writer of that time wrote them (version 1:
+    ``task.model``'s weights, no ``state_format``), with the outputs the old package computed."""
+    from safetensors.torch import save_file
+
+    cases = {}
+    for name, (class_path, init_args) in _OLD_TASKS.items():
+        ckpt = torch.load(FIXTURES / f"{name}.pt", weights_only=True)
+        folder = tmp_path / f"fixture_{name}"
+        folder.mkdir()
+        save_file({k[len("model."):]: v.contiguous() for k, v in ckpt["state_dict"].items() if k.startswith("model.")},
+                  str(folder / "model.safetensors"))
+        doc = {"format": FORMAT, "version": 1, "model": {"class_path": class_path, "init_args": init_args}}
+        (folder / "config.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+        x, want = ckpt["inputs"], ckpt["outputs"]
+        if name == "classification":
+            family, inputs, expected = "classifier", {"input": x["images"]}, [want["logits"]]
+        elif name == "seq2seq":  # the old CTC logits are not checked: the export never held that head
+            family, inputs, expected = "seq2seq", {"source": x["source"], "target": x["target_in"]}, [want["logits"]]
+        elif name == "contrastive":
+            family, inputs = "contrastive_embeds", {"a": x["images"], "b": x["ids"]}
+            expected = [want["image_embeds"], want["text_embeds"]]
+        else:
+            family, inputs, expected = "decision_transformer", x["traj"], [want["actions"]]
+        cases[f"fixture_{name}"] = {"family": family, "folder": str(folder), "inputs": inputs, "expected": expected}
     return cases
 
 

@@ -1,5 +1,5 @@
-"""`mmformer convert <source> <out_dir>`: a peer checkpoint converted once, then read by from_pretrained and
-load_into without converting again; a bad source is one error line and exit status 1."""
+"""`mmformer convert <source> <out_dir>`: a peer checkpoint converted once into an mmformer export, then read by
+from_pretrained, load_into and load_exported without converting again; a bad source is one error line and exit status 1."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mmformer.cli.command import main
+from mmformer.models.exported import load_exported
 from mmformer.pretrained import from_pretrained, load_into
 from tests.pretrained.conftest import close
 
@@ -25,6 +26,7 @@ def test_convert_writes_a_folder_that_loads_without_the_peer_layout(tmp_path: Pa
     ids = torch.randint(1, 50, (2, 7))
     model = from_pretrained(tmp_path / "out")
     close(model(ids), peer(input_ids=ids).logits)
+    close(load_exported(tmp_path / "out")(ids), peer(input_ids=ids).logits)  # an export: no transformers needed
     with torch.no_grad():  # the check sees attention: a model without q and k is far off
         model.backbone.blocks[0].attn.qkv.weight[:64].zero_()
     assert (model(ids) - peer(input_ids=ids).logits).abs().max() > 1e-2

@@ -93,8 +93,8 @@ class ResumableSampler(EpochSampler):
 def seeded_call(fn: Callable[[T], R], x: T, seed: int) -> R:
     """``fn(x)`` with torch's CPU generator seeded by ``seed``, then put back as it was.
 
-    Seeds only the CPU default generator: ``torch.manual_seed`` (which also touches CUDA) and
-    ``fork_rng`` cost 3-4x more per sample.
+    Seeds only the CPU default generator, the one the sample's draws use: ``torch.manual_seed`` (which also
+    seeds CUDA) and ``fork_rng`` (which saves and restores every device's) do more work per sample.
     """
     g = torch.default_generator
     state = g.get_state()
