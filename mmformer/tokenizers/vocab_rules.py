@@ -96,6 +96,7 @@ class TextStats:
     words: frozenset[str]  # distinct normalized words, each with its leading ▁
     alphabet: frozenset[str]  # characters sentencepiece makes pieces of (▁ included): all at character_coverage 1
     fixed: int  # special ids + user symbols + byte pieces
+    user_symbols: int  # distinct user symbols (among the fixed ids)
     sampled: bool  # more sentences than sentencepiece reads (max_sentences): the character count may be high
 
     @cached_property
@@ -166,7 +167,7 @@ def text_stats(sentences: Sequence[str], byte_fallback: bool = True, user_symbol
                 covered += count
     alphabet.discard(" ")
     return TextStats(len(sentences), sum(len(s.split()) for s in sentences), frozenset(words), frozenset(alphabet),
-                     fixed_ids(byte_fallback, user_symbols), len(sentences) > max_sentences)
+                     fixed_ids(byte_fallback, user_symbols), len(set(user_symbols)), len(sentences) > max_sentences)
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,7 @@ def size_range(stats: TextStats, model_type: str = "bpe") -> SizeRange:
     if model_type == "char":
         return SizeRange(stats.fixed + 1, None, stats.fixed + stats.chars)
     if model_type == "word":
-        largest = stats.fixed + len(stats.words)
+        largest = stats.fixed + len(stats.words) + stats.user_symbols  # (sentencepiece adds ▁<symbol> words)
         rule = max(stats.fixed + 1, min(suggested, stats.fixed + stats.whole_words, MAX_RULE_VOCAB))
         return SizeRange(stats.fixed + 1, largest, rule)
     smallest = stats.fixed + stats.chars
@@ -197,7 +198,7 @@ def _largest(stats: TextStats, model_type: str, vocab_size: int) -> int | None:
     if model_type == "char":
         return None
     if model_type == "word":
-        return stats.fixed + len(stats.words)
+        return size_range(stats, model_type).largest
     base = stats.fixed + stats.chars
     return base + stats.formable(vocab_size - base)
 
