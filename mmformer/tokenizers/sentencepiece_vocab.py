@@ -167,8 +167,8 @@ class SentencePieceVocab:
             tmp.replace(path)
         vocab = SentencePieceVocab(model_path)
         if chosen and len(vocab) < vocab_size:
-            print(f"the text formed only {len(vocab)} of the {vocab_size} pieces chosen: the vocabulary has "
-                  f"{len(vocab)}", file=sys.stderr)
+            print(f"vocab_size not set: the {model_type} model kept {len(vocab)} of the {vocab_size} pieces chosen "
+                  f"(all this text gives it)", file=sys.stderr)
         return vocab
 
     def id_to_piece(self, i: int) -> str:

@@ -68,7 +68,7 @@ def test_the_train_tokenizer_command_prints_the_error(tmp_path: Path, capsys) ->
 def test_no_warning_suggests_a_size_that_is_not_smaller() -> None:
     text = ["the quick brown fox jumps over the lazy dog"] * 20  # 180 words: too few for any vocabulary
     assert vocab_size_warning(text, 10, byte_fallback=False) is None
-    assert vocab_size_warning(text, 40, byte_fallback=False) is not None  # 40 > the suggested 12
+    assert vocab_size_warning(text, 40, byte_fallback=False) is not None  # 40 > the 31 its characters need
 
 
 def _train_same(folder: str, barrier, results) -> None:

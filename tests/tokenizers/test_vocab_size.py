@@ -78,7 +78,7 @@ def test_a_unigram_model_with_no_size_given_keeps_what_the_text_forms(tmp_path: 
     many = SHAPES * 40  # unigram's pruning keeps fewer pieces than BPE forms on this text
     vocab = _quiet_train(many, tmp_path / "uni", model_type="unigram", byte_fallback=False)
     chosen = resolve_vocab_size(None, many, model_type="unigram", byte_fallback=False)
-    assert len(vocab) < chosen and f"formed only {len(vocab)} of the {chosen} pieces" in capsys.readouterr().err
+    assert len(vocab) < chosen and f"the unigram model kept {len(vocab)} of the {chosen} pieces" in capsys.readouterr().err
 
 
 def test_a_size_the_text_cannot_fill_is_refused_before_sentencepiece_runs(tmp_path: Path, no_sentencepiece) -> None:
