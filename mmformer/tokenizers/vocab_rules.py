@@ -109,13 +109,17 @@ class TextStats:
         scripts = {self._scripts.get(c) for c in body}
         return len(scripts) == 1 and None not in scripts
 
-    @cached_property
-    def formed(self) -> int:
+    def formed(self, limit: int) -> int:
         """Learned pieces BPE surely forms when asked for them: every distinct two-character piece of a word
         (all are merge candidates from the start) and every whole word (merged to one piece), where a piece
-        may hold them (one script, at most 16 characters)."""
-        pieces = {w for w in self.words if 2 < len(w) <= MAX_PIECE_CHARS and self._can_form(w)}
-        pieces.update(w[i:i + 2] for w in self.words for i in range(len(w) - 1) if self._can_form(w[i:i + 2]))
+        may hold them (one script, at most 16 characters); counting stops past ``limit``."""
+        pieces: set[str] = set()
+        for w in self.words:
+            if 2 < len(w) <= MAX_PIECE_CHARS and self._can_form(w):
+                pieces.add(w)
+            pieces.update(w[i:i + 2] for i in range(len(w) - 1) if self._can_form(w[i:i + 2]))
+            if len(pieces) > limit:
+                break
         return len(pieces)
 
     @property
@@ -180,7 +184,7 @@ class SizeRange:
 
 
 def size_range(stats: TextStats, model_type: str = "bpe") -> SizeRange:
-    """:class:`SizeRange` of ``stats`` for ``model_type`` (``formable`` counted up to what is needed)."""
+    """:class:`SizeRange` of ``stats`` for ``model_type``."""
     suggested = suggested_vocab_size(stats.running_words, False, stats.fixed)
     if model_type == "char":
         return SizeRange(stats.fixed + 1, None, stats.fixed + stats.chars)
@@ -189,7 +193,8 @@ def size_range(stats: TextStats, model_type: str = "bpe") -> SizeRange:
         rule = max(stats.fixed + 1, min(suggested, stats.fixed + stats.whole_words, MAX_RULE_VOCAB))
         return SizeRange(stats.fixed + 1, largest, rule)
     smallest = stats.fixed + stats.chars
-    rule = max(smallest, min(suggested, smallest + stats.formed, MAX_RULE_VOCAB))
+    ceiling = min(suggested, MAX_RULE_VOCAB)
+    rule = max(smallest, min(ceiling, smallest + stats.formed(ceiling - smallest)))
     return SizeRange(smallest, None, rule)
 
 
@@ -219,7 +224,8 @@ def check_vocab_size(vocab_size: int, texts: Iterable[str] | TextStats, model_ty
     kinds = ["special"] + ["user-symbol"] * bool(user_symbols) + ["byte"] * byte_fallback
     fixed = f"the {stats.fixed} {', '.join(kinds[:-1]) + ' and ' if len(kinds) > 1 else ''}{kinds[-1]} ids"
     if vocab_size < sizes.smallest and not stats.sampled:
-        what = f"its {stats.chars} distinct characters and {fixed}" if model_type in ("bpe", "unigram") else fixed
+        what = (f"its {stats.chars} distinct characters and {fixed}" if model_type in ("bpe", "unigram")
+                else f"{fixed} and one piece")
         raise ValueError(f"vocab_size={vocab_size} is too small for this training text: {what} need "
                          f"{sizes.smallest}; set vocab_size >= {sizes.smallest} (or leave it unset: this text's rule "
                          f"gives {sizes.rule})")
