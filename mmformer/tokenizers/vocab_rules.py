@@ -151,26 +151,34 @@ def _normalize(sentences: Sequence[str]) -> list[str]:
 
 def text_stats(sentences: Sequence[str], byte_fallback: bool = True, user_symbols: Sequence[str] = (),
                character_coverage: float = 1.0, max_sentences: int = 2_000_000) -> TextStats:
-    """The counts of ``sentences`` (stripped, non-empty) the rule and the bounds use; one pass, no training."""
-    normalized = _normalize(sentences)
-    joined = "".join(normalized)
-    words = {_WS + w for w in set(joined.split(_WS)) if w}  # (a word model keeps user symbols in words)
+    """The counts of ``sentences`` (stripped, non-empty) the rule and the bounds use; no training.
+
+    Each distinct whitespace-separated word is normalized on its own (sentencepiece's ``nmt_nfkc`` maps
+    characters one by one and whitespace to ▁, so this is the text's normalization, done once per word)."""
+    running = " ".join(sentences).split()
+    counts = Counter(running) if character_coverage < 1.0 else dict.fromkeys(running, 1)
+    raw = list(counts)
+    normalized = _normalize(raw)  # "▁word" each (a compatibility character may normalize to more words)
+    words = {_WS + w for n in normalized for w in n.split(_WS) if w}  # (a word model keeps user symbols in words)
     if user_symbols:  # sentencepiece cuts user symbols out of the text before it counts characters
         cut = re.compile("|".join(re.escape(s) for s in sorted(set(user_symbols), key=len, reverse=True)))
-        joined = cut.sub(" ", joined)
-    if character_coverage >= 1.0:  # every character: those of the distinct words (cheaper than the whole text)
-        alphabet = set("".join(cut.sub(" ", w) for w in words) if user_symbols else "".join(words))
+        normalized = [cut.sub(" ", n) for n in normalized]
+    if character_coverage >= 1.0:  # every character
+        alphabet = set("".join(normalized))
     else:  # sentencepiece's coverage walk: the most frequent characters until they cover that share
-        counts = Counter(joined)
-        alphabet, covered, total = set(), 0, sum(counts.values()) - counts[" "]
-        for c, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        chars: Counter[str] = Counter()
+        for word, n in zip(raw, normalized):
+            for c in n:
+                chars[c] += counts[word]
+        chars.pop(" ", None)
+        alphabet, covered, total = set(), 0, sum(chars.values())
+        for c, count in sorted(chars.items(), key=lambda kv: (-kv[1], kv[0])):
             if total and covered / total >= character_coverage:
                 break
-            if c != " ":
-                alphabet.add(c)
-                covered += count
+            alphabet.add(c)
+            covered += count
     alphabet.discard(" ")
-    return TextStats(len(sentences), sum(len(s.split()) for s in sentences), frozenset(words), frozenset(alphabet),
+    return TextStats(len(sentences), len(running), frozenset(words), frozenset(alphabet),
                      fixed_ids(byte_fallback, user_symbols), len(set(user_symbols)), len(sentences) > max_sentences)
 
 
