@@ -158,10 +158,12 @@ def _train(text: list[str], size: int, model_type: str, hard: bool = True, **kw:
 
 @pytest.mark.parametrize("model_type", ["bpe", "unigram", "word"])
 def test_the_bounds_hold_against_sentencepiece(model_type: str) -> None:
-    """On small texts of several scripts, digits, punctuation and a user symbol: the smallest size trains and one
-    less fails; no model, asked for all it can form, exceeds the largest; BPE and word models train the rule's."""
+    """On small texts of several scripts, digits, punctuation, odd whitespace, compatibility characters and a user
+    symbol: the smallest size trains and one less fails; no model, asked for all it can form, exceeds the largest;
+    BPE and word models train the rule's size."""
     texts = [SHAPES, FOX, ["Ça va? Très bien, merci.", "Hello, world! It's 2024-05-01; price $3.50.",
-                           "ｗｏｒｌｄ ﬁne ½", "日本語 かな カナ 漢字 <x>", "Ωμέγα αβγ"] * 10]
+                           "ｗｏｒｌｄ ﬁne ½", "日本語 かな カナ 漢字 <x>", "Ωμέγα αβγ",
+                           "a\u00a0b c\u3000d x\u0301y\u200bz ㍱ \x01ctl"] * 10]
     for text in texts:
         kw = dict(byte_fallback=False, user_defined_symbols=["<x>"])
         stats = text_stats(text, byte_fallback=False, user_symbols=["<x>"])
