@@ -13,6 +13,7 @@ import torch
 from mmformer.data.spec import DataSpec, ProvidesDataSpec
 from mmformer.finetune.lora import lora_spec, restore_lora
 from mmformer.tasks.checkpoint_fit import WRITER_KEY, check_fits, describe
+from mmformer.tasks.composition import Composable
 from mmformer.tasks.legacy import (FORMAT_KEY, FORMAT_VERSION, legacy_task_name, upgrade_module_names,
                                    upgrade_state_dict)
 
@@ -24,7 +25,7 @@ class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or infinite loss; the message names where."""
 
 
-class TaskModule(pl.LightningModule):
+class TaskModule(Composable, pl.LightningModule):
     """Base of the task modules.
 
     Checkpoints carry torch's RNG states (CPU and CUDA, as uint8 tensors, so they load with
@@ -44,6 +45,10 @@ class TaskModule(pl.LightningModule):
     A model with LoRA layers (:class:`mmformer.tasks.FineTuning`) records them in its checkpoints
     (``mmformer_lora``), and loading one rebuilds them before the weights load, so ``test``, ``export``
     and resume need no fine-tuning settings.
+
+    A task builds its model with :meth:`build_model` from its ``model_config``; created for a composite (a
+    :class:`~mmformer.tasks.multitask.MultiTaskTask` task), it builds none and receives its part of the
+    composite's model and a logging function instead (:mod:`mmformer.tasks.composition`).
 
     Checkpoints are marked with ``mmformer_format``; an older one (without it) has its state_dict
     keys upgraded in :meth:`on_load_checkpoint` (see :func:`mmformer.tasks.legacy.upgrade_state_dict`).

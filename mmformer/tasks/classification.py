@@ -14,7 +14,6 @@ from mmformer.backbone import BackboneConfig
 from mmformer.data.spec import DataSpec
 from mmformer.heads import Pool
 from mmformer.losses import soft_target_cross_entropy
-from mmformer.models.builders import build
 from mmformer.models.classifier import Classifier
 from mmformer.models.config import classifier_config
 from mmformer.tasks.base import TaskModule
@@ -79,6 +78,7 @@ class ClassificationTask(TaskModule):
     """
 
     required_data: ClassVar[tuple[str, ...]] = ()  # class_names are used when the data declares them
+    model: Classifier  # built by build_model (or a composite's part: mmformer.tasks.composition)
 
     def __init__(
         self,
@@ -99,11 +99,11 @@ class ClassificationTask(TaskModule):
         backbone = backbone or BackboneConfig()
         self.optim, self.label_smoothing = optim or OptimConfig(), label_smoothing
         self.model_config = classifier_config(tokenizer, num_classes, backbone, pool, head_dropout)
-        self.model: Classifier = build(self.model_config)  # type: ignore[assignment]
+        self.build_model(self.model_config)
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} names but num_classes={num_classes}")
         self.num_classes, self.class_names, self.num_overlays = num_classes, class_names, num_overlays
-        if compile_backbone:
+        if compile_backbone and "model" in self._modules:  # a task created for a composite has none of its own
             self.model.backbone.compile()
         self.mixup = None
         if mixup > 0 or cutmix > 0:

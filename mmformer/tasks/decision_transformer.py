@@ -23,7 +23,6 @@ from mmformer.backbone import BackboneConfig
 from mmformer.data.common.packing import PACK_KEY, plan_packing, token_counter
 from mmformer.data.spec import ControlSpec, DataSpec
 from mmformer.losses import action_loss
-from mmformer.models.builders import build
 from mmformer.models.config import decision_transformer_config
 from mmformer.models.decision_transformer import DecisionTransformer
 from mmformer.rollout import VAL_SEED_START, RolloutResult, rollout
@@ -61,6 +60,7 @@ class DecisionTransformerTask(TaskModule):
     """
 
     required_data: ClassVar[tuple[str, ...]] = ("control",)
+    model: DecisionTransformer  # built by build_model (or a composite's part: mmformer.tasks.composition)
 
     def __init__(
         self,
@@ -78,7 +78,7 @@ class DecisionTransformerTask(TaskModule):
     ) -> None:
         super().__init__()
         self.model_config = decision_transformer_config(tokenizer, backbone, context, head_dropout)
-        self.model: DecisionTransformer = build(self.model_config)  # type: ignore[assignment]
+        self.build_model(self.model_config)
         self.targets = [float(t) for t in (target_returns or [500.0, 150.0])]
         self.sample_actions, self.temperature = sample_actions, temperature
         if val_episodes < 0 or temperature <= 0:

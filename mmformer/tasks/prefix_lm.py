@@ -17,7 +17,6 @@ from mmformer.bigram import BigramLM
 from mmformer.data.spec import DataSpec
 from mmformer.decoding import GenerationConfig, check_ctc_settings, generate, strip
 from mmformer.losses import ctc_loss, sequence_cross_entropy
-from mmformer.models.builders import build
 from mmformer.models.config import prefix_lm_config
 from mmformer.models.prefix_lm import PrefixLM
 from mmformer.tasks.optim import OptimConfig
@@ -74,6 +73,7 @@ class PrefixLMTask(TextGenerationTask):
     """
 
     _fallback_headline: ClassVar[str] = "val/ppl"
+    model: PrefixLM  # built by build_model (or a composite's part: mmformer.tasks.composition)
 
     def __init__(
         self,
@@ -99,7 +99,7 @@ class PrefixLMTask(TextGenerationTask):
         self.model_config = prefix_lm_config(vocab_size, prefix_tokenizer, backbone, text_positions, text_scale,
                                              text_init_std, max_len, tie_embeddings, share_prefix_embedding, ctc_weight)
         check_ctc_settings(ctc_weight, generation)
-        self.model: PrefixLM = build(self.model_config)  # type: ignore[assignment]
+        self.build_model(self.model_config)
         self.vocab_size, self.label_smoothing, self.ctc_weight = vocab_size, label_smoothing, ctc_weight
         self.generation = generation or GenerationConfig(strategy="sample", top_k=50, top_p=0.95, max_new_tokens=40)
         self.val_generate_batches, self.num_samples, self.bigram_baseline = val_generate_batches, num_samples, bigram_baseline

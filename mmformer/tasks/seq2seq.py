@@ -18,7 +18,6 @@ from mmformer.data.common.packing import PACK_KEY, plan_packing, token_counter
 from mmformer.data.spec import DataSpec
 from mmformer.decoding import GenerationConfig, check_ctc_settings, generate, strip
 from mmformer.losses import ctc_loss, sequence_cross_entropy
-from mmformer.models.builders import build
 from mmformer.models.config import seq2seq_config
 from mmformer.models.seq2seq import Seq2Seq
 from mmformer.tasks.optim import OptimConfig
@@ -99,6 +98,8 @@ class Seq2SeqTask(TextGenerationTask):
         optim: AdamW and schedule.
     """
 
+    model: Seq2Seq  # built by build_model (or a composite's part: mmformer.tasks.composition)
+
     def __init__(
         self,
         source_tokenizer: Callable[[int], ModalityTokenizer],
@@ -125,14 +126,14 @@ class Seq2SeqTask(TextGenerationTask):
             source_tokenizer, target_vocab_size, backbone, decoder, decoder_depth, target_positions, target_scale,
             target_init_std, max_target_len, tie_embeddings, share_source_embedding, ctc_weight)
         check_ctc_settings(ctc_weight, generation)
-        self.model: Seq2Seq = build(self.model_config)  # type: ignore[assignment]
+        self.build_model(self.model_config)
         self.ctc_weight = ctc_weight
         self.vocab_size, self.label_smoothing = target_vocab_size, label_smoothing
         self.generation, self.optim = generation or GenerationConfig(), optim or OptimConfig()
         self.val_generate_batches, self.num_samples = val_generate_batches, num_samples
         names = list(metrics) if metrics is not None else ["bleu", "chrf"]
         self.metrics = self.build_metrics(names)
-        self.ctc_metrics = text_metrics(names) if self.model.ctc_head is not None else None
+        self.ctc_metrics = text_metrics(names) if self.model_config.ctc_vocab_size > 0 else None  # a CTC head
         self._source_vocab: SentencePieceVocab | None = None
         self._samples: list[tuple[str, str, str]] = []
         self._alignment_input: tuple[Any, list[int]] | None = None
