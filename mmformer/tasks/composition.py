@@ -52,9 +52,9 @@ class Composable:
 
     def build_model(self, cfg: ModelConfig) -> None:
         """Records ``cfg`` as ``model_config`` and builds ``self.model`` from it (its weights drawn now from torch's
-        global generator), except inside :func:`composing`, where the composite builds it."""
+        global generator), except inside :func:`composing` or once attached, where the composite builds it."""
         self.model_config = cfg
-        if not _COMPOSING.get():
+        if not _COMPOSING.get() and self.task_context is None:
             self.model = build(cfg)
 
     @property

@@ -48,6 +48,9 @@ def test_one_backbone_instance_and_no_task_holds_its_own_copy() -> None:
         assert "model" not in child._modules and not list(child.parameters())  # the composite owns every weight
         assert {id(p) for p in child.model.backbone.parameters()} == shared_ids
     assert sum(p.numel() for p in task.parameters()) == sum(p.numel() for p in task.model.parameters())
+    child = task.tasks["images"]
+    child.build_model(child.model_config)  # type: ignore[arg-type]  # an attached task builds no model of its own
+    assert "model" not in child._modules and child.model is task.model["images"]
 
 
 def test_the_weights_are_those_of_build_multitask_config_and_the_keys_those_of_earlier_checkpoints() -> None:
