@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from mmformer.cli import main
+from tests.data_free import build_without_data
 from tests.tokenizers.test_plugin import RECIPE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,6 +80,7 @@ def test_every_recipe_builds_with_the_small_preset(recipe: Path) -> None:
     want = yaml.safe_load(preset.read_text())["model"]["init_args"]["backbone"]
     cli = main(["--config", str(recipe), "--config", str(preset), "--trainer.logger=false", "--trainer.callbacks=[]",
                 "--trainer.enable_checkpointing=false"], run=False)
+    build_without_data(cli.model)
     for backbone in _backbones(cli.model):
         c = backbone.config
         assert (c.dim, len(backbone.blocks), c.num_heads) == (want["dim"], want["depth"], want["num_heads"])
