@@ -49,7 +49,7 @@ def export_model(config: Configs, ckpt_path: str | Path, out_dir: str | Path, *o
             own saved ``config.yaml``.
         ckpt_path: a checkpoint of that recipe (read weights-only).
         out_dir: the folder to write (created if needed; the two files are overwritten).
-        overrides: extra CLI arguments the run was trained with, e.g. ``"--model.init_args.backbone.depth=4"``.
+        overrides: extra CLI arguments the run was trained with, e.g. ``"--model.init_args.model.backbone.depth=4"``.
     Returns:
         ``out_dir``.
     """

@@ -75,7 +75,7 @@ def load_task(config: Configs, ckpt_path: str | Path, *overrides: str) -> tuple[
         config: the recipe YAML the checkpoint was trained with (e.g. ``tasks/image_classification.yaml``),
             several layered in order, or the run's own saved ``config.yaml``.
         ckpt_path: a checkpoint of that recipe (read weights-only).
-        overrides: extra CLI arguments, e.g. ``"--model.init_args.backbone.depth=4"``.
+        overrides: extra CLI arguments, e.g. ``"--model.init_args.model.backbone.depth=4"``.
     Returns:
         ``(task in eval mode, datamodule)``; ``task.model`` is the plain ``nn.Module``.
     Raises:

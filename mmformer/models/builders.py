@@ -41,7 +41,7 @@ def _classifier(cfg: ClassifierConfig) -> Classifier:
 
 
 def _seq2seq(cfg: Seq2SeqConfig) -> Seq2Seq:
-    enc, dec = cfg.encoder, cfg.decoder  # target embedding, source tokenizer, encoder, decoder, heads
+    enc, dec = cfg.backbone, cfg.decoder_config()  # target embedding, source tokenizer, encoder, decoder, heads
     if dec.memory_dim not in (None, enc.dim):
         raise ValueError(f"decoder.memory_dim={dec.memory_dim} but the encoder's dim is {enc.dim}")
     target = TextTokenizer(dec.dim, cfg.target_vocab_size, max_len=cfg.max_target_len, positions=cfg.target_positions,
@@ -56,7 +56,7 @@ def _seq2seq(cfg: Seq2SeqConfig) -> Seq2Seq:
         if (src.scale != 1.0) != cfg.target_scale:
             raise ValueError(f"share_source_embedding: the source tokenizer's scale={src.scale != 1.0} but "
                              f"target_scale={cfg.target_scale}; one shared table needs one scale: set both "
-                             f"(model.init_args.source_tokenizer.init_args.scale and model.init_args.target_scale)")
+                             f"(model.init_args.model.source_tokenizer.init_args.scale and model.init_args.model.target_scale)")
         src.embed.weight = target.embed.weight
     return model
 
@@ -74,7 +74,7 @@ def _prefix_lm(cfg: PrefixLMConfig) -> PrefixLM:
         if (prefix.scale != 1.0) != cfg.text_scale:
             raise ValueError(f"share_prefix_embedding: the prefix tokenizer's scale={prefix.scale != 1.0} but "
                              f"text_scale={cfg.text_scale}; one shared table needs one scale: set both "
-                             f"(model.init_args.prefix_tokenizer.init_args.scale and model.init_args.text_scale)")
+                             f"(model.init_args.model.prefix_tokenizer.init_args.scale and model.init_args.model.text_scale)")
         prefix.embed.weight = text.embed.weight
     return model
 
@@ -133,6 +133,9 @@ def build(cfg: ModelConfig) -> nn.Module:
 
 # ---- to and from plain dicts ------------------------------------------------------------------------------
 _BY_NAME = {t.__name__: t for t in CONFIG_TYPES}
+# config class name → {field name an older export wrote: its current name} (export version 3 wrote Seq2SeqConfig's
+# encoder as ``encoder``)
+_RENAMED_FIELDS: dict[str, dict[str, str]] = {"Seq2SeqConfig": {"encoder": "backbone"}}
 
 
 def _plain(value: Any, where: str) -> Any:
@@ -193,6 +196,12 @@ def config_from_dict(doc: Mapping[str, Any]) -> ModelConfig:
         got = doc.get("type") if isinstance(doc, Mapping) else type(doc).__name__
         raise ValueError(f"a model config needs 'type' set to one of {sorted(_BY_NAME)}, got {got!r}")
     cls = _BY_NAME[doc["type"]]
+    renamed = _RENAMED_FIELDS.get(cls.__name__, {})
+    for old, new in renamed.items():
+        if old in doc:
+            if new in doc:
+                raise ValueError(f"{cls.__name__} sets both {old!r} (its former name) and {new!r}; keep {new!r}")
+            doc = {(new if k == old else k): v for k, v in doc.items()}
     hints = typing.get_type_hints(cls, vars(__import__(cls.__module__, fromlist=["_"])))
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(doc) - fields - {"type"})

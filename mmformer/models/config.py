@@ -3,9 +3,14 @@ it serializes (a tokenizer is a :class:`TokenizerSpec`, ``{class_path, init_args
 in). :func:`mmformer.models.build` turns a config into the plain ``nn.Module``; the task modules build their
 models from these, and an export stores one (:mod:`mmformer.models.exported`).
 
-The ``*_config`` functions take a task's model arguments (the names its YAML uses) and return the config, so
-the task and the loader of an older export (which recorded only the task's arguments) agree on the model.
-Arguments that are not the model's (losses, metrics, generation...) are ignored there.
+A task takes its model's config as its ``model`` argument (in YAML ``model.init_args.model``), and the config
+alone describes the model: what a family derives from other fields (a seq2seq decoder copied from the encoder,
+a causal backbone) is done in its ``__post_init__`` or its builder, and a tokenizer given as a YAML ``class_path``
+(a ``functools.partial``) is normalized to a :class:`TokenizerSpec`.
+
+The ``*_config`` functions read the flat model arguments that tasks took before (the names an older export's
+``init_args`` recorded) into a config, for :mod:`mmformer.models.exported`. Other arguments (losses, metrics,
+generation...) are ignored there.
 """
 
 from __future__ import annotations
@@ -89,21 +94,29 @@ class ClassifierConfig:
     """:class:`~mmformer.models.Classifier`: tokenizer → encoder → pooling head."""
 
     tokenizer: Tokenizer  # any modality's tokenizer, built at backbone.dim
-    num_classes: int | None  # C, the logits' width; None = the data's class count
+    num_classes: int | None = None  # C, the logits' width; None = the data's class count
     backbone: BackboneConfig = field(default_factory=BackboneConfig)  # the encoder
     pool: Pool = "mean"  # cls, mean, attention or last pooling of the hidden states
     head_dropout: float = 0.0  # dropout before the classifier's linear layer
     fc_norm: bool = False  # timm's fc_norm: the encoder's final LayerNorm moves after pooling (its mean-pooled ViTs)
 
+    def __post_init__(self) -> None:
+        self.tokenizer = tokenizer_setting(self.tokenizer)
+
 
 @dataclass
 class Seq2SeqConfig:
-    """:class:`~mmformer.models.Seq2Seq`: source tokenizer → encoder, target tokenizer → decoder → LM head."""
+    """:class:`~mmformer.models.Seq2Seq`: source tokenizer → encoder, target tokenizer → decoder → LM head.
 
-    source_tokenizer: Tokenizer  # any modality's tokenizer, built at encoder.dim
-    target_vocab_size: int | None  # V of the target text (and of the CTC head); None = the data's vocabulary
-    encoder: BackboneConfig = field(default_factory=BackboneConfig)  # the source stack
-    decoder: BackboneConfig = field(default_factory=lambda: BackboneConfig(causal=True))  # causal; memory = encoder
+    ``decoder`` None is ``backbone``'s config with ``decoder_depth or backbone.depth`` blocks, causal, reading the
+    encoder's memory (:meth:`decoder_config`); a decoder that is given gets ``memory_dim = backbone.dim``.
+    (Exports written before ``backbone`` was named so call it ``encoder``: :func:`~mmformer.models.config_from_dict`
+    reads both.)"""
+
+    source_tokenizer: Tokenizer  # any modality's tokenizer, built at backbone.dim
+    target_vocab_size: int | None = None  # V of the target text (and of the CTC head); None = the data's vocabulary
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)  # the encoder (named so configs/model/*.yaml size it)
+    decoder: BackboneConfig | None = None  # its own decoder (causal; memory = the encoder); None = backbone's copy
     target_positions: TextPositions = "learned"  # positional scheme of the target embedding
     target_scale: bool = False  # multiply target embeddings by sqrt(D)
     target_init_std: float | None = None  # target table's initial std; None = D^-0.5 with target_scale, else 0.02
@@ -113,15 +126,36 @@ class Seq2SeqConfig:
     ctc_vocab_size: int | None = 0  # > 0: a CTC head of that many labels on the encoder; None = the vocabulary's
     logits_bias: bool = False  # a learned per-token bias on the logits
     target_pad_id: int = PAD_ID  # the target vocabulary's pad id (masked out; a converted checkpoint's own)
+    decoder_depth: int | None = None  # blocks of the decoder copied from backbone (decoder None); None = backbone.depth
+
+    def __post_init__(self) -> None:
+        self.source_tokenizer = tokenizer_setting(self.source_tokenizer)
+        if self.decoder is not None:
+            if self.decoder_depth is not None:
+                raise ValueError(f"Seq2SeqConfig sets both decoder and decoder_depth={self.decoder_depth}: "
+                                 f"decoder_depth sizes the decoder copied from backbone; set decoder.depth instead")
+            if self.decoder.memory_dim not in (None, self.backbone.dim):
+                raise ValueError(f"decoder.memory_dim={self.decoder.memory_dim} but the encoder's (backbone's) dim "
+                                 f"is {self.backbone.dim}; leave memory_dim out (it is the encoder's width)")
+            if self.decoder.memory_dim is None:
+                self.decoder = replace(self.decoder, memory_dim=self.backbone.dim)
+
+    def decoder_config(self) -> BackboneConfig:
+        """The decoder's config: ``decoder``, or ``backbone``'s copy with ``decoder_depth`` blocks, causal."""
+        if self.decoder is not None:
+            return self.decoder
+        b = self.backbone
+        return replace(b, depth=self.decoder_depth or b.depth, causal=True, memory_dim=b.dim)
 
 
 @dataclass
 class PrefixLMConfig:
     """:class:`~mmformer.models.PrefixLM`: ``[prefix | text]`` through one causal backbone → LM head."""
 
-    vocab_size: int | None  # V of the text; None = the data's vocabulary
+    vocab_size: int | None = None  # V of the text; None = the data's vocabulary
     prefix_tokenizer: Tokenizer | None = None  # the prefix's tokenizer (image, audio, text...); None = a causal LM
-    backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(causal=True))  # causal
+    backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(causal=True))  # made causal (rotary
+    # too with text_positions "rope") whatever it says
     text_positions: TextPositions = "learned"  # positional scheme of the text embedding
     text_scale: bool = False  # multiply text embeddings by sqrt(D)
     text_init_std: float | None = None  # text table's initial std; None = D^-0.5 with text_scale, else 0.02
@@ -130,6 +164,13 @@ class PrefixLMConfig:
     share_prefix_embedding: bool = False  # a text prefix over the same vocabulary uses the text's table
     ctc_vocab_size: int | None = 0  # > 0: a CTC head of that many labels on the prefix's states; None = V
     logits_bias: bool = False  # a learned per-token bias on the logits
+
+    def __post_init__(self) -> None:
+        if self.prefix_tokenizer is not None:
+            self.prefix_tokenizer = tokenizer_setting(self.prefix_tokenizer)
+        b = self.backbone
+        if not b.causal or (self.text_positions == "rope" and not b.rope):
+            self.backbone = replace(b, causal=True, rope=b.rope or self.text_positions == "rope")
 
 
 @dataclass
@@ -141,6 +182,9 @@ class CausalLMConfig:
     tie_embeddings: bool = True  # the output projection is the token embedding
     logits_bias: bool = False  # a learned per-token bias on the logits
 
+    def __post_init__(self) -> None:
+        self.tokenizer = tokenizer_setting(self.tokenizer)
+
 
 @dataclass
 class MaskedLMConfig:
@@ -150,6 +194,9 @@ class MaskedLMConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)  # bidirectional
     act: str = "gelu"  # the MLM head's activation (mmformer.layers.mlp.ACTIVATIONS)
     norm_eps: float = 1e-12  # the MLM head's LayerNorm epsilon
+
+    def __post_init__(self) -> None:
+        self.tokenizer = tokenizer_setting(self.tokenizer)
 
 
 @dataclass
@@ -165,6 +212,9 @@ class ContrastiveConfig:
     embed_dim: int = 128  # width E of the joint embedding space
     init_temperature: float = 0.07  # initial softmax temperature (logit scale 1/T, learned)
 
+    def __post_init__(self) -> None:
+        self.tokenizer_a, self.tokenizer_b = tokenizer_setting(self.tokenizer_a), tokenizer_setting(self.tokenizer_b)
+
 
 DualEncoderConfig = ContrastiveConfig  # the model's other name
 
@@ -175,9 +225,14 @@ class DecisionTransformerConfig:
 
     tokenizer: Tokenizer  # a trajectory tokenizer (state_dim, act_dim, discrete_actions, state statistics)
     backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(dim=128, depth=3, num_heads=4,
-                                                                            causal=True))  # causal
-    context: int | None = 20  # K, the timesteps the model sees; None = the data's
+                                                                            causal=True))  # made causal always
+    context: int | None = None  # K, the timesteps the model sees; None = the data's
     head_dropout: float = 0.0  # dropout before the action head
+
+    def __post_init__(self) -> None:
+        self.tokenizer = tokenizer_setting(self.tokenizer)
+        if not self.backbone.causal:
+            self.backbone = replace(self.backbone, causal=True)
 
 
 @dataclass
@@ -194,12 +249,11 @@ CONFIG_TYPES: tuple[type, ...] = (ClassifierConfig, Seq2SeqConfig, PrefixLMConfi
                                   ContrastiveConfig, DecisionTransformerConfig, MultiTaskConfig)
 
 
-# ---- a task's model arguments → the config (the tasks and the loader of older exports share these) ----------
+# ---- an older export's task arguments (flat, as the tasks took them before) → the config -------------------
 def classifier_config(tokenizer: Tokenizer, num_classes: int | None, backbone: BackboneConfig | None = None,
                       pool: Pool = "mean", head_dropout: float = 0.0, **_: Any) -> ClassifierConfig:
-    """:class:`~mmformer.tasks.ClassificationTask`'s model."""
-    return ClassifierConfig(tokenizer_setting(tokenizer), num_classes, backbone or BackboneConfig(), pool,
-                            head_dropout)
+    """:class:`~mmformer.tasks.ClassificationTask`'s former arguments."""
+    return ClassifierConfig(tokenizer, num_classes, backbone or BackboneConfig(), pool, head_dropout)
 
 
 def seq2seq_config(source_tokenizer: Tokenizer, target_vocab_size: int | None, backbone: BackboneConfig | None = None,
@@ -207,19 +261,10 @@ def seq2seq_config(source_tokenizer: Tokenizer, target_vocab_size: int | None, b
                    target_positions: TextPositions = "learned", target_scale: bool = False,
                    target_init_std: float | None = None, max_target_len: int = 256, tie_embeddings: bool = True,
                    share_source_embedding: bool = False, ctc_weight: float = 0.0, **_: Any) -> Seq2SeqConfig:
-    """:class:`~mmformer.tasks.Seq2SeqTask`'s model: ``decoder`` None = the backbone's config with
-    ``decoder_depth or backbone.depth`` blocks; ``ctc_weight > 0`` adds the CTC head."""
-    encoder = backbone or BackboneConfig()
-    if decoder is not None and decoder_depth is not None:
-        raise ValueError("set decoder_depth only without decoder (it sizes the decoder copied from backbone)")
-    if decoder is None:
-        decoder = replace(encoder, depth=decoder_depth or encoder.depth, causal=True, memory_dim=encoder.dim)
-    if decoder.memory_dim not in (None, encoder.dim):
-        raise ValueError(f"decoder.memory_dim={decoder.memory_dim} but the encoder's dim is {encoder.dim}")
-    return Seq2SeqConfig(tokenizer_setting(source_tokenizer), target_vocab_size, encoder,
-                         replace(decoder, memory_dim=encoder.dim), target_positions, target_scale, target_init_std,
-                         max_target_len, tie_embeddings, share_source_embedding,
-                         target_vocab_size if ctc_weight > 0 else 0)
+    """:class:`~mmformer.tasks.Seq2SeqTask`'s former arguments: ``ctc_weight > 0`` meant the CTC head."""
+    return Seq2SeqConfig(source_tokenizer, target_vocab_size, backbone or BackboneConfig(), decoder, target_positions,
+                         target_scale, target_init_std, max_target_len, tie_embeddings, share_source_embedding,
+                         target_vocab_size if ctc_weight > 0 else 0, decoder_depth=decoder_depth)
 
 
 def prefix_lm_config(vocab_size: int | None, prefix_tokenizer: Tokenizer | None = None,
@@ -227,32 +272,30 @@ def prefix_lm_config(vocab_size: int | None, prefix_tokenizer: Tokenizer | None 
                      text_scale: bool = False, text_init_std: float | None = None, max_len: int = 256,
                      tie_embeddings: bool = True, share_prefix_embedding: bool = False, ctc_weight: float = 0.0,
                      **_: Any) -> PrefixLMConfig:
-    """:class:`~mmformer.tasks.PrefixLMTask`'s model: the backbone made causal (and rotary with rope text positions)."""
-    given = backbone or BackboneConfig()
-    cfg = replace(given, causal=True, rope=given.rope or text_positions == "rope")
-    prefix = tokenizer_setting(prefix_tokenizer) if prefix_tokenizer is not None else None
-    return PrefixLMConfig(vocab_size, prefix, cfg, text_positions, text_scale, text_init_std, max_len, tie_embeddings,
-                          share_prefix_embedding, vocab_size if ctc_weight > 0 else 0)
+    """:class:`~mmformer.tasks.PrefixLMTask`'s former arguments."""
+    return PrefixLMConfig(vocab_size, prefix_tokenizer, backbone or BackboneConfig(), text_positions, text_scale,
+                          text_init_std, max_len, tie_embeddings, share_prefix_embedding,
+                          vocab_size if ctc_weight > 0 else 0)
 
 
 def contrastive_config(tokenizer_a: Tokenizer, tokenizer_b: Tokenizer, backbone: BackboneConfig | None = None,
                        shared_backbone: bool = True, backbone_b: BackboneConfig | None = None, pool_a: Pool = "mean",
                        pool_b: Pool = "mean", embed_dim: int = 128, init_temperature: float = 0.07,
                        **_: Any) -> ContrastiveConfig:
-    """:class:`~mmformer.tasks.ContrastiveTask`'s model: tower b's encoder is a copy of ``backbone`` unless shared."""
+    """:class:`~mmformer.tasks.ContrastiveTask`'s former arguments: tower b's encoder was a copy of ``backbone``
+    unless ``shared_backbone``."""
     backbone = backbone or BackboneConfig()
     if shared_backbone and backbone_b is not None:
         raise ValueError("backbone_b is set but shared_backbone is true; drop one of them")
     cfg_b = None if shared_backbone else (backbone_b or replace(backbone))
-    return ContrastiveConfig(tokenizer_setting(tokenizer_a), tokenizer_setting(tokenizer_b), backbone, cfg_b,
-                             pool_a, pool_b, embed_dim, init_temperature)
+    return ContrastiveConfig(tokenizer_a, tokenizer_b, backbone, cfg_b, pool_a, pool_b, embed_dim, init_temperature)
 
 
 def decision_transformer_config(tokenizer: Tokenizer, backbone: BackboneConfig | None = None, context: int | None = 20,
                                 head_dropout: float = 0.0, **_: Any) -> DecisionTransformerConfig:
-    """:class:`~mmformer.tasks.DecisionTransformerTask`'s model: the backbone made causal."""
-    cfg = replace(backbone or BackboneConfig(dim=128, depth=3, num_heads=4), causal=True)
-    return DecisionTransformerConfig(tokenizer_setting(tokenizer), cfg, context, head_dropout)
+    """:class:`~mmformer.tasks.DecisionTransformerTask`'s former arguments."""
+    return DecisionTransformerConfig(tokenizer, backbone or BackboneConfig(dim=128, depth=3, num_heads=4), context,
+                                     head_dropout)
 
 
 def multitask_config(models: dict[str, ModelConfig], backbone: BackboneConfig | None = None,

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from mmformer.backbone import BackboneConfig
 from mmformer.data.spec import DataSpec
-from mmformer.heads import Pool
 from mmformer.losses import soft_target_cross_entropy
 from mmformer.models.classifier import Classifier
-from mmformer.models.config import classifier_config
+from mmformer.models.config import ClassifierConfig
 from mmformer.tasks.base import TaskModule
 from mmformer.tasks.optim import OptimConfig, build_optimizer, epoch_steps
-from mmformer.tokenizers.base import ModalityTokenizer
 from mmformer.tokenizers.text import TextTokenizer
 
 
@@ -61,12 +58,9 @@ class ClassificationTask(TaskModule):
     ``predict_names``.
 
     Args:
-        tokenizer: builds the tokenizer from the backbone width, ``tokenizer(dim)``; in YAML a
-            ``class_path`` with ``init_args`` minus ``dim``.
-        num_classes: number of classes C; None = the data's (``class_names``), set in one place.
-        backbone: encoder sizes and layer choices.
-        pool: ``cls``, ``mean`` or ``attention`` pooling.
-        head_dropout: dropout before the classifier.
+        model: the model (:class:`~mmformer.models.ClassifierConfig`: tokenizer, ``num_classes``, the encoder
+            ``backbone``, pooling, head dropout); ``num_classes`` None = the data's (``class_names``), set in one
+            place.
         label_smoothing: cross-entropy label smoothing.
         mixup, cutmix: alphas of timm's Mixup/CutMix in training (0 = off; an odd-sized last batch is left
             unmixed); image inputs only.
@@ -82,11 +76,7 @@ class ClassificationTask(TaskModule):
 
     def __init__(
         self,
-        tokenizer: Callable[[int], ModalityTokenizer],
-        num_classes: int | None = None,
-        backbone: BackboneConfig | None = None,
-        pool: Pool = "mean",
-        head_dropout: float = 0.0,
+        model: ClassifierConfig,
         label_smoothing: float = 0.0,
         mixup: float = 0.0,
         cutmix: float = 0.0,
@@ -96,14 +86,13 @@ class ClassificationTask(TaskModule):
         compile_backbone: bool = False,
     ) -> None:
         super().__init__()
-        backbone = backbone or BackboneConfig()
         self.optim, self.label_smoothing = optim or OptimConfig(), label_smoothing
         self.class_names, self.num_overlays = class_names, num_overlays
         self._mix, self._compile = (mixup, cutmix), compile_backbone
         self._overlay_inputs: Tensor | None = None
         self._predictions: list[tuple[str, int, float]] = []
         self._predict_names: Sequence[str] | None = None
-        self.init_model(classifier_config(tokenizer, num_classes, backbone, pool, head_dropout))
+        self.init_model(model)
 
     def on_model_built(self) -> None:
         num_classes = self.num_classes = self.model_config.num_classes
@@ -143,7 +132,7 @@ class ClassificationTask(TaskModule):
         names = list(spec.class_names)
         if len(names) != self.num_classes:
             raise ValueError(f"the data has {len(names)} classes but the model was built for num_classes="
-                             f"{self.num_classes}; leave model.init_args.num_classes out (it follows the data), or "
+                             f"{self.num_classes}; leave model.init_args.model.num_classes out (it follows the data), or "
                              f"set it to {len(names)}")
         if self.class_names is None:
             self.class_names = names

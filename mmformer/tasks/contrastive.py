@@ -12,17 +12,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mmformer.backbone import BackboneConfig
 from mmformer.data.spec import DataSpec, EvalSplit
-from mmformer.heads import Pool
 from mmformer.losses import clip_loss
 from mmformer.models.legacy import RENAMED_ARGS
-from mmformer.models.config import TokenizerSpec, contrastive_config
+from mmformer.models.config import ContrastiveConfig, TokenizerSpec
 from mmformer.models.dual_encoder import ContrastiveModel, ContrastiveOutput
 from mmformer.retrieval import gather_rows, retrieval_metrics, zeroshot_classifier
 from mmformer.tasks.base import TaskModule
 from mmformer.tasks.optim import OptimConfig, build_optimizer, epoch_steps
-from mmformer.tokenizers.base import ModalityTokenizer
 from mmformer.tokenizers.sentencepiece_vocab import SentencePieceVocab
 from mmformer.tokenizers.text import TextTokenizer
 
@@ -68,19 +65,15 @@ class ContrastiveTask(TaskModule):
     ``{names[1]}_embeddings.npy``).
 
     Args:
-        tokenizer_a, tokenizer_b: build tower a's and tower b's tokenizer from the width,
-            ``tokenizer(dim)``; any tokenizer stands in either (an ``ImagePatchTokenizer`` and a
-            ``TextTokenizer`` make CLIP, an ``AudioTokenizer`` as tower a an audio–text model).
-        backbone: tower a's encoder (and the shared one when ``shared_backbone``).
-        shared_backbone: one encoder instance serves both towers. Give both tokenizers tokens of the
-            same size (e.g. the text tokenizer's ``scale: true`` next to a conv-stem image tokenizer):
-            otherwise the smaller stream's gradients dominate the shared blocks and the other tower
-            barely trains (tasks/clip_shared.yaml).
-        backbone_b: tower b's encoder when not shared (default: a copy of ``backbone``).
-        pool_a, pool_b: ``cls``, ``mean`` or ``attention`` pooling of tower a and tower b.
-        embed_dim: width of the joint embedding space.
-        init_temperature: initial temperature (logit scale ``1/T``, learned; the parameter is kept at or below
-            log 100 after each optimizer step).
+        model: the model (:class:`~mmformer.models.ContrastiveConfig`): ``tokenizer_a``, ``tokenizer_b`` (any
+            tokenizer stands in either: an ``ImagePatchTokenizer`` and a ``TextTokenizer`` make CLIP, an
+            ``AudioTokenizer`` as tower a an audio–text model), tower a's ``backbone``, ``backbone_b`` (None = one
+            encoder instance serves both towers; a separate tower of the same shape is written out in full),
+            ``pool_a``/``pool_b``, ``embed_dim``, ``init_temperature`` (logit scale ``1/T``, learned; kept at or
+            below log 100 after each optimizer step). A shared tower wants both tokenizers' tokens of the same
+            size (e.g. the text tokenizer's ``scale: true`` next to a conv-stem image tokenizer): otherwise the
+            smaller stream's gradients dominate the shared blocks and the other tower barely trains
+            (tasks/clip_shared.yaml).
         hard_negative_beta: > 0 trains with each row's negatives weighted by ``exp(beta * cosine)``
             (Robinson et al. 2021; :func:`mmformer.losses.hard_negative_cross_entropy`), so the towers cannot
             settle on a shortcut that leaves many negatives as close as the positive. 0 = plain InfoNCE.
@@ -100,15 +93,7 @@ class ContrastiveTask(TaskModule):
 
     def __init__(
         self,
-        tokenizer_a: Callable[[int], ModalityTokenizer],
-        tokenizer_b: Callable[[int], ModalityTokenizer],
-        backbone: BackboneConfig | None = None,
-        shared_backbone: bool = True,
-        backbone_b: BackboneConfig | None = None,
-        pool_a: Pool = "mean",
-        pool_b: Pool = "mean",
-        embed_dim: int = 128,
-        init_temperature: float = 0.07,
+        model: ContrastiveConfig,
         hard_negative_beta: float = 0.0,
         optim: OptimConfig | None = None,
         predict_labels: list[str] | None = None,
@@ -133,8 +118,7 @@ class ContrastiveTask(TaskModule):
         self._tokenize: Callable[[Sequence[str]], Tensor] | None = None
         self._eval_splits: Sequence[EvalSplit] = ()
         self._predict_names: Sequence[str] | None = None
-        self.init_model(contrastive_config(tokenizer_a, tokenizer_b, backbone, shared_backbone, backbone_b,
-                                           pool_a, pool_b, embed_dim, init_temperature))
+        self.init_model(model)
 
     def forward(self, a: Any, b: Any) -> ContrastiveOutput:
         return self.model(a, b)
@@ -156,7 +140,7 @@ class ContrastiveTask(TaskModule):
         have = text.vocab_size if isinstance(text, TextTokenizer) else None
         if have is not None and want is not None and want != have:
             raise ValueError(f"the text tokenizer's vocab_size is {have} but the data's caption vocabulary has {want} "
-                             f"pieces; leave model.init_args.tokenizer_b.init_args.vocab_size out (it follows the data), or "
+                             f"pieces; leave model.init_args.model.tokenizer_b.init_args.vocab_size out (it follows the data), or "
                              f"set it to {want}")
         self._vocab, self._tokenize = spec.vocab, spec.tokenize
         self._eval_splits = tuple(spec.eval_splits or ())

@@ -12,23 +12,21 @@ on the test seeds conditioned on each target return and report ``test/return@<ta
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from mmformer.backbone import BackboneConfig
 from mmformer.data.common.packing import PACK_KEY, plan_packing, token_counter
 from mmformer.data.spec import ControlSpec, DataSpec
 from mmformer.losses import action_loss
-from mmformer.models.config import decision_transformer_config
+from mmformer.models.config import DecisionTransformerConfig
 from mmformer.models.decision_transformer import DecisionTransformer
 from mmformer.rollout import VAL_SEED_START, RolloutResult, rollout
 from mmformer.tasks.base import TaskModule
 from mmformer.tasks.optim import OptimConfig, build_optimizer, epoch_steps
-from mmformer.tokenizers.base import ModalityTokenizer
 
 
 class DecisionTransformerTask(TaskModule):
@@ -40,14 +38,12 @@ class DecisionTransformerTask(TaskModule):
     runs use the trained ones); rollouts run in its ``env_id``.
 
     Args:
-        tokenizer: builds the trajectory tokenizer from the width, ``tokenizer(dim)``; in YAML a
-            ``class_path`` (:class:`~mmformer.tokenizers.trajectory.TrajectoryTokenizer`, or any tokenizer
-            with its API, see :func:`~mmformer.models.decision_transformer.check_trajectory_tokenizer`)
-            with ``init_args`` minus ``dim``. Its ``state_dim``, ``act_dim`` and ``discrete_actions``
-            follow the data's ControlSpec when left out (when set, they must fit it: checked when the run starts).
-        backbone: encoder sizes; ``causal`` is forced on.
-        context: K timesteps per segment; None = the data's ``context`` (set in one place).
-        head_dropout: dropout before the action head.
+        model: the model (:class:`~mmformer.models.DecisionTransformerConfig`): the trajectory ``tokenizer`` (in
+            YAML a ``class_path``: :class:`~mmformer.tokenizers.trajectory.TrajectoryTokenizer`, or any tokenizer
+            with its API, see :func:`~mmformer.models.decision_transformer.check_trajectory_tokenizer`; its
+            ``state_dim``, ``act_dim`` and ``discrete_actions`` follow the data's ControlSpec when left out, and
+            when set must fit it: checked when the run starts), the ``backbone`` (``causal`` forced on),
+            ``context`` (K timesteps per segment; None = the data's) and ``head_dropout``.
         target_returns: returns to condition on at test/predict time (one metric each); None = the data's
             (:class:`~mmformer.data.spec.ControlSpec` ``target_returns``, in its environment's scale).
         sample_actions: sample discrete actions from the softmax (True) or take the most likely.
@@ -65,10 +61,7 @@ class DecisionTransformerTask(TaskModule):
 
     def __init__(
         self,
-        tokenizer: Callable[[int], ModalityTokenizer],
-        backbone: BackboneConfig | None = None,
-        context: int | None = None,
-        head_dropout: float = 0.0,
+        model: DecisionTransformerConfig,
         target_returns: list[float] | None = None,
         sample_actions: bool = True,
         temperature: float = 1.0,
@@ -89,7 +82,7 @@ class DecisionTransformerTask(TaskModule):
         self.optim = optim or OptimConfig()
         self._val_runs = 0  # validations so far in this process (sanity checks excluded)
         self._env_id: str | None = None
-        self.init_model(decision_transformer_config(tokenizer, backbone, context, head_dropout))
+        self.init_model(model)
         # (random, expert) returns for normalized scores and the dataset's mean/max return (for the plot).
         self.register_buffer("return_stats", torch.tensor([0.0, 1.0, 0.0, 0.0]))
 
@@ -111,7 +104,7 @@ class DecisionTransformerTask(TaskModule):
         self._set_targets(c)
         m = self.model
         if c.context != m.context:
-            raise ValueError(f"data.context={c.context} but model.context={m.context}; leave model.init_args.context "
+            raise ValueError(f"data.context={c.context} but model.context={m.context}; leave model.init_args.model.context "
                              f"out (it follows the data), or set both to the same K")
         if c.discrete != m.discrete or c.state_dim != m.state_dim or (
             c.act_dim > m.act_dim if m.discrete else c.act_dim != m.act_dim
@@ -119,7 +112,7 @@ class DecisionTransformerTask(TaskModule):
             raise ValueError(
                 f"the dataset has states of size {c.state_dim} and {'discrete' if c.discrete else 'continuous'} "
                 f"actions ({c.act_dim}); the tokenizer is set to state_dim={m.state_dim}, "
-                f"act_dim={m.act_dim}, discrete_actions={m.discrete}; leave these out of model.init_args.tokenizer."
+                f"act_dim={m.act_dim}, discrete_actions={m.discrete}; leave these out of model.init_args.model.tokenizer."
                 f"init_args (they follow the data), or set state_dim: {c.state_dim}, act_dim: {c.act_dim}, "
                 f"discrete_actions: {str(c.discrete).lower()}")
         self._env_id = c.env_id

@@ -103,7 +103,7 @@ def complete_config(cfg: ModelConfig, spec: DataSpec, provider: str) -> ModelCon
         needs = sorted({_needs(m) for m in missing})
         raise ValueError(f"the model's {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set and "
                          f"{provider} does not declare {' or '.join(needs)}: set "
-                         f"{', '.join('model.init_args.' + m.replace('.', '.init_args.') for m in missing)} in the "
+                         f"{', '.join('model.init_args.model.' + m.replace('.', '.init_args.') for m in missing)} in the "
                          f"recipe, or use a DataModule whose data_spec() gives {' and '.join(needs)}")
     return done
 

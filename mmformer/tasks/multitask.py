@@ -3,9 +3,9 @@ and speech, a decision transformer...) composed around a single shared causal ba
 (:class:`~mmformer.models.multitask.MultiTaskModel`).
 
 Each task is given as a factory of the ordinary task module (in YAML a ``class_path`` with its ``init_args``).
-This module creates each task with the shared ``backbone`` (so its tokenizers and heads have the shared width)
-inside :func:`~mmformer.tasks.composition.composing`, where a task records its model config and builds no
-weights; it then builds the one model from those configs (``build(MultiTaskConfig)``) and hands each task its
+This module creates each task inside :func:`~mmformer.tasks.composition.composing`, where a task records its
+model config and builds no weights, and replaces that config's ``backbone`` by the shared one (so its tokenizers
+and heads have the shared width; a task that sets a different backbone of its own is refused); it then builds the one model from those configs (``build(MultiTaskConfig)``) and hands each task its
 part and a logging function (:meth:`~mmformer.tasks.composition.Composable.attach`). The tasks keep their own
 losses, metrics and evaluation, and this module routes to them: a training batch ``{task: batch}``
 (:class:`~mmformer.data.modules.multitask.MultiTaskData`) runs that task's ``training_step`` with loss
@@ -16,6 +16,7 @@ names the task. Every name a task logs gets the task inserted: ``train/loss`` �
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import replace
 from typing import Any, Callable, ClassVar, Mapping
@@ -45,20 +46,32 @@ def task_metric_name(task: str, name: str) -> str:
     return f"{stage}/{task}/{rest}" if sep else f"{task}/{name}"
 
 
-def _create(name: str, make: Callable[..., TaskModule], backbone: BackboneConfig) -> TaskModule:
-    """Task ``name`` from its factory, with the shared ``backbone`` (a different backbone of its own is refused)."""
+def _default_backbone(cfg: Any) -> BackboneConfig:
+    """The backbone ``cfg``'s family has when none is given (its field's default, normalized by the family)."""
+    default = next(f for f in dataclasses.fields(cfg) if f.name == "backbone")
+    value = default.default_factory() if default.default_factory is not dataclasses.MISSING else default.default
+    return replace(cfg, backbone=value).backbone
+
+
+def _create(name: str, make: Callable[[], TaskModule], backbone: BackboneConfig) -> TaskModule:
+    """Task ``name`` from its factory, its model config's ``backbone`` replaced by the shared one (a task that sets
+    a backbone of its own, neither its family's default nor the shared one, is refused)."""
     if isinstance(make, nn.Module) or not callable(make):
-        raise TypeError(f"task {name!r} is a {type(make).__name__} instance; give a TaskModule class or factory "
-                        f"(in python functools.partial(ClassificationTask, ...), in YAML a class_path with init_args) "
-                        f"so that MultiTaskTask creates it with the shared backbone")
-    own = make.keywords.get("backbone") if isinstance(make, functools.partial) else None
-    if own is not None and own != backbone:
-        raise ValueError(f"task {name!r} sets a backbone of its own ({own}); the tasks share one: set "
-                         f"model.init_args.backbone and drop model.init_args.tasks.{name}.init_args.backbone")
-    child = make(backbone=backbone)
-    if not isinstance(child, TaskModule) or getattr(child, "model_config", None) is None:
+        raise TypeError(f"task {name!r} is a {type(make).__name__} instance; give a TaskModule factory (in python "
+                        f"functools.partial(ClassificationTask, model=...), in YAML a class_path with init_args) "
+                        f"so that MultiTaskTask creates it and gives its model the shared backbone")
+    child = make()
+    cfg = getattr(child, "model_config", None)
+    if not isinstance(child, TaskModule) or cfg is None:
         raise TypeError(f"task {name!r} made a {type(child).__name__}, not an mmformer TaskModule that builds its "
                         f"model from a model config (self.build_model(config))")
+    if not dataclasses.is_dataclass(cfg) or "backbone" not in {f.name for f in dataclasses.fields(cfg)}:
+        raise TypeError(f"task {name!r}'s model config {type(cfg).__name__} has no backbone to share")
+    shared = replace(cfg, backbone=backbone)
+    if cfg.backbone not in (_default_backbone(cfg), shared.backbone):
+        raise ValueError(f"task {name!r} sets a backbone of its own ({cfg.backbone}); the tasks share one: set "
+                         f"model.init_args.backbone and drop model.init_args.tasks.{name}.init_args.model.backbone")
+    child.model_config = shared  # recorded only (inside composing()); the composite builds every model at once
     return child
 
 
@@ -67,9 +80,11 @@ class MultiTaskTask(TaskModule):
 
     Args:
         tasks: task name → a factory of its task module (in YAML a ``class_path`` each, with its usual
-            ``init_args``; in python a task class or a ``functools.partial`` of one). Each is created with
-            ``backbone=`` this module's ``backbone``, so its tokenizers and heads have the shared width. The names
-            must match the data's (the task names of ``MultiTaskData``).
+            ``init_args``; in python a ``functools.partial`` of a task class). Each task's model config gets this
+            module's ``backbone`` in place of its own (``dataclasses.replace``), so its tokenizers and heads have
+            the shared width; leave ``model.backbone`` out of a task's ``init_args`` (a task whose model sets a
+            backbone other than its family's default and the shared one is refused). The names must match the
+            data's (the task names of ``MultiTaskData``).
         backbone: the shared stack; always causal (each task picks its mask per call).
         loss_weights: task name → weight of its loss (default 1 each).
         optim: AdamW and schedule over every parameter, each shared one once.
@@ -165,7 +180,7 @@ class MultiTaskTask(TaskModule):
         if missing:
             raise ValueError(f"task {name!r} leaves {missing} of its model to its data, but "
                              f"{'its data gives none' if spec is None else 'its data did not give them'}; set them "
-                             f"in model.init_args.tasks.{name}.init_args, or run with that task's data")
+                             f"in model.init_args.tasks.{name}.init_args.model, or run with that task's data")
         return cfg
 
     def _task_of(self, dataloader_idx: int) -> str:

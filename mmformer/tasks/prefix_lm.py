@@ -6,26 +6,24 @@ sampled text printed and logged to TensorBoard after each validation; prediction
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from torchmetrics.text import Perplexity
 
-from mmformer.backbone import BackboneConfig, BackboneOutput
+from mmformer.backbone import BackboneOutput
 from mmformer.bigram import BigramLM
 from mmformer.data.spec import DataSpec
 from mmformer.decoding import GenerationConfig, check_ctc_settings, generate, strip
 from mmformer.losses import ctc_loss, sequence_cross_entropy
-from mmformer.models.config import prefix_lm_config
+from mmformer.models.config import PrefixLMConfig
 from mmformer.models.prefix_lm import PrefixLM
 from mmformer.tasks.optim import OptimConfig
 from mmformer.tasks.seq2seq import source_line
-from mmformer.tasks.text_generation import TextGenerationTask
+from mmformer.tasks.text_generation import TextGenerationTask, with_ctc_head
 from mmformer.text_metrics import update
-from mmformer.tokenizers.base import ModalityTokenizer
 from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID
-from mmformer.tokenizers.text import TextPositions
 
 Batch = dict[str, Any]  # {"target": (B, T) bos + ids + eos, pad 0; "source"?: the prefix input; "prompt"?; ...}
 
@@ -42,26 +40,15 @@ class PrefixLMTask(TextGenerationTask):
     validation perplexity as ``val/ppl_bigram``, beside the model's ``val/ppl`` (same tokens, same positions).
 
     Args:
-        vocab_size: size of the sentencepiece vocabulary; None = the data's ``vocab`` (set in one place; a text
-            prefix tokenizer without ``vocab_size`` takes the data's ``source_vocab`` the same way).
-        prefix_tokenizer: builds the prefix tokenizer from the width, ``prefix_tokenizer(dim)``; None = a
-            plain causal language model.
-        backbone: the decoder-only stack (made causal whatever ``causal`` says).
-        text_positions: positional scheme of the text embedding (``rope`` also sets the backbone's rope).
-        text_scale: multiply text embeddings by sqrt(D) (Vaswani et al.; the table's std then defaults to
-            D^-0.5, so tokens enter at unit size). With ``share_prefix_embedding`` the prefix tokenizer's
-            ``scale`` must match: one table, one size.
-        text_init_std: std of the text embedding's initial weights (the output projection's, when tied);
-            None = D^-0.5 with ``text_scale``, else 0.02.
-        max_len: longest text (bos and eos included) the position table takes.
-        tie_embeddings: tie the text embedding and the output projection.
-        share_prefix_embedding: a text prefix over the same vocabulary (translation as a prefix LM: the source
-            sentence ahead of its translation) reads it with the text's own embedding table; its positions stay
-            its own, which tells source from target.
+        model: the model (:class:`~mmformer.models.PrefixLMConfig`: ``vocab_size``, the prefix tokenizer (None = a
+            plain causal language model), the ``backbone`` (made causal; ``text_positions: rope`` makes it rotary),
+            text embedding settings, ``share_prefix_embedding``). Sizes left None are the data's: the text
+            vocabulary (``vocab``) and a text prefix's (``source_vocab``).
         label_smoothing: of the training cross-entropy (perplexities are always of the plain one).
         ctc_weight: weight of a CTC loss on the prefix's backbone states (blank = pad id; speech): the loss is
             ``(1 - w) * CE + w * CTC``, and ``generation.ctc_weight`` then decodes with the hybrid
-            CTC/attention beam search, which keeps the text from running past the audio. 0 = no CTC head.
+            CTC/attention beam search, which keeps the text from running past the audio. 0 = no CTC head; with
+            ``ctc_weight > 0`` and ``model.ctc_vocab_size`` 0, the head is the text vocabulary's size.
         metrics: text metrics on decoded outputs (bleu, chrf, wer, cer, exact), ``{stage}/{name}``: greedy
             over ``val_generate_batches`` validation batches, ``generation`` over the test set.
         generation: decoding for validation samples, test metrics and predict (sampling with top-k/top-p
@@ -78,15 +65,7 @@ class PrefixLMTask(TextGenerationTask):
 
     def __init__(
         self,
-        vocab_size: int | None = None,
-        prefix_tokenizer: Callable[[int], ModalityTokenizer] | None = None,
-        backbone: BackboneConfig | None = None,
-        text_positions: TextPositions = "learned",
-        text_scale: bool = False,
-        text_init_std: float | None = None,
-        max_len: int = 256,
-        tie_embeddings: bool = True,
-        share_prefix_embedding: bool = False,
+        model: PrefixLMConfig,
         label_smoothing: float = 0.0,
         ctc_weight: float = 0.0,
         metrics: list[str] | None = None,
@@ -106,8 +85,7 @@ class PrefixLMTask(TextGenerationTask):
         self.metrics = self.build_metrics(list(metrics or []))
         self._bigram_ppl: float | None = None
         self._samples: list[str] = []
-        self.init_model(prefix_lm_config(vocab_size, prefix_tokenizer, backbone, text_positions, text_scale,
-                                         text_init_std, max_len, tie_embeddings, share_prefix_embedding, ctc_weight))
+        self.init_model(with_ctc_head(model, ctc_weight, "vocab_size"))
 
     def on_model_built(self) -> None:
         self.vocab_size = self.model_config.vocab_size

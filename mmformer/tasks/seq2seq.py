@@ -7,25 +7,23 @@ it), decoding with mmformer.decoding.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
-from mmformer.backbone import BackboneConfig, BackboneOutput
+from mmformer.backbone import BackboneOutput
 from mmformer.decoding.ctc import ctc_greedy_decode
 from mmformer.data.common.packing import PACK_KEY, plan_packing, token_counter
 from mmformer.data.spec import DataSpec
 from mmformer.decoding import GenerationConfig, check_ctc_settings, generate, strip
 from mmformer.losses import ctc_loss, sequence_cross_entropy
-from mmformer.models.config import seq2seq_config
+from mmformer.models.config import Seq2SeqConfig
 from mmformer.models.seq2seq import Seq2Seq
 from mmformer.tasks.optim import OptimConfig
-from mmformer.tasks.text_generation import TextGenerationTask
+from mmformer.tasks.text_generation import TextGenerationTask, with_ctc_head
 from mmformer.text_metrics import text_metrics, update
-from mmformer.tokenizers.base import ModalityTokenizer
 from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID, SentencePieceVocab
-from mmformer.tokenizers.text import TextPositions
 
 Batch = dict[str, Any]  # {"source": ..., "target": (B, T) [bos] ids [eos] pads, "target_text": [...], "index": ...}
 
@@ -68,26 +66,13 @@ class Seq2SeqTask(TextGenerationTask):
     image source through a patch tokenizer, where each generated word attends (``word_attention.png``).
 
     Args:
-        source_tokenizer: builds the source tokenizer from the encoder width, ``source_tokenizer(dim)``.
-        target_vocab_size: size of the target sentencepiece vocabulary; None = the data's ``vocab`` (set in one
-            place; a text source tokenizer without ``vocab_size`` takes the data's ``source_vocab`` the same way).
-        backbone: the encoder (named ``backbone`` like every task's, so ``configs/model/*.yaml`` size it).
-        decoder: the decoder; None = the backbone's config with ``depth = decoder_depth or backbone.depth``
-            (T5's ``num_decoder_layers``). Its memory width is the encoder's dim.
-        decoder_depth: decoder blocks when ``decoder`` is None.
-        target_positions: positional scheme of the target embedding.
-        target_scale: multiply target embeddings by sqrt(D) (Vaswani et al.; with the table's std D^-0.5
-            the embedded tokens have unit size, as large as sinusoidal positions).
-            With ``share_source_embedding`` the source tokenizer's ``scale`` must match: one table, one size.
-        target_init_std: std of the target embedding's initial weights (the shared table's, when shared;
-            the output projection's, when tied); None = D^-0.5 with ``target_scale``, else 0.02.
-        max_target_len: longest target the decoder accepts, bos and eos included.
-        tie_embeddings: tie the target embedding and the output projection.
-        share_source_embedding: with a text source over the same vocabulary, one embedding table
-            for source, target and output (Vaswani et al. 2017, §3.4).
+        model: the model (:class:`~mmformer.models.Seq2SeqConfig`: source tokenizer, ``target_vocab_size``, the
+            encoder ``backbone`` (so ``configs/model/*.yaml`` size it), the decoder, target embedding settings).
+            Sizes left None are the data's: the target vocabulary (``vocab``) and a text source's (``source_vocab``).
         label_smoothing: of the decoder's cross-entropy.
         ctc_weight: weight of a CTC loss on the encoder (blank = pad id); the loss is
-            ``(1 - w) * CE + w * CTC``; 0 = no CTC head.
+            ``(1 - w) * CE + w * CTC``; 0 = no CTC head. With ``ctc_weight > 0`` and ``model.ctc_vocab_size`` 0,
+            the head is the target vocabulary's size.
         metrics: text metrics on decoded outputs (bleu, chrf, wer, cer, exact), logged as ``{stage}/{name}``;
             the first is the headline the best checkpoint is chosen by (BLEU gives way to exact match or chrF
             when most validation references are shorter than 4 words: see :mod:`mmformer.tasks.text_generation`).
@@ -103,17 +88,7 @@ class Seq2SeqTask(TextGenerationTask):
 
     def __init__(
         self,
-        source_tokenizer: Callable[[int], ModalityTokenizer],
-        target_vocab_size: int | None = None,
-        backbone: BackboneConfig | None = None,
-        decoder: BackboneConfig | None = None,
-        decoder_depth: int | None = None,
-        target_positions: TextPositions = "learned",
-        target_scale: bool = False,
-        target_init_std: float | None = None,
-        max_target_len: int = 256,
-        tie_embeddings: bool = True,
-        share_source_embedding: bool = False,
+        model: Seq2SeqConfig,
         label_smoothing: float = 0.1,
         ctc_weight: float = 0.0,
         metrics: list[str] | None = None,
@@ -134,9 +109,7 @@ class Seq2SeqTask(TextGenerationTask):
         self._samples: list[tuple[str, str, str]] = []
         self._alignment_input: tuple[Any, list[int]] | None = None
         self._predict_names: Sequence[str] | None = None
-        self.init_model(seq2seq_config(
-            source_tokenizer, target_vocab_size, backbone, decoder, decoder_depth, target_positions, target_scale,
-            target_init_std, max_target_len, tie_embeddings, share_source_embedding, ctc_weight))
+        self.init_model(with_ctc_head(model, ctc_weight))
 
     def on_model_built(self) -> None:
         self.vocab_size = self.model_config.target_vocab_size

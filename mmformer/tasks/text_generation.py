@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+import dataclasses
+from typing import Any, ClassVar, Sequence, TypeVar
 
 from torch import Tensor, nn
 
@@ -25,6 +26,7 @@ from mmformer.tasks.optim import OptimConfig, build_optimizer, epoch_steps
 from mmformer.text_metrics import text_metrics, update
 from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID, SentencePieceVocab
 
+C = TypeVar("C")
 SHORT_WORDS = 4  # BLEU's longest n-gram: a reference shorter than this has no 4-gram to match
 VOCAB_KEY = "mmformer_vocab"  # checkpoint entry: the target vocabulary as a uint8 tensor (weights_only-safe)
 
@@ -53,6 +55,19 @@ def fit_headline(names: list[str], references: Sequence[str]) -> tuple[list[str]
         return names, (f"{_short_note(share)}; the best checkpoint is still chosen by val/bleu: add 'exact' or "
                        f"'chrf' to model.init_args.metrics, or set best_checkpoint.monitor")
     return [better] + [n for n in names if n != better], f"{_short_note(share)}: the best checkpoint is chosen by val/{better}"
+
+
+def with_ctc_head(model: C, ctc_weight: float, vocab_field: str = "target_vocab_size") -> C:
+    """A text task's model config made to agree with its CTC loss weight: ``ctc_weight > 0`` and no CTC head
+    (``ctc_vocab_size`` 0) gets one over the text vocabulary (``vocab_field``'s value; None = the data's, filled
+    as the other data-given sizes); a head with ``ctc_weight`` 0 would never train, so it is refused."""
+    head = getattr(model, "ctc_vocab_size")
+    if ctc_weight > 0 and head == 0:
+        return dataclasses.replace(model, ctc_vocab_size=getattr(model, vocab_field))  # type: ignore[type-var]
+    if ctc_weight == 0 and head != 0:
+        raise ValueError(f"model.ctc_vocab_size={head} asks for a CTC head but ctc_weight=0 never trains it: set "
+                         f"model.init_args.ctc_weight > 0, or model.init_args.model.ctc_vocab_size=0 for no CTC head")
+    return model
 
 
 class TextGenerationTask(TaskModule):
@@ -99,7 +114,7 @@ class TextGenerationTask(TaskModule):
         """One error naming both sizes when the data's vocabulary does not fit the model's."""
         if vocab.vocab_size != expected:
             raise ValueError(f"the data's sentencepiece vocabulary has {vocab.vocab_size} pieces but the model was "
-                             f"built for {setting}={expected}; leave model.init_args.{setting} out (it follows the "
+                             f"built for {setting}={expected}; leave model.init_args.model.{setting} out (it follows the "
                              f"data), or set it to {vocab.vocab_size}")
 
     def bind_headline(self, spec: DataSpec, stage: str) -> None:
