@@ -43,22 +43,24 @@ SINGLE = {
     "speech": ("speech_recognition.yaml", "wer", False),
     "control": ("decision_transformer.yaml", "return@500", True),
 }
-TINY = ["--model.init_args.backbone.dim=16", "--model.init_args.backbone.depth=1",
-        "--model.init_args.backbone.num_heads=2", "--model.init_args.backbone.mlp_ratio=2.0"]
+TINY = ["backbone.dim=16", "backbone.depth=1", "backbone.num_heads=2", "backbone.mlp_ratio=2.0"]  # under a prefix
 
 
 def quick_overrides(task: str | None, data_dir: Path) -> list[str]:
     """Tiny sizes for ``--quick`` (fmnist and control only): ``task`` None = the generalist's keys."""
     m = "--model.init_args"
     tasks = ["fmnist", "control"] if task is None else [task]
-    out = [*TINY, "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1",
+    # the generalist's shared backbone is its own argument; a single task's is its model config's
+    out = [f"{m}.{size}" if task is None else f"{m}.model.{size}" for size in TINY]
+    out += ["--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1",
            "--trainer.num_sanity_val_steps=0", "--trainer.enable_progress_bar=false", "--trainer.max_time=null"]
     for name in tasks:
         mi = f"{m}.tasks.{name}.init_args" if task is None else m
         di = f"--data.init_args.datamodules.{name}.init_args" if task is None else "--data.init_args"
         if name == "fmnist":
-            out += [f"{mi}.tokenizer.init_args.stem_channels=[8]", f"{mi}.tokenizer.init_args.stem_convs_per_stage=1",
-                    f"{mi}.tokenizer.init_args.patch_size={16 if task is None else 14}",  # 32x32 / 28x28 images
+            out += [f"{mi}.model.tokenizer.init_args.stem_channels=[8]",
+                    f"{mi}.model.tokenizer.init_args.stem_convs_per_stage=1",
+                    f"{mi}.model.tokenizer.init_args.patch_size={16 if task is None else 14}",  # 32x32 / 28x28 images
                     f"{di}.batch_size=16"]
         else:
             out += [f"{mi}.val_episodes=1", f"{mi}.target_returns=[500]", f"{mi}.val_targets=[500]",

@@ -31,6 +31,7 @@ from mmformer.backbone import BackboneConfig
 from mmformer.tasks.seq2seq import Seq2SeqTask
 from mmformer.tokenizers.audio import AudioBatch, AudioTokenizer
 from mmformer.tokenizers.text import TextTokenizer
+from mmformer.models.config import Seq2SeqConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK_ARGS = ("target_vocab_size", "decoder_depth", "max_target_len", "share_source_embedding", "label_smoothing",
@@ -49,8 +50,7 @@ def recipe_task(recipe: dict[str, Any]) -> Seq2SeqTask:
     module, name = tok["class_path"].rsplit(".", 1)
     cls, tok_args = getattr(importlib.import_module(module), name), tok.get("init_args", {})
     torch.manual_seed(0)
-    return Seq2SeqTask(lambda d: cls(d, **tok_args), backbone=BackboneConfig(**args["backbone"]), metrics=["wer"],
-                       **{k: args[k] for k in TASK_ARGS if k in args})
+    return Seq2SeqTask(Seq2SeqConfig(lambda d: cls(d, **tok_args), backbone=BackboneConfig(**args["backbone"])), metrics=["wer"], **{k: args[k] for k in TASK_ARGS if k in args})
 
 
 def recipe_batches(recipe: dict[str, Any], n: int) -> list[dict[str, Any]]:
@@ -87,9 +87,8 @@ def smoke_cases() -> dict[str, tuple[Seq2SeqTask, list[dict[str, Any]], int, boo
     wave = torch.randn(8, 8000, generator=g) * 0.1 * (torch.arange(8000) < lengths[:, None])
     audio = [{"source": AudioBatch(wave, lengths), "target": ids(torch.randint(4, 12, (8,), generator=g), True)}]
     torch.manual_seed(0)
-    translation = Seq2SeqTask(lambda d: TextTokenizer(d, v, max_len=32), v, cfg, max_target_len=32)
-    speech = Seq2SeqTask(lambda d: AudioTokenizer(d, n_mels=16, conv_channels=(4, 4)), v, cfg, max_target_len=32,
-                         ctc_weight=0.3)
+    translation = Seq2SeqTask(Seq2SeqConfig(lambda d: TextTokenizer(d, v, max_len=32), v, cfg, max_target_len=32))
+    speech = Seq2SeqTask(Seq2SeqConfig(lambda d: AudioTokenizer(d, n_mels=16, conv_channels=(4, 4)), v, cfg, max_target_len=32), ctc_weight=0.3)
     return {"translation": (translation, text, 40, False), "speech": (speech, audio, 64, False)}
 
 

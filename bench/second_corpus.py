@@ -9,7 +9,7 @@ test split.
 
     python bench/second_corpus.py --root runs/second_corpus
     python bench/second_corpus.py --root runs/sc_vocab4k --set data.init_args.vocab_size=4000 \
-        --set model.init_args.target_vocab_size=4000 --set model.init_args.source_tokenizer.init_args.vocab_size=4000
+        --set model.init_args.model.target_vocab_size=4000 --set model.init_args.model.source_tokenizer.init_args.vocab_size=4000
 
 Prints ``recipe: test/bleu ...``, ``peer: test/bleu ...`` and ``bleu vs plain peer: <ours - peer>``.
 """

@@ -9,7 +9,7 @@ file (``env_id: Acrobot-v1``, ``path``; context, batch size, validation fraction
 What else has to change, and why it is the minimal honest swap: the model section states the environment's
 sizes and the returns it conditions on, and nothing links them to the data (the CLI has no
 ``link_arguments`` from data to model; the task checks the data's ControlSpec against the tokenizer when the
-run starts and stops with "set model.init_args.tokenizer.init_args to state_dim: 6, act_dim: 3, ..."). So
+run starts and stops with "set model.init_args.model.tokenizer.init_args to state_dim: 6, act_dim: 3, ..."). So
 three settings change beside the data section, all dictated by the environment, none tuned:
 ``tokenizer.state_dim: 6`` and ``act_dim: 3`` (CartPole: 4 and 2), and ``target_returns``/``val_targets``, since
 CartPole's targets (500 ... 100) are returns Acrobot cannot give (its returns lie in [-500, 0]). The targets

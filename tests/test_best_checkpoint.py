@@ -16,6 +16,7 @@ from mmformer.tasks.best_checkpoint import BestCheckpoint, auto_mode, text_headl
 from mmformer.tasks.seq2seq import Seq2SeqTask
 from mmformer.tokenizers.text import TextTokenizer
 from tests.doc_sections import doc_section
+from mmformer.models.config import DecisionTransformerConfig, Seq2SeqConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = str(ROOT / "tasks" / "image_classification_digits.yaml")
@@ -37,8 +38,7 @@ def test_auto_mode_minimizes_losses_and_error_rates_only(key: str, mode: str) ->
 
 def test_seq2seq_ranks_by_its_first_metric_while_validation_decodes() -> None:
     def task(metrics: list[str], n: int) -> Seq2SeqTask:
-        return Seq2SeqTask(lambda d: TextTokenizer(d, 14), 14, backbone=BackboneConfig(dim=16, depth=1, num_heads=2),
-                           metrics=metrics, val_generate_batches=n)
+        return Seq2SeqTask(Seq2SeqConfig(lambda d: TextTokenizer(d, 14), 14, backbone=BackboneConfig(dim=16, depth=1, num_heads=2)), metrics=metrics, val_generate_batches=n)
 
     assert task(["bleu", "chrf"], 1).headline_metric() == ("val/bleu", "max")  # translation
     assert task(["wer", "cer"], 2).headline_metric() == ("val/wer", "min")  # speech recognition
@@ -105,8 +105,7 @@ def test_the_decision_transformer_ranks_by_return_only_while_every_validation_ro
     from mmformer.tokenizers.trajectory import TrajectoryTokenizer
 
     def task(**kw) -> DecisionTransformerTask:
-        return DecisionTransformerTask(lambda d: TrajectoryTokenizer(d, state_dim=3, act_dim=1, discrete_actions=False),
-                                       BackboneConfig(dim=16, depth=1, num_heads=2), target_returns=[500, 150], **kw)
+        return DecisionTransformerTask(DecisionTransformerConfig(lambda d: TrajectoryTokenizer(d, state_dim=3, act_dim=1, discrete_actions=False), BackboneConfig(dim=16, depth=1, num_heads=2)), target_returns=[500, 150], **kw)
 
     assert task().headline_metric() == ("val/return@500", "max")
     assert task(val_rollout_every=2).headline_metric() == ("val/loss", "min")

@@ -116,11 +116,11 @@ def test_misspelt_key_in_a_recipe_is_one_line_with_a_suggestion(tmp_path: Path, 
 
 
 @pytest.mark.parametrize(("option", "message"), [
-    ("--model.init_args.backbone.dpth=3", "unknown key 'dpth' in model.init_args.backbone; did you mean 'depth'?"),
+    ("--model.init_args.model.backbone.dpth=3", "unknown key 'dpth' in model.init_args.model.backbone; did you mean 'depth'?"),
     ("--data.init_args.batch_sz=3", "unknown key 'batch_sz' in data.init_args; did you mean 'batch_size'?"),
     ("--trainer.max_epohcs=3", "unknown key 'max_epohcs' in trainer; did you mean 'max_epochs'?"),
-    ("--model.init_args.tokenizer.init_args.imag_size=3",
-     "unknown key 'imag_size' in model.init_args.tokenizer.init_args; did you mean 'image_size'?"),
+    ("--model.init_args.model.tokenizer.init_args.imag_size=3",
+     "unknown key 'imag_size' in model.init_args.model.tokenizer.init_args; did you mean 'image_size'?"),
 ])
 def test_misspelt_option_names_the_option(option: str, message: str, capsys: pytest.CaptureFixture) -> None:
     assert console.main(["fit", "--config", DIGITS, option]) == 2

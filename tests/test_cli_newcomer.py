@@ -83,13 +83,13 @@ def test_a_wrong_class_path_in_a_file_says_did_you_mean(given: str, message: str
 @pytest.mark.parametrize(("option", "message"), [
     ("--data=mmformer.data.DigitData", "data: cannot import class_path 'mmformer.data.DigitData'; "
                                        "did you mean 'mmformer.data.DigitsData'?"),
-    ("--model.init_args.tokenizer=mmformer.tokenizers.ImagePatchTokenizr",
-     "model.init_args.tokenizer: cannot import class_path 'mmformer.tokenizers.ImagePatchTokenizr'; "
+    ("--model.init_args.model.tokenizer=mmformer.tokenizers.ImagePatchTokenizr",
+     "model.init_args.model.tokenizer: cannot import class_path 'mmformer.tokenizers.ImagePatchTokenizr'; "
      "did you mean 'mmformer.tokenizers.ImagePatchTokenizer'?"),
     ("--model.init_args.optim.lr=fast", "model.init_args.optim.lr: expected float, got 'fast'"),
     ("--trainer.max_epochs=many", "trainer.max_epochs: expected int or null, got 'many'"),
-    ("--model.init_args.pool=maxx",
-     "model.init_args.pool: expected one of 'cls', 'mean', 'attention', 'last', got 'maxx'"),
+    ("--model.init_args.model.pool=maxx",
+     "model.init_args.model.pool: expected one of 'cls', 'mean', 'attention', 'last', got 'maxx'"),
 ])
 def test_a_wrong_class_path_or_value_as_an_option_is_one_line(option: str, message: str,
                                                                capsys: pytest.CaptureFixture) -> None:

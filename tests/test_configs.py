@@ -107,7 +107,7 @@ def test_trainer_preset_composes(preset: Path, base_recipe: str, capsys) -> None
 def test_dotted_override_wins_over_files(base_recipe: str, capsys) -> None:
     cfg = _printed_config(
         ["--config", base_recipe, "--config", str(ROOT / "configs/model/small.yaml"),
-         "--model.init_args.backbone.depth=3"], capsys,
+         "--model.init_args.model.backbone.depth=3"], capsys,
     )
     assert cfg["model"]["init_args"]["backbone"]["depth"] == 3
     assert cfg["model"]["init_args"]["backbone"]["dim"] == 384
@@ -115,7 +115,7 @@ def test_dotted_override_wins_over_files(base_recipe: str, capsys) -> None:
 
 def test_unknown_key_is_a_clear_error(base_recipe: str, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", base_recipe, "--model.init_args.backbone.width=3"])
+        main(["fit", "--config", base_recipe, "--model.init_args.model.backbone.width=3"])
     assert exit_info.value.code != 0
     assert "width" in capsys.readouterr().err
 

@@ -78,16 +78,16 @@ def test_export_command_errors_are_one_line(trained, tmp_path: Path, capsys: pyt
     assert len(err) == 1 and "nothere.ckpt does not exist" in err[0], err
     # Extra arguments override the recipe; a checkpoint of another size is named, not a raw RuntimeError.
     assert console_main(["export", "--config", DIGITS, "--ckpt_path", str(trained[1]), "--out", str(tmp_path),
-                         "--model.init_args.backbone.depth=3"]) == 1
+                         "--model.init_args.model.backbone.depth=3"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not fit the model" in err[0] and "blocks.2" in err[0], err
     assert not (tmp_path / "model.safetensors").exists()
     assert console_main(["export", "--config", DIGITS, "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("error: mmformer export needs --ckpt_path")
     assert console_main(["export", "--config", DIGITS, "--ckpt_path", str(trained[1]), "--out", str(tmp_path),
-                         "--model.init_args.backbone.dpth=3"]) == 2
-    assert capsys.readouterr().err.strip() == ("error: unknown key 'dpth' in model.init_args.backbone; did you mean "
-                                               "'depth'? (from option --model.init_args.backbone.dpth)")
+                         "--model.init_args.model.backbone.dpth=3"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: unknown key 'dpth' in model.init_args.model.backbone; did you mean "
+                                               "'depth'? (from option --model.init_args.model.backbone.dpth)")
 
 
 def test_missing_and_foreign_exports_are_clear_errors(exported: Path, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from mmformer.tasks.optim import OptimConfig
 from mmformer.tokenizers import TextTokenizer
 from tests.data.manifests import sample_rows, write_manifest
 from tests.tasks.roles import SAMPLE_RATE, audio_tokenizer
+from mmformer.models.config import ContrastiveConfig
 
 FIELDS = {"audio": {"type": "audio", "sample_rate": SAMPLE_RATE}, "text": {"type": "text", "max_len": 32}}
 KEYWORDS = ["one", "two", "three", "four"]
@@ -168,9 +169,7 @@ def test_one_test_run_measures_the_pool_retrieval_and_the_extra_zero_shot_of_two
     """The same weights, tested once with ``extra_test`` and twice the old way (the main pool alone; the words
     manifest as the test split with its own zero-shot labels): the numbers agree, under their names."""
     torch.manual_seed(0)
-    task = ContrastiveTask(audio_tokenizer, lambda d: TextTokenizer(d, vocab_size=40, max_len=32),
-                           BackboneConfig(dim=32, depth=1, num_heads=2, mlp_ratio=2.0), embed_dim=16,
-                           optim=OptimConfig(lr=3e-3), names=["audio", "text"])
+    task = ContrastiveTask(ContrastiveConfig(audio_tokenizer, lambda d: TextTokenizer(d, vocab_size=40, max_len=32), BackboneConfig(dim=32, depth=1, num_heads=2, mlp_ratio=2.0), embed_dim=16), optim=OptimConfig(lr=3e-3), names=["audio", "text"])
     keyword = {"keyword": {"type": "label", "classes": ["one", "three", "two"]}}
     dm = make(tmp_path, stage="fit", extra_test=words_split(str(tmp_path / "words.jsonl"), fields=keyword))
     trainer = _trainer(tmp_path)

@@ -19,7 +19,7 @@ import yaml
 
 from mmformer.backbone import BackboneConfig
 from mmformer.cli.export import write_export
-from mmformer.models import (CausalLMConfig, ClassifierConfig, MaskedLMConfig, Seq2SeqConfig, TokenizerSpec, build,
+from mmformer.models import (CausalLMConfig, ClassifierConfig, ContrastiveConfig, DecisionTransformerConfig, PrefixLMConfig, MaskedLMConfig, Seq2SeqConfig, TokenizerSpec, build,
                              config_from_dict, config_to_dict)
 from mmformer.models.exported import FORMAT, save_exported
 from mmformer.models.legacy import FORMAT_VERSION
@@ -96,15 +96,14 @@ def _tasks() -> dict[str, Any]:
     torch.manual_seed(0)
     b = BackboneConfig(**TINY)
     return {
-        "classifier": ClassificationTask(IMAGE, 3, b, pool="attention"),
-        "seq2seq": Seq2SeqTask(TEXT, 20, b, decoder_depth=1, max_target_len=16, share_source_embedding=True,
-                               ctc_weight=0.3),
-        "prefix_lm": PrefixLMTask(20, partial(IMAGE, cls_token=False), b, text_positions="rope", max_len=16),
-        "contrastive": ContrastiveTask(IMAGE, TEXT, b, shared_backbone=False, embed_dim=8),
-        "decision_transformer": DecisionTransformerTask(partial(TrajectoryTokenizer, state_dim=3, act_dim=2,
-                                                                discrete_actions=False), b, context=4),
-        "multitask": MultiTaskTask({"images": partial(ClassificationTask, IMAGE, 3),
-                                    "translate": partial(Seq2SeqTask, TEXT, 20, max_target_len=16)}, b),
+        "classifier": ClassificationTask(ClassifierConfig(IMAGE, 3, b, pool="attention")),
+        "seq2seq": Seq2SeqTask(Seq2SeqConfig(TEXT, 20, b, decoder_depth=1, max_target_len=16, share_source_embedding=True), ctc_weight=0.3),
+        "prefix_lm": PrefixLMTask(PrefixLMConfig(20, partial(IMAGE, cls_token=False), b, text_positions="rope", max_len=16)),
+        "contrastive": ContrastiveTask(ContrastiveConfig(IMAGE, TEXT, b, embed_dim=8, backbone_b=b)),
+        "decision_transformer": DecisionTransformerTask(DecisionTransformerConfig(partial(TrajectoryTokenizer, state_dim=3, act_dim=2,
+                                                                discrete_actions=False), b, context=4)),
+        "multitask": MultiTaskTask({"images": partial(ClassificationTask, model=ClassifierConfig(IMAGE, 3)),
+                                    "translate": partial(Seq2SeqTask, model=Seq2SeqConfig(TEXT, 20, max_target_len=16))}, b),
         "causal_lm": CausalLMConfig(TEXT_SPEC, BackboneConfig(**TINY, causal=True)),
         "masked_lm": MaskedLMConfig(TEXT_SPEC, BackboneConfig(**TINY)),
     }
@@ -154,7 +153,7 @@ def _legacy_exports(tmp_path: Path) -> dict[str, Any]:
     and a contrastive model of state layout 1 (towers named image/text, in its weights and its arguments)."""
     torch.manual_seed(0)
     b = BackboneConfig(**TINY)
-    task = ClassificationTask(IMAGE, 3, b)
+    task = ClassificationTask(ClassifierConfig(IMAGE, 3, b))
     folder = tmp_path / "legacy_classifier"
     save_exported(task.model, None, folder, {"class_path": "mmformer.tasks.ClassificationTask", "init_args": {
         "tokenizer": {"class_path": "mmformer.tokenizers.image.ImagePatchTokenizer",
@@ -164,7 +163,7 @@ def _legacy_exports(tmp_path: Path) -> dict[str, Any]:
     x = _inputs("classifier", task.model)
     out = {"classifier_v2": ("classifier", folder, task.model, x)}
 
-    task = ContrastiveTask(IMAGE, TEXT, b, embed_dim=8)
+    task = ContrastiveTask(ContrastiveConfig(IMAGE, TEXT, b, embed_dim=8))
     folder = tmp_path / "legacy_contrastive"
     save_exported(task.model, None, folder, {"class_path": "mmformer.tasks.contrastive.ContrastiveTask", "init_args": {
         "image_tokenizer": {"class_path": "mmformer.tokenizers.ImagePatchTokenizer",
@@ -269,10 +268,10 @@ def test_config_round_trip_builds_the_same_model(family: str) -> None:
 
 def test_tasks_build_their_model_from_the_config() -> None:
     torch.manual_seed(0)
-    task = Seq2SeqTask(TEXT, 20, BackboneConfig(**TINY), decoder_depth=1, max_target_len=16)
+    task = Seq2SeqTask(Seq2SeqConfig(TEXT, 20, BackboneConfig(**TINY), decoder_depth=1, max_target_len=16))
     cfg = task.model_config
     assert isinstance(cfg, Seq2SeqConfig) and cfg.source_tokenizer == TEXT_SPEC
-    assert (cfg.decoder.depth, cfg.decoder.causal, cfg.decoder.memory_dim, cfg.ctc_vocab_size) == (1, True, 16, 0)
+    assert (cfg.decoder_config().depth, cfg.decoder_config().causal, cfg.decoder_config().memory_dim, cfg.ctc_vocab_size) == (1, True, 16, 0)
     torch.manual_seed(0)
     built = build(cfg).state_dict()
     assert all(torch.equal(v, built[k]) for k, v in task.model.state_dict().items())
@@ -286,7 +285,7 @@ def test_configs_name_what_is_wrong() -> None:
                           "depht": 3})
     with pytest.raises(ValueError, match="not a ModalityTokenizer|cannot be imported"):
         build(ClassifierConfig(TokenizerSpec("mmformer.backbone.Encoder"), 2, BackboneConfig(**TINY)))
-    lam = ClassificationTask(lambda d: TextTokenizer(d, 20), 3, BackboneConfig(**TINY))
+    lam = ClassificationTask(ClassifierConfig(lambda d: TextTokenizer(d, 20), 3, BackboneConfig(**TINY)))
     with pytest.raises(ValueError, match="python callable"):
         config_to_dict(lam.model_config)
     with pytest.raises(ValueError, match="python callable"):

@@ -8,6 +8,7 @@ from mmformer.backbone import BackboneConfig, Encoder
 from mmformer.heads import ClassificationHead
 from mmformer.models import Classifier
 from mmformer.tokenizers import ImagePatchTokenizer
+from mmformer.models.config import ClassifierConfig
 
 
 def _model(pool: str = "mean", cls_token: bool = True) -> Classifier:
@@ -20,7 +21,7 @@ def _model(pool: str = "mean", cls_token: bool = True) -> Classifier:
 def test_model_runs_without_lightning() -> None:
     from mmformer.tasks import ClassificationTask
 
-    task = ClassificationTask(lambda d: ImagePatchTokenizer(d, image_size=8, patch_size=2, in_chans=1), num_classes=4)
+    task = ClassificationTask(ClassifierConfig(lambda d: ImagePatchTokenizer(d, image_size=8, patch_size=2, in_chans=1), num_classes=4))
     assert task.model(torch.randn(3, 1, 8, 8)).shape == (3, 4)
 
 

@@ -17,6 +17,7 @@ from mmformer.tasks.seq2seq import Seq2SeqTask
 from mmformer.tokenizers.audio import AudioBatch, AudioTokenizer
 from mmformer.tokenizers.text import TextTokenizer
 from mmformer.tokenizers.trajectory import TrajectoryTokenizer
+from mmformer.models.config import Seq2SeqConfig
 
 V = 23
 
@@ -68,8 +69,7 @@ def _assert_same(task: Seq2SeqTask, batch: dict[str, Any], pack_len: int) -> Non
 def test_translation_like_encoder_decoder_packed_equals_padded(positions: str) -> None:
     torch.manual_seed(0)
     cfg = BackboneConfig(dim=32, depth=2, num_heads=4, rope=positions == "rope")
-    task = Seq2SeqTask(lambda d: TextTokenizer(d, V, max_len=16, positions=positions), V, cfg,
-                       target_positions=positions, max_target_len=16, metrics=["wer"])
+    task = Seq2SeqTask(Seq2SeqConfig(lambda d: TextTokenizer(d, V, max_len=16, positions=positions), V, cfg, target_positions=positions, max_target_len=16), metrics=["wer"])
     lens = [7, 3, 5, 2, 6, 4]
     _assert_same(task, {"source": _rows(lens, 8), "target": _targets([4, 6, 2, 5, 3, 3])}, pack_len=12)
 
@@ -78,8 +78,7 @@ def test_speech_like_audio_encoder_text_decoder_with_ctc_packed_equals_padded() 
     torch.manual_seed(0)
     tok = lambda d: AudioTokenizer(d, n_mels=16, n_fft=128, win_length=128, hop_length=64,  # noqa: E731
                                    conv_channels=(4, 4), freq_masks=0, time_masks=0)
-    task = Seq2SeqTask(tok, V, BackboneConfig(dim=32, depth=2, num_heads=4), decoder_depth=1, max_target_len=16,
-                       ctc_weight=0.3, metrics=["wer"])
+    task = Seq2SeqTask(Seq2SeqConfig(tok, V, BackboneConfig(dim=32, depth=2, num_heads=4), decoder_depth=1, max_target_len=16), ctc_weight=0.3, metrics=["wer"])
     lengths = torch.tensor([3000, 1200, 2400, 800, 2000])
     wave = torch.randn(5, 3000) * 0.1 * (torch.arange(3000) < lengths[:, None])
     batch = {"source": AudioBatch(wave, lengths), "target": _targets([4, 2, 3, 1, 3])}

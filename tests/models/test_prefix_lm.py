@@ -14,6 +14,7 @@ from mmformer.models.prefix_lm import PrefixLM
 from mmformer.tokenizers.image import ImagePatchTokenizer
 from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, PAD_ID
 from mmformer.tokenizers.text import TextTokenizer
+from mmformer.models.config import PrefixLMConfig
 
 V, D = 40, 32
 
@@ -188,8 +189,7 @@ def test_ctc_head_trains_and_hybrid_decoding_copies() -> None:
     from mmformer.tasks.prefix_lm import PrefixLMTask  # the task's loss, not a re-implementation of it
 
     torch.manual_seed(0)
-    task = PrefixLMTask(V, prefix_tokenizer=lambda d: TextTokenizer(d, V, max_len=48),
-                        backbone=BackboneConfig(dim=D, depth=2, num_heads=4, mlp_ratio=2.0), ctc_weight=0.5)
+    task = PrefixLMTask(PrefixLMConfig(V, prefix_tokenizer=lambda d: TextTokenizer(d, V, max_len=48), backbone=BackboneConfig(dim=D, depth=2, num_heads=4, mlp_ratio=2.0)), ctc_weight=0.5)
     g = torch.Generator().manual_seed(3)
     # distinct labels per row: five frames cannot carry a repeated label (CTC needs a blank between)
     src = torch.stack([torch.randperm(V - 4, generator=g)[:5] + 4 for _ in range(16)])

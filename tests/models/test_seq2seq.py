@@ -14,6 +14,7 @@ from mmformer.models import Seq2Seq
 from mmformer.tasks.legacy import FORMAT_KEY, FORMAT_VERSION
 from mmformer.tasks.seq2seq import Seq2SeqTask, ctc_greedy
 from mmformer.tokenizers.text import TextTokenizer
+from mmformer.models.config import Seq2SeqConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 V = 16
@@ -21,8 +22,7 @@ V = 16
 
 def _task(**kw) -> Seq2SeqTask:
     torch.manual_seed(0)
-    return Seq2SeqTask(lambda d: TextTokenizer(d, V, max_len=8), V, BackboneConfig(dim=16, depth=1, num_heads=2),
-                       max_target_len=8, metrics=["wer"], **kw)
+    return Seq2SeqTask(Seq2SeqConfig(lambda d: TextTokenizer(d, V, max_len=8), V, BackboneConfig(dim=16, depth=1, num_heads=2), max_target_len=8), metrics=["wer"], **kw)
 
 
 def test_memory_is_the_encoder_output_and_beam_search_repeats_it() -> None:
@@ -47,24 +47,21 @@ def test_ctc_head_is_in_the_model_only_when_weighted() -> None:
 
 
 def test_decoder_defaults_to_the_backbone_with_decoder_depth() -> None:
-    task = Seq2SeqTask(lambda d: TextTokenizer(d, V), V, BackboneConfig(dim=16, depth=3, num_heads=2, mlp_ratio=3.0),
-                       decoder_depth=1)
+    task = Seq2SeqTask(Seq2SeqConfig(lambda d: TextTokenizer(d, V), V, BackboneConfig(dim=16, depth=3, num_heads=2, mlp_ratio=3.0), decoder_depth=1))
     enc, dec = task.model.encoder.config, task.model.decoder.config
     assert (len(task.model.encoder.blocks), len(task.model.decoder.blocks)) == (3, 1)
     assert (dec.dim, dec.num_heads, dec.mlp_ratio, dec.memory_dim) == (16, 2, 3.0, 16) and enc.memory_dim is None
-    with pytest.raises(ValueError, match="decoder_depth only without decoder"):
-        Seq2SeqTask(lambda d: TextTokenizer(d, V), V, BackboneConfig(dim=16, num_heads=2),
-                    decoder=BackboneConfig(dim=16, num_heads=2), decoder_depth=1)
+    with pytest.raises(ValueError, match="both decoder and decoder_depth"):
+        Seq2SeqTask(Seq2SeqConfig(lambda d: TextTokenizer(d, V), V, BackboneConfig(dim=16, num_heads=2), decoder=BackboneConfig(dim=16, num_heads=2), decoder_depth=1))
 
 
 def test_one_backbone_config_builds_what_equal_encoder_and_decoder_configs_built() -> None:
     """The old Seq2SeqTask(encoder=c, decoder=c) and today's (backbone=c): same keys, shapes and values."""
     cfg = dict(dim=16, depth=2, num_heads=2, mlp_ratio=2.0)
     torch.manual_seed(0)
-    one = Seq2SeqTask(lambda d: TextTokenizer(d, V), V, BackboneConfig(**cfg), ctc_weight=0.5).state_dict()
+    one = Seq2SeqTask(Seq2SeqConfig(lambda d: TextTokenizer(d, V), V, BackboneConfig(**cfg)), ctc_weight=0.5).state_dict()
     torch.manual_seed(0)
-    two = Seq2SeqTask(lambda d: TextTokenizer(d, V), V, BackboneConfig(**cfg), decoder=BackboneConfig(**cfg),
-                      ctc_weight=0.5).state_dict()
+    two = Seq2SeqTask(Seq2SeqConfig(lambda d: TextTokenizer(d, V), V, BackboneConfig(**cfg), decoder=BackboneConfig(**cfg)), ctc_weight=0.5).state_dict()
     assert list(one) == list(two) and all(torch.equal(one[k], two[k]) for k in one)
 
 
@@ -81,9 +78,9 @@ def test_export_keeps_the_ctc_head_and_decodes_like_the_task(tmp_path: Path) -> 
     from mmformer.cli import main
 
     recipe = str(ROOT / "tasks" / "translation.yaml")
-    small = ["--model.init_args.target_vocab_size=32", "--model.init_args.source_tokenizer.init_args.vocab_size=32",
-             "--model.init_args.backbone.dim=16", "--model.init_args.backbone.depth=1",
-             "--model.init_args.backbone.num_heads=2", "--model.init_args.ctc_weight=0.5",
+    small = ["--model.init_args.model.target_vocab_size=32", "--model.init_args.model.source_tokenizer.init_args.vocab_size=32",
+             "--model.init_args.model.backbone.dim=16", "--model.init_args.model.backbone.depth=1",
+             "--model.init_args.model.backbone.num_heads=2", "--model.init_args.ctc_weight=0.5",
              "--data.init_args.vocab_size=32"]
     cli = main(["--config", recipe, "--trainer.logger=false", "--trainer.callbacks=[]", *small], run=False)
     task = cli.model.eval()

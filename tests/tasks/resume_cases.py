@@ -15,8 +15,8 @@ from tests.tasks.resume_harness import Case
 
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = ROOT / "tasks"
-TINY = ["--model.init_args.backbone.dim=16", "--model.init_args.backbone.depth=1",
-        "--model.init_args.backbone.num_heads=2"]
+TINY = ["--model.init_args.model.backbone.dim=16", "--model.init_args.model.backbone.depth=1",
+        "--model.init_args.model.backbone.num_heads=2"]
 WORDS = ["red", "green", "blue", "big", "small", "cat", "dog", "bird", "runs", "sits", "sees", "the", "a"]
 
 
@@ -33,8 +33,8 @@ def _yaml(path: Path, config: dict) -> str:
 def images(folder: Path) -> Case:
     """DigitsData (1,294 training images, seeded per-sample augmentation; ResumableSampler): 5 batches of 259."""
     return Case(["--config", str(TASKS / "image_classification_digits.yaml"), *TINY,
-                 "--model.init_args.tokenizer.init_args.image_size=8",
-                 "--model.init_args.tokenizer.init_args.stem_channels=[]",
+                 "--model.init_args.model.tokenizer.init_args.image_size=8",
+                 "--model.init_args.model.tokenizer.init_args.stem_channels=[]",
                  "--data.init_args.image_size=8", "--data.init_args.batch_size=259"], epoch_batches=5)
 
 
@@ -51,8 +51,8 @@ def translation(folder: Path) -> Case:
                  f"--data.init_args.data_dir={folder / 'data'}", "--data.init_args.vocab_size=300",
                  "--data.init_args.max_source_len=16", "--data.init_args.max_target_len=16",
                  "--data.init_args.max_tokens=104", "--data.init_args.val_size=4",
-                 "--model.init_args.target_vocab_size=300",
-                 "--model.init_args.source_tokenizer.init_args.vocab_size=300"],
+                 "--model.init_args.model.target_vocab_size=300",
+                 "--model.init_args.model.source_tokenizer.init_args.vocab_size=300"],
                 epoch_batches=5)
 
 
@@ -69,9 +69,9 @@ def speech(folder: Path) -> Case:
     return Case(["--config", str(TASKS / "speech_recognition.yaml"), *TINY,
                  *[f"--data.init_args.{s}_manifest={folder / s}.jsonl" for s in ("train", "val", "test")],
                  f"--data.init_args.data_dir={folder / 'data'}", "--data.init_args.units=char",
-                 "--data.init_args.batch_size=4", "--model.init_args.target_vocab_size=21",
-                 "--model.init_args.decoder_depth=1", "--model.init_args.source_tokenizer.init_args.n_mels=16",
-                 "--model.init_args.source_tokenizer.init_args.conv_channels=[4,4,4]"], epoch_batches=5)
+                 "--data.init_args.batch_size=4", "--model.init_args.model.target_vocab_size=21",
+                 "--model.init_args.model.decoder_depth=1", "--model.init_args.model.source_tokenizer.init_args.n_mels=16",
+                 "--model.init_args.model.source_tokenizer.init_args.conv_channels=[4,4,4]"], epoch_batches=5)
 
 
 def captions(folder: Path) -> Case:
@@ -87,11 +87,11 @@ def captions(folder: Path) -> Case:
         "train_file": str(folder / "train.tsv"), "val_file": str(folder / "val.tsv"), "data_dir": str(folder / "data"),
         "image_size": 8, "batch_size": 4, "vocab_size": 30, "max_caption_len": 16}}
     return Case(["--config", str(TASKS / "clip.yaml"), *TINY, "--data", _yaml(folder / "data.yaml", data),
-                 "--model.init_args.tokenizer_a.init_args.image_size=8",
-                 "--model.init_args.tokenizer_a.init_args.stem_channels=[]",
-                 "--model.init_args.tokenizer_a.init_args.patch_size=4",
-                 "--model.init_args.tokenizer_b.init_args.vocab_size=30",
-                 "--model.init_args.tokenizer_b.init_args.max_len=16", "--model.init_args.embed_dim=16"],
+                 "--model.init_args.model.tokenizer_a.init_args.image_size=8",
+                 "--model.init_args.model.tokenizer_a.init_args.stem_channels=[]",
+                 "--model.init_args.model.tokenizer_a.init_args.patch_size=4",
+                 "--model.init_args.model.tokenizer_b.init_args.vocab_size=30",
+                 "--model.init_args.model.tokenizer_b.init_args.max_len=16", "--model.init_args.model.embed_dim=16"],
                 epoch_batches=5)
 
 
@@ -104,7 +104,7 @@ def manifest(folder: Path) -> Case:
                  f"--data.init_args.train={folder / 'train.jsonl'}", f"--data.init_args.val={folder / 'val.jsonl'}",
                  f"--data.init_args.data_dir={folder / 'data'}", "--data.init_args.vocab_size=30",
                  "--data.init_args.batch_size=8", '--data.init_args.fields={"text": {"type": "text", "max_len": 16}}',
-                 "--model.init_args.vocab_size=30", "--model.init_args.max_len=16"], epoch_batches=5)
+                 "--model.init_args.model.vocab_size=30", "--model.init_args.model.max_len=16"], epoch_batches=5)
 
 
 def trajectories(folder: Path) -> Case:
@@ -116,7 +116,7 @@ def trajectories(folder: Path) -> Case:
     return Case(["--config", str(TASKS / "decision_transformer.yaml"), *TINY, f"--data.init_args.path={npz}",
                  f"--data.init_args.data_dir={folder}", "--data.init_args.context=5", "--data.init_args.batch_size=15",
                  "--data.init_args.val_fraction=0.2", "--data.init_args.eval_episodes=2",
-                 "--model.init_args.context=5", "--model.init_args.val_episodes=2"], epoch_batches=5)
+                 "--model.init_args.model.context=5", "--model.init_args.val_episodes=2"], epoch_batches=5)
 
 
 def multitask(folder: Path) -> Case:
@@ -151,9 +151,9 @@ def shards(folder: Path) -> Case:
         "shards": str(folder / "shards"), "image_size": 8, "channels": 3, "batch_size": 4, "val_fraction": 0.25,
         "seed": 3, "chunk_window": 2}}
     return Case(["--config", str(TASKS / "image_classification.yaml"), *TINY,
-                 "--data", _yaml(folder / "data.yaml", data), "--model.init_args.tokenizer.init_args.image_size=8",
-                 "--model.init_args.tokenizer.init_args.in_chans=3",
-                 "--model.init_args.tokenizer.init_args.stem_channels=[]", "--model.init_args.num_classes=2"],
+                 "--data", _yaml(folder / "data.yaml", data), "--model.init_args.model.tokenizer.init_args.image_size=8",
+                 "--model.init_args.model.tokenizer.init_args.in_chans=3",
+                 "--model.init_args.model.tokenizer.init_args.stem_channels=[]", "--model.init_args.model.num_classes=2"],
                 epoch_batches=5)
 
 

@@ -12,11 +12,11 @@ from mmformer.tasks import ClassificationTask, DecisionTransformerTask
 from mmformer.tasks.checkpoint_fit import WRITER_KEY
 from mmformer.tokenizers import ImagePatchTokenizer
 from mmformer.tokenizers.trajectory import TrajectoryTokenizer
+from mmformer.models.config import ClassifierConfig, DecisionTransformerConfig
 
 
 def _classifier(dim: int = 16, depth: int = 1, num_classes: int = 3) -> ClassificationTask:
-    return ClassificationTask(lambda d: ImagePatchTokenizer(d, image_size=8, patch_size=4, in_chans=1),
-                              num_classes, BackboneConfig(dim=dim, depth=depth, num_heads=2))
+    return ClassificationTask(ClassifierConfig(lambda d: ImagePatchTokenizer(d, image_size=8, patch_size=4, in_chans=1), num_classes, BackboneConfig(dim=dim, depth=depth, num_heads=2)))
 
 
 def _saved(task: torch.nn.Module) -> dict[str, Any]:
@@ -46,8 +46,7 @@ def test_another_model_size_is_named_with_the_fields_that_differ() -> None:
 
 
 def test_another_task_and_other_settings_are_named() -> None:
-    dt = DecisionTransformerTask(lambda d: TrajectoryTokenizer(d, state_dim=4, act_dim=2),
-                                 BackboneConfig(dim=16, depth=1, num_heads=2), context=4)
+    dt = DecisionTransformerTask(DecisionTransformerConfig(lambda d: TrajectoryTokenizer(d, state_dim=4, act_dim=2), BackboneConfig(dim=16, depth=1, num_heads=2), context=4))
     with pytest.raises(ValueError, match=r"written by mmformer\.tasks\.decision_transformer\.DecisionTransformerTask"
                                          r"; task: checkpoint .*DecisionTransformerTask, this run .*ClassificationTask"):
         _classifier().on_load_checkpoint(_saved(dt))

@@ -80,7 +80,7 @@ def test_interrupted_run_resumes_with_identical_losses(tmp_path: Path, extra: li
     """Stop at step 11 (mid-epoch: 18 batches per epoch), resume, and compare every later loss.
 
     With mixup/cutmix on, timm draws from numpy's global RNG: the checkpoint must restore it too."""
-    args = ["--config", DIGITS, *QUIET, "--model.init_args.backbone.drop_path=0.2", *extra]  # RNG in the model too
+    args = ["--config", DIGITS, *QUIET, "--model.init_args.model.backbone.drop_path=0.2", *extra]  # RNG in the model too
     full_cfg, cut_cfg = tmp_path / "full.yaml", tmp_path / "cut.yaml"
     full_cfg.write_text(RESUME_TRAINER.format(extra=""))
     cut_cfg.write_text(RESUME_TRAINER.format(
@@ -159,7 +159,7 @@ def test_load_task_names_a_checkpoint_that_does_not_fit_the_recipe(tmp_path: Pat
     ckpt = fit.trainer.checkpoint_callback.last_model_path
     with pytest.raises(ValueError, match=r"does not fit the model.*written by mmformer\.tasks\.classification"
                                          r"\.ClassificationTask.*depth 2 vs 3"):
-        load_task(DIGITS, ckpt, "--model.init_args.backbone.depth=3")
+        load_task(DIGITS, ckpt, "--model.init_args.model.backbone.depth=3")
 
 
 def test_mixup_and_cutmix_train_with_even_and_odd_batches(tmp_path: Path) -> None:

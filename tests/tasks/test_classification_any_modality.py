@@ -18,6 +18,7 @@ from mmformer.tasks.classification import split_batch
 from mmformer.tasks.optim import OptimConfig
 from mmformer.tokenizers import TextTokenizer
 from tests.tasks.roles import RoleData, audio_tokenizer, tones
+from mmformer.models.config import ClassifierConfig
 
 CLASSES = ["low", "mid", "high"]
 BB = BackboneConfig(dim=32, depth=1, num_heads=2, mlp_ratio=2.0)
@@ -44,8 +45,7 @@ def _predictions(tmp_path: Path) -> list[dict[str, str]]:
 
 def test_text_classification_learns_a_separable_toy_set_and_predicts_by_name(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    task = ClassificationTask(lambda d: TextTokenizer(d, vocab_size=24, max_len=8), num_classes=3, backbone=BB,
-                              optim=OptimConfig(lr=3e-3, warmup_fraction=0.1))
+    task = ClassificationTask(ClassifierConfig(lambda d: TextTokenizer(d, vocab_size=24, max_len=8), num_classes=3, backbone=BB), optim=OptimConfig(lr=3e-3, warmup_fraction=0.1))
     test = _text_rows(96, 1)
     data = RoleData({"train": _text_rows(512, 0), "test": test, "predict": {"input": test["input"][:5]}},
                     DataSpec(class_names=CLASSES), batch_size=32)
@@ -68,7 +68,7 @@ def test_audio_classification_fits_tests_and_predicts(tmp_path: Path) -> None:
     data = RoleData({"train": {"input": tones(labels, 0), "label": labels},
                      "test": {"input": tones(test_labels, 1), "label": test_labels},
                      "predict": {"input": tones(test_labels[:4], 2)}}, DataSpec(class_names=CLASSES), batch_size=8)
-    task = ClassificationTask(audio_tokenizer, num_classes=3, backbone=BB, optim=OptimConfig(lr=3e-3))
+    task = ClassificationTask(ClassifierConfig(audio_tokenizer, num_classes=3, backbone=BB), optim=OptimConfig(lr=3e-3))
     trainer = _trainer(tmp_path, 6)
     trainer.fit(task, datamodule=data)
     assert trainer.global_step == 6
@@ -80,8 +80,7 @@ def test_audio_classification_fits_tests_and_predicts(tmp_path: Path) -> None:
 
 
 def test_mixup_on_inputs_that_are_not_images_is_a_clear_error(tmp_path: Path) -> None:
-    task = ClassificationTask(lambda d: TextTokenizer(d, vocab_size=24, max_len=8), num_classes=3, backbone=BB,
-                              mixup=0.8)
+    task = ClassificationTask(ClassifierConfig(lambda d: TextTokenizer(d, vocab_size=24, max_len=8), num_classes=3, backbone=BB), mixup=0.8)
     data = RoleData({"train": _text_rows(32, 0)}, DataSpec(class_names=CLASSES))
     with pytest.raises(ValueError, match=r"mixup/cutmix mix images .* torch.int64 tensor of shape \(16, 8\)"):
         _trainer(tmp_path, 1).fit(task, datamodule=data)
@@ -100,7 +99,7 @@ def test_batches_are_role_dicts_or_input_label_tuples_and_anything_else_is_named
 
 def test_a_text_tokenizer_of_another_size_than_the_data_vocabulary_fails_at_start_up(tmp_path: Path) -> None:
     def task(tokenizer) -> ClassificationTask:  # type: ignore[no-untyped-def]
-        return ClassificationTask(tokenizer, num_classes=3, backbone=BB, optim=OptimConfig(lr=3e-3))
+        return ClassificationTask(ClassifierConfig(tokenizer, num_classes=3, backbone=BB), optim=OptimConfig(lr=3e-3))
 
     def data(vocab_size: int, rows: dict) -> RoleData:
         return RoleData({"train": rows}, DataSpec(class_names=CLASSES, vocab=SimpleNamespace(vocab_size=vocab_size)))
@@ -108,7 +107,7 @@ def test_a_text_tokenizer_of_another_size_than_the_data_vocabulary_fails_at_star
     text = task(lambda d: TextTokenizer(d, vocab_size=24, max_len=8))
     before = [p.detach().clone() for p in text.parameters()]
     with pytest.raises(ValueError, match=r"vocabulary has 40 pieces but the text tokenizer was built for "
-                                         r"vocab_size=24; set --model.init_args.tokenizer.init_args.vocab_size=40"):
+                                         r"vocab_size=24; set --model.init_args.model.tokenizer.init_args.vocab_size=40"):
         _trainer(tmp_path, 1).fit(text, datamodule=data(40, _text_rows(32, 0)))
     assert all(torch.equal(a, b) for a, b in zip(before, text.parameters())), "it failed before any step"
     trainer = _trainer(tmp_path, 1)

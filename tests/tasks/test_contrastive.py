@@ -21,6 +21,7 @@ from mmformer.tasks.contrastive import ContrastiveTask
 from mmformer.tasks.optim import OptimConfig
 from mmformer.tokenizers import ImagePatchTokenizer, TextTokenizer
 from tests.data_free import build_without_data
+from mmformer.models.config import ContrastiveConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = str(ROOT / "tasks" / "clip.yaml")
@@ -30,14 +31,7 @@ BB = BackboneConfig(dim=32, depth=1, num_heads=2, mlp_ratio=2.0)
 
 def _task(shared: bool = True, **kw) -> ContrastiveTask:
     torch.manual_seed(0)
-    return ContrastiveTask(lambda d: ImagePatchTokenizer(d, image_size=8, patch_size=4, cls_token=False),
-                           lambda d: TextTokenizer(d, vocab_size=20, max_len=16), BB, shared_backbone=shared,
-                           embed_dim=16, **kw)
-
-
-def test_backbone_b_with_a_shared_backbone_is_an_error() -> None:
-    with pytest.raises(ValueError, match="shared_backbone is true"):
-        _task(True, backbone_b=BB)
+    return ContrastiveTask(ContrastiveConfig(lambda d: ImagePatchTokenizer(d, image_size=8, patch_size=4, cls_token=False), lambda d: TextTokenizer(d, vocab_size=20, max_len=16), BB, embed_dim=16, backbone_b=None if shared else BB), **kw)
 
 
 def test_a_negative_hard_negative_beta_is_an_error() -> None:
@@ -175,7 +169,7 @@ def test_the_shared_tower_recipe_trains_both_sides_of_its_encoder() -> None:
     shared tower stalled on the log(B) plateau; the shared recipe scales the text embeddings by sqrt(D)."""
     image, text = _tower_gradients_on_the_shared_encoder(SHARED_RECIPE)
     assert text / image < 2.5, (image, text)
-    image, text = _tower_gradients_on_the_shared_encoder(RECIPE, "--model.init_args.shared_backbone=true")
+    image, text = _tower_gradients_on_the_shared_encoder(RECIPE, "--model.init_args.model.backbone_b=null")
     assert text / image > 4.0, (image, text)  # the imbalance this guards against
 
 
@@ -183,7 +177,7 @@ def test_the_shared_tower_recipe_trains_both_sides_of_its_encoder() -> None:
 def test_recipe_fits_tests_and_predicts_through_the_cli(tmp_path: Path) -> None:
     small = ["--data.init_args.data_dir", str(tmp_path / "data"), "--data.init_args.num_train=512",
              "--data.init_args.num_eval=64", "--data.init_args.batch_size=32", "--trainer.enable_progress_bar=false",
-             "--trainer.default_root_dir", str(tmp_path), "--model.init_args.backbone.depth=1"]
+             "--trainer.default_root_dir", str(tmp_path), "--model.init_args.model.backbone.depth=1"]
     fit = main(["fit", "--config", RECIPE, *small, "--trainer.max_steps=3"])
     ckpt = fit.trainer.checkpoint_callback.last_model_path
     test = main(["test", "--config", RECIPE, *small, "--ckpt_path", ckpt])
@@ -202,6 +196,6 @@ def test_recipe_fits_tests_and_predicts_through_the_cli(tmp_path: Path) -> None:
     image, text = np.load(emb_dir / "image_embeddings.npy"), np.load(emb_dir / "text_embeddings.npy")
     assert image.shape == (64, 128) and text.shape == (2, 128)
 
-    with pytest.raises(ValueError, match="vocab_size is 99 .* leave model.init_args.tokenizer_b.init_args.vocab_size out .* set it to 128"):
+    with pytest.raises(ValueError, match="vocab_size is 99 .* leave model.init_args.model.tokenizer_b.init_args.vocab_size out .* set it to 128"):
         main(["fit", "--config", RECIPE, *small, "--trainer.max_steps=1",
-              "--model.init_args.tokenizer_b.init_args.vocab_size=99"])
+              "--model.init_args.model.tokenizer_b.init_args.vocab_size=99"])

@@ -18,6 +18,7 @@ from mmformer.tasks.contrastive import ContrastiveTask
 from mmformer.tasks.optim import OptimConfig
 from mmformer.tokenizers import TextTokenizer
 from tests.tasks.roles import RoleData, audio_tokenizer, tones
+from mmformer.models.config import ContrastiveConfig
 
 WORDS = ["one", "two", "three", "four"]
 BB = BackboneConfig(dim=32, depth=1, num_heads=2, mlp_ratio=2.0)
@@ -55,8 +56,7 @@ def _data(splits: list[EvalSplit] | None = None, split_of_rows: int | None = Non
 def _task(**kw) -> ContrastiveTask:
     torch.manual_seed(0)
     kw = {"names": ["audio", "text"], **kw}
-    return ContrastiveTask(audio_tokenizer, lambda d: TextTokenizer(d, vocab_size=12, max_len=4), BB,
-                           embed_dim=16, optim=OptimConfig(lr=3e-3), **kw)
+    return ContrastiveTask(ContrastiveConfig(audio_tokenizer, lambda d: TextTokenizer(d, vocab_size=12, max_len=4), BB, embed_dim=16), optim=OptimConfig(lr=3e-3), **kw)
 
 
 def _trainer(tmp_path: Path, steps: int = 4) -> pl.Trainer:

@@ -15,6 +15,7 @@ from mmformer.data.spec import ControlSpec, DataSpec, ProvidesDataSpec
 from mmformer.tasks import ClassificationTask, DecisionTransformerTask
 from mmformer.tokenizers import ImagePatchTokenizer
 from mmformer.tokenizers.trajectory import TrajectoryTokenizer
+from mmformer.models.config import ClassifierConfig, DecisionTransformerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = ROOT / "mmformer" / "tasks"
@@ -38,8 +39,7 @@ class Blobs(pl.LightningDataModule, ProvidesDataSpec):
 
 
 def _classifier(num_classes: int = 3) -> ClassificationTask:
-    return ClassificationTask(lambda d: ImagePatchTokenizer(d, image_size=8, patch_size=4, in_chans=1),
-                              num_classes, BackboneConfig(dim=16, depth=1, num_heads=2))
+    return ClassificationTask(ClassifierConfig(lambda d: ImagePatchTokenizer(d, image_size=8, patch_size=4, in_chans=1), num_classes, BackboneConfig(dim=16, depth=1, num_heads=2)))
 
 
 def _trainer(tmp_path: Path) -> pl.Trainer:
@@ -75,8 +75,7 @@ def _control(**kw) -> ControlSpec:
 
 
 def _dt() -> DecisionTransformerTask:
-    return DecisionTransformerTask(lambda d: TrajectoryTokenizer(d, state_dim=4, act_dim=2),
-                                   BackboneConfig(dim=16, depth=1, num_heads=2), context=4)
+    return DecisionTransformerTask(DecisionTransformerConfig(lambda d: TrajectoryTokenizer(d, state_dim=4, act_dim=2), BackboneConfig(dim=16, depth=1, num_heads=2), context=4))
 
 
 def test_decision_transformer_copies_statistics_on_fit_only() -> None:

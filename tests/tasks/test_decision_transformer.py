@@ -75,7 +75,7 @@ def test_model_and_environment_mismatches_are_named() -> None:
 
 
 SMALL = ["--data.init_args.episodes_per_level=6", "--data.init_args.eval_episodes=4",
-         "--model.init_args.backbone.dim=32", "--model.init_args.backbone.depth=1",
+         "--model.init_args.model.backbone.dim=32", "--model.init_args.model.backbone.depth=1",
          "--model.init_args.target_returns=[500,150]", "--model.init_args.val_episodes=2",
          "--trainer.enable_progress_bar=false"]
 
@@ -137,5 +137,5 @@ def test_the_tokenizer_follows_the_data_and_a_size_set_against_it_is_one_error(t
     assert (tok.state_dim, tok.act_dim, tok.discrete_actions) == (3, 1, False) and fit.trainer.global_step == 1
     with pytest.raises(ValueError, match="tokenizer is set to state_dim=4.*leave these out"):
         main(["fit", "--config", RECIPE, "--trainer.default_root_dir", str(tmp_path / "b"), *SMALL, *swap,
-              "--model.init_args.tokenizer.init_args.state_dim=4", "--model.init_args.tokenizer.init_args.act_dim=2",
-              "--model.init_args.tokenizer.init_args.discrete_actions=true"])
+              "--model.init_args.model.tokenizer.init_args.state_dim=4", "--model.init_args.model.tokenizer.init_args.act_dim=2",
+              "--model.init_args.model.tokenizer.init_args.discrete_actions=true"])

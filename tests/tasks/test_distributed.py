@@ -15,6 +15,7 @@ import yaml
 
 from mmformer.checkpoint import read_checkpoint
 from tests.test_pairings import _pairings, write_pairing_manifests
+from mmformer.models.config import ClassifierConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = str(ROOT / "tasks" / "image_classification_digits.yaml")
@@ -56,8 +57,7 @@ def test_compiled_and_eager_backbones_agree_on_cpu() -> None:
     def build(compiled: bool) -> ClassificationTask:
         torch.manual_seed(0)
         tok = lambda d: ImagePatchTokenizer(d, image_size=8, patch_size=2, in_chans=1)  # noqa: E731
-        return ClassificationTask(tok, num_classes=3, compile_backbone=compiled,
-                                  backbone=BackboneConfig(dim=32, depth=2, num_heads=2))
+        return ClassificationTask(ClassifierConfig(tok, num_classes=3, backbone=BackboneConfig(dim=32, depth=2, num_heads=2)), compile_backbone=compiled)
 
     eager, compiled = build(False), build(True)
     assert eager.state_dict().keys() == compiled.state_dict().keys()

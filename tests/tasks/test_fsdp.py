@@ -27,7 +27,7 @@ from tests.tasks.test_distributed import _run_in_one_process_pair
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = str(ROOT / "tasks" / "image_classification_digits.yaml")
-MODEL = ["--model.init_args.backbone.dim=32", "--model.init_args.backbone.num_heads=2"]  # depth 2: two FSDP units
+MODEL = ["--model.init_args.model.backbone.dim=32", "--model.init_args.model.backbone.num_heads=2"]  # depth 2: two FSDP units
 # The preset's CPU variant: the trainer file first, then what a CPU needs (no bf16 autocast on gloo processes).
 CPU = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.precision=32-true"]
 RUN = ["--config", DIGITS, "--data.init_args.batch_size=32", "--trainer.max_steps=8", "--trainer.limit_val_batches=1",

@@ -16,6 +16,7 @@ from mmformer.tasks import ClassificationTask, ContrastiveTask, DecisionTransfor
 from mmformer.tasks.base import TaskModule
 from mmformer.tokenizers import ImagePatchTokenizer, TextTokenizer
 from mmformer.tokenizers.trajectory import TrajectoryTokenizer
+from mmformer.models.config import ClassifierConfig, ContrastiveConfig, DecisionTransformerConfig, Seq2SeqConfig
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "legacy"
 DIM, VOCAB = 8, 16
@@ -26,25 +27,19 @@ def cfg() -> BackboneConfig:
 
 
 def classification() -> TaskModule:
-    return ClassificationTask(lambda d: ImagePatchTokenizer(d, image_size=8, patch_size=4, in_chans=1),
-                              num_classes=3, backbone=cfg(), pool="attention")
+    return ClassificationTask(ClassifierConfig(lambda d: ImagePatchTokenizer(d, image_size=8, patch_size=4, in_chans=1), num_classes=3, backbone=cfg(), pool="attention"))
 
 
 def seq2seq() -> TaskModule:
-    return Seq2SeqTask(lambda d: TextTokenizer(d, VOCAB, max_len=8), VOCAB, backbone=cfg(), max_target_len=8,
-                       ctc_weight=0.5, metrics=["wer"])
+    return Seq2SeqTask(Seq2SeqConfig(lambda d: TextTokenizer(d, VOCAB, max_len=8), VOCAB, backbone=cfg(), max_target_len=8), ctc_weight=0.5, metrics=["wer"])
 
 
 def contrastive() -> TaskModule:
-    return ContrastiveTask(lambda d: ImagePatchTokenizer(d, image_size=8, patch_size=4, cls_token=False),
-                           lambda d: TextTokenizer(d, vocab_size=VOCAB, max_len=8), cfg(), pool_a="attention",
-                           embed_dim=8)
+    return ContrastiveTask(ContrastiveConfig(lambda d: ImagePatchTokenizer(d, image_size=8, patch_size=4, cls_token=False), lambda d: TextTokenizer(d, vocab_size=VOCAB, max_len=8), cfg(), pool_a="attention", embed_dim=8))
 
 
 def decision_transformer() -> TaskModule:
-    return DecisionTransformerTask(
-        lambda d: TrajectoryTokenizer(d, state_dim=3, act_dim=2, discrete_actions=False, max_timestep=16), cfg(),
-        context=4)
+    return DecisionTransformerTask(DecisionTransformerConfig(lambda d: TrajectoryTokenizer(d, state_dim=3, act_dim=2, discrete_actions=False, max_timestep=16), cfg(), context=4))
 
 
 def outputs(name: str, task: Any, inputs: dict) -> dict[str, torch.Tensor]:

@@ -22,6 +22,7 @@ from mmformer.tasks.checkpoint_fit import WRITER_KEY
 from mmformer.tasks.legacy import FORMAT_KEY, upgrade_state_dict
 from mmformer.tokenizers import ImagePatchTokenizer, TextTokenizer
 from tests.tasks.test_legacy_checkpoints import FIXTURES, cfg, contrastive
+from mmformer.models.config import ContrastiveConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,9 +59,7 @@ def test_image_text_keys_load_into_towers_a_and_b(version: int) -> None:
 
 def test_an_old_writer_that_does_not_fit_is_compared_under_the_new_names() -> None:
     deeper = BackboneConfig(**{**asdict(cfg()), "depth": 2})
-    task = ContrastiveTask(lambda d: ImagePatchTokenizer(d, image_size=8, patch_size=4, cls_token=False),
-                           lambda d: TextTokenizer(d, vocab_size=16, max_len=8), deeper, pool_a="attention",
-                           embed_dim=8)
+    task = ContrastiveTask(ContrastiveConfig(lambda d: ImagePatchTokenizer(d, image_size=8, patch_size=4, cls_token=False), lambda d: TextTokenizer(d, vocab_size=16, max_len=8), deeper, pool_a="attention", embed_dim=8))
     with pytest.raises(ValueError, match=r"model\.backbone_a \(checkpoint vs this run\): depth 1 vs 2") as err:
         task.on_load_checkpoint(_old_checkpoint(1))
     assert "only in" not in str(err.value)

@@ -18,14 +18,15 @@ from mmformer.data.spec import DataSpec
 from mmformer.tasks import ClassificationTask
 from mmformer.tasks.multitask import MultiTaskTask, task_metric_name
 from mmformer.tokenizers import ImagePatchTokenizer
+from mmformer.models.config import ClassifierConfig
 
 TINY = BackboneConfig(dim=16, depth=1, num_heads=2, mlp_ratio=2.0, causal=True)
 
 
 def _child(classes: int = 10) -> partial[ClassificationTask]:
     """A task as MultiTaskTask takes it: a factory, which it calls with the shared backbone."""
-    return partial(ClassificationTask, lambda dim: ImagePatchTokenizer(dim, image_size=8, patch_size=4, in_chans=1,
-                                                                       cls_token=False), classes)
+    return partial(ClassificationTask, model=ClassifierConfig(lambda dim: ImagePatchTokenizer(dim, image_size=8, patch_size=4, in_chans=1,
+                                                                       cls_token=False), classes))
 
 
 def _task(**kw: Any) -> MultiTaskTask:

@@ -15,7 +15,8 @@ import torch
 from mmformer.backbone import BackboneConfig, Encoder
 from mmformer.data.spec import DataSpec
 from mmformer.models.builders import build
-from mmformer.models.config import ClassifierConfig, ModelConfig, MultiTaskConfig, classifier_config
+from mmformer.models.config import (ClassifierConfig, DecisionTransformerConfig, ModelConfig, MultiTaskConfig, PrefixLMConfig,
+                                    classifier_config)
 from mmformer.tasks import ClassificationTask
 from mmformer.tasks.base import TaskModule
 from mmformer.tasks.decision_transformer import DecisionTransformerTask
@@ -32,10 +33,9 @@ IMAGE = partial(ImagePatchTokenizer, image_size=8, patch_size=4, in_chans=1, cls
 def _task() -> MultiTaskTask:
     torch.manual_seed(0)
     return MultiTaskTask({
-        "images": partial(ClassificationTask, IMAGE, 3),
-        "text": partial(PrefixLMTask, 20, partial(TextTokenizer, vocab_size=20, max_len=16), max_len=16,
-                        share_prefix_embedding=True),
-        "control": partial(DecisionTransformerTask, partial(TrajectoryTokenizer, state_dim=3, act_dim=2, discrete_actions=True), context=4),
+        "images": partial(ClassificationTask, model=ClassifierConfig(IMAGE, 3)),
+        "text": partial(PrefixLMTask, model=PrefixLMConfig(20, partial(TextTokenizer, vocab_size=20, max_len=16), max_len=16, share_prefix_embedding=True)),
+        "control": partial(DecisionTransformerTask, model=DecisionTransformerConfig(partial(TrajectoryTokenizer, state_dim=3, act_dim=2, discrete_actions=True), context=4)),
     }, backbone=TINY)
 
 
@@ -80,8 +80,8 @@ def test_every_task_gets_the_shared_width() -> None:
 
 
 def test_a_size_left_to_the_data_builds_the_model_when_the_data_is_bound() -> None:
-    sized_by_data = partial(ClassificationTask, IMAGE)  # num_classes left to the data
-    task = MultiTaskTask({"a": sized_by_data, "b": partial(ClassificationTask, IMAGE, 3)}, backbone=TINY)
+    sized_by_data = partial(ClassificationTask, model=ClassifierConfig(IMAGE))  # num_classes left to the data
+    task = MultiTaskTask({"a": sized_by_data, "b": partial(ClassificationTask, model=ClassifierConfig(IMAGE, 3))}, backbone=TINY)
     assert unset_fields(task.tasks["a"].model_config) == ["num_classes"]  # type: ignore[arg-type]
     assert task.model is None and task.model_config is None and not list(task.parameters())
     task.bind_data(DataSpec(tasks={"a": DataSpec(class_names=["x", "y", "z", "w"]), "b": DataSpec()}), "fit")
@@ -90,7 +90,7 @@ def test_a_size_left_to_the_data_builds_the_model_when_the_data_is_bound() -> No
     assert list(task.state_dict())[0].startswith("model.")  # the model keeps its place ahead of the tasks
 
     assert task.tasks["a"].metrics["val_acc"].num_classes == 4  # the task's own metrics follow the built size
-    unsized = MultiTaskTask({"a": sized_by_data, "b": partial(ClassificationTask, IMAGE, 3)}, backbone=TINY)
+    unsized = MultiTaskTask({"a": sized_by_data, "b": partial(ClassificationTask, model=ClassifierConfig(IMAGE, 3))}, backbone=TINY)
     with pytest.raises(ValueError, match=r"task 'a' leaves \['num_classes'\] of its model to its data, but its data "
                                          r"gives none"):
         unsized.bind_data(DataSpec(tasks={"b": DataSpec()}), "predict")

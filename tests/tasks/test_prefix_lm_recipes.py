@@ -19,6 +19,7 @@ from mmformer.decoding import GenerationConfig, generate
 from mmformer.tasks.prefix_lm import PrefixLMTask
 from mmformer.tokenizers.text import TextTokenizer
 from tests.data.manifests import sample_rows, write_manifest
+from mmformer.models.config import PrefixLMConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--trainer.max_steps=3", "--trainer.limit_val_batches=1", "--trainer.num_sanity_val_steps=0",
@@ -90,7 +91,7 @@ def test_recipe_fits_tests_and_predicts(recipe: str, tmp_path: Path) -> None:
 
 def test_samples_show_a_text_source_as_its_sentence() -> None:
     """Translation batches carry ``source_text``: samples print the sentence, not the source's piece ids."""
-    task = PrefixLMTask(16, prefix_tokenizer=lambda d: TextTokenizer(d, 16), backbone=BackboneConfig(**TINY))
+    task = PrefixLMTask(PrefixLMConfig(16, prefix_tokenizer=lambda d: TextTokenizer(d, 16), backbone=BackboneConfig(**TINY)))
     ids = torch.tensor([[1, 5, 6, 2], [1, 7, 2, 0]])
     assert task._sample_line({"source": ids, "source_text": ["the cat", "a dog"]}, 1, "un perro") == "a dog → un perro"
     assert task._sample_line({"source": ids}, 1, "un perro") == "1 7 2 0 → un perro"  # no sentences: the ids
@@ -99,24 +100,20 @@ def test_samples_show_a_text_source_as_its_sentence() -> None:
 def test_vaswani_embedding_scales_the_shared_prefix_table() -> None:
     """``text_scale`` with a shared prefix table: source and target tokens enter at unit size (std D^-0.5 x sqrt(D))."""
     torch.manual_seed(0)
-    task = PrefixLMTask(500, prefix_tokenizer=lambda d: TextTokenizer(d, 500, scale=True),
-                        backbone=BackboneConfig(dim=64, depth=1, num_heads=4), text_positions="none",
-                        text_scale=True, share_prefix_embedding=True)
+    task = PrefixLMTask(PrefixLMConfig(500, prefix_tokenizer=lambda d: TextTokenizer(d, 500, scale=True), backbone=BackboneConfig(dim=64, depth=1, num_heads=4), text_positions="none", text_scale=True, share_prefix_embedding=True))
     text, prefix = task.model.tokenizer, task.model.prefix_tokenizer
     assert prefix.embed.weight is text.embed.weight
     assert abs(float(text.embed.weight[1:].std()) - 0.125) < 0.005  # 64^-0.5; trunc_normal cuts at +-2
     ids = torch.tensor([[5, 6, 7]])
     torch.testing.assert_close(text(ids).tokens, text.embed.weight[ids] * 8.0)
-    plain = PrefixLMTask(500, backbone=BackboneConfig(dim=64, depth=1, num_heads=4))
+    plain = PrefixLMTask(PrefixLMConfig(500, backbone=BackboneConfig(dim=64, depth=1, num_heads=4)))
     assert abs(float(plain.model.tokenizer.embed.weight[1:].std()) - 0.02) < 0.002  # GPT's default kept
 
 
 @pytest.mark.parametrize("prefix_scale", [True, False])
 def test_a_shared_prefix_table_with_two_scales_is_refused(prefix_scale: bool) -> None:
     with pytest.raises(ValueError, match="one shared table needs one scale.*text_scale"):
-        PrefixLMTask(20, prefix_tokenizer=lambda d: TextTokenizer(d, 20, scale=prefix_scale),
-                     backbone=BackboneConfig(dim=32, depth=1, num_heads=2), share_prefix_embedding=True,
-                     text_scale=not prefix_scale)
+        PrefixLMTask(PrefixLMConfig(20, prefix_tokenizer=lambda d: TextTokenizer(d, 20, scale=prefix_scale), backbone=BackboneConfig(dim=32, depth=1, num_heads=2), share_prefix_embedding=True, text_scale=not prefix_scale))
 
 
 def test_validation_decoding_stops_at_the_generation_length_limit() -> None:
@@ -124,8 +121,7 @@ def test_validation_decoding_stops_at_the_generation_length_limit() -> None:
     as the test's decoding does; it used to run every row to max_new_tokens."""
     torch.manual_seed(0)
     gen = GenerationConfig(strategy="beam", max_new_tokens=12, max_len_a=0.0, max_len_b=3)
-    task = PrefixLMTask(16, prefix_tokenizer=lambda d: TextTokenizer(d, 16), backbone=BackboneConfig(**TINY),
-                        generation=gen).eval()
+    task = PrefixLMTask(PrefixLMConfig(16, prefix_tokenizer=lambda d: TextTokenizer(d, 16), backbone=BackboneConfig(**TINY)), generation=gen).eval()
     with torch.no_grad():
         prefix = task.model.encode(torch.tensor([[1, 5, 6, 7, 2], [1, 8, 9, 2, 0]]))
         unlimited = generate(task.model, None, GenerationConfig(strategy="greedy", max_new_tokens=12), memory=prefix)

@@ -19,6 +19,7 @@ from mmformer.tasks.optim import OptimConfig
 from mmformer.tasks.seq2seq import Seq2SeqTask
 from mmformer.tokenizers.sentencepiece_vocab import SentencePieceVocab, pad_rows
 from mmformer.tokenizers.text import TextTokenizer
+from mmformer.models.config import Seq2SeqConfig
 
 WORDS = "zero one two three four five six seven eight nine".split()
 
@@ -58,10 +59,7 @@ class ReverseData(pl.LightningDataModule, ProvidesDataSpec):
 
 def _task(vocab_size: int = 14, **kw) -> Seq2SeqTask:
     cfg = BackboneConfig(dim=48, depth=2, num_heads=4, mlp_ratio=2.0)
-    return Seq2SeqTask(lambda d: TextTokenizer(d, vocab_size), vocab_size, backbone=cfg,
-                       max_target_len=16, metrics=["bleu", "wer"], share_source_embedding=True,
-                       generation=GenerationConfig(strategy="beam", beam_size=2, max_new_tokens=10),
-                       optim=OptimConfig(lr=3e-3, warmup_steps=20), **kw)
+    return Seq2SeqTask(Seq2SeqConfig(lambda d: TextTokenizer(d, vocab_size), vocab_size, backbone=cfg, max_target_len=16, share_source_embedding=True), metrics=["bleu", "wer"], generation=GenerationConfig(strategy="beam", beam_size=2, max_new_tokens=10), optim=OptimConfig(lr=3e-3, warmup_steps=20), **kw)
 
 
 def _trainer(tmp_path: Path, steps: int) -> pl.Trainer:
@@ -110,8 +108,7 @@ def test_hybrid_ctc_head_trains_and_decodes(tmp_path: Path) -> None:
 
 def test_hybrid_decoding_without_a_ctc_head_is_refused_before_training() -> None:
     with pytest.raises(ValueError, match="needs a CTC head: train one with model.init_args.ctc_weight > 0"):
-        Seq2SeqTask(lambda d: TextTokenizer(d, 14), 14, backbone=BackboneConfig(dim=16, depth=1, num_heads=2),
-                    generation=GenerationConfig(strategy="beam", ctc_weight=0.3))
+        Seq2SeqTask(Seq2SeqConfig(lambda d: TextTokenizer(d, 14), 14, backbone=BackboneConfig(dim=16, depth=1, num_heads=2)), generation=GenerationConfig(strategy="beam", ctc_weight=0.3))
 
 
 def test_vocab_size_mismatch_is_named(tmp_path: Path) -> None:
@@ -156,8 +153,8 @@ def _toy_translation_recipe(tmp_path: Path) -> tuple[Path, list[str]]:
         f"--data.init_args.train_path={toy_tsv(tmp_path / 'train.tsv', 300)}",
         f"--data.init_args.test_path={toy_tsv(tmp_path / 'test.tsv', 20, 1)}",
         f"--data.init_args.data_dir={tmp_path / 'data'}", "--data.init_args.vocab_size=300",
-        "--model.init_args.target_vocab_size=300", "--model.init_args.source_tokenizer.init_args.vocab_size=300",
-        "--model.init_args.backbone.dim=32", "--model.init_args.backbone.depth=1",
+        "--model.init_args.model.target_vocab_size=300", "--model.init_args.model.source_tokenizer.init_args.vocab_size=300",
+        "--model.init_args.model.backbone.dim=32", "--model.init_args.model.backbone.depth=1",
         f"--trainer.default_root_dir={tmp_path / 'runs'}", "--trainer.enable_progress_bar=false"]
 
 
@@ -181,8 +178,7 @@ def test_translation_recipe_trains_and_predict_translates_a_file(tmp_path: Path,
 def test_validation_decodes_greedily_with_the_anti_repetition_options() -> None:
     gen = GenerationConfig(strategy="beam", beam_size=3, max_new_tokens=9, max_len_a=1.5, max_len_b=2,
                            no_repeat_ngram_size=3, repetition_penalty=1.2, length_penalty=1.0)
-    task = Seq2SeqTask(
-        lambda d: TextTokenizer(d, 14), 14, backbone=BackboneConfig(dim=16, depth=1, num_heads=2), generation=gen)
+    task = Seq2SeqTask(Seq2SeqConfig(lambda d: TextTokenizer(d, 14), 14, backbone=BackboneConfig(dim=16, depth=1, num_heads=2)), generation=gen)
     assert task.val_generation == GenerationConfig(strategy="greedy", max_new_tokens=9, max_len_a=1.5, max_len_b=2,
                                                    no_repeat_ngram_size=3, repetition_penalty=1.2)
 
@@ -208,8 +204,7 @@ def test_vaswani_embedding_scales_the_shared_table_on_both_sides() -> None:
     # target_scale + init std D^-0.5 (fairseq): source and target tokens enter at unit size from one table.
     torch.manual_seed(0)
     cfg = BackboneConfig(dim=64, depth=1, num_heads=4)
-    task = Seq2SeqTask(lambda d: TextTokenizer(d, 500, scale=True), 500, backbone=cfg, share_source_embedding=True,
-                       target_scale=True, target_positions="none")  # init std: 64^-0.5
+    task = Seq2SeqTask(Seq2SeqConfig(lambda d: TextTokenizer(d, 500, scale=True), 500, backbone=cfg, share_source_embedding=True, target_scale=True, target_positions="none"))  # init std: 64^-0.5
     src, tgt = task.model.source_tokenizer, task.model.target_tokenizer
     assert src.embed.weight is tgt.embed.weight
     assert abs(float(tgt.embed.weight[1:].std()) - 0.125) < 0.005  # trunc_normal cuts at +-2, not +-2 std
@@ -220,5 +215,4 @@ def test_vaswani_embedding_scales_the_shared_table_on_both_sides() -> None:
 
 def test_a_shared_table_with_two_scales_is_refused() -> None:
     with pytest.raises(ValueError, match="one shared table needs one scale.*target_scale"):
-        Seq2SeqTask(lambda d: TextTokenizer(d, 20, scale=True), 20, backbone=BackboneConfig(dim=32, depth=1, num_heads=2),
-                    share_source_embedding=True)
+        Seq2SeqTask(Seq2SeqConfig(lambda d: TextTokenizer(d, 20, scale=True), 20, backbone=BackboneConfig(dim=32, depth=1, num_heads=2), share_source_embedding=True))

@@ -17,6 +17,7 @@ from mmformer.tokenizers import ImagePatchTokenizer
 from mmformer.tokenizers.audio import AudioBatch
 from mmformer.tokenizers.sentencepiece_vocab import SentencePieceVocab
 from tests.tasks.roles import RoleData
+from mmformer.models.config import Seq2SeqConfig
 
 COLORS = {"red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0)}
 
@@ -42,10 +43,7 @@ def test_captioning_from_an_image_source_fits_tests_and_predicts(tmp_path: Path,
     data = RoleData({"train": _captions(64, 0, vocab), "test": test, "predict": {"source": test["source"][:3]}},
                     DataSpec(vocab=vocab), batch_size=8)
     torch.manual_seed(0)
-    task = Seq2SeqTask(lambda d: ImagePatchTokenizer(d, image_size=16, patch_size=4, in_chans=3), vocab.vocab_size,
-                       backbone=BackboneConfig(dim=32, depth=1, num_heads=2, mlp_ratio=2.0), max_target_len=8,
-                       metrics=["bleu"], generation=GenerationConfig("greedy", max_new_tokens=6), num_samples=2,
-                       optim=OptimConfig(lr=3e-3))
+    task = Seq2SeqTask(Seq2SeqConfig(lambda d: ImagePatchTokenizer(d, image_size=16, patch_size=4, in_chans=3), vocab.vocab_size, backbone=BackboneConfig(dim=32, depth=1, num_heads=2, mlp_ratio=2.0), max_target_len=8), metrics=["bleu"], generation=GenerationConfig("greedy", max_new_tokens=6), num_samples=2, optim=OptimConfig(lr=3e-3))
     trainer = pl.Trainer(max_steps=30, default_root_dir=tmp_path, accelerator="cpu", logger=False,
                          enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
                          num_sanity_val_steps=0, limit_val_batches=0)

@@ -39,9 +39,9 @@ def test_captioning_on_three_word_captions_chooses_best_by_exact_match(tmp_path:
             f"--trainer.default_root_dir={tmp_path / 'runs'}", *FAST,
             *[f"--data.init_args.{s}={data / f'{s}.jsonl'}" for s in ("train", "val", "test")],
             f"--data.init_args.data_dir={data / 'data'}", "--data.init_args.batch_size=12",
-            "--data.init_args.vocab_size=24", "--model.init_args.target_vocab_size=24",
+            "--data.init_args.vocab_size=24", "--model.init_args.model.target_vocab_size=24",
             *[f"--model.init_args.{k}={v}" for k, v in TINY_SEQ2SEQ.items() if k != "backbone" and k != "generation"],
-            *[f"--model.init_args.backbone.{k}={v}" for k, v in TINY_SEQ2SEQ["backbone"].items()]]
+            *[f"--model.init_args.model.backbone.{k}={v}" for k, v in TINY_SEQ2SEQ["backbone"].items()]]
     cli = main(args)
     best = next(c for c in cli.trainer.callbacks if isinstance(c, BestCheckpoint))
     assert (best.monitor, best.mode) == ("val/exact", "max")

@@ -13,6 +13,7 @@ from mmformer.tasks.seq2seq import Seq2SeqTask
 from mmformer.tokenizers.text import TextTokenizer
 from tests.data.modules.test_speech import _data as speech_data
 from tests.data.modules.test_translation import toy_tsv
+from mmformer.models.config import Seq2SeqConfig
 
 
 def test_translation_batches_are_marked_and_plan_every_sample_once(tmp_path: Path) -> None:
@@ -24,7 +25,7 @@ def test_translation_batches_are_marked_and_plan_every_sample_once(tmp_path: Pat
     a, b = next(iter(plain.train_dataloader())), next(iter(packed.train_dataloader()))
     assert b.pop("pack_len") == 80 and torch.equal(a["source"], b["source"]) and a["id"] == b["id"]
     assert "pack_len" not in next(iter(packed.val_dataloader()))
-    task = Seq2SeqTask(lambda d: TextTokenizer(d, 300), 300, BackboneConfig(dim=16, depth=1, num_heads=2))
+    task = Seq2SeqTask(Seq2SeqConfig(lambda d: TextTokenizer(d, 300), 300, BackboneConfig(dim=16, depth=1, num_heads=2)))
     src_plan, tgt_plan = task.on_before_batch_transfer({**b, "pack_len": 80}, 0)["packing"]
     assert torch.equal(src_plan.length, (b["source"] != 0).sum(1)) and src_plan.width <= 80
     assert src_plan.rows < len(b["id"])  # several sentences a row
