@@ -34,8 +34,8 @@ from mmformer.tokenizers.text import TextTokenizer
 from mmformer.models.config import Seq2SeqConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-TASK_ARGS = ("target_vocab_size", "decoder_depth", "max_target_len", "share_source_embedding", "label_smoothing",
-             "ctc_weight", "target_positions")
+MODEL_ARGS = ("target_vocab_size", "decoder_depth", "max_target_len", "share_source_embedding", "target_positions")
+TASK_ARGS = ("label_smoothing", "ctc_weight")
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -46,11 +46,14 @@ def _load(path: Path) -> dict[str, Any]:
 def recipe_task(recipe: dict[str, Any]) -> Seq2SeqTask:
     """The recipe's Seq2SeqTask (model only: no metrics beyond one, default generation and optimizer)."""
     args = recipe["model"]["init_args"]
-    tok = args["source_tokenizer"]
+    model = args["model"]
+    tok = model["source_tokenizer"]
     module, name = tok["class_path"].rsplit(".", 1)
     cls, tok_args = getattr(importlib.import_module(module), name), tok.get("init_args", {})
     torch.manual_seed(0)
-    return Seq2SeqTask(Seq2SeqConfig(lambda d: cls(d, **tok_args), backbone=BackboneConfig(**args["backbone"])), metrics=["wer"], **{k: args[k] for k in TASK_ARGS if k in args})
+    cfg = Seq2SeqConfig(lambda d: cls(d, **tok_args), backbone=BackboneConfig(**model["backbone"]),
+                        **{k: model[k] for k in MODEL_ARGS if k in model})
+    return Seq2SeqTask(cfg, metrics=["wer"], **{k: args[k] for k in TASK_ARGS if k in args})
 
 
 def recipe_batches(recipe: dict[str, Any], n: int) -> list[dict[str, Any]]:

@@ -59,7 +59,7 @@ def data_section(path: Path, shipped: dict[str, Any]) -> dict[str, Any]:
 def env_settings(model: dict[str, Any]) -> dict[str, Any]:
     """The model section with the environment's sizes and returns (the settings the data cannot set)."""
     args = model["init_args"]
-    args["tokenizer"]["init_args"].update(state_dim=acrobot.STATE_DIM, act_dim=acrobot.NUM_ACTIONS)
+    args["model"]["tokenizer"]["init_args"].update(state_dim=acrobot.STATE_DIM, act_dim=acrobot.NUM_ACTIONS)
     args.update(target_returns=TARGETS, val_targets=VAL_TARGETS)
     return model
 

@@ -112,7 +112,7 @@ def test_misspelt_key_in_a_recipe_is_one_line_with_a_suggestion(tmp_path: Path, 
     typo = _typo_recipe(tmp_path)
     assert console.main(["fit", "--config", str(typo)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"error: unknown key 'backbon' in model.init_args; did you mean 'backbone'? (in {typo})"
+    assert err == f"error: unknown key 'backbon' in model.init_args.model; did you mean 'backbone'? (in {typo})"
 
 
 @pytest.mark.parametrize(("option", "message"), [
@@ -121,6 +121,9 @@ def test_misspelt_key_in_a_recipe_is_one_line_with_a_suggestion(tmp_path: Path, 
     ("--trainer.max_epohcs=3", "unknown key 'max_epohcs' in trainer; did you mean 'max_epochs'?"),
     ("--model.init_args.model.tokenizer.init_args.imag_size=3",
      "unknown key 'imag_size' in model.init_args.model.tokenizer.init_args; did you mean 'image_size'?"),
+    ("--model.init_args.num_classes=3",  # where the flat task argument of before the model config went
+     "unknown key 'num_classes' in model.init_args: the model's settings moved under 'model' (the model config), "
+     "so write it as model.init_args.model.num_classes"),
 ])
 def test_misspelt_option_names_the_option(option: str, message: str, capsys: pytest.CaptureFixture) -> None:
     assert console.main(["fit", "--config", DIGITS, option]) == 2
@@ -157,7 +160,7 @@ def test_the_command_prints_one_line_for_a_typo(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "mmformer", "fit", "--config", str(_typo_recipe(tmp_path))],
                          env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2, out.stderr[-3000:]
-    assert "error: unknown key 'backbon' in model.init_args; did you mean 'backbone'?" in out.stderr
+    assert "error: unknown key 'backbon' in model.init_args.model; did you mean 'backbone'?" in out.stderr
     assert "usage:" not in out.stderr and "Traceback" not in out.stderr
 
 

@@ -32,10 +32,10 @@ def _image_manifest_recipe(folder: Path) -> Path:
     write_manifest(folder / "train.jsonl", sample_rows(folder, 8))
     recipe = {
         "trainer": {"max_steps": 1, "enable_model_summary": False},
-        "model": {"class_path": "mmformer.tasks.ClassificationTask", "init_args": {
+        "model": {"class_path": "mmformer.tasks.ClassificationTask", "init_args": {"model": {
             "tokenizer": {"class_path": "mmformer.tokenizers.ImagePatchTokenizer",
                           "init_args": {"image_size": 8, "in_chans": 3, "patch_size": 4}},
-            "num_classes": 3, "backbone": {"dim": 32, "depth": 1, "num_heads": 2}}},
+            "num_classes": 3, "backbone": {"dim": 32, "depth": 1, "num_heads": 2}}}},
         "data": {"class_path": "mmformer.data.ManifestData", "init_args": {
             "train": str(folder / "train.jsonl"), "batch_size": 4,
             "fields": {"image": {"type": "image", "size": 8}, "label": {"type": "label"}},

@@ -46,11 +46,11 @@ def test_recipe_parses(recipe: Path, capsys: pytest.CaptureFixture[str]) -> None
 
 @pytest.mark.parametrize("preset", MODEL_PRESETS, ids=lambda p: p.name)
 def test_model_preset_composes_after_a_recipe(preset: Path, base_recipe: str, capsys) -> None:
-    wanted = yaml.safe_load(preset.read_text())["model"]["init_args"]["backbone"]
+    wanted = yaml.safe_load(preset.read_text())["model"]["init_args"]["model"]["backbone"]
     cfg = _printed_config(["--config", base_recipe, "--config", str(preset)], capsys)
-    backbone = cfg["model"]["init_args"]["backbone"]
+    backbone = cfg["model"]["init_args"]["model"]["backbone"]
     assert {k: backbone[k] for k in wanted} == wanted
-    assert cfg["model"]["init_args"]["num_classes"] == 3  # the recipe's own keys survive the merge
+    assert cfg["model"]["init_args"]["model"]["num_classes"] == 3  # the recipe's own keys survive the merge
 
 
 def test_speech_voices_overlay_composes_after_the_speech_recipe(capsys) -> None:
@@ -77,7 +77,7 @@ def _backbones(model: object) -> list:
 def test_every_recipe_builds_with_the_small_preset(recipe: Path) -> None:
     """Every task names its backbone ``backbone``, so the size presets compose with every recipe."""
     preset = ROOT / "configs" / "model" / "small.yaml"
-    want = yaml.safe_load(preset.read_text())["model"]["init_args"]["backbone"]
+    want = yaml.safe_load(preset.read_text())["model"]["init_args"]["model"]["backbone"]
     cli = main(["--config", str(recipe), "--config", str(preset), "--trainer.logger=false", "--trainer.callbacks=[]",
                 "--trainer.enable_checkpointing=false"], run=False)
     build_without_data(cli.model)
@@ -109,8 +109,8 @@ def test_dotted_override_wins_over_files(base_recipe: str, capsys) -> None:
         ["--config", base_recipe, "--config", str(ROOT / "configs/model/small.yaml"),
          "--model.init_args.model.backbone.depth=3"], capsys,
     )
-    assert cfg["model"]["init_args"]["backbone"]["depth"] == 3
-    assert cfg["model"]["init_args"]["backbone"]["dim"] == 384
+    assert cfg["model"]["init_args"]["model"]["backbone"]["depth"] == 3
+    assert cfg["model"]["init_args"]["model"]["backbone"]["dim"] == 384
 
 
 def test_unknown_key_is_a_clear_error(base_recipe: str, capsys) -> None:

@@ -44,7 +44,7 @@ def test_exported_model_gives_the_trained_logits(trained, exported: Path) -> Non
     doc = yaml.safe_load((exported / "config.yaml").read_text())
     assert (doc["format"], doc["version"], doc["state_format"]) == ("mmformer-export", 3, FORMAT_VERSION)
     assert doc["model"]["class_path"] == "mmformer.tasks.ClassificationTask"
-    assert doc["model"]["init_args"]["backbone"]["dim"] == 64  # resolved, not just the recipe's text
+    assert doc["model"]["init_args"]["model"]["backbone"]["dim"] == 64  # resolved, not just the recipe's text
     cfg = doc["model_config"]  # the typed config the core loader builds (mmformer.models.exported)
     assert cfg["type"] == "ClassifierConfig" and cfg["backbone"]["dim"] == 64
     assert cfg["tokenizer"]["class_path"] == "mmformer.tokenizers.image.ImagePatchTokenizer"

@@ -111,9 +111,9 @@ def _pairings(folder: Path) -> dict[str, Pairing]:
             None,
             {"seed_everything": 0,
              "model": {"class_path": "mmformer.tasks.ClassificationTask",
-                       "init_args": {"tokenizer": {"class_path": "mmformer.tokenizers.TextTokenizer",
-                                                   "init_args": {"vocab_size": 24, "max_len": 16}},
-                                     "num_classes": len(COLORS), "backbone": TINY}},
+                       "init_args": {"model": {"tokenizer": {"class_path": "mmformer.tokenizers.TextTokenizer",
+                                                             "init_args": {"vocab_size": 24, "max_len": 16}},
+                                               "num_classes": len(COLORS), "backbone": TINY}}},
              "data": {"class_path": "mmformer.data.ManifestData",
                       **_data(folder, "csv", vocab_size=24, fields={"caption": {"type": "text", "max_len": 16},
                                                                     "keyword": {"type": "label"}},
@@ -244,7 +244,7 @@ def test_readme_own_files_walkthrough_reads_them_and_names_a_bad_row(tmp_path: P
     writer = re.search(r"```py\n(.*?)```", section, re.S)
     mine = re.search(r"```yaml\n(model:.*?)```", section, re.S)
     assert writer and mine
-    keywords = [f"word{k:02d}" for k in range(yaml.safe_load(mine[1])["model"]["init_args"]["num_classes"])]
+    keywords = [f"word{k:02d}" for k in range(yaml.safe_load(mine[1])["model"]["init_args"]["model"]["num_classes"])]
     monkeypatch.chdir(tmp_path)
     for k, word in enumerate(keywords):
         for i in range(5):

@@ -26,6 +26,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from mmformer.models.config import TokenizerSpec
+
 USAGE_ERROR, INPUT_ERROR = 2, 1
 _PACKAGE_DIR = str(Path(__file__).resolve().parents[1])  # mmformer/: messages raised by its own code
 DEBUG_HINT = "(run with --debug or MMFORMER_DEBUG=1 for the traceback)"
@@ -122,7 +124,9 @@ def _config_nodes(path: list[str], argv: Sequence[str]) -> Iterator[tuple[str, A
 
 
 _EVENT = re.compile(r"Parser key \"(?P<key>[\w.]+)\"|class_path[ =]'(?P<cls>[\w.]+)'|"
-                    r"Option '(?P<opt>[\w.]+)' is not accepted")
+                    r"Option '(?P<opt>[\w.]+)' is not accepted|"
+                    r"Group '(?P<group>[\w.]+)' does not accept option '(?P<gopt>[\w.]+)'|"
+                    r"unrecognized arguments: --(?P<unrec>[\w.]+)")
 
 
 def unknown_key_message(message: str, argv: Sequence[str] = ()) -> str | None:
@@ -138,6 +142,14 @@ def unknown_key_message(message: str, argv: Sequence[str] = ()) -> str | None:
         if event["key"]:
             path.extend(event["key"].split("."))
             cls = None
+        elif (event["group"] or event["unrec"]) and cls is not None and option is None:
+            # a key inside a dataclass argument (a task's model config, its backbone): walk down to it
+            dotted = f"{event['group']}.{event['gopt']}" if event["group"] else event["unrec"]
+            inner, cls, option = _descend(cls, dotted.split("."))
+            path.extend(inner)
+            break
+        elif event["cls"] and _resolve(event["cls"]) is TokenizerSpec:
+            continue  # jsonargparse tries a tokenizer as a TokenizerSpec first: the tokenizer class comes next
         elif event["cls"] and (option is None or cls is None):
             cls = _resolve(event["cls"])
             if cls is not None and not dataclasses.is_dataclass(cls):
@@ -150,7 +162,49 @@ def unknown_key_message(message: str, argv: Sequence[str] = ()) -> str | None:
                 break
     if option is None:
         return None
-    return _unknown(option.split(".")[0], path, _parameters(cls), argv, getattr(cls, "renamed_args", None))
+    key = option.split(".")[0]
+    moved = _model_config_fields(cls)
+    renamed = getattr(cls, "renamed_args", None) or {}
+    if key in moved or renamed.get(key) in moved:
+        new = renamed.get(key, key)
+        return (f"unknown key '{key}' in {'.'.join(path) or 'the config'}: the model's settings moved under "
+                f"'model' (the model config), so write it as {'.'.join([*path, 'model', new])}"
+                f"{_where(path, key, argv)}")
+    return _unknown(key, path, _parameters(cls), argv, renamed)
+
+
+def _dataclass_of(cls: Any, name: str) -> Any:
+    """The dataclass type of ``cls``'s argument or field ``name`` (a task's ``model``, a config's ``backbone``)."""
+    import typing
+
+    try:
+        hints = typing.get_type_hints(cls if dataclasses.is_dataclass(cls) else cls.__init__)
+    except Exception:  # an annotation that does not resolve
+        return None
+    hint = hints.get(name)
+    return next((t for t in (hint, *typing.get_args(hint)) if isinstance(t, type) and dataclasses.is_dataclass(t)),
+                None)
+
+
+def _descend(cls: Any, parts: list[str]) -> tuple[list[str], Any, str]:
+    """``(the path walked, the class there, the unknown key)`` for the dotted option ``parts`` under ``cls``."""
+    walked: list[str] = []
+    while len(parts) > 1 and (inner := _dataclass_of(cls, parts[0])) is not None:
+        walked.append(parts[0])
+        cls, parts = inner, parts[1:]
+    return walked, cls, parts[0]
+
+
+def _model_config_fields(cls: Any) -> set[str]:
+    """The fields of the model config a task takes as its ``model`` argument (empty for other classes)."""
+    import typing
+
+    try:
+        hint = typing.get_type_hints(cls.__init__).get("model") if isinstance(cls, type) else None
+    except Exception:  # an annotation that does not resolve: no hint to give
+        return set()
+    types = [hint, *typing.get_args(hint)]
+    return {f.name for t in types if dataclasses.is_dataclass(t) for f in dataclasses.fields(t)}
 
 
 def _parameters(cls: Any) -> list[str]:

@@ -19,10 +19,11 @@ import functools
 import importlib
 import sys
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Union
+from typing import Any, Callable, ClassVar, Union
 
 from mmformer.backbone import BackboneConfig
 from mmformer.heads import Pool
+from mmformer.models.legacy import RENAMED_ARGS
 from mmformer.tokenizers.base import ModalityTokenizer
 from mmformer.tokenizers.sentencepiece_vocab import PAD_ID
 from mmformer.tokenizers.text import TextPositions
@@ -211,6 +212,9 @@ class ContrastiveConfig:
     pool_b: Pool = "mean"  # pooling of tower b's hidden states
     embed_dim: int = 128  # width E of the joint embedding space
     init_temperature: float = 0.07  # initial softmax temperature (logit scale 1/T, learned)
+    # the image–text names of these fields before the towers were a and b (a config with one gets an error naming
+    # the new name: mmformer.cli.errors)
+    renamed_args: ClassVar[dict[str, str]] = {k: v for k, v in RENAMED_ARGS["ContrastiveTask"].items()}
 
     def __post_init__(self) -> None:
         self.tokenizer_a, self.tokenizer_b = tokenizer_setting(self.tokenizer_a), tokenizer_setting(self.tokenizer_b)

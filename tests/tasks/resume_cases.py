@@ -122,10 +122,10 @@ def trajectories(folder: Path) -> Case:
 def multitask(folder: Path) -> Case:
     """MultiTaskData of two DigitsData (each ResumableSampler) under one shared backbone: 2 + 3 = 5 batches."""
     folder.mkdir(parents=True, exist_ok=True)
-    child = {"class_path": "mmformer.tasks.ClassificationTask", "init_args": {
+    child = {"class_path": "mmformer.tasks.ClassificationTask", "init_args": {"model": {
         "tokenizer": {"class_path": "mmformer.tokenizers.ImagePatchTokenizer",
                       "init_args": {"image_size": 8, "patch_size": 4, "in_chans": 1, "cls_token": False}},
-        "num_classes": 10}}
+        "num_classes": 10}}}
     digits = lambda batch, seed: {"class_path": "mmformer.data.DigitsData",  # noqa: E731
                                   "init_args": {"batch_size": batch, "seed": seed}}
     config = {"seed_everything": 0, "trainer": {"precision": "32-true"},

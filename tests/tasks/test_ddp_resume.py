@@ -51,7 +51,8 @@ def _multitask_config(folder: Path) -> dict[str, Any]:
         return data
 
     child = {"class_path": "mmformer.tasks.ClassificationTask",
-             "init_args": {"tokenizer": base["model"]["init_args"]["tokenizer"], "num_classes": len(COLORS)}}
+             "init_args": {"model": {"tokenizer": base["model"]["init_args"]["model"]["tokenizer"],
+                                     "num_classes": len(COLORS)}}}
     return {"seed_everything": 0,
             "model": {"class_path": "mmformer.tasks.multitask.MultiTaskTask",
                       "init_args": {"backbone": {**TINY, "causal": True},

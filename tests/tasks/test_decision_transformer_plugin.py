@@ -64,11 +64,12 @@ trainer: {max_steps: 3, accelerator: cpu, enable_progress_bar: false,
 model:
   class_path: mmformer.tasks.DecisionTransformerTask
   init_args:
-    tokenizer:
-      class_path: %s
-      init_args: {state_dim: %d, act_dim: 2, discrete_actions: true}
-    backbone: {dim: 16, depth: 1, num_heads: 2}
-    context: 4
+    model:
+      tokenizer:
+        class_path: %s
+        init_args: {state_dim: %d, act_dim: 2, discrete_actions: true}
+      backbone: {dim: 16, depth: 1, num_heads: 2}
+      context: 4
     target_returns: [30]
     val_episodes: 0
 data:

@@ -102,10 +102,12 @@ def test_a_config_with_an_old_argument_name_says_the_new_one(tmp_path: Path,
     old.write_text((ROOT / "tasks" / "clip.yaml").read_text().replace("    tokenizer_a:", "    image_tokenizer:"))
     assert console_main(["fit", "--config", str(old), "--print_config"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"error: unknown key 'image_tokenizer' in model.init_args: it was renamed to 'tokenizer_a' (in {old})"
+    assert err == f"error: unknown key 'image_tokenizer' in model.init_args.model: it was renamed to 'tokenizer_a' (in {old})"
     assert console_main(["fit", "--config", str(ROOT / "tasks" / "clip.yaml"), "--model.init_args.text_pool=cls",
                          "--print_config"]) == 2
-    assert "unknown key 'text_pool' in model.init_args: it was renamed to 'pool_b'" in capsys.readouterr().err
+    # the flat task argument of before the model config: its current place, under its new name
+    assert ("unknown key 'text_pool' in model.init_args: the model's settings moved under 'model' (the model config), "
+            "so write it as model.init_args.model.pool_b") in capsys.readouterr().err
 
 
 def test_lora_layers_recorded_under_the_old_names_are_rebuilt_in_tower_a() -> None:

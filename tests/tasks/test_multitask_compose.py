@@ -100,10 +100,10 @@ def test_the_command_line_builds_every_task_at_the_shared_width(tmp_path: Path) 
     """No CLI hook: MultiTaskTask itself creates each task with model.init_args.backbone."""
     from mmformer.cli import main
 
-    child = {"class_path": "mmformer.tasks.ClassificationTask", "init_args": {
+    child = {"class_path": "mmformer.tasks.ClassificationTask", "init_args": {"model": {
         "tokenizer": {"class_path": "mmformer.tokenizers.ImagePatchTokenizer",
                       "init_args": {"image_size": 8, "patch_size": 4, "in_chans": 1, "cls_token": False}},
-        "num_classes": 10}}
+        "num_classes": 10}}}
     digits = {"class_path": "mmformer.data.DigitsData", "init_args": {"batch_size": 8}}
     cli = main(["--model", "mmformer.tasks.multitask.MultiTaskTask",
                 "--model.init_args.tasks", str({"even": child, "odd": child}).replace("'", '"'),

@@ -89,11 +89,12 @@ trainer:
 model:
   class_path: mmformer.tasks.classification.ClassificationTask
   init_args:
-    tokenizer:
-      class_path: tests.tokenizers.test_plugin.SensorTokenizer
-      init_args: {frame: 8}
-    num_classes: 3
-    backbone: {dim: 32, depth: 2, num_heads: 2}
+    model:
+      tokenizer:
+        class_path: tests.tokenizers.test_plugin.SensorTokenizer
+        init_args: {frame: 8}
+      num_classes: 3
+      backbone: {dim: 32, depth: 2, num_heads: 2}
     optim: {lr: 0.003, warmup_fraction: 0.1}
 data:
   class_path: tests.tokenizers.test_plugin.SineDataModule
