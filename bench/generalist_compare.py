@@ -50,8 +50,7 @@ def quick_overrides(task: str | None, data_dir: Path) -> list[str]:
     """Tiny sizes for ``--quick`` (fmnist and control only): ``task`` None = the generalist's keys."""
     m = "--model.init_args"
     tasks = ["fmnist", "control"] if task is None else [task]
-    # the generalist's shared backbone is its own argument; a single task's is its model config's
-    out = [f"{m}.{size}" if task is None else f"{m}.model.{size}" for size in TINY]
+    out = [f"{m}.model.{size}" for size in TINY]  # the generalist's shared backbone and a task's alike
     out += ["--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1",
            "--trainer.num_sanity_val_steps=0", "--trainer.enable_progress_bar=false", "--trainer.max_time=null"]
     for name in tasks:

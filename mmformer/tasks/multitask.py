@@ -5,7 +5,8 @@ and speech, a decision transformer...) composed around a single shared causal ba
 Each task is given as a factory of the ordinary task module (in YAML a ``class_path`` with its ``init_args``).
 This module creates each task inside :func:`~mmformer.tasks.composition.composing`, where a task records its
 model config and builds no weights, and replaces that config's ``backbone`` by the shared one (so its tokenizers
-and heads have the shared width; a task that sets a different backbone of its own is refused); it then builds the one model from those configs (``build(MultiTaskConfig)``) and hands each task its
+and heads have the shared width; a task that sets a different backbone of its own is refused); it then builds the
+one model from those configs (``build(MultiTaskConfig)``) and hands each task its
 part and a logging function (:meth:`~mmformer.tasks.composition.Composable.attach`). The tasks keep their own
 losses, metrics and evaluation, and this module routes to them: a training batch ``{task: batch}``
 (:class:`~mmformer.data.modules.multitask.MultiTaskData`) runs that task's ``training_step`` with loss
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ClassVar, Mapping
 
 import pytorch_lightning as pl
@@ -70,9 +71,18 @@ def _create(name: str, make: Callable[[], TaskModule], backbone: BackboneConfig)
     shared = replace(cfg, backbone=backbone)
     if cfg.backbone not in (_default_backbone(cfg), shared.backbone):
         raise ValueError(f"task {name!r} sets a backbone of its own ({cfg.backbone}); the tasks share one: set "
-                         f"model.init_args.backbone and drop model.init_args.tasks.{name}.init_args.model.backbone")
+                         f"model.init_args.model.backbone and drop model.init_args.tasks.{name}.init_args.model.backbone")
     child.model_config = shared  # recorded only (inside composing()); the composite builds every model at once
     return child
+
+
+@dataclass
+class SharedBackbone:
+    """:class:`MultiTaskTask`'s own model config: the backbone its tasks share (each task's model config holds the
+    rest), under ``model`` like every task's, so ``model.init_args.model.backbone`` (configs/model/*.yaml) sizes it."""
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)  # the shared stack (built causal; each task
+    # picks its mask per call); every task's model config gets it in place of its own
 
 
 class MultiTaskTask(TaskModule):
@@ -81,11 +91,12 @@ class MultiTaskTask(TaskModule):
     Args:
         tasks: task name → a factory of its task module (in YAML a ``class_path`` each, with its usual
             ``init_args``; in python a ``functools.partial`` of a task class). Each task's model config gets this
-            module's ``backbone`` in place of its own (``dataclasses.replace``), so its tokenizers and heads have
+            module's ``model.backbone`` in place of its own (``dataclasses.replace``), so its tokenizers and heads have
             the shared width; leave ``model.backbone`` out of a task's ``init_args`` (a task whose model sets a
             backbone other than its family's default and the shared one is refused). The names must match the
             data's (the task names of ``MultiTaskData``).
-        backbone: the shared stack; always causal (each task picks its mask per call).
+        model: the shared backbone (:class:`SharedBackbone`, ``model.backbone``); always causal (each task picks its
+            mask per call).
         loss_weights: task name → weight of its loss (default 1 each).
         optim: AdamW and schedule over every parameter, each shared one once.
 
@@ -96,7 +107,7 @@ class MultiTaskTask(TaskModule):
 
     required_data: ClassVar[tuple[str, ...]] = ("tasks",)
 
-    def __init__(self, tasks: dict[str, Callable[[], TaskModule]], backbone: BackboneConfig | None = None,
+    def __init__(self, tasks: dict[str, Callable[[], TaskModule]], model: SharedBackbone | None = None,
                  loss_weights: dict[str, float] | None = None, optim: OptimConfig | None = None) -> None:
         super().__init__()
         if not tasks:
@@ -112,7 +123,7 @@ class MultiTaskTask(TaskModule):
             raise ValueError(f"loss_weights must be >= 0 and not all 0, got {weights}")
         self.loss_weights = {n: float(weights.get(n, 1.0)) for n in tasks}
         self.optim = optim or OptimConfig()
-        given = backbone or BackboneConfig()
+        given = (model or SharedBackbone()).backbone
         self.backbone_config = replace(given, causal=True)
         with composing():  # the tasks record their model configs; the weights are drawn below, all at once
             children = {name: _create(name, make, given) for name, make in tasks.items()}
@@ -267,4 +278,4 @@ class MultiTaskTask(TaskModule):
         return build_optimizer(self, self.optim, self.trainer.estimated_stepping_batches)
 
 
-__all__ = ["MultiTaskTask", "task_metric_name"]
+__all__ = ["MultiTaskTask", "SharedBackbone", "task_metric_name"]

@@ -25,7 +25,7 @@ from mmformer.models.exported import FORMAT, save_exported
 from mmformer.models.legacy import FORMAT_VERSION
 from mmformer.tasks import (ClassificationTask, ContrastiveTask, DecisionTransformerTask, PrefixLMTask,
                             Seq2SeqTask)
-from mmformer.tasks.multitask import MultiTaskTask
+from mmformer.tasks.multitask import MultiTaskTask, SharedBackbone
 from mmformer.tokenizers import ImagePatchTokenizer, TextTokenizer
 from mmformer.tokenizers.trajectory import TrajectoryTokenizer
 
@@ -103,7 +103,8 @@ def _tasks() -> dict[str, Any]:
         "decision_transformer": DecisionTransformerTask(DecisionTransformerConfig(partial(TrajectoryTokenizer, state_dim=3, act_dim=2,
                                                                 discrete_actions=False), b, context=4)),
         "multitask": MultiTaskTask({"images": partial(ClassificationTask, model=ClassifierConfig(IMAGE, 3)),
-                                    "translate": partial(Seq2SeqTask, model=Seq2SeqConfig(TEXT, 20, max_target_len=16))}, b),
+                                    "translate": partial(Seq2SeqTask, model=Seq2SeqConfig(TEXT, 20, max_target_len=16))},
+                                   SharedBackbone(b)),
         "causal_lm": CausalLMConfig(TEXT_SPEC, BackboneConfig(**TINY, causal=True)),
         "masked_lm": MaskedLMConfig(TEXT_SPEC, BackboneConfig(**TINY)),
     }

@@ -14,7 +14,7 @@ from mmformer.backbone import BackboneConfig
 from mmformer.models import (ClassifierConfig, ContrastiveConfig, DecisionTransformerConfig, PrefixLMConfig,
                              Seq2SeqConfig, TokenizerSpec, build, config_from_dict, config_to_dict)
 from mmformer.tasks import ClassificationTask, PrefixLMTask, Seq2SeqTask
-from mmformer.tasks.multitask import MultiTaskTask
+from mmformer.tasks.multitask import MultiTaskTask, SharedBackbone
 from mmformer.tokenizers import ImagePatchTokenizer, TextTokenizer
 
 TINY = BackboneConfig(dim=16, depth=2, num_heads=2, mlp_ratio=2.0)
@@ -80,15 +80,15 @@ def test_multitask_gives_each_task_the_shared_backbone_and_refuses_its_own() -> 
     image = partial(ClassificationTask, model=ClassifierConfig(IMAGE, 3))
     text = partial(PrefixLMTask, model=PrefixLMConfig(20, TEXT))
     shared = BackboneConfig(dim=16, depth=1, num_heads=2)
-    task = MultiTaskTask({"images": image, "text": text}, shared)
+    task = MultiTaskTask({"images": image, "text": text}, SharedBackbone(shared))
     assert task.tasks["images"].model_config.backbone == shared
     assert task.tasks["text"].model_config.backbone == BackboneConfig(dim=16, depth=1, num_heads=2, causal=True)
     same = partial(ClassificationTask, model=ClassifierConfig(IMAGE, 3, shared))  # the shared one: accepted
-    MultiTaskTask({"images": same}, shared)
+    MultiTaskTask({"images": same}, SharedBackbone(shared))
     own = partial(ClassificationTask, model=ClassifierConfig(IMAGE, 3, BackboneConfig(dim=32, depth=1, num_heads=2)))
     with pytest.raises(ValueError, match="task 'images' sets a backbone of its own .* drop "
                                          "model.init_args.tasks.images.init_args.model.backbone"):
-        MultiTaskTask({"images": own}, shared)
+        MultiTaskTask({"images": own}, SharedBackbone(shared))
 
 
 def test_a_python_tokenizer_factory_still_builds() -> None:

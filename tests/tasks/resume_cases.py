@@ -131,7 +131,7 @@ def multitask(folder: Path) -> Case:
     config = {"seed_everything": 0, "trainer": {"precision": "32-true"},
               "model": {"class_path": "mmformer.tasks.multitask.MultiTaskTask", "init_args": {
                   "tasks": {"even": child, "odd": child},
-                  "backbone": {"dim": 16, "depth": 1, "num_heads": 2, "causal": True}}},
+                  "model": {"backbone": {"dim": 16, "depth": 1, "num_heads": 2, "causal": True}}}},
               "data": {"class_path": "mmformer.data.MultiTaskData", "init_args": {
                   "datamodules": {"even": digits(650, 0), "odd": digits(432, 1)}, "sampling": "proportional",
                   "seed": 5}}}

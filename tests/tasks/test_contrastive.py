@@ -29,9 +29,11 @@ SHARED_RECIPE = str(ROOT / "tasks" / "clip_shared.yaml")
 BB = BackboneConfig(dim=32, depth=1, num_heads=2, mlp_ratio=2.0)
 
 
-def _task(shared: bool = True, **kw) -> ContrastiveTask:
+def _task(shared: bool = True, temperature: float = 0.07, **kw) -> ContrastiveTask:
     torch.manual_seed(0)
-    return ContrastiveTask(ContrastiveConfig(lambda d: ImagePatchTokenizer(d, image_size=8, patch_size=4, cls_token=False), lambda d: TextTokenizer(d, vocab_size=20, max_len=16), BB, embed_dim=16, backbone_b=None if shared else BB), **kw)
+    return ContrastiveTask(ContrastiveConfig(lambda d: ImagePatchTokenizer(d, image_size=8, patch_size=4, cls_token=False),
+                                             lambda d: TextTokenizer(d, vocab_size=20, max_len=16), BB, embed_dim=16,
+                                             init_temperature=temperature, backbone_b=None if shared else BB), **kw)
 
 
 def test_a_negative_hard_negative_beta_is_an_error() -> None:
@@ -138,7 +140,7 @@ def test_a_test_run_logs_what_the_eval_splits_declare(tmp_path: Path) -> None:
 
 def test_training_brings_the_temperature_down_from_the_cap(tmp_path: Path) -> None:
     """Random pairs: the loss asks for a lower scale; at the cap it used to get no gradient at all."""
-    task = _task(init_temperature=0.01, optim=OptimConfig(lr=0.02, schedule="constant"))  # scale 100: the cap
+    task = _task(temperature=0.01, optim=OptimConfig(lr=0.02, schedule="constant"))  # scale 100: the cap
     trainer = _trainer(tmp_path, steps=4)
     trainer.fit(task, datamodule=Pairs([EvalSplit("")]))
     assert float(trainer.callback_metrics["train/logit_scale"]) < 99.0
@@ -164,12 +166,14 @@ def _tower_gradients_on_the_shared_encoder(recipe: str, *overrides: str) -> tupl
     return norms[0], norms[1]
 
 
-def test_the_shared_tower_recipe_trains_both_sides_of_its_encoder() -> None:
+def test_the_shared_tower_recipe_trains_both_sides_of_its_encoder(tmp_path: Path) -> None:
     """Token scales 15x apart left the image side of a shared encoder with ~5x smaller gradients, and the
     shared tower stalled on the log(B) plateau; the shared recipe scales the text embeddings by sqrt(D)."""
     image, text = _tower_gradients_on_the_shared_encoder(SHARED_RECIPE)
     assert text / image < 2.5, (image, text)
-    image, text = _tower_gradients_on_the_shared_encoder(RECIPE, "--model.init_args.model.backbone_b=null")
+    shared = tmp_path / "shared.yaml"  # clip.yaml's towers sharing one encoder (backbone_b left out)
+    shared.write_text("model:\n  init_args:\n    model:\n      backbone_b: null\n")
+    image, text = _tower_gradients_on_the_shared_encoder(RECIPE, "--config", str(shared))
     assert text / image > 4.0, (image, text)  # the imbalance this guards against
 
 

@@ -55,7 +55,7 @@ def _multitask_config(folder: Path) -> dict[str, Any]:
                                      "num_classes": len(COLORS)}}}
     return {"seed_everything": 0,
             "model": {"class_path": "mmformer.tasks.multitask.MultiTaskTask",
-                      "init_args": {"backbone": {**TINY, "causal": True},
+                      "init_args": {"model": {"backbone": {**TINY, "causal": True}},
                                     "tasks": {"words": copy.deepcopy(child), "captions": copy.deepcopy(child)}}},
             "data": {"class_path": "mmformer.data.MultiTaskData",
                      "init_args": {"datamodules": {"words": child_data("text"), "captions": child_data("caption")},

@@ -22,7 +22,8 @@ from tests.data.modules.test_translation import toy_tsv
 ROOT = Path(__file__).resolve().parents[2]
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 M, D = "--model.init_args", "--data.init_args"
-TINY = [f"{M}.backbone.dim=32", f"{M}.backbone.depth=1", f"{M}.backbone.num_heads=2", f"{M}.backbone.mlp_ratio=2.0"]
+TINY = [f"{M}.model.backbone.dim=32", f"{M}.model.backbone.depth=1", f"{M}.model.backbone.num_heads=2",
+        f"{M}.model.backbone.mlp_ratio=2.0"]
 
 
 def _speech_manifest(folder: Path, name: str, texts: list[str]) -> str:
@@ -43,16 +44,16 @@ def _overrides(tmp: Path) -> list[str]:
         f"{D}.datamodules.control.init_args"
     return [
         *TINY,
-        f"{M}.tasks.fmnist.init_args.tokenizer.init_args.stem_channels=[8]",
-        f"{M}.tasks.fmnist.init_args.tokenizer.init_args.stem_convs_per_stage=1",
-        f"{M}.tasks.fmnist.init_args.tokenizer.init_args.patch_size=16",  # the recipe reads 32x32 images
-        f"{M}.tasks.translation.init_args.vocab_size=300",
-        f"{M}.tasks.translation.init_args.prefix_tokenizer.init_args.vocab_size=300",
+        f"{M}.tasks.fmnist.init_args.model.tokenizer.init_args.stem_channels=[8]",
+        f"{M}.tasks.fmnist.init_args.model.tokenizer.init_args.stem_convs_per_stage=1",
+        f"{M}.tasks.fmnist.init_args.model.tokenizer.init_args.patch_size=16",  # the recipe reads 32x32 images
+        f"{M}.tasks.translation.init_args.model.vocab_size=300",
+        f"{M}.tasks.translation.init_args.model.prefix_tokenizer.init_args.vocab_size=300",
         f"{M}.tasks.translation.init_args.generation.strategy=greedy",
         f"{M}.tasks.translation.init_args.generation.max_new_tokens=5",
-        f"{M}.tasks.speech.init_args.vocab_size=17",
-        f"{M}.tasks.speech.init_args.prefix_tokenizer.init_args.conv_channels=[8,8,8]",
-        f"{M}.tasks.speech.init_args.prefix_tokenizer.init_args.n_mels=16",
+        f"{M}.tasks.speech.init_args.model.vocab_size=17",
+        f"{M}.tasks.speech.init_args.model.prefix_tokenizer.init_args.conv_channels=[8,8,8]",
+        f"{M}.tasks.speech.init_args.model.prefix_tokenizer.init_args.n_mels=16",
         f"{M}.tasks.speech.init_args.generation.beam_size=2",  # the recipe's hybrid CTC/attention beam
         f"{M}.tasks.speech.init_args.generation.max_new_tokens=5",
         f"{M}.tasks.control.init_args.val_episodes=1",

@@ -3,6 +3,7 @@ task sequence *and* batches from a mid-run checkpoint (two digit classifiers ove
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from mmformer.data import DigitsData
 from mmformer.data.modules.multitask import MultiTaskData
 from mmformer.data.spec import DataSpec
 from mmformer.tasks import ClassificationTask
-from mmformer.tasks.multitask import MultiTaskTask, task_metric_name
+from mmformer.tasks.multitask import MultiTaskTask, SharedBackbone, task_metric_name
 from mmformer.tokenizers import ImagePatchTokenizer
 from mmformer.models.config import ClassifierConfig
 
@@ -31,7 +32,7 @@ def _child(classes: int = 10) -> partial[ClassificationTask]:
 
 def _task(**kw: Any) -> MultiTaskTask:
     torch.manual_seed(0)
-    return MultiTaskTask({"even": _child(), "odd": _child()}, backbone=TINY, **kw)
+    return MultiTaskTask({"even": _child(), "odd": _child()}, model=SharedBackbone(TINY), **kw)
 
 
 def _data() -> MultiTaskData:
@@ -94,16 +95,17 @@ def test_errors_are_clear() -> None:
         _task(loss_weights={"even": -1.0})
     with pytest.raises(ValueError, match="not all 0"):
         _task(loss_weights={"even": 0.0, "odd": 0.0})
-    with pytest.raises(TypeError, match="is a Linear instance; give a TaskModule class or factory"):
+    with pytest.raises(TypeError, match="is a Linear instance; give a TaskModule factory"):
         MultiTaskTask({"a": torch.nn.Linear(2, 2)})  # type: ignore[dict-item]
     with pytest.raises(TypeError, match="is a ClassificationTask instance"):  # built alone, with its own model
-        MultiTaskTask({"a": _child()(backbone=TINY)})  # type: ignore[dict-item]
+        MultiTaskTask({"a": _child()()})  # type: ignore[dict-item]
     with pytest.raises(TypeError, match="made a Linear, not an mmformer TaskModule"):
-        MultiTaskTask({"a": lambda backbone: torch.nn.Linear(2, 2)})  # type: ignore[dict-item]
+        MultiTaskTask({"a": lambda: torch.nn.Linear(2, 2)})  # type: ignore[dict-item]
     with pytest.raises(ValueError, match="'a' sets a backbone of its own"):
-        MultiTaskTask({"a": partial(_child(), backbone=BackboneConfig(dim=32))}, backbone=TINY)
+        own = replace(_child().keywords["model"], backbone=BackboneConfig(dim=32))
+        MultiTaskTask({"a": partial(ClassificationTask, model=own)}, model=SharedBackbone(TINY))
     with pytest.raises(ValueError, match="without '/'"):
-        MultiTaskTask({"a/b": _child()}, backbone=TINY)
+        MultiTaskTask({"a/b": _child()}, model=SharedBackbone(TINY))
     task = _task()
     with pytest.raises(ValueError, match=r"no DataModule for \['odd'\]"):
         task.bind_data(DataSpec(tasks={"even": DataSpec()}), "fit")

@@ -21,7 +21,7 @@ from mmformer.tasks import ClassificationTask
 from mmformer.tasks.base import TaskModule
 from mmformer.tasks.decision_transformer import DecisionTransformerTask
 from mmformer.models.data_fields import unset_fields
-from mmformer.tasks.multitask import MultiTaskTask
+from mmformer.tasks.multitask import MultiTaskTask, SharedBackbone
 from mmformer.tasks.prefix_lm import PrefixLMTask
 from mmformer.tokenizers import ImagePatchTokenizer, TextTokenizer
 from mmformer.tokenizers.trajectory import TrajectoryTokenizer
@@ -36,7 +36,7 @@ def _task() -> MultiTaskTask:
         "images": partial(ClassificationTask, model=ClassifierConfig(IMAGE, 3)),
         "text": partial(PrefixLMTask, model=PrefixLMConfig(20, partial(TextTokenizer, vocab_size=20, max_len=16), max_len=16, share_prefix_embedding=True)),
         "control": partial(DecisionTransformerTask, model=DecisionTransformerConfig(partial(TrajectoryTokenizer, state_dim=3, act_dim=2, discrete_actions=True), context=4)),
-    }, backbone=TINY)
+    }, model=SharedBackbone(TINY))
 
 
 def test_one_backbone_instance_and_no_task_holds_its_own_copy() -> None:
@@ -81,7 +81,7 @@ def test_every_task_gets_the_shared_width() -> None:
 
 def test_a_size_left_to_the_data_builds_the_model_when_the_data_is_bound() -> None:
     sized_by_data = partial(ClassificationTask, model=ClassifierConfig(IMAGE))  # num_classes left to the data
-    task = MultiTaskTask({"a": sized_by_data, "b": partial(ClassificationTask, model=ClassifierConfig(IMAGE, 3))}, backbone=TINY)
+    task = MultiTaskTask({"a": sized_by_data, "b": partial(ClassificationTask, model=ClassifierConfig(IMAGE, 3))}, model=SharedBackbone(TINY))
     assert unset_fields(task.tasks["a"].model_config) == ["num_classes"]  # type: ignore[arg-type]
     assert task.model is None and task.model_config is None and not list(task.parameters())
     task.bind_data(DataSpec(tasks={"a": DataSpec(class_names=["x", "y", "z", "w"]), "b": DataSpec()}), "fit")
@@ -90,14 +90,14 @@ def test_a_size_left_to_the_data_builds_the_model_when_the_data_is_bound() -> No
     assert list(task.state_dict())[0].startswith("model.")  # the model keeps its place ahead of the tasks
 
     assert task.tasks["a"].metrics["val_acc"].num_classes == 4  # the task's own metrics follow the built size
-    unsized = MultiTaskTask({"a": sized_by_data, "b": partial(ClassificationTask, model=ClassifierConfig(IMAGE, 3))}, backbone=TINY)
+    unsized = MultiTaskTask({"a": sized_by_data, "b": partial(ClassificationTask, model=ClassifierConfig(IMAGE, 3))}, model=SharedBackbone(TINY))
     with pytest.raises(ValueError, match=r"task 'a' leaves \['num_classes'\] of its model to its data, but its data "
                                          r"gives none"):
         unsized.bind_data(DataSpec(tasks={"b": DataSpec()}), "predict")
 
 
 def test_the_command_line_builds_every_task_at_the_shared_width(tmp_path: Path) -> None:
-    """No CLI hook: MultiTaskTask itself creates each task with model.init_args.backbone."""
+    """No CLI hook: MultiTaskTask itself gives each task model.init_args.model.backbone."""
     from mmformer.cli import main
 
     child = {"class_path": "mmformer.tasks.ClassificationTask", "init_args": {"model": {
@@ -107,8 +107,8 @@ def test_the_command_line_builds_every_task_at_the_shared_width(tmp_path: Path) 
     digits = {"class_path": "mmformer.data.DigitsData", "init_args": {"batch_size": 8}}
     cli = main(["--model", "mmformer.tasks.multitask.MultiTaskTask",
                 "--model.init_args.tasks", str({"even": child, "odd": child}).replace("'", '"'),
-                "--model.init_args.backbone.dim=24", "--model.init_args.backbone.depth=1",
-                "--model.init_args.backbone.num_heads=2",
+                "--model.init_args.model.backbone.dim=24", "--model.init_args.model.backbone.depth=1",
+                "--model.init_args.model.backbone.num_heads=2",
                 "--data", "mmformer.data.MultiTaskData",
                 "--data.init_args.datamodules", str({"even": digits, "odd": digits}).replace("'", '"'),
                 "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}"], run=False)

@@ -36,7 +36,8 @@ def _write(folder: Path) -> None:
 
 def _override(folder: Path, vocab: int, model: dict[str, Any], generation: dict[str, Any]) -> dict[str, Any]:
     paths = {split: str(folder / f"{split}.jsonl") for split in SPLITS}
-    return {"model": {"init_args": {"backbone": TINY, "vocab_size": vocab, "generation": generation, **model}},
+    return {"model": {"init_args": {"model": {"backbone": TINY, "vocab_size": vocab, **model},
+                                    "generation": generation}},
             "data": {"init_args": {**paths, "data_dir": str(folder / "data"), "batch_size": 12,
                                    "vocab_size": vocab}}}
 
