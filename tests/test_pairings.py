@@ -80,28 +80,32 @@ def _data(folder: Path, suffix: str = "jsonl", **extra: Any) -> dict[str, Any]:
 
 
 TINY = {"dim": 32, "depth": 1, "num_heads": 2, "mlp_ratio": 2.0}
-TINY_SEQ2SEQ = {"backbone": TINY, "decoder_depth": 1, "val_generate_batches": 1,
-                "generation": {"max_new_tokens": 6, "beam_size": 2}}
+TINY_SEQ2SEQ = {"val_generate_batches": 1, "generation": {"max_new_tokens": 6, "beam_size": 2}}
 
 
 def _pairings(folder: Path) -> dict[str, Pairing]:
     return {
         "audio_classification": Pairing(
             "audio_classification.yaml",
-            {"model": {"init_args": {"backbone": TINY, "num_classes": len(COLORS)}}, "data": _data(folder)},
+            {"model": {"init_args": {"model": {"backbone": TINY, "num_classes": len(COLORS)}}}, "data": _data(folder)},
             ("test/acc",), "predictions.csv", "audio_filepath"),
         "image_captioning": Pairing(
             "image_captioning.yaml",
-            {"model": {"init_args": {**TINY_SEQ2SEQ, "target_vocab_size": 24}}, "data": _data(folder, vocab_size=24)},
+            {"model": {"init_args": {**TINY_SEQ2SEQ, "model": {"backbone": TINY, "decoder_depth": 1,
+                                                                "target_vocab_size": 24}}},
+             "data": _data(folder, vocab_size=24)},
             ("test/bleu", "test/chrf", "test/exact"), "predictions.tsv", "image"),
         "speech_translation": Pairing(
             "speech_translation.yaml",
-            {"model": {"init_args": {**TINY_SEQ2SEQ, "target_vocab_size": 40}}, "data": _data(folder, vocab_size=40)},
+            {"model": {"init_args": {**TINY_SEQ2SEQ, "model": {"backbone": TINY, "decoder_depth": 1,
+                                                                "target_vocab_size": 40}}},
+             "data": _data(folder, vocab_size=40)},
             ("test/bleu", "test/chrf"), "predictions.tsv", "audio_filepath"),
         "audio_text_contrastive": Pairing(
             "audio_text_contrastive.yaml",
-            {"model": {"init_args": {"backbone": TINY, "embed_dim": 32, "predict_labels": ["one", "two", "three"],
-                                     "tokenizer_b": {"init_args": {"vocab_size": 40}}}},
+            {"model": {"init_args": {"model": {"backbone": TINY, "backbone_b": TINY, "embed_dim": 32,
+                                               "tokenizer_b": {"init_args": {"vocab_size": 40}}},
+                                     "predict_labels": ["one", "two", "three"]}},
              "data": _data(folder, vocab_size=40, extra_test={"zeroshot": {  # the recipe's, over this test's rows
                  "path": str(folder / "test.jsonl"), "retrieval": False, "zeroshot": {"keyword": ["{}"]},
                  "fields": {"keyword": {"type": "label"}}}})},

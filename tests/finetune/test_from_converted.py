@@ -64,10 +64,10 @@ def test_fine_tune_recipe_runs_from_a_converted_timm_vit(tmp_path: Path) -> None
                        "callbacks": [{"class_path": "mmformer.tasks.FineTuning", "init_args": finetune},
                                      {"class_path": "tests.finetune.test_from_converted.Capture"}]},
            "model": {"init_args": {
-               "tokenizer": {"class_path": "mmformer.tokenizers.ImagePatchTokenizer",
-                             "init_args": {"image_size": 16, "in_chans": 1, "patch_size": 4, "stem_channels": None,
-                                           "cls_token": True, "pos_embed": "learned"}},
-               "backbone": {"dim": 64, "depth": 2, "num_heads": 4, "mlp_ratio": 2.0},
+               "model": {"tokenizer": {"class_path": "mmformer.tokenizers.ImagePatchTokenizer",
+                                       "init_args": {"image_size": 16, "in_chans": 1, "patch_size": 4,
+                                                     "stem_channels": None, "cls_token": True, "pos_embed": "learned"}},
+                         "backbone": {"dim": 64, "depth": 2, "num_heads": 4, "mlp_ratio": 2.0}},
                "optim": {"lr": 0.01}}}}
     (tmp_path / "from_converted.yaml").write_text(yaml.safe_dump(cfg))
     Capture.weights = {}

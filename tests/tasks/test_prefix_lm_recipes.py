@@ -61,7 +61,7 @@ def test_recipe_fits_tests_and_predicts(recipe: str, tmp_path: Path) -> None:
         metrics = ["test/ppl", "test/bleu", "test/exact"]
     override = _override(tmp_path, 24, model, generation)
     override["data"]["init_args"].update(data)
-    override["model"]["init_args"]["max_len"] = 16
+    override["model"]["init_args"]["model"]["max_len"] = 16
     (tmp_path / "override.yaml").write_text(yaml.safe_dump(override))
     common = ["--config", str(ROOT / "tasks" / f"{recipe}.yaml"), "--config", str(tmp_path / "override.yaml"),
               "--trainer.default_root_dir", str(tmp_path / "runs")]
