@@ -1,6 +1,6 @@
 """The translation recipe on a second corpus of another domain, beside a plain-PyTorch peer at equal minutes.
 
-The corpus is the system's gettext catalogs (:mod:`mmformer.data.builders.gettext_catalogs`: English software
+The corpus is the system's gettext catalogs (:mod:`corpora.gettext_catalogs`: English software
 messages and their human Spanish translations, ~28k training pairs). The recipe runs as a user would run it
 on their own pairs: ``tasks/translation.yaml`` unchanged except the data section (the three paths, and any
 ``--set`` overrides given), then ``mmformer test`` on ``best.ckpt`` (chosen by validation BLEU). The peer,
@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mmformer.data.builders import gettext_catalogs  # noqa: E402
+from corpora import gettext_catalogs  # noqa: E402
 from common import fit_and_test, run_logged  # noqa: E402
 
 def main() -> None:

@@ -127,7 +127,7 @@ def test_validate_rolls_out_on_the_validation_seeds_at_each_val_target(tmp_path:
     assert seen == [(500.0, [10_000, 10_001], 0.7), (150.0, [10_000, 10_001], 0.7)]  # VAL_SEED_START + 0, 1
 
 def test_fit_rejects_a_dataset_that_does_not_fit_the_tokenizer(tmp_path: Path) -> None:
-    from mmformer.data.builders.control import ControlDatasetSpec, build_control_dataset
+    from corpora.control import ControlDatasetSpec, build_control_dataset
 
     pend = build_control_dataset(ControlDatasetSpec("Pendulum-v1", [0.5], episodes_per_level=2), tmp_path)
     with pytest.raises(ValueError, match="tokenizer is set to state_dim=4"):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from mmformer.data.builders.shapes import (
+from corpora.shapes import (
     COLOR_NAMES, SHAPES, ShapesConfig, cache_dir, combo_classes, ensure_rendered, load_split,
 )
 from mmformer.data.common.loading import eval_loader, world_of

@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from mmformer.data.builders.images import (
+from corpora.images import (
     DIGITS_CLASSES, FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, FASHION_MNIST_DOWNLOAD_DIR, download_fashion_mnist,
     load_digits_split,
 )

@@ -155,7 +155,7 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
             (vocabulary, filtering, bucketing), clips are decoded per batch in the workers.
         heldout_synthesizer: who speaks the embedded corpus's validation and test splits: ``espeak`` (espeak-ng
             voice variants never heard in training; the default) or ``flite`` (CMU Flite's five voices, a
-            synthesizer never heard in training: :mod:`mmformer.data.builders.flite`).
+            synthesizer never heard in training: :mod:`corpora.flite`).
         festival_fraction: share of the embedded corpus's training clips spoken by Festival's recorded-diphone
             voice (``ked``, at random rates and pitches) instead of espeak-ng, for voice variety; 0 = espeak-ng only.
     """
@@ -229,11 +229,11 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
     def _corpus(self, split: str = "train") -> Path:
         """The embedded corpus folder holding ``split``: espeak-ng's, or flite's for held-out synthesizer splits."""
         if split != "train" and self.heldout_synthesizer == "flite":
-            from mmformer.data.builders import flite
+            from corpora import flite
 
             fcfg = flite.FliteCorpusConfig(num_val=self.sizes[1], num_test=self.sizes[2], seed=self.seed)
             return flite.build_corpus(self.data_dir, fcfg, workers=self.synth_workers)
-        from mmformer.data.builders.espeak import EspeakCorpusConfig, build_corpus
+        from corpora.espeak import EspeakCorpusConfig, build_corpus
 
         cfg = EspeakCorpusConfig(num_train=self.sizes[0], num_val=self.sizes[1], num_test=self.sizes[2], seed=self.seed,
                                  festival_fraction=self.festival_fraction)

@@ -148,7 +148,7 @@ class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
         """The file read: ``path``, or the embedded dataset (built on first use)."""
         if self.path is not None:
             return Path(self.path)
-        from mmformer.data.builders.control import build_control_dataset, default_spec
+        from corpora.control import build_control_dataset, default_spec
 
         return build_control_dataset(default_spec(self.env_id, self.episodes_per_level, self.seed), self.data_dir)
 

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from mmformer.data.builders.apertium import build_wordnet_corpus
+from corpora.apertium import build_wordnet_corpus
 from mmformer.data.common.batching import EvalBatchSampler, TokenBudgetBatchSampler
 from mmformer.data.common.ids import Ragged, wrap_rows
 from mmformer.data.common.loading import world_of

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmformer.data.builders.espeak import EspeakCorpusConfig, build_corpus
+from corpora.espeak import EspeakCorpusConfig, build_corpus
 from mmformer.data.common.batching import BucketBatchSampler
 from mmformer.data.modules.speech import SpeechRecognitionData
 from mmformer.data.readers.audio import AudioFileError, load_audio, read_manifest, write_wav

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmformer.data.builders.control import (
+from corpora.control import (
     ControlDatasetSpec, build_control_dataset, cartpole_controller, pendulum_controller, run_episodes,
 )
 from mmformer.data.modules.trajectories import TrajectoryData, gather_segments

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
-from mmformer.data.builders.wordnet import WORDNET_DIR, normalize_space, read_wordnet
+from corpora.wordnet import WORDNET_DIR, normalize_space, read_wordnet
 
 UNKNOWN_MARKS = ("*", "#", "@")  # Apertium: unknown word, generation error, transfer error
 BUILD_VERSION = 2  # bump when the corpus recipe changes, so old caches are not reused

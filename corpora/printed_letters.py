@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from mmformer.data.builders.manifests import build_once, cache_folder, write_jsonl
+from corpora.manifests import build_once, cache_folder, write_jsonl
 
 SPLITS = ("train", "test")
 CLASSES = tuple("abdeghnpqu")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmformer.data.builders import printed_letters as pl
-from mmformer.data.builders.manifests import read_jsonl
+from corpora import printed_letters as pl
+from corpora.manifests import read_jsonl
 
 TINY = pl.PrintedLettersConfig(train_per_class=3, test_per_class=2)
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from mmformer.data.builders import flite
-from mmformer.data.builders.espeak import EspeakCorpusConfig, vocabulary
-from mmformer.data.builders.espeak import build_corpus as build_espeak
+from corpora import flite
+from corpora.espeak import EspeakCorpusConfig, vocabulary
+from corpora.espeak import build_corpus as build_espeak
 from mmformer.data.modules.speech import SpeechRecognitionData
-from tests.data.builders.pitch import f0 as _f0
+from tests.corpora.pitch import f0 as _f0
 
 
 @pytest.mark.parametrize("voice", flite.VOICES)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mmformer.data.builders import gettext_catalogs as gc
+from corpora import gettext_catalogs as gc
 
 
 def write_mo(path: Path, entries: dict[str, str]) -> None:

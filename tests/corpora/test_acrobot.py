@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmformer.data.builders import acrobot
+from corpora import acrobot
 from mmformer.rollout import MAX_TEST_EPISODES, TEST_SEED_START, VAL_SEED_START
 
 TINY = acrobot.AcrobotDatasetSpec(epsilons=[0.0, 1.0], episodes_per_level=3, reference_episodes=2)

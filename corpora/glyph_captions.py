@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from mmformer.data.builders.manifests import build_once, cache_folder, write_jsonl
+from corpora.manifests import build_once, cache_folder, write_jsonl
 
 SPLITS = ("train", "val", "test")
 GLYPHS = tuple("0123456789")

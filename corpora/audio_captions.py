@@ -1,7 +1,7 @@
 """The audio–text contrastive recipe's embedded default: spoken sentences paired with their text,
 plus isolated spoken words for zero-shot keyword classification.
 
-Pairs come from the espeak-ng speech corpus (:func:`mmformer.data.builders.espeak.build_corpus`, the
+Pairs come from the espeak-ng speech corpus (:func:`corpora.espeak.build_corpus`, the
 speech-recognition recipe's data; its WAV files are shared): each split keeps the first utterance
 of every distinct sentence, so every text occurs once per split and a retrieval query has exactly
 one right answer (a repeated text would be a false negative in a contrastive batch too). The
@@ -26,12 +26,12 @@ import random
 from dataclasses import asdict
 from pathlib import Path
 
-from mmformer.data.builders.espeak import (
+from corpora.espeak import (
     BUILD_VERSION, DIGITS, NOUNS, EspeakCorpusConfig, build_corpus, corpus_dir, export_wavs, list_variants,
     split_variants,
 )
-from mmformer.data.builders.keywords import KeywordsConfig, random_voices, write_clips
-from mmformer.data.builders.manifests import build_once, cache_folder, relative_to, write_jsonl
+from corpora.keywords import KeywordsConfig, random_voices, write_clips
+from corpora.manifests import build_once, cache_folder, relative_to, write_jsonl
 
 SPLITS = ("train", "val", "test", "zeroshot")
 ZEROSHOT_WORDS = tuple(DIGITS) + tuple(NOUNS[:20])  # zero..nine, cat dog bird ... train plane

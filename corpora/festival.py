@@ -5,7 +5,7 @@ resonators, and a model trained on them alone transcribes another synthesizer's 
 Flite's voices: docs/tasks/speech_recognition.md). Festival's ``ked`` is
 a diphone voice, concatenated from recordings of one American English speaker; mixed into training at
 random rates and pitches it gives the model speech that is recorded, not modelled. Flite's voices (the
-held-out synthesizer, :mod:`mmformer.data.builders.flite`) share no speaker with it.
+held-out synthesizer, :mod:`corpora.flite`) share no speaker with it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from mmformer.data.builders.synthesis import read_wav_int16, to_sample_rate
+from corpora.synthesis import read_wav_int16, to_sample_rate
 
 FESTIVAL = "festival"
 VOICE = "ked_diphone"  # Debian's festvox-kdlpc16k: American English male, 16 kHz diphones

@@ -1,6 +1,6 @@
 """The speech-translation recipe's embedded default: the espeak-ng speech corpus
-(:func:`mmformer.data.builders.espeak.build_corpus`, the speech-recognition recipe's data) with each
-English transcript translated to Spanish by Apertium (:func:`mmformer.data.builders.apertium.translate`).
+(:func:`corpora.espeak.build_corpus`, the speech-recognition recipe's data) with each
+English transcript translated to Spanish by Apertium (:func:`corpora.apertium.translate`).
 
 Splits, utterances and voices are exactly the speech corpus's (validation and test voice variants
 never occur in training), so the speech recipe's transcripts of the test split fed to the
@@ -24,11 +24,11 @@ import re
 from dataclasses import asdict
 from pathlib import Path
 
-from mmformer.data.builders.apertium import UNKNOWN_MARKS, check_apertium, translate
-from mmformer.data.builders.espeak import (
+from corpora.apertium import UNKNOWN_MARKS, check_apertium, translate
+from corpora.espeak import (
     BUILD_VERSION, NAMES, EspeakCorpusConfig, build_corpus, corpus_dir, export_wavs,
 )
-from mmformer.data.builders.manifests import build_once, cache_folder, relative_to, write_jsonl
+from corpora.manifests import build_once, cache_folder, relative_to, write_jsonl
 
 SPLITS = ("train", "val", "test")
 PAIR = "eng-spa"

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmformer.data.builders import shape_captions
-from mmformer.data.builders.manifests import read_jsonl
-from mmformer.data.builders.shape_captions import ShapeCaptionsConfig, build
-from mmformer.data.builders.shapes import COLOR_NAMES, POSITIONS, SHAPES, SIZES
+from corpora import shape_captions
+from corpora.manifests import read_jsonl
+from corpora.shape_captions import ShapeCaptionsConfig, build
+from corpora.shapes import COLOR_NAMES, POSITIONS, SHAPES, SIZES
 
 TINY = ShapeCaptionsConfig(num_train=40, num_eval=20)
 

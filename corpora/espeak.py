@@ -3,9 +3,9 @@
 Transcripts are digit strings and short sentences from a small grammar (a few hundred words);
 each utterance is spoken by a random English voice, voice variant, speed, pitch, amplitude and
 word gap. Validation and test use voice *variants* that never occur in training, so the test
-split measures generalization to unseen speakers (:mod:`mmformer.data.builders.flite` speaks validation and
+split measures generalization to unseen speakers (:mod:`corpora.flite` speaks validation and
 test with a synthesizer never heard in training instead; ``festival_fraction`` has Festival speak a share of
-the training clips, :mod:`mmformer.data.builders.festival`). Audio is stored compactly: one 16 kHz int16
+the training clips, :mod:`corpora.festival`). Audio is stored compactly: one 16 kHz int16
 ``<split>.npy`` per split (all utterances concatenated) plus a ``<split>.jsonl`` manifest with
 each utterance's ``offset``/``num_samples``, its ``text`` and the voice settings. The folder name
 carries a hash of the settings, so a changed setting builds a new corpus and an unchanged one
@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from mmformer.data.builders.synthesis import SAMPLE_RATE, map_in_pool, to_sample_rate, write_split
+from corpora.synthesis import SAMPLE_RATE, map_in_pool, to_sample_rate, write_split
 
 if TYPE_CHECKING:
-    from mmformer.data.builders.festival import FestivalVoice
+    from corpora.festival import FestivalVoice
 
 ESPEAK = "espeak-ng"
 BUILD_VERSION = 1  # bump when the synthesis or the grammar changes
@@ -179,7 +179,7 @@ class EspeakCorpusConfig:
     pitch: tuple[int, int] = (15, 85)  # espeak pitch range
     seed: int = 0  # transcripts, voices and the variant split
     # share of training clips spoken by Festival's recorded-diphone voice instead (the same transcripts;
-    # :mod:`mmformer.data.builders.festival`): voice variety beyond espeak-ng's formant synthesis
+    # :mod:`corpora.festival`): voice variety beyond espeak-ng's formant synthesis
     festival_fraction: float = 0.0
 
 
@@ -193,7 +193,7 @@ def _jobs(cfg: EspeakCorpusConfig, split: str, variants: list[str], n: int) -> l
 def festival_voices(cfg: EspeakCorpusConfig, n: int) -> dict[int, "FestivalVoice"]:
     """Which training clips Festival speaks (a ``festival_fraction`` share), and at what rate and pitch; drawn
     from a stream of their own, so the transcripts and the other clips' voices stay those of espeak-only."""
-    from mmformer.data.builders.festival import PITCH, STRETCH, FestivalVoice
+    from corpora.festival import PITCH, STRETCH, FestivalVoice
 
     r = random.Random(f"{cfg.seed}-festival")
     picks = {i: r.random() < cfg.festival_fraction for i in range(n)}
@@ -204,7 +204,7 @@ def corpus_dir(root: str | Path, cfg: EspeakCorpusConfig) -> Path:
     """``<root>/espeak_asr_<hash of the settings>``."""
     fields: dict = {k: v for k, v in asdict(cfg).items() if k != "festival_fraction" or v}  # 0: the espeak-only hash
     if cfg.festival_fraction:
-        from mmformer.data.builders import festival
+        from corpora import festival
 
         fields["festival"] = [festival.VOICE, festival.STRETCH, festival.PITCH]
     key = json.dumps({"v": BUILD_VERSION, **fields, "variants": list_variants()}, sort_keys=True)
@@ -249,7 +249,7 @@ def build_corpus(root: str | Path, cfg: EspeakCorpusConfig = EspeakCorpusConfig(
         for i, w in zip(mine, synthesize_many([jobs[i] for i in mine], workers, desc=f"espeak-ng {split}")):
             waves[i] = w
         if fest:
-            from mmformer.data.builders import festival
+            from corpora import festival
 
             festival.require_festival()
             order = sorted(fest)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from mmformer.data.builders.control import run_episodes, save_d4rl
+from corpora.control import run_episodes, save_d4rl
 
 ENV_ID = "Acrobot-v1"
 STATE_DIM, NUM_ACTIONS = 6, 3  # [cos θ1, sin θ1, cos θ2, sin θ2, θ̇1, θ̇2]; torque -1, 0, +1

@@ -2,7 +2,7 @@
 one-field manifests, ``{"text": "an absurdly rich young woman"}`` per line.
 
 The sentences and their train/val/test split are exactly the translation corpus's
-(:func:`~mmformer.data.builders.apertium.build_wordnet_corpus`: ~85k training sentences, WordNet glosses
+(:func:`~corpora.apertium.build_wordnet_corpus`: ~85k training sentences, WordNet glosses
 and examples; validation and test are 1,000 example sentences each, none shared with training), so the
 language model and the translation recipe read the same English. Output, in
 ``data/english_text_<hash>/``: ``train.jsonl  val.jsonl  test.jsonl``.
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mmformer.data.builders.apertium import build_wordnet_corpus
-from mmformer.data.builders.manifests import build_once, cache_folder, write_jsonl
+from corpora.apertium import build_wordnet_corpus
+from corpora.manifests import build_once, cache_folder, write_jsonl
 from mmformer.data.readers.text_pairs import read_pairs
 
 SPLITS = ("train", "val", "test")

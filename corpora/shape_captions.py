@@ -1,12 +1,12 @@
 """The image-captioning recipe's embedded default: the rendered coloured-shape scenes of
-:mod:`mmformer.data.builders.shapes` as PNG files with one caption each.
+:mod:`corpora.shapes` as PNG files with one caption each.
 
 Captions are the *canonical* full form only ("a small red circle at the top left and a large blue
 square in the center": every object with size, colour, shape and position, objects in reading
 order), i.e. the shapes renderer with ``partial_captions=0``. The contrastive recipe's training
 captions drop attributes at random, which no captioner could predict from the image; one
 deterministic caption per scene makes BLEU and exact match measure what the model sees. Colour–shape
-combinations held out by the renderer (:data:`~mmformer.data.builders.shapes.UNSEEN_COMBOS`) occur
+combinations held out by the renderer (:data:`~corpora.shapes.UNSEEN_COMBOS`) occur
 in no split here; validation and test captions are unique within their split. Output, in
 ``data/shape_captions_<hash of the settings>/``::
 
@@ -22,8 +22,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from mmformer.data.builders.manifests import build_once, cache_folder, write_jsonl
-from mmformer.data.builders.shapes import RENDER_VERSION, ShapesConfig, build_split
+from corpora.manifests import build_once, cache_folder, write_jsonl
+from corpora.shapes import RENDER_VERSION, ShapesConfig, build_split
 
 SPLITS = ("train", "val", "test")
 

@@ -27,7 +27,7 @@ import gettext
 import hashlib
 from pathlib import Path
 
-from mmformer.data.builders.manifests import build_once, cache_folder, write_jsonl
+from corpora.manifests import build_once, cache_folder, write_jsonl
 from mmformer.data.readers.text_pairs import normalize_space
 
 LOCALE_DIR = "/usr/share/locale"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmformer.data.builders.shapes import (
+from corpora.shapes import (
     COLOR_NAMES, COLORS, SHAPES, UNSEEN_COMBOS, ShapesConfig, build_split, cache_dir, caption, ensure_rendered,
     load_split, render,
 )

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from mmformer.data.builders import audio_captions, espeak, speech_translation
-from mmformer.data.builders.espeak import EspeakCorpusConfig
-from mmformer.data.builders.manifests import read_jsonl
-from mmformer.data.builders.speech_translation import capitalize_names, clean_translation
+from corpora import audio_captions, espeak, speech_translation
+from corpora.espeak import EspeakCorpusConfig
+from corpora.manifests import read_jsonl
+from corpora.speech_translation import capitalize_names, clean_translation
 from mmformer.data.readers.audio import load_audio
 
 TINY = EspeakCorpusConfig(num_train=10, num_val=3, num_test=6)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmformer.data.builders import glyph_captions as gc
-from mmformer.data.builders.manifests import read_jsonl
+from corpora import glyph_captions as gc
+from corpora.manifests import read_jsonl
 
 TINY = gc.GlyphCaptionsConfig(num_train=40, num_eval=20)
 

@@ -2,7 +2,7 @@
 with Debian's ``espeak-ng`` (the 35 words of Google's Speech Commands v2).
 
 Every clip is one word spoken by a random English accent, voice variant, speed, pitch and
-loudness. Splits are disjoint *by voice variant* (:func:`mmformer.data.builders.espeak.split_variants`):
+loudness. Splits are disjoint *by voice variant* (:func:`corpora.espeak.split_variants`):
 the test split's 12 variants and the validation split's 6 are never heard in training, so test
 accuracy measures recognition of unseen speakers. Each split is balanced (the same number of
 clips per word). Output, in ``data/keywords_<hash of the settings>/``::
@@ -21,10 +21,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-from mmformer.data.builders.espeak import (
+from corpora.espeak import (
     ACCENTS, BUILD_VERSION, SAMPLE_RATE, Voice, list_variants, split_variants, synthesize_many,
 )
-from mmformer.data.builders.manifests import build_once, cache_folder, write_jsonl
+from corpora.manifests import build_once, cache_folder, write_jsonl
 
 # Speech Commands v2's 35 words (Warden, 2018): 20 core commands and digits, 15 auxiliary words.
 KEYWORDS = ("yes no up down left right on off stop go zero one two three four five six seven eight nine "

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mmformer.data.builders import apertium
-from mmformer.data.builders.apertium import build_wordnet_corpus, has_marks, match_first_letter_case, translate
-from mmformer.data.builders.wordnet import normalize_space, parse_data_lines, read_wordnet, split_gloss
+from corpora import apertium
+from corpora.apertium import build_wordnet_corpus, has_marks, match_first_letter_case, translate
+from corpora.wordnet import normalize_space, parse_data_lines, read_wordnet, split_gloss
 
 LICENSE = "  1 This software and database is being provided to you, the LICENSEE, by  \n"
 

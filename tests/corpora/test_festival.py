@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmformer.data.builders import festival
-from mmformer.data.builders.espeak import EspeakCorpusConfig, build_corpus, corpus_dir
+from corpora import festival
+from corpora.espeak import EspeakCorpusConfig, build_corpus, corpus_dir
 from mmformer.data.modules.speech import SpeechRecognitionData
-from tests.data.builders.pitch import f0
+from tests.corpora.pitch import f0
 
 
 def test_one_process_speaks_a_batch_following_rate_and_pitch() -> None:

@@ -1,6 +1,6 @@
 """A held-out synthesizer for the embedded speech corpus: the same grammar spoken by Debian's ``flite``.
 
-The embedded corpus (:mod:`mmformer.data.builders.espeak`) holds out espeak-ng voice *variants*, but every
+The embedded corpus (:mod:`corpora.espeak`) holds out espeak-ng voice *variants*, but every
 test clip still comes out of espeak-ng's formant synthesizer, which a model can learn rather than speech.
 CMU Flite is another synthesizer: concatenated diphones of a recorded speaker (``kal``, ``kal16``) and
 statistical parametric voices of three other speakers (``awb``, ``rms``, ``slt``, clustergen). Its
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mmformer.data.builders.espeak import make_transcript
-from mmformer.data.builders.synthesis import map_in_pool, read_wav_int16, to_sample_rate, write_split
+from corpora.espeak import make_transcript
+from corpora.synthesis import map_in_pool, read_wav_int16, to_sample_rate, write_split
 
 FLITE = "flite"
 BUILD_VERSION = 1  # bump when the synthesis changes

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mmformer.data.builders import espeak, keywords
-from mmformer.data.builders.keywords import KeywordsConfig, build
-from mmformer.data.builders.manifests import read_jsonl
+from corpora import espeak, keywords
+from corpora.keywords import KeywordsConfig, build
+from corpora.manifests import read_jsonl
 from mmformer.data.readers.audio import load_audio
 
 TINY = KeywordsConfig(per_word_train=2, per_word_val=1, per_word_test=1, words=("yes", "no", "cat"))
