@@ -204,3 +204,25 @@ def build_wordnet_corpus(
     print(f"corpus ready in {meta['build_seconds']} s: " + ", ".join(f"{k} {v['pairs']:,}" for k, v in stats.items())
           + f" pairs ({meta['dropped_marked']:,} dropped for apertium's unknown-word marks)", file=sys.stderr)
     return out
+
+
+class WordNetCorpus:
+    """``WordNetCorpus(...)(data_dir) -> {"train"|"val"|"test": <split>.tsv}``: the translation recipe's builder
+    (:func:`build_wordnet_corpus`, built once; each row ``source<TAB>target``).
+
+    Args:
+        max_sentences: translate only a seeded sample of this many WordNet sentences (a quick build; None = all
+            ~150k, a few minutes once).
+        val_size, test_size: pairs in the validation and test splits.
+        jobs: apertium processes run in parallel.
+    """
+
+    def __init__(self, max_sentences: int | None = None, val_size: int = 1000, test_size: int = 1000,
+                 jobs: int = 2) -> None:
+        if max_sentences is not None and max_sentences < 1:
+            raise ValueError(f"max_sentences must be at least 1, got {max_sentences}")
+        self.max_sentences, self.val_size, self.test_size, self.jobs = max_sentences, val_size, test_size, jobs
+
+    def __call__(self, data_dir: Path) -> dict[str, Path]:
+        folder = build_wordnet_corpus(data_dir, self.max_sentences, self.val_size, self.test_size, jobs=self.jobs)
+        return {split: folder / f"{split}.tsv" for split in ("train", "val", "test")}

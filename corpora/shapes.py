@@ -207,3 +207,24 @@ def load_split(folder: Path, split: str) -> tuple[np.ndarray, list[str], np.ndar
         raise FileNotFoundError(f"shapes split {split!r} is not rendered under {folder}; call ensure_rendered first")
     captions = (path / "captions.txt").read_text().splitlines()
     return np.load(path / "images.npy"), captions, np.load(path / "labels.npy")
+
+
+class ShapesCorpus:
+    """``ShapesCorpus(...)(data_dir)``: the contrastive recipe's builder. Renders every split once and returns
+    ``{split: <folder>/<split>}`` for :data:`SPLITS` (each holds ``images.npy`` ``(N, H, W, 3)`` uint8,
+    ``captions.txt``, ``labels.npy`` ``(N, 3)``) and ``label_classes``: the class names of the label columns
+    (``shape``, ``color``, ``combo``).
+
+    Args: see :class:`ShapesConfig` (``seed`` seeds the scenes).
+    """
+
+    def __init__(self, image_size: int = 48, num_train: int = 50_000, num_eval: int = 1_000,
+                 two_shape_fraction: float = 0.6, partial_captions: float = 0.5, seed: int = 0) -> None:
+        if not 0.0 <= two_shape_fraction <= 1.0 or not 0.0 <= partial_captions <= 1.0:
+            raise ValueError("two_shape_fraction and partial_captions are fractions in [0, 1]")
+        self.config = ShapesConfig(image_size, num_train, num_eval, two_shape_fraction, partial_captions, seed)
+
+    def __call__(self, data_dir: Path) -> dict:
+        folder = ensure_rendered(self.config, data_dir)
+        classes = {"shape": list(SHAPES), "color": list(COLOR_NAMES), "combo": combo_classes()}
+        return {**{split: folder / split for split in SPLITS}, "label_classes": classes}
