@@ -1,7 +1,6 @@
 """Builders of the offline embedded defaults, cached under ``data/``: the WordNet/Apertium
 translation corpus, the espeak-ng speech corpus, rendered shape scenes, scripted CartPole/Pendulum
-datasets, the image sets read from packages (Fashion-MNIST from Debian, scikit-learn digits), and the
-manifests of the cross-modal recipes (spoken keywords, shape captions, speech translation, audio–text
+datasets, and the manifests of the cross-modal recipes (spoken keywords, shape captions, speech translation, audio–text
 pairs; :mod:`~corpora.manifests` holds their shared cache), and second corpora of other
 domains (software messages from the system's gettext catalogs; Flite and Festival voices; small digits on
 coloured backgrounds for the contrastive recipe, :mod:`~corpora.glyph_captions`; printed

@@ -172,3 +172,21 @@ def default_spec(env_id: str, episodes_per_level: int | None = None, seed: int =
     if env_id == "Pendulum-v1":
         return ControlDatasetSpec(env_id, list(PENDULUM_EPSILONS), list(PENDULUM_NOISE), episodes_per_level or 50, seed)
     return ControlDatasetSpec(env_id, episodes_per_level=episodes_per_level or 100, seed=seed)
+
+
+class ControlCorpus:
+    """``ControlCorpus(...)(data_dir) -> {"train": <.npz>, "env_id": ...}``: the decision-transformer recipes'
+    builder (the shipped mixture of :func:`default_spec`, generated once into ``data_dir``).
+
+    Args:
+        env_id: gymnasium id of the scripted controller's environment (``CartPole-v1`` or ``Pendulum-v1``).
+        episodes_per_level: episodes per ε level (None = the mixture's default).
+        seed: episode seeds and ε draws.
+    """
+
+    def __init__(self, env_id: str = "CartPole-v1", episodes_per_level: int | None = None, seed: int = 0) -> None:
+        self.env_id, self.episodes_per_level, self.seed = env_id, episodes_per_level, seed
+
+    def __call__(self, data_dir: Path) -> dict:
+        path = build_control_dataset(default_spec(self.env_id, self.episodes_per_level, self.seed), data_dir)
+        return {"train": path, "env_id": self.env_id}

@@ -1,6 +1,6 @@
-"""Image sets read from packages, the image recipes' embedded defaults: Fashion-MNIST as Debian's
-``dataset-fashion-mnist`` installs it (IDX files, or torchvision's download where a network exists),
-and scikit-learn's 8x8 digits."""
+"""Image sets that installed packages ship, read as they are (nothing is built): Fashion-MNIST as Debian's
+``dataset-fashion-mnist`` installs it (IDX files, or torchvision's download where a network exists), and
+scikit-learn's 8x8 digits."""
 
 from __future__ import annotations
 
