@@ -37,7 +37,7 @@ def main() -> None:
     root = Path(args.root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     paths = gettext_catalogs.build(ROOT / "data")
-    data = [f"--data.init_args.{split}_path={paths[split]}" for split in ("train", "val", "test")]
+    data = [f"--data.init_args.{split}={paths[split]}" for split in ("train", "val", "test")]
     done = fit_and_test(["--config", args.config, *data, *[f"--{kv}" for kv in args.set]], root, ROOT)
     ours, minutes = done.metrics["test/bleu"], done.fit_minutes
     print(f"recipe: test/bleu {ours:.1f}, chrf {done.metrics.get('test/chrf', float('nan')):.1f} "

@@ -4,7 +4,7 @@ The corpus is :mod:`corpora.acrobot` (an energy-pumping controller with ε-rando
 ε from 0 to 1, 100 episodes per level; reward -1 per step until the tip clears the line, at most 500 steps),
 written as a D4RL ``.npz``. The recipe runs as a user would run it on their own D4RL file:
 ``tasks/decision_transformer.yaml`` with its data section swapped for ``mmformer.data.TrajectoryData`` over the
-file (``env_id: Acrobot-v1``, ``path``; context, batch size, validation fraction and test episodes as shipped).
+file (``env_id: Acrobot-v1``, ``train``; context, batch size, validation fraction and test episodes as shipped).
 
 What else has to change, and why it is the minimal honest swap: the model section states the environment's
 sizes and the returns it conditions on, and nothing links them to the data (the CLI has no
@@ -53,7 +53,7 @@ def data_section(path: Path, shipped: dict[str, Any]) -> dict[str, Any]:
     keep = {k: v for k, v in shipped.get("init_args", {}).items()
             if k in ("context", "batch_size", "val_fraction", "eval_episodes")}
     return {"class_path": "mmformer.data.TrajectoryData",
-            "init_args": {"env_id": acrobot.ENV_ID, "path": str(path), **keep}}
+            "init_args": {"env_id": acrobot.ENV_ID, "train": str(path), **keep}}
 
 
 def env_settings(model: dict[str, Any]) -> dict[str, Any]:

@@ -36,7 +36,7 @@ def test_d4rl_keys_and_acrobot_rewards(built: Path) -> None:
 def test_trajectory_data_reads_it(built: Path) -> None:
     from mmformer.data import TrajectoryData
 
-    dm = TrajectoryData(env_id=acrobot.ENV_ID, path=str(built), context=20, batch_size=4, val_fraction=0.0)
+    dm = TrajectoryData(env_id=acrobot.ENV_ID, train=str(built), context=20, batch_size=4, val_fraction=0.0)
     dm.setup("fit")
     spec = dm.data_spec().control
     assert spec.env_id == "Acrobot-v1" and spec.state_dim == 6 and spec.act_dim == 3 and spec.discrete

@@ -12,7 +12,7 @@ import pytest
 
 from corpora import festival
 from corpora.espeak import EspeakCorpusConfig, build_corpus, corpus_dir
-from mmformer.data.modules.speech import SpeechRecognitionData
+from corpora.speech import SpeechCorpus
 from tests.corpora.pitch import f0
 
 
@@ -54,4 +54,4 @@ def test_missing_festival_and_bad_share_are_named(tmp_path: Path, monkeypatch) -
     with pytest.raises(RuntimeError, match="apt-get install festival festvox-kdlpc16k"):
         build_corpus(tmp_path, EspeakCorpusConfig(num_train=8, num_val=1, num_test=1, festival_fraction=0.5), workers=1)
     with pytest.raises(ValueError, match=r"festival_fraction is a share of the training clips, in \[0, 1\]"):
-        SpeechRecognitionData(festival_fraction=1.5)
+        SpeechCorpus(festival_fraction=1.5)

@@ -13,6 +13,7 @@ import torch
 from corpora import flite
 from corpora.espeak import EspeakCorpusConfig, vocabulary
 from corpora.espeak import build_corpus as build_espeak
+from corpora.speech import SpeechCorpus
 from mmformer.data.modules.speech import SpeechRecognitionData
 from tests.corpora.pitch import f0 as _f0
 
@@ -53,8 +54,9 @@ def test_corpus_is_cached_in_the_espeak_format_and_names_a_missing_flite(tmp_pat
 def test_datamodule_trains_on_espeak_and_evaluates_on_flite(tmp_path: Path) -> None:
     sizes = dict(num_train=40, num_val=3, num_test=4)
     build_espeak(tmp_path, EspeakCorpusConfig(**sizes), workers=1)
-    heard, unheard = (SpeechRecognitionData(data_dir=str(tmp_path), **sizes, synth_workers=1, vocab_size=64,
-                                            batch_size=8, heldout_synthesizer=h) for h in ("espeak", "flite"))
+    heard, unheard = (SpeechRecognitionData(data_dir=str(tmp_path), vocab_size=64, batch_size=8,
+                                            embedded=SpeechCorpus(**sizes, workers=1, heldout_synthesizer=h))
+                      for h in ("espeak", "flite"))
     for dm in (heard, unheard):
         dm.setup("fit")
     assert heard.vocab.to_bytes() == unheard.vocab.to_bytes()  # one vocabulary
@@ -72,6 +74,4 @@ def test_datamodule_trains_on_espeak_and_evaluates_on_flite(tmp_path: Path) -> N
     assert not torch.equal(espeak_test["source"].lengths.sort().values,
                            next(iter(unheard.test_dataloader()))["source"].lengths.sort().values)
     with pytest.raises(ValueError, match="heldout_synthesizer must be espeak or flite"):
-        SpeechRecognitionData(heldout_synthesizer="festival")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="applies to the embedded corpus"):
-        SpeechRecognitionData(train_manifest="a", val_manifest="b", test_manifest="c", heldout_synthesizer="flite")
+        SpeechCorpus(heldout_synthesizer="festival")  # type: ignore[arg-type]

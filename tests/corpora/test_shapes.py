@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from corpora.shapes import (
-    COLOR_NAMES, COLORS, SHAPES, UNSEEN_COMBOS, ShapesConfig, build_split, cache_dir, caption, ensure_rendered,
+    COLOR_NAMES, COLORS, SHAPES, UNSEEN_COMBOS, ShapesConfig, ShapesCorpus, build_split, cache_dir, caption,
+    ensure_rendered,
     load_split, render,
 )
-from mmformer.data.modules.captions import ShapesCaptionData
 
 SMALL = ShapesConfig(num_train=400, num_eval=120)
 
@@ -72,6 +72,6 @@ def test_rendering_is_seeded_and_cached_by_settings(tmp_path: Path) -> None:
 
 def test_bad_settings_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="fractions"):
-        ShapesCaptionData(two_shape_fraction=1.5)
+        ShapesCorpus(two_shape_fraction=1.5)
     with pytest.raises(ValueError, match="unknown shapes split"):
         build_split(SMALL, "nope")

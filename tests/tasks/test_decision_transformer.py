@@ -74,7 +74,7 @@ def test_model_and_environment_mismatches_are_named() -> None:
         rollout(_model(), "NotAnEnv-v3", 10.0, [0])
 
 
-SMALL = ["--data.init_args.episodes_per_level=6", "--data.init_args.eval_episodes=4",
+SMALL = ["--data.init_args.embedded.init_args.episodes_per_level=6", "--data.init_args.eval_episodes=4",
          "--model.init_args.backbone.dim=32", "--model.init_args.backbone.depth=1",
          "--model.init_args.target_returns=[500,150]", "--model.init_args.val_episodes=2",
          "--trainer.enable_progress_bar=false"]
@@ -119,7 +119,7 @@ def test_validate_rolls_out_on_the_validation_seeds_at_each_val_target(tmp_path:
 
     monkeypatch.setattr(dt, "rollout", spy)
     out = main(["validate", "--config", RECIPE, "--trainer.default_root_dir", str(tmp_path),
-                f"--data.init_args.data_dir={tmp_path / 'data'}", *SMALL, "--data.init_args.episodes_per_level=2",
+                f"--data.init_args.data_dir={tmp_path / 'data'}", *SMALL, "--data.init_args.embedded.init_args.episodes_per_level=2",
                 "--trainer.limit_val_batches=1", "--model.init_args.val_rollout_every=3",
                 "--model.init_args.val_targets=[500,150]", "--model.init_args.temperature=0.7"])
     metrics = out.trainer.callback_metrics

@@ -253,7 +253,7 @@ class CsvCaptionData(CaptionDataModule):
     """Image–caption pairs from CSV/TSV tables (OpenCLIP's ``--csv-img-key/--csv-caption-key`` format).
 
     Args:
-        train_file, val_file, test_file: tables with a header row; ``test_file`` defaults to ``val_file``.
+        train, val, test: tables with a header row; ``test`` defaults to ``val``.
         image_column: column of image paths (relative to ``image_root`` or the table's folder).
         caption_column: column of captions.
         separator: field separator (``"\\t"`` for TSV, ``","`` for CSV).
@@ -265,17 +265,19 @@ class CsvCaptionData(CaptionDataModule):
         **kwargs: see :class:`CaptionDataModule`.
     """
 
-    def __init__(self, train_file: str | None = None, val_file: str | None = None, test_file: str | None = None, image_column: str = "filepath",
+    renamed_args: ClassVar[dict[str, str]] = {"train_file": "train", "val_file": "val", "test_file": "test"}
+
+    def __init__(self, train: str | None = None, val: str | None = None, test: str | None = None, image_column: str = "filepath",
                  caption_column: str = "title", separator: str = "\t", image_root: str | None = None,
                  predict_dir: str | None = None, data_dir: str = "data", image_size: int = 64, channels: int = 3,
                  batch_size: int = 128, vocab_size: int = 1000, vocab_model_type: str = "bpe",
                  max_caption_len: int = 64, num_workers: int = 0, seed: int = 0, shards: str | None = None) -> None:
         super().__init__(data_dir, image_size, channels, batch_size, vocab_size, vocab_model_type, max_caption_len,
                          num_workers, seed)
-        if (shards is None) == (train_file is None or val_file is None):
-            raise ValueError("set data.init_args.train_file and val_file (caption tables), or data.init_args.shards")
+        if (shards is None) == (train is None or val is None):
+            raise ValueError("set data.init_args.train and val (caption tables), or data.init_args.shards")
         self.shards = shards
-        self.files = {"train": train_file, "val": val_file, "test": test_file or val_file}
+        self.files = {"train": train, "val": val, "test": test or val}
         self.columns, self.separator, self.image_root = (image_column, caption_column), separator, image_root
         self.predict_dir = predict_dir
 

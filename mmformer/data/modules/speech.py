@@ -128,7 +128,7 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
     Args:
         data_dir: where the embedded corpus and the trained vocabulary are cached.
         train, val, test: NeMo-style JSONL manifests (WAV/FLAC files, any rate/channels).
-        embedded: or a corpus builder (:mod:`mmformer.data.common.embedded`; the recipe's is
+        embedded: with ``train`` None, a corpus builder (:mod:`mmformer.data.common.embedded`; the recipe's is
             ``corpora.speech.SpeechCorpus``) whose ``{split}.jsonl`` rows (``id``, ``text``, ``duration``,
             ``offset``, ``num_samples``) index int16 16 kHz clips in ``{split}.npy`` beside them.
         units: sentencepiece model type of the output units (``bpe``, ``unigram``, ``char``, ``word``).
@@ -193,9 +193,8 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
         manifests = (train, val, test)
         if any(manifests) and not all(manifests):
             raise ValueError("give data.init_args.train, val and test together (or none: the embedded corpus)")
-        if sum(x is not None for x in (train, embedded, shards)) > 1:
-            raise ValueError("give data.init_args.train/val/test (manifests), data.init_args.embedded (a corpus "
-                             "builder) or data.init_args.shards, not several")
+        if shards is not None and train is not None:
+            raise ValueError("give shards or the manifests, not both")
         if unknown_chars not in ("error", "skip", "unk"):
             raise ValueError(f"unknown_chars must be error, skip or unk, got {unknown_chars!r}")
         self.data_dir, self.manifests = Path(data_dir), manifests if all(manifests) else None
@@ -220,7 +219,7 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
     # --- sources -------------------------------------------------------------------------------
     def _embedded_split(self, split: str) -> Path:
         """The builder's ``{split}.jsonl`` (built once; the builder caches the corpus)."""
-        if self.embedded is None:
+        if self.embedded is None:  # no manifests, shards or builder
             raise ValueError("no speech data: set data.init_args.train, val and test (manifests), data.init_args."
                              "embedded (a corpus builder) or data.init_args.shards")
         if self._built is None:

@@ -90,7 +90,7 @@ class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
     Args:
         env_id: gymnasium id of the evaluation environment.
         train: a ``.npz``/``.hdf5`` file with D4RL keys.
-        embedded: or a corpus builder whose ``train`` is such a file (:mod:`mmformer.data.common.embedded`; the
+        embedded: with ``train`` None, a corpus builder whose ``train`` is such a file (:mod:`mmformer.data.common.embedded`; the
             recipes' is ``corpora.control.ControlCorpus``, a scripted controller + ε-random actions).
         data_dir: cache folder of the embedded dataset.
         context: segment length K in timesteps.
@@ -138,9 +138,8 @@ class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
         if eval_episodes > MAX_TEST_EPISODES:
             raise ValueError(f"eval_episodes={eval_episodes} would reach the validation seeds; at most "
                              f"{MAX_TEST_EPISODES} (see mmformer.rollout.VAL_SEED_START)")
-        if sum(x is not None for x in (train, embedded, shards)) != 1:
-            raise ValueError("give data.init_args.train (a D4RL file), data.init_args.embedded (a corpus builder) or "
-                             "data.init_args.shards: exactly one")
+        if shards is not None and train is not None:
+            raise ValueError("give data.init_args.train or data.init_args.shards, not both")
         self.env_id, self.path, self.embedded, self.data_dir = env_id, train, embedded, data_dir
         self.context, self.batch_size, self.val_fraction = context, batch_size, val_fraction
         self.eval_episodes = eval_episodes
@@ -151,6 +150,9 @@ class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
 
     def dataset_path(self) -> Path:
         """The file read: ``train``, or the embedded builder's (built on first use)."""
+        if self.path is None and self.embedded is None:
+            raise ValueError("no trajectories: set data.init_args.train (a D4RL file), data.init_args.embedded (a "
+                             "corpus builder) or data.init_args.shards")
         if self.path is None:
             built: dict[str, Any] = build_embedded(self.embedded, self.data_dir)  # type: ignore[arg-type]
             if built.get("env_id", self.env_id) != self.env_id:

@@ -92,8 +92,8 @@ def _data(tmp_path: Path, **kw) -> SpeechRecognitionData:
                                           ("too long", 3.0, ""), ("tiny", 0.01, "")])
     val = _manifest(tmp_path, "val", [("hello", 0.4, "silent"), ("world", 0.2, "")])
     test = _manifest(tmp_path, "test", [("hello world!", 0.5, ""), ("hello", 0.0, "")])  # an empty clip
-    return SpeechRecognitionData(data_dir=str(tmp_path / "cache"), train_manifest=train, val_manifest=val,
-                                 test_manifest=test, units="char", vocab_size=32, batch_size=2, max_duration=2.0,
+    return SpeechRecognitionData(data_dir=str(tmp_path / "cache"), train=train, val=val,
+                                 test=test, units="char", vocab_size=32, batch_size=2, max_duration=2.0,
                                  **kw)
 
 
