@@ -119,7 +119,8 @@ def test_validate_rolls_out_on_the_validation_seeds_at_each_val_target(tmp_path:
 
     monkeypatch.setattr(dt, "rollout", spy)
     out = main(["validate", "--config", RECIPE, "--trainer.default_root_dir", str(tmp_path),
-                f"--data.init_args.data_dir={tmp_path / 'data'}", *SMALL, "--data.init_args.embedded.init_args.episodes_per_level=2",
+                f"--data.init_args.data_dir={tmp_path / 'data'}", *SMALL,
+                "--data.init_args.embedded.init_args.episodes_per_level=2",
                 "--trainer.limit_val_batches=1", "--model.init_args.val_rollout_every=3",
                 "--model.init_args.val_targets=[500,150]", "--model.init_args.temperature=0.7"])
     metrics = out.trainer.callback_metrics
@@ -132,4 +133,4 @@ def test_fit_rejects_a_dataset_that_does_not_fit_the_tokenizer(tmp_path: Path) -
     pend = build_control_dataset(ControlDatasetSpec("Pendulum-v1", [0.5], episodes_per_level=2), tmp_path)
     with pytest.raises(ValueError, match="tokenizer is set to state_dim=4"):
         main(["fit", "--config", RECIPE, "--trainer.default_root_dir", str(tmp_path), *SMALL,
-              f"--data.init_args.path={pend}", "--data.init_args.env_id=Pendulum-v1", "--trainer.max_steps=1"])
+              f"--data.init_args.train={pend}", "--data.init_args.env_id=Pendulum-v1", "--trainer.max_steps=1"])
