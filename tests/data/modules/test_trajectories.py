@@ -136,3 +136,14 @@ def test_action_space_mismatch_and_missing_env_are_named(tmp_path: Path) -> None
         _module(tmp_path, train=str(pend), env_id="CartPole-v1").setup("fit")
     with pytest.raises(ValueError, match="'NoSuchEnv-v0' is not available"):
         _module(tmp_path, train=str(pend), env_id="NoSuchEnv-v0").setup("fit")
+
+
+def test_an_embedded_builder_of_another_env_is_one_error_naming_both(tmp_path: Path) -> None:
+    def build(data_dir: Path) -> dict:  # what corpora.control.ControlCorpus("Pendulum-v1") returns
+        return {"train": data_dir / "pendulum.npz", "env_id": "Pendulum-v1"}
+
+    dm = TrajectoryData(env_id="CartPole-v1", embedded=build, data_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="env_id='CartPole-v1' but the embedded builder's episodes are of 'Pendulum-v1'"):
+        dm.prepare_data()
+    with pytest.raises(ValueError, match="no trajectories: set data.init_args.train"):
+        TrajectoryData(data_dir=str(tmp_path)).prepare_data()
