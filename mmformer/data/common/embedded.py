@@ -35,10 +35,12 @@ def builder_name(builder: Builder | str | None) -> str:
     return f"{named.__module__}.{named.__qualname__}"
 
 
-def build_embedded(builder: Builder | str, data_dir: str | Path, needed: tuple[str, ...] = ("train",)) -> dict[str, Any]:
-    """Runs the builder (cached by the builder) and returns what it returned; the ``needed`` splits must be there."""
+def build_embedded(builder: Builder | str, data_dir: str | Path,
+                   needed: tuple[str, ...] = ("train",)) -> dict[str, Any]:
+    """Runs the builder (it caches what it builds) and returns what it returned, which must hold ``needed``."""
     built = dict(resolve_builder(builder)(Path(data_dir)))
     missing = [s for s in needed if built.get(s) is None]
     if missing:
-        raise ValueError(f"builder {builder_name(builder)} returned no {', '.join(missing)} split (got {sorted(built)})")
+        raise ValueError(f"builder {builder_name(builder)} returned no {', '.join(missing)} "
+                         f"(got {sorted(built)})")
     return built

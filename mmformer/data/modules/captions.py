@@ -267,8 +267,9 @@ class CsvCaptionData(CaptionDataModule):
 
     renamed_args: ClassVar[dict[str, str]] = {"train_file": "train", "val_file": "val", "test_file": "test"}
 
-    def __init__(self, train: str | None = None, val: str | None = None, test: str | None = None, image_column: str = "filepath",
-                 caption_column: str = "title", separator: str = "\t", image_root: str | None = None,
+    def __init__(self, train: str | None = None, val: str | None = None, test: str | None = None,
+                 image_column: str = "filepath", caption_column: str = "title", separator: str = "\t",
+                 image_root: str | None = None,
                  predict_dir: str | None = None, data_dir: str = "data", image_size: int = 64, channels: int = 3,
                  batch_size: int = 128, vocab_size: int = 1000, vocab_model_type: str = "bpe",
                  max_caption_len: int = 64, num_workers: int = 0, seed: int = 0, shards: str | None = None) -> None:

@@ -160,9 +160,9 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
     # options of earlier versions: a run's old config.yaml names its new place (cli/errors.py)
     renamed_args: ClassVar[dict[str, str]] = {
         "train_manifest": "train", "val_manifest": "val", "test_manifest": "test", "predict_manifest": "predict",
-        **{k: f"embedded.init_args.{v}" for k, v in (("num_train", "num_train"), ("num_val", "num_val"),
-           ("num_test", "num_test"), ("synth_workers", "workers"), ("heldout_synthesizer", "heldout_synthesizer"),
-           ("festival_fraction", "festival_fraction"))}}
+        "synth_workers": "embedded.init_args.workers",
+        **{k: f"embedded.init_args.{k}" for k in ("num_train", "num_val", "num_test", "heldout_synthesizer",
+                                                  "festival_fraction")}}
 
     def __init__(
         self,
@@ -223,7 +223,8 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
             raise ValueError("no speech data: set data.init_args.train, val and test (manifests), data.init_args."
                              "embedded (a corpus builder) or data.init_args.shards")
         if self._built is None:
-            self._built = build_embedded(self.embedded, self.data_dir, ("train", "val", "test"))  # type: ignore[arg-type]
+            splits = ("train", "val", "test")
+            self._built = build_embedded(self.embedded, self.data_dir, splits)  # type: ignore[arg-type]
         return Path(self._built[split])
 
     def _entries(self, split: str) -> list[dict[str, Any]]:

@@ -90,8 +90,9 @@ class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
     Args:
         env_id: gymnasium id of the evaluation environment.
         train: a ``.npz``/``.hdf5`` file with D4RL keys.
-        embedded: with ``train`` None, a corpus builder whose ``train`` is such a file (:mod:`mmformer.data.common.embedded`; the
-            recipes' is ``corpora.control.ControlCorpus``, a scripted controller + ε-random actions).
+        embedded: with ``train`` None, a corpus builder whose ``train`` is such a file
+            (:mod:`mmformer.data.common.embedded`; the recipes' is ``corpora.control.ControlCorpus``, a scripted
+            controller + ε-random actions).
         data_dir: cache folder of the embedded dataset.
         context: segment length K in timesteps.
         batch_size: segments per batch.
@@ -111,7 +112,8 @@ class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
     """
 
     # options of earlier versions: a run's old config.yaml names its new place (cli/errors.py)
-    renamed_args: ClassVar[dict[str, str]] = {"path": "train", "episodes_per_level": "embedded.init_args.episodes_per_level"}
+    renamed_args: ClassVar[dict[str, str]] = {"path": "train",
+                                              "episodes_per_level": "embedded.init_args.episodes_per_level"}
 
     def __init__(
         self,

@@ -203,7 +203,8 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
     def _embedded(self, split: str) -> str:
         """The builder's file of ``split`` (built once; the builder caches the corpus)."""
         if self._built is None:
-            self._built = build_embedded(self.embedded, self.data_dir, ("train", "val", "test"))  # type: ignore[arg-type]
+            splits = ("train", "val", "test")
+            self._built = build_embedded(self.embedded, self.data_dir, splits)  # type: ignore[arg-type]
         return str(self._built[split])
 
     def _split(self, split: str) -> TextPairs:

@@ -143,7 +143,7 @@ def test_an_embedded_builder_of_another_env_is_one_error_naming_both(tmp_path: P
         return {"train": data_dir / "pendulum.npz", "env_id": "Pendulum-v1"}
 
     dm = TrajectoryData(env_id="CartPole-v1", embedded=build, data_dir=str(tmp_path))
-    with pytest.raises(ValueError, match="env_id='CartPole-v1' but the embedded builder's episodes are of 'Pendulum-v1'"):
+    with pytest.raises(ValueError, match="'CartPole-v1' but the embedded builder's episodes are of 'Pendulum-v1'"):
         dm.prepare_data()
     with pytest.raises(ValueError, match="no trajectories: set data.init_args.train"):
         TrajectoryData(data_dir=str(tmp_path)).prepare_data()

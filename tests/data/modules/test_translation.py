@@ -11,7 +11,6 @@ import torch
 
 from mmformer.data.common.batching import EvalBatchSampler, TokenBudgetBatchSampler, token_budget_batches
 from mmformer.data.common.ids import Ragged
-from mmformer.data.modules import translation
 from mmformer.data.modules.translation import TranslationData
 from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, pad_rows
 
