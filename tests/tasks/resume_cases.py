@@ -113,7 +113,7 @@ def trajectories(folder: Path) -> Case:
 
     folder.mkdir(parents=True, exist_ok=True)
     npz = cartpole_npz(folder / "d.npz")
-    return Case(["--config", str(TASKS / "decision_transformer.yaml"), *TINY, f"--data.init_args.path={npz}",
+    return Case(["--config", str(TASKS / "decision_transformer.yaml"), *TINY, f"--data.init_args.train={npz}",
                  f"--data.init_args.data_dir={folder}", "--data.init_args.context=5", "--data.init_args.batch_size=15",
                  "--data.init_args.val_fraction=0.2", "--data.init_args.eval_episodes=2",
                  "--model.init_args.context=5", "--model.init_args.val_episodes=2"], epoch_batches=5)
