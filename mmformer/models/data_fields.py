@@ -63,4 +63,23 @@ def unset_fields(cfg: ModelConfig) -> list[str]:
     return missing
 
 
-__all__ = ["CONFIG_DATA_FIELDS", "TOKENIZER_DATA_ARGS", "tokenizer_unset", "unset_fields", "with_tokenizer_args"]
+def fill_unset(cfg: ModelConfig, source: ModelConfig) -> ModelConfig:
+    """``cfg`` with its unset data-given values taken from ``source`` (a config of the same model as built, e.g. the
+    one a checkpoint stores); what ``cfg`` sets is kept, so a checkpoint that does not fit it still fails to load."""
+    if type(cfg) is not type(source):
+        raise ValueError(f"the checkpoint's model is a {type(source).__name__}, the task's a {type(cfg).__name__}")
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value, given = getattr(cfg, f.name), getattr(source, f.name)
+        if f.name in CONFIG_DATA_FIELDS and value is None:
+            changes[f.name] = given
+        elif isinstance(value, TokenizerSpec) and isinstance(given, TokenizerSpec):
+            changes[f.name] = with_tokenizer_args(value, **{k: given.init_args.get(k) for k in TOKENIZER_DATA_ARGS})
+    if isinstance(cfg, MultiTaskConfig) and isinstance(source, MultiTaskConfig):
+        changes["models"] = {name: fill_unset(child, source.models[name]) if name in source.models else child
+                             for name, child in cfg.models.items()}
+    return dataclasses.replace(cfg, **changes)
+
+
+__all__ = ["CONFIG_DATA_FIELDS", "TOKENIZER_DATA_ARGS", "fill_unset", "tokenizer_unset", "unset_fields",
+           "with_tokenizer_args"]

@@ -13,7 +13,7 @@ import torch
 from mmformer.data.spec import DataSpec, ProvidesDataSpec
 from mmformer.finetune.lora import lora_spec, restore_lora
 from mmformer.models.builders import build, config_from_dict, config_to_dict
-from mmformer.models.data_fields import unset_fields
+from mmformer.models.data_fields import fill_unset, unset_fields
 from mmformer.tasks.checkpoint_fit import WRITER_KEY, check_fits, describe
 from mmformer.tasks.legacy import (FORMAT_KEY, FORMAT_VERSION, legacy_task_name, upgrade_module_names,
                                    upgrade_state_dict)
@@ -211,8 +211,8 @@ class TaskModule(pl.LightningModule):
 
     def _build_from_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         stored = checkpoint.get(MODEL_CONFIG_KEY)
-        if isinstance(stored, dict):
-            self.build_model(config_from_dict(stored))
+        if isinstance(stored, dict):  # the sizes the data gave in training; the rest stays the recipe's
+            self.build_model(fill_unset(self.model_config, config_from_dict(stored)))
             return
         self.build_model(self.complete_model_config(self.checkpoint_spec(checkpoint), "the checkpoint"))
 

@@ -19,7 +19,8 @@ import sentencepiece as spm
 import torch
 from torch import Tensor
 
-from mmformer.tokenizers.vocab_rules import training_error, vocab_size_warning
+from mmformer.tokenizers.vocab_rules import (check_vocab_size, resolve_vocab_size, rule_exceeded, text_stats,
+                                             training_error, vocab_size_warning)
 
 # Fixed special ids, the same in every model this module trains, so configs can rely on them.
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -88,7 +89,7 @@ class SentencePieceVocab:
     def train(
         texts: Iterable[str],
         output: str | Path,
-        vocab_size: int = 8000,
+        vocab_size: int | None = None,
         model_type: Literal["bpe", "unigram", "char", "word"] = "bpe",
         byte_fallback: bool = True,
         character_coverage: float = 1.0,
@@ -101,7 +102,9 @@ class SentencePieceVocab:
         Args:
             texts: training sentences, one per item (materialized once to fingerprint them).
             output: path prefix of the model files.
-            vocab_size: pieces in the vocabulary, special ids and byte pieces included.
+            vocab_size: pieces in the vocabulary, special ids and byte pieces included; None = the rule's
+                size for this text (:mod:`mmformer.tokenizers.vocab_rules`, printed). A size the text
+                cannot train is refused before sentencepiece runs.
             model_type: sentencepiece algorithm; ``bpe`` by default.
             byte_fallback: unseen characters become UTF-8 byte pieces instead of ``<unk>``, so any
                 string round-trips (costs 256 ids of the vocabulary).
@@ -113,33 +116,44 @@ class SentencePieceVocab:
         sentences = [t.strip() for t in texts if t and t.strip()]
         if not sentences:
             raise ValueError("no non-empty sentences to train a sentencepiece model on")
+        options = dict(model_type=model_type, byte_fallback=byte_fallback, user_symbols=user_symbols,
+                       character_coverage=character_coverage, max_sentences=max_sentences)
+        stats = None
+        chosen = vocab_size is None
+        if chosen or rule_exceeded(sentences, vocab_size, byte_fallback, model_type):  # the text's counts are needed
+            stats = text_stats(sentences, byte_fallback, user_symbols, character_coverage, max_sentences)
+            # None: the rule's size (printed); a size the rule finds large: checked first, so an impossible one
+            # fails with its error rather than a warning and then the error
+            vocab_size = resolve_vocab_size(vocab_size, stats, **options)  # type: ignore[arg-type]
         # Before the cache check, so a rerun on the same text warns again (mmformer.tokenizers.vocab_rules).
-        if (advice := vocab_size_warning(sentences, vocab_size, byte_fallback, model_type)) is not None:
+        if stats is not None and (advice := vocab_size_warning(stats, vocab_size, byte_fallback, model_type)):
             warnings.warn(advice, stacklevel=2)
-        settings = dict(vocab_size=vocab_size, model_type=model_type, byte_fallback=byte_fallback,
-                        character_coverage=character_coverage, max_sentences=max_sentences,
-                        user_symbols=list(user_symbols))
-        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-        for s in sentences:
-            digest.update(s.encode())
-            digest.update(b"\n")
-        fingerprint = digest.hexdigest()
+        settings: dict = dict(vocab_size=vocab_size, model_type=model_type, byte_fallback=byte_fallback,
+                              character_coverage=character_coverage, max_sentences=max_sentences,
+                              user_symbols=list(user_symbols))
+        if chosen:  # (only then: an explicit size's fingerprint stays what it always was)
+            settings["hard_vocab_limit"] = False
+        fingerprint = vocab_fingerprint(sentences, settings)
         output = Path(output)
         model_path, meta_path = output.with_suffix(".model"), output.with_suffix(".json")
         if model_path.exists() and meta_path.exists():
             if json.loads(meta_path.read_text()).get("fingerprint") == fingerprint:
                 return SentencePieceVocab(model_path)
+        if stats is None:  # an impossible size fails here, not after sentencepiece's whole run
+            stats = text_stats(sentences, byte_fallback, user_symbols, character_coverage, max_sentences)
+            check_vocab_size(vocab_size, stats, **options)  # type: ignore[arg-type]
         output.parent.mkdir(parents=True, exist_ok=True)
         print(f"training a {vocab_size}-piece {model_type} sentencepiece model on {len(sentences):,} sentences "
               f"→ {model_path}", file=sys.stderr)
         model = io.BytesIO()
         try:
+            # A chosen size is a ceiling (hard_vocab_limit off): a unigram model may keep fewer pieces on small text.
             spm.SentencePieceTrainer.train(
                 sentence_iterator=iter(sentences), model_writer=model, vocab_size=vocab_size,
                 model_type=model_type, byte_fallback=byte_fallback, character_coverage=character_coverage,
                 input_sentence_size=max_sentences, shuffle_input_sentence=True, seed_sentencepiece_size=1_000_000,
                 pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
-                user_defined_symbols=list(user_symbols), num_threads=1,
+                user_defined_symbols=list(user_symbols), num_threads=1, hard_vocab_limit=not chosen,
                 minloglevel=2,
             )
         except RuntimeError as err:
@@ -151,7 +165,11 @@ class SentencePieceVocab:
             tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
             tmp.write_bytes(data)
             tmp.replace(path)
-        return SentencePieceVocab(model_path)
+        vocab = SentencePieceVocab(model_path)
+        if chosen and len(vocab) < vocab_size:
+            print(f"vocab_size not set: the {model_type} model kept {len(vocab)} of the {vocab_size} pieces chosen "
+                  f"(all this text gives it)", file=sys.stderr)
+        return vocab
 
     def id_to_piece(self, i: int) -> str:
         return self.sp.id_to_piece(int(i))
@@ -202,6 +220,15 @@ class SentencePieceVocab:
                                  f"(with bos/eos); shorten it or set truncation='right'")
             ids = ids[:budget]
         return [BOS_ID] * bos + ids + [EOS_ID] * eos
+
+
+def vocab_fingerprint(sentences: Sequence[str], settings: dict) -> str:
+    """The cache key of a trained model: sha256 of the sorted-key JSON ``settings``, then each sentence + newline."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for s in sentences:
+        digest.update(s.encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
 
 
 def pad_rows(rows: Sequence[Sequence[int]], pad_id: int = PAD_ID) -> Tensor:
