@@ -5,14 +5,18 @@ the ``mmformer`` command with no model override; the model is sized by the data.
 Each case writes the recipe with its ``data:`` section replaced (the ``model:`` section as shipped) and runs
 ``mmformer fit`` (2 steps, one validation batch), ``mmformer test`` and ``mmformer predict`` on the last
 checkpoint. Only trainer settings are overridden for speed (:data:`FAST`), plus the few model settings in
-:data:`EVAL_KNOBS`, each with its reason: evaluation costs that have nothing to do with the data's shape.
+:data:`MODEL_OVERRIDES`, each with its reason; none is a size the data gives.
+
+Image data: the PNGs are 32x32 RGB; each data section decodes them at their own 32x32 (the recipes' tokenizers
+were set for 16, 28 or 48: the position table is resized to the data's grid) and converts them to the
+tokenizer's channels (``channels: 1``), since the image channels are not yet among the sizes the data gives.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,11 +35,16 @@ FAST = ["--trainer.max_steps=2", "--trainer.max_epochs=null", "--trainer.max_tim
         "--trainer.enable_model_summary=false", "--trainer.log_every_n_steps=1"]
 N_TEST = SPLITS["test"][0]
 
-# Model settings a case may override, and why: none is about the data's shape.
-EVAL_KNOBS = {
-    # validation rollouts: 10 episodes x each validation target in the env, seconds per validation
-    "val_episodes": ("--model.init_args.val_episodes=1", "10 validation rollouts per target cost seconds each"),
+# The model settings a case may override (key: the option, the reason). None is a size the data gives.
+MODEL_OVERRIDES = {
+    "val_episodes": ("--model.init_args.val_episodes=1",
+                     "evaluation cost: 10 validation rollouts per target take seconds each (1 still rolls out)"),
     "control_val_episodes": ("--model.init_args.tasks.control.init_args.val_episodes=1", "the same, in generalist"),
+    "predict_labels_shapes": ("--model.init_args.predict_labels=[disc,bar,ring]",
+                              "contrastive predict classifies against labels the user names at predict time (as "
+                              "the recipes' headers show); taking the data's zero-shot classes instead is "
+                              "test_contrastive_predict_takes_the_datas_classes (xfail)"),
+    "predict_labels_keywords": ("--model.init_args.predict_labels=[low,mid,high,top]", "the same, for audio"),
 }
 
 
@@ -48,15 +57,13 @@ class Swap:
     sized: Callable[[Any], None]  # asserts on the fitted task (its model_config and model)
     metrics: tuple[str, ...]
     predictions: str | None
-    knobs: tuple[str, ...] = ()  # keys of EVAL_KNOBS
+    knobs: tuple[str, ...] = ()  # keys of MODEL_OVERRIDES
     trainer: tuple[str, ...] = ()  # further trainer-only overrides
-    predict_args: tuple[str, ...] = ()
 
 
 # --- the new data sections ---------------------------------------------------------------------------------
 def _image_classes(size: int, channels: int) -> Callable[[Path], dict[str, Any]]:
-    """3 classes of 32x32 RGB PNGs, decoded to the size/channels the recipe's tokenizer takes (the data
-    section says how to decode; the model section keeps its tokenizer)."""
+    """3 classes of 32x32 RGB PNGs, decoded at ``size`` with ``channels`` (module doc)."""
     return lambda d: manifest_data(d, {"image": {"type": "image", "size": size, "channels": channels},
                                        "shape": {"type": "label"}}, {"input": "image", "label": "shape"})
 
@@ -80,10 +87,22 @@ def _captions(size: int, vocab: int) -> Callable[[Path], dict[str, Any]]:
                                    {"source": "image", "target": "caption"}, vocab_size=vocab)
 
 
-def _image_text(size: int, vocab: int) -> Callable[[Path], dict[str, Any]]:
-    return lambda d: manifest_data(d, {"image": {"type": "image", "size": size}, "caption": {"type": "text",
-                                                                                               "max_len": 16}},
-                                   {"a": "image", "b": "caption"}, vocab_size=vocab, drop_last=True)
+def _image_text(vocab: int) -> Callable[[Path], dict[str, Any]]:
+    """Image-caption pairs; the test also measures zero-shot accuracy over the images' 3 shape classes."""
+    return lambda d: manifest_data(d, {"image": {"type": "image", "size": 32}, "caption": {"type": "text",
+                                                                                             "max_len": 16},
+                                       "shape": {"type": "label"}},
+                                   {"a": "image", "b": "caption"}, vocab_size=vocab, drop_last=True,
+                                   zeroshot={"shape": ["a {}"]})
+
+
+def _audio_caption(vocab: int) -> Callable[[Path], dict[str, Any]]:
+    """Tone clips and captions; the test also measures zero-shot accuracy over the clips' 4 keywords (the
+    recipe's own extra zero-shot split is the embedded corpus's: none here)."""
+    return lambda d: manifest_data(d, {"audio": {"type": "audio", "sample_rate": 16000},
+                                       "caption": {"type": "text", "max_len": 24}, "keyword": {"type": "label"}},
+                                   {"a": "audio", "b": "caption"}, vocab_size=vocab, drop_last=True,
+                                   zeroshot={"keyword": ["{}"]})
 
 
 def _audio_text(vocab: int, target: str = "sentence") -> Callable[[Path], dict[str, Any]]:
@@ -162,35 +181,33 @@ def _generalist_sized(task: Any) -> None:
 SWAPS: dict[str, Swap] = {
     "audio_classification": Swap(_keywords, _classes(len(KEYWORDS)), ("test/acc",), "predictions.csv"),
     "audio_text_contrastive": Swap(
-        lambda d: {**_audio_text(48, "caption")(d), "init_args": {
-            **_audio_text(48, "caption")(d)["init_args"], "inputs": {"a": "audio", "b": "caption"},
-            "drop_last": True, "extra_test": None}},
-        _vocab(48, "tokenizer_b"), ("test/a2t_r@1", "test/t2a_r@1"), "predictions.csv",
-        predict_args=("--model.init_args.predict_labels=[disc,bar,ring]",)),
-    "clip": Swap(_image_text(48, 52), _vocab(52, "tokenizer_b"), ("test/i2t_r@1", "test/t2i_r@1"),
-                 "predictions.csv", predict_args=("--model.init_args.predict_labels=[disc,bar,ring]",)),
-    "clip_shared": Swap(_image_text(48, 56), _vocab(56, "tokenizer_b"), ("test/i2t_r@1", "test/t2i_r@1"),
-                        "predictions.csv", predict_args=("--model.init_args.predict_labels=[disc,bar,ring]",)),
-    "decision_transformer": Swap(_control("Acrobot-v1", 120, 8, [-100.0, -300.0]),
-                                 _control_sizes(6, 3, True, 8), ("test/return@-100", "test/return@-300"), None,
-                                 knobs=("val_episodes",)),
-    "decision_transformer_pendulum": Swap(_control("MountainCarContinuous-v0", 150, 12, [0.0, -50.0]),
-                                          _control_sizes(2, 1, False, 12), ("test/return@0", "test/return@-50"),
-                                          None, knobs=("val_episodes",)),
+        _audio_caption(48), _vocab(48, "tokenizer_b"), ("test/a2t_r@1", "test/t2a_r@1", "test/zeroshot_keyword_acc"),
+        "predictions.csv", knobs=("predict_labels_keywords",)),
+    "clip": Swap(_image_text(52), _vocab(52, "tokenizer_b"),
+                 ("test/i2t_r@1", "test/t2i_r@1", "test/zeroshot_shape_acc"), "predictions.csv",
+                 knobs=("predict_labels_shapes",)),
+    "clip_shared": Swap(_image_text(56), _vocab(56, "tokenizer_b"),
+                        ("test/i2t_r@1", "test/t2i_r@1", "test/zeroshot_shape_acc"), "predictions.csv",
+                        knobs=("predict_labels_shapes",)),
+    "decision_transformer": Swap(_control("Acrobot-v1", 120, 8, [-100.0]), _control_sizes(6, 3, True, 8),
+                                 ("test/return@-100",), None, knobs=("val_episodes",)),
+    "decision_transformer_pendulum": Swap(_control("MountainCarContinuous-v0", 150, 12, [0.0]),
+                                          _control_sizes(2, 1, False, 12), ("test/return@0",), None,
+                                          knobs=("val_episodes",)),
     "finetune_image_classification": Swap(
-        _image_classes(28, 1), _classes(len(SHAPES)), ("test/acc",), "predictions.csv",
+        _image_classes(32, 1), _classes(len(SHAPES)), ("test/acc",), "predictions.csv",
         # the recipe's FineTuning loads runs/pretrain_export (a pre-training run's export): fine-tune from scratch
         trainer=('--trainer.callbacks=[{"class_path":"pytorch_lightning.callbacks.ModelCheckpoint","init_args":'
                  '{"save_last":true}},{"class_path":"mmformer.tasks.FineTuning","init_args":{"lora":{"rank":2,'
                  '"alpha":4,"targets":["qkv"]},"train":["model.head.*"]}}]',)),
     "generalist": Swap(_generalist, _generalist_sized, ("test/fmnist/acc",), None,
                        knobs=("control_val_episodes",)),
-    "image_captioning": Swap(_captions(48, 60), _vocab(60, "target_vocab_size"), ("test/bleu", "test/exact"),
+    "image_captioning": Swap(_captions(32, 60), _vocab(60, "target_vocab_size"), ("test/bleu", "test/exact"),
                              "predictions.tsv"),
-    "image_classification": Swap(_image_classes(28, 1), _classes(len(SHAPES)), ("test/acc",), "predictions.csv"),
-    "image_classification_digits": Swap(_image_folder(16, 1), _classes(len(SHAPES)), ("test/acc",),
+    "image_classification": Swap(_image_classes(32, 1), _classes(len(SHAPES)), ("test/acc",), "predictions.csv"),
+    "image_classification_digits": Swap(_image_folder(32, 1), _classes(len(SHAPES)), ("test/acc",),
                                         "predictions.csv"),
-    "image_prefix_captioning": Swap(_captions(48, 64), _vocab(64, "vocab_size"), ("test/bleu", "test/exact"),
+    "image_prefix_captioning": Swap(_captions(32, 64), _vocab(64, "vocab_size"), ("test/bleu", "test/exact"),
                                     "predictions.tsv"),
     "language_model": Swap(
         lambda d: manifest_data(d, {"sentence": {"type": "text", "max_len": 24}}, {"target": "sentence"},
@@ -206,6 +223,19 @@ SWAPS: dict[str, Swap] = {
                                 {"source": "sentence", "target": "spanish"}, vocab_size=70),
         _vocab(70, "target_vocab_size"), ("test/bleu", "test/chrf"), "predictions.tsv"),
 }
+
+
+# Recipes that cannot be swapped yet: why, and where the fix is.
+NOT_YET = {
+    "generalist": (
+        "tasks/generalist.yaml's model section still sets the data-given sizes of its children (fmnist "
+        "num_classes: 10; translation vocab_size: 8000 and its prefix tokenizer's; speech vocab_size: 256; control "
+        "state_dim/act_dim/discrete_actions, context, target_returns, val_targets), so 3 classes are refused; and "
+        "without them MultiTaskTask.__init__ (mmformer/tasks/multitask.py:62-64) refuses a child whose model is "
+        "not built yet, so the children cannot wait for the data either"),
+}
+PARAMS = [pytest.param(r, marks=pytest.mark.xfail(strict=True, reason=NOT_YET[r])) if r in NOT_YET else r
+          for r in RECIPES]
 
 
 @pytest.fixture(scope="session")
@@ -231,7 +261,7 @@ def _logged(trainer: Any, names: tuple[str, ...]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe", RECIPES)
+@pytest.mark.parametrize("recipe", PARAMS)
 def test_recipe_fits_tests_and_predicts_on_swapped_data(recipe: str, swap_data: Path, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     if recipe not in SWAPS:
@@ -239,7 +269,7 @@ def test_recipe_fits_tests_and_predicts_on_swapped_data(recipe: str, swap_data: 
     swap = SWAPS[recipe]
     config = _swapped_recipe(recipe, swap.data(swap_data), tmp_path)
     common = ["--config", str(config), "--trainer.default_root_dir", str(tmp_path / "runs"), *FAST, *swap.trainer,
-              *(EVAL_KNOBS[k][0] for k in swap.knobs)]
+              *(MODEL_OVERRIDES[k][0] for k in swap.knobs)]
 
     fitted = main(["fit", *common])
     assert fitted.trainer.global_step == 2
@@ -252,7 +282,7 @@ def test_recipe_fits_tests_and_predicts_on_swapped_data(recipe: str, swap_data: 
     _logged(tested.trainer, swap.metrics)
 
     capsys.readouterr()
-    predicted = main(["predict", *common, *swap.predict_args, "--ckpt_path", str(ckpt)])
+    predicted = main(["predict", *common, "--ckpt_path", str(ckpt)])
     out = capsys.readouterr().out
     if swap.predictions is None:  # rollouts print one line per target return
         assert out.count("mean return") == len(swap.metrics), out[-2000:]
@@ -260,3 +290,18 @@ def test_recipe_fits_tests_and_predicts_on_swapped_data(recipe: str, swap_data: 
         written = Path(predicted.trainer.log_dir) / swap.predictions
         rows = written.read_text().splitlines()
         assert len(rows) == N_TEST + (written.suffix == ".csv"), rows  # one per test row (+ a CSV header)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
+    "ContrastiveTask.predict_step (mmformer/tasks/contrastive.py:289-291) needs model.init_args.predict_labels; "
+    "the data's zero-shot classes (DataSpec.eval_splits[0].zeroshot, the test's own) could be its default"))
+def test_contrastive_predict_takes_the_datas_classes(swap_data: Path, tmp_path: Path) -> None:
+    """``mmformer predict`` of a swapped CLIP recipe whose data declares zero-shot classes names each image by one
+    of them, with no ``predict_labels`` given (the untrained model: the labels, not their accuracy, are checked)."""
+    config = _swapped_recipe("clip", SWAPS["clip"].data(swap_data), tmp_path)
+    predicted = main(["predict", "--config", str(config), "--trainer.default_root_dir", str(tmp_path / "runs"),
+                      *FAST])
+    with open(Path(predicted.trainer.log_dir) / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == N_TEST and {r["label"] for r in rows} <= set(SHAPES)
