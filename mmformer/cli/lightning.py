@@ -187,7 +187,6 @@ class MMFormerCLI(LightningCLI):
         # Checkpoints given by --ckpt_path are read with torch.load(weights_only=True): never unpickle code.
         if cfg.get("weights_only", False) is None:
             cfg.weights_only = True
-        _complete_model_config(cfg.get("model"))
         if cfg.get("ckpt_path") == "last":  # resume the newest run under the root, not the new version's
             found = _newest_last_checkpoint(Path(cfg.trainer.default_root_dir or DEFAULT_ROOT))
             if found is not None:
@@ -260,24 +259,6 @@ def _quiet_lightning() -> None:
     log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     if not any(isinstance(f, _NoAdverts) for f in log.filters):
         log.addFilter(_NoAdverts())
-
-
-def _complete_model_config(model: Any) -> None:
-    """A task class may complete its own init_args before it is built (``complete_init_args``: e.g.
-    :class:`~mmformer.tasks.multitask.MultiTaskTask` hands its shared backbone config to every child task)."""
-    class_path = model.get("class_path") if hasattr(model, "get") else None
-    if not isinstance(class_path, str) or model.get("init_args") is None:
-        return
-    import importlib
-
-    module, _, name = class_path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError):
-        return  # jsonargparse says what is wrong with the class_path
-    hook = getattr(cls, "complete_init_args", None)
-    if callable(hook):
-        hook(model.init_args)
 
 
 def main(args: ArgsType = None, run: bool = True, *, exit_on_error: bool = True) -> MMFormerCLI:

@@ -115,7 +115,7 @@ def translate_task(task: Mapping[str, Any], where: str = "the export") -> ModelC
     renamed = RENAMED_ARGS.get(name, {})
     args = {renamed.get(k, k): v for k, v in dict(task.get("init_args") or {}).items()}
     try:
-        if name == "MultiTaskTask":  # each child gets the shared backbone, as MultiTaskTask.complete_init_args does
+        if name == "MultiTaskTask":  # each child gets the shared backbone, as MultiTaskTask creates its tasks
             children = {n: translate_task({**c, "init_args": {**(c.get("init_args") or {}),
                                                               "backbone": args.get("backbone")}}, where)
                         for n, c in dict(args.get("tasks") or {}).items()}

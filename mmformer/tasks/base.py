@@ -12,9 +12,10 @@ import torch
 
 from mmformer.data.spec import DataSpec, ProvidesDataSpec
 from mmformer.finetune.lora import lora_spec, restore_lora
-from mmformer.models.builders import build, config_from_dict, config_to_dict
+from mmformer.models.builders import config_from_dict, config_to_dict
 from mmformer.models.data_fields import fill_unset, unset_fields
 from mmformer.tasks.checkpoint_fit import WRITER_KEY, check_fits, describe
+from mmformer.tasks.composition import Composable
 from mmformer.tasks.legacy import (FORMAT_KEY, FORMAT_VERSION, legacy_task_name, upgrade_module_names,
                                    upgrade_state_dict)
 from mmformer.tasks.model_from_data import complete_config
@@ -28,7 +29,7 @@ class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or infinite loss; the message names where."""
 
 
-class TaskModule(pl.LightningModule):
+class TaskModule(Composable, pl.LightningModule):
     """Base of the task modules.
 
     Checkpoints carry torch's RNG states (CPU and CUDA, as uint8 tensors, so they load with
@@ -67,25 +68,25 @@ class TaskModule(pl.LightningModule):
         self._rng_to_restore: dict[str, Any] | None = None
         self._first_nonfinite: torch.Tensor | None = None  # global step of the first NaN/inf loss, -1 if none
         self._where: dict[int, tuple[int, int]] = {}  # step → (epoch, batch_idx) since the last check
-        self.model: torch.nn.Module | None = None
-        self.model_config: Any = None
+        self.register_module("model", None)  # None until built (it may wait for the data); a composed task reads
+        self.model_config: Any = None          # its composite's part instead (mmformer.tasks.composition)
 
     # ---- the model ------------------------------------------------------------------------------
     def init_model(self, config: Any) -> None:
-        """Keeps ``config`` and builds the model now when nothing in it waits for the data; else the model is
-        built when the data is bound (:meth:`bind_trainer_data`) or a checkpoint loads (:meth:`on_load_checkpoint`)."""
+        """Keeps ``config`` and builds the model now (:meth:`build_model`) when nothing in it waits for the data;
+        else the model is built when the data is bound (:meth:`bind_trainer_data`) or a checkpoint loads
+        (:meth:`on_load_checkpoint`)."""
         self.model_config = config
         if not unset_fields(config):
             self.build_model(config)
 
-    def build_model(self, config: Any) -> None:
-        """Builds the model of a complete ``config`` and calls :meth:`on_model_built`."""
-        self.model_config = config
-        self.model = build(config)
-        self.on_model_built()
+    def model_pending(self) -> bool:
+        """Whether the model still waits to be built (a composed task's is its composite's to build)."""
+        return self.task_context is None and self._modules.get("model") is None and self.model_config is not None
 
     def on_model_built(self) -> None:
-        """Called once the model exists: make here what depends on its data-given sizes (metrics, buffers)."""
+        """Called once the model exists (built here, or handed over by a composite): make here what depends on its
+        data-given sizes (metrics, buffers); ``model_config`` is complete by then."""
 
     def complete_model_config(self, spec: DataSpec, provider: str = "the data") -> Any:
         """The task's model config with the sizes it leaves to the data taken from ``spec``."""
@@ -115,7 +116,7 @@ class TaskModule(pl.LightningModule):
         if not isinstance(spec, DataSpec):
             raise TypeError(f"{provider}.data_spec() returned {type(spec).__name__}, not a DataSpec")
         spec.require(self.required_data_for(stage), provider, type(self).__name__)
-        if self.model is None:
+        if self.model_pending():
             try:
                 config = self.complete_model_config(spec, provider)
             except ValueError:
@@ -201,7 +202,7 @@ class TaskModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Lightning calls this before loading ``checkpoint["state_dict"]``: older keys are upgraded here."""
         self.upgrade_checkpoint(checkpoint)
-        if self.model is None:  # no data sized it (export, predict): the checkpoint's own config does
+        if self.model_pending():  # no data sized it (export, predict): the checkpoint's own config does
             self._build_from_checkpoint(checkpoint)
         restore_lora(self, checkpoint.get(LORA_KEY, {}))  # LoRA layers before their weights load
         # FSDP's loader (mmformer.tasks.fsdp) has loaded the weights into the shards and removed them already

@@ -14,6 +14,7 @@ from mmformer.backbone import BackboneConfig
 from mmformer.data.spec import DataSpec
 from mmformer.heads import Pool
 from mmformer.losses import soft_target_cross_entropy
+from mmformer.models.classifier import Classifier
 from mmformer.models.config import classifier_config
 from mmformer.tasks.base import TaskModule
 from mmformer.tasks.optim import OptimConfig, build_optimizer, epoch_steps
@@ -77,6 +78,7 @@ class ClassificationTask(TaskModule):
     """
 
     required_data: ClassVar[tuple[str, ...]] = ()  # class_names are used when the data declares them
+    model: Classifier  # built by build_model (or a composite's part: mmformer.tasks.composition)
 
     def __init__(
         self,

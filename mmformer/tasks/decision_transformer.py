@@ -61,6 +61,7 @@ class DecisionTransformerTask(TaskModule):
     """
 
     required_data: ClassVar[tuple[str, ...]] = ("control",)
+    model: DecisionTransformer  # built by build_model (or a composite's part: mmformer.tasks.composition)
 
     def __init__(
         self,

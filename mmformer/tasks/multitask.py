@@ -2,31 +2,37 @@
 and speech, a decision transformer...) composed around a single shared causal backbone
 (:class:`~mmformer.models.multitask.MultiTaskModel`).
 
-Each child is the ordinary task module, built from YAML by its ``class_path``; the children keep their own
-tokenizers, heads, losses, metrics and evaluation, and this module routes to them: a training batch
-``{task: batch}`` (:class:`~mmformer.data.modules.multitask.MultiTaskData`) runs that task's
-``training_step`` with loss ``Σ_t loss_weight_t · loss_t``; evaluation batches come one task's loader
-after another and ``dataloader_idx`` names the task. Every name a child logs gets the task inserted:
-``train/loss`` → ``train/<task>/loss``, ``test/acc`` → ``test/<task>/acc``.
+Each task is given as a factory of the ordinary task module (in YAML a ``class_path`` with its ``init_args``).
+This module creates each task with the shared ``backbone`` (so its tokenizers and heads have the shared width)
+inside :func:`~mmformer.tasks.composition.composing`, where a task records its model config and builds no
+weights; it then builds the one model from those configs (``build(MultiTaskConfig)``) and hands each task its
+part and a logging function (:meth:`~mmformer.tasks.composition.Composable.attach`). The tasks keep their own
+losses, metrics and evaluation, and this module routes to them: a training batch ``{task: batch}``
+(:class:`~mmformer.data.modules.multitask.MultiTaskData`) runs that task's ``training_step`` with loss
+``Σ_t loss_weight_t · loss_t``; evaluation batches come one task's loader after another and ``dataloader_idx``
+names the task. Every name a task logs gets the task inserted: ``train/loss`` → ``train/<task>/loss``,
+``test/acc`` → ``test/<task>/acc``.
 """
 
 from __future__ import annotations
 
-import copy
+import functools
 from dataclasses import replace
-from functools import partial
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.trainer.states import RunningStage
 from torch import Tensor, nn
 
-from mmformer.backbone import BackboneConfig, Encoder
+from mmformer.backbone import BackboneConfig
 from mmformer.data.spec import DataSpec
-from mmformer.models.config import MultiTaskConfig, multitask_config
+from mmformer.models.builders import build
+from mmformer.models.config import ModelConfig, MultiTaskConfig, multitask_config
+from mmformer.models.data_fields import unset_fields
 from mmformer.models.multitask import MultiTaskModel
 from mmformer.tasks.base import TaskModule
+from mmformer.tasks.composition import TaskContext, composing
 from mmformer.tasks.optim import OptimConfig, build_optimizer
 
 TASKS_KEY = "mmformer_tasks"  # checkpoint entry: {task: what that child keeps beside its weights}
@@ -39,29 +45,48 @@ def task_metric_name(task: str, name: str) -> str:
     return f"{stage}/{task}/{rest}" if sep else f"{task}/{name}"
 
 
+def _create(name: str, make: Callable[..., TaskModule], backbone: BackboneConfig) -> TaskModule:
+    """Task ``name`` from its factory, with the shared ``backbone`` (a different backbone of its own is refused)."""
+    if isinstance(make, nn.Module) or not callable(make):
+        raise TypeError(f"task {name!r} is a {type(make).__name__} instance; give a TaskModule class or factory "
+                        f"(in python functools.partial(ClassificationTask, ...), in YAML a class_path with init_args) "
+                        f"so that MultiTaskTask creates it with the shared backbone")
+    own = make.keywords.get("backbone") if isinstance(make, functools.partial) else None
+    if own is not None and own != backbone:
+        raise ValueError(f"task {name!r} sets a backbone of its own ({own}); the tasks share one: set "
+                         f"model.init_args.backbone and drop model.init_args.tasks.{name}.init_args.backbone")
+    child = make(backbone=backbone)
+    if not isinstance(child, TaskModule) or getattr(child, "model_config", None) is None:
+        raise TypeError(f"task {name!r} made a {type(child).__name__}, not an mmformer TaskModule that builds its "
+                        f"model from a model config (self.build_model(config))")
+    return child
+
+
 class MultiTaskTask(TaskModule):
     """Several task modules trained as one model over one shared backbone.
 
     Args:
-        tasks: task name → task module (in YAML a ``class_path`` each, with its usual ``init_args``). Their
-            backbones are replaced by the shared one; built through the CLI, each child's ``backbone`` is set
-            to this module's ``backbone`` first (see :meth:`complete_init_args`), so its tokenizers and heads
-            have the shared width. The names must match the data's (the task names of ``MultiTaskData``).
+        tasks: task name → a factory of its task module (in YAML a ``class_path`` each, with its usual
+            ``init_args``; in python a task class or a ``functools.partial`` of one). Each is created with
+            ``backbone=`` this module's ``backbone``, so its tokenizers and heads have the shared width. The names
+            must match the data's (the task names of ``MultiTaskData``).
         backbone: the shared stack; always causal (each task picks its mask per call).
         loss_weights: task name → weight of its loss (default 1 each).
         optim: AdamW and schedule over every parameter, each shared one once.
+
+    The model is built here, unless a task's model config leaves a size to its data
+    (:func:`~mmformer.models.data_fields.unset_fields`): then it is built when the data is bound, from each task's
+    ``complete_model_config(spec)`` (the config as given for a task without that method).
     """
 
     required_data: ClassVar[tuple[str, ...]] = ("tasks",)
 
-    def __init__(self, tasks: dict[str, TaskModule], backbone: BackboneConfig | None = None,
+    def __init__(self, tasks: dict[str, Callable[[], TaskModule]], backbone: BackboneConfig | None = None,
                  loss_weights: dict[str, float] | None = None, optim: OptimConfig | None = None) -> None:
         super().__init__()
         if not tasks:
             raise ValueError("MultiTaskTask needs at least one task (tasks: {name: task module})")
-        for name, child in tasks.items():
-            if not isinstance(child, TaskModule) or not isinstance(getattr(child, "model", None), nn.Module):
-                raise TypeError(f"task {name!r} is {type(child).__name__}, not an mmformer TaskModule with a .model")
+        for name in tasks:
             if "/" in name or not name:
                 raise ValueError(f"task names go into metric names: {name!r} must be non-empty without '/'")
         weights = dict(loss_weights or {})
@@ -72,29 +97,25 @@ class MultiTaskTask(TaskModule):
             raise ValueError(f"loss_weights must be >= 0 and not all 0, got {weights}")
         self.loss_weights = {n: float(weights.get(n, 1.0)) for n in tasks}
         self.optim = optim or OptimConfig()
-        cfg = replace(backbone or BackboneConfig(), causal=True)
-        models = {}
-        for name, child in tasks.items():
-            # The weights live once, in self.model; the child keeps a plain reference for its own code.
-            models[name] = child._modules.pop("model")
-            object.__setattr__(child, "model", models[name])
-            child.log = partial(self._log_for, name)  # type: ignore[method-assign]
-        # the children's models are built already (each by its task): composed here as build(MultiTaskConfig) does
-        self.model = MultiTaskModel(Encoder(cfg), models)
-        configs = {name: getattr(child, "model_config", None) for name, child in tasks.items()}
-        self.model_config: MultiTaskConfig | None = (  # None: a child task without a model config (a plug-in)
-            multitask_config(configs, cfg) if all(c is not None for c in configs.values()) else None)
-        self.tasks = nn.ModuleDict(tasks)  # metrics and buffers of each child (e.g. return statistics)
+        given = backbone or BackboneConfig()
+        self.backbone_config = replace(given, causal=True)
+        with composing():  # the tasks record their model configs; the weights are drawn below, all at once
+            children = {name: _create(name, make, given) for name, make in tasks.items()}
+        self.model_config: MultiTaskConfig | None = None
+        self.register_module("model", None)  # its place in the state_dict, ahead of the tasks, even if built later
+        if not any(unset_fields(child.model_config) for child in children.values()):  # type: ignore[arg-type]
+            self._build({name: child.model_config for name, child in children.items()}, children)  # type: ignore[misc]
+        self.tasks = nn.ModuleDict(children)  # metrics and buffers of each child (e.g. return statistics)
 
-    @staticmethod
-    def complete_init_args(init_args: Any) -> None:
-        """Called by the CLI before building: every child task gets the shared ``backbone`` config, so its
-        tokenizers and heads are built at the shared width (one place to size the model, presets included)."""
-        backbone = init_args.get("backbone") if hasattr(init_args, "get") else None
-        for child in (init_args.get("tasks") or {}).values():
-            args = child.get("init_args") if hasattr(child, "get") else None
-            if args is not None and backbone is not None:
-                args["backbone"] = copy.deepcopy(backbone)
+    def _build(self, configs: dict[str, ModelConfig], children: Mapping[str, TaskModule]) -> None:
+        """Builds the one model from the tasks' configs and gives each task its part and its logging function.
+        The weights are drawn as the single tasks draw theirs: each task's model whole (its own backbone drawn,
+        then replaced by the shared one), in the order of ``tasks``, then the shared backbone."""
+        self.model_config = multitask_config(configs, self.backbone_config)
+        self.model: MultiTaskModel = build(self.model_config)  # type: ignore[assignment]
+        for name, child in children.items():
+            child.model_config = configs[name]  # complete now: what the child's on_model_built reads
+            child.attach(TaskContext(name, self.model[name], functools.partial(self._log_for, name)))
 
     # ---- the trainer reaches every child (they read self.trainer, self.device, self.loggers) -------
     @property  # type: ignore[override]
@@ -127,11 +148,25 @@ class MultiTaskTask(TaskModule):
                              f"{'; ' if missing and extra else ''}{'no task for data ' + str(extra) if extra else ''}; "
                              f"name every task the same in the model's tasks and the data's DataModules")
         for name, child in self.tasks.items():
-            if name not in have:
-                continue
-            child_spec = have[name]
-            child_spec.require(child.required_data_for(stage), f"the data of task {name!r}", type(child).__name__)
-            child.bind_data(child_spec, stage)
+            if name in have:
+                have[name].require(child.required_data_for(stage), f"the data of task {name!r}", type(child).__name__)
+        if self.model is None:
+            self._build({name: self._completed_config(name, have.get(name)) for name in self.tasks}, self.tasks)
+        for name, child in self.tasks.items():
+            if name in have:
+                child.bind_data(have[name], stage)
+
+    def _completed_config(self, name: str, spec: DataSpec | None) -> ModelConfig:
+        """Task ``name``'s model config with the sizes its data gives (``complete_model_config``, when it has one)."""
+        child = self.tasks[name]
+        complete = getattr(child, "complete_model_config", None)
+        cfg = complete(spec) if spec is not None and callable(complete) else child.model_config
+        missing = unset_fields(cfg)
+        if missing:
+            raise ValueError(f"task {name!r} leaves {missing} of its model to its data, but "
+                             f"{'its data gives none' if spec is None else 'its data did not give them'}; set them "
+                             f"in model.init_args.tasks.{name}.init_args, or run with that task's data")
+        return cfg
 
     def _task_of(self, dataloader_idx: int) -> str:
         """The task of an evaluation loader: loaders run in the order of the data's dict (sequential mode)."""

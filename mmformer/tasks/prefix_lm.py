@@ -74,6 +74,7 @@ class PrefixLMTask(TextGenerationTask):
     """
 
     _fallback_headline: ClassVar[str] = "val/ppl"
+    model: PrefixLM  # built by build_model (or a composite's part: mmformer.tasks.composition)
 
     def __init__(
         self,

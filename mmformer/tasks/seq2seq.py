@@ -99,6 +99,8 @@ class Seq2SeqTask(TextGenerationTask):
         optim: AdamW and schedule.
     """
 
+    model: Seq2Seq  # built by build_model (or a composite's part: mmformer.tasks.composition)
+
     def __init__(
         self,
         source_tokenizer: Callable[[int], ModalityTokenizer],

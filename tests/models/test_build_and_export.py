@@ -103,8 +103,8 @@ def _tasks() -> dict[str, Any]:
         "contrastive": ContrastiveTask(IMAGE, TEXT, b, shared_backbone=False, embed_dim=8),
         "decision_transformer": DecisionTransformerTask(partial(TrajectoryTokenizer, state_dim=3, act_dim=2,
                                                                 discrete_actions=False), b, context=4),
-        "multitask": MultiTaskTask({"images": ClassificationTask(IMAGE, 3, b),
-                                    "translate": Seq2SeqTask(TEXT, 20, b, max_target_len=16)}, b),
+        "multitask": MultiTaskTask({"images": partial(ClassificationTask, IMAGE, 3),
+                                    "translate": partial(Seq2SeqTask, TEXT, 20, max_target_len=16)}, b),
         "causal_lm": CausalLMConfig(TEXT_SPEC, BackboneConfig(**TINY, causal=True)),
         "masked_lm": MaskedLMConfig(TEXT_SPEC, BackboneConfig(**TINY)),
     }

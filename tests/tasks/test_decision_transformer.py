@@ -126,10 +126,16 @@ def test_validate_rolls_out_on_the_validation_seeds_at_each_val_target(tmp_path:
     assert "val/return@500" in metrics and "val/return@150" in metrics
     assert seen == [(500.0, [10_000, 10_001], 0.7), (150.0, [10_000, 10_001], 0.7)]  # VAL_SEED_START + 0, 1
 
-def test_fit_rejects_a_dataset_that_does_not_fit_the_tokenizer(tmp_path: Path) -> None:
+def test_the_tokenizer_follows_the_data_and_a_size_set_against_it_is_one_error(tmp_path: Path) -> None:
     from mmformer.data.builders.control import ControlDatasetSpec, build_control_dataset
 
     pend = build_control_dataset(ControlDatasetSpec("Pendulum-v1", [0.5], episodes_per_level=2), tmp_path)
-    with pytest.raises(ValueError, match="tokenizer is set to state_dim=4"):
-        main(["fit", "--config", RECIPE, "--trainer.default_root_dir", str(tmp_path), *SMALL,
-              f"--data.init_args.path={pend}", "--data.init_args.env_id=Pendulum-v1", "--trainer.max_steps=1"])
+    swap = [f"--data.init_args.path={pend}", "--data.init_args.env_id=Pendulum-v1", "--data.init_args.target_returns=null",
+            "--data.init_args.val_targets=null", "--trainer.max_steps=1"]
+    fit = main(["fit", "--config", RECIPE, "--trainer.default_root_dir", str(tmp_path / "a"), *SMALL, *swap])
+    tok = fit.model.model.tokenizer  # the CartPole recipe's model, sized by Pendulum's data: 3 states, 1 continuous action
+    assert (tok.state_dim, tok.act_dim, tok.discrete_actions) == (3, 1, False) and fit.trainer.global_step == 1
+    with pytest.raises(ValueError, match="tokenizer is set to state_dim=4.*leave these out"):
+        main(["fit", "--config", RECIPE, "--trainer.default_root_dir", str(tmp_path / "b"), *SMALL, *swap,
+              "--model.init_args.tokenizer.init_args.state_dim=4", "--model.init_args.tokenizer.init_args.act_dim=2",
+              "--model.init_args.tokenizer.init_args.discrete_actions=true"])

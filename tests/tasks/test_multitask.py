@@ -3,6 +3,7 @@ task sequence *and* batches from a mid-run checkpoint (two digit classifiers ove
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,10 @@ from mmformer.tokenizers import ImagePatchTokenizer
 TINY = BackboneConfig(dim=16, depth=1, num_heads=2, mlp_ratio=2.0, causal=True)
 
 
-def _child(classes: int = 10) -> ClassificationTask:
-    return ClassificationTask(lambda dim: ImagePatchTokenizer(dim, image_size=8, patch_size=4, in_chans=1,
-                                                              cls_token=False), classes, backbone=TINY)
+def _child(classes: int = 10) -> partial[ClassificationTask]:
+    """A task as MultiTaskTask takes it: a factory, which it calls with the shared backbone."""
+    return partial(ClassificationTask, lambda dim: ImagePatchTokenizer(dim, image_size=8, patch_size=4, in_chans=1,
+                                                                       cls_token=False), classes)
 
 
 def _task(**kw: Any) -> MultiTaskTask:
@@ -91,8 +93,14 @@ def test_errors_are_clear() -> None:
         _task(loss_weights={"even": -1.0})
     with pytest.raises(ValueError, match="not all 0"):
         _task(loss_weights={"even": 0.0, "odd": 0.0})
-    with pytest.raises(TypeError, match="not an mmformer TaskModule"):
+    with pytest.raises(TypeError, match="is a Linear instance; give a TaskModule class or factory"):
         MultiTaskTask({"a": torch.nn.Linear(2, 2)})  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match="is a ClassificationTask instance"):  # built alone, with its own model
+        MultiTaskTask({"a": _child()(backbone=TINY)})  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match="made a Linear, not an mmformer TaskModule"):
+        MultiTaskTask({"a": lambda backbone: torch.nn.Linear(2, 2)})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="'a' sets a backbone of its own"):
+        MultiTaskTask({"a": partial(_child(), backbone=BackboneConfig(dim=32))}, backbone=TINY)
     with pytest.raises(ValueError, match="without '/'"):
         MultiTaskTask({"a/b": _child()}, backbone=TINY)
     task = _task()
@@ -102,12 +110,3 @@ def test_errors_are_clear() -> None:
         task.bind_data(DataSpec(tasks={"even": DataSpec(), "odd": DataSpec(), "zz": DataSpec()}), "fit")
     with pytest.raises(ValueError, match="built for num_classes=10"):  # each child checks its own data
         task.bind_data(DataSpec(tasks={"even": DataSpec(class_names=["a", "b"]), "odd": DataSpec()}), "fit")
-
-
-def test_the_cli_hands_the_shared_backbone_to_every_child() -> None:
-    from jsonargparse import Namespace
-
-    args = Namespace(backbone=Namespace(dim=48), tasks={"a": Namespace(class_path="x", init_args=Namespace(backbone=None))})
-    MultiTaskTask.complete_init_args(args)
-    assert args.tasks["a"].init_args.backbone == Namespace(dim=48)
-    assert args.tasks["a"].init_args.backbone is not args.backbone
