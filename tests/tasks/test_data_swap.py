@@ -10,6 +10,9 @@ checkpoint. Only trainer settings are overridden for speed (:data:`FAST`), plus 
 Image data: the PNGs are 32x32 RGB; each data section decodes them at their own 32x32 (the recipes' tokenizers
 were set for 16, 28 or 48: the position table is resized to the data's grid) and converts them to the
 tokenizer's channels (``channels: 1``), since the image channels are not yet among the sizes the data gives.
+
+What cannot be swapped yet is a strict xfail naming where the fix is: the generalist recipe (:data:`NOT_YET`),
+contrastive predict labels, prefix-LM prediction names, text lengths and image channels (the tests at the end).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import torch
 import yaml
 
 from mmformer.cli import main
-from tests.tasks.swap_data import KEYWORDS, SHAPES, SPLITS, manifest_data, write_episodes, write_manifests
+from tests.tasks.swap_data import (ENGLISH, KEYWORDS, SHAPES, SPLITS, manifest_data, write_episodes,
+                                   write_manifests)
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted(p.stem for p in (ROOT / "tasks").glob("*.yaml"))
@@ -263,7 +267,7 @@ SWAPS: dict[str, Swap] = {
     "image_prefix_captioning": Swap(_captions(32, 64), _vocab(64, "vocab_size"), ("test/bleu", "test/exact"),
                                     _written("predictions.tsv", None)),
     "language_model": Swap(  # no vocab_size: the rule's size for the training text
-        lambda d: manifest_data(d, {"sentence": {"type": "text", "max_len": 24}}, {"target": "sentence"}),
+        lambda d: manifest_data(d, {"sentence": {"type": "text", "max_len": 40}}, {"target": "sentence"}),
         _vocab(None, "vocab_size"), ("test/loss",), _written("predictions.tsv", None)),
     "speech_recognition": Swap(_audio_text(44), _vocab(44, "target_vocab_size"), ("test/wer", "test/cer"),
                                _written("predictions.tsv", "audio")),
@@ -365,3 +369,34 @@ def test_prefix_lm_predictions_are_named_by_their_input(swap_data: Path, tmp_pat
     predicted = main(["predict", "--config", str(config), "--trainer.default_root_dir", str(tmp_path / "runs"),
                       *FAST])
     _written("predictions.tsv", "image")(swap_data, Path(predicted.trainer.log_dir), "")
+
+
+def _fits(recipe: str, data: dict[str, Any], tmp_path: Path) -> None:
+    config = _swapped_recipe(recipe, data, tmp_path)
+    fitted = main(["fit", "--config", str(config), "--trainer.default_root_dir", str(tmp_path / "runs"), *FAST])
+    assert fitted.trainer.global_step == 2
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
+    "the text's position table (PrefixLMConfig.max_len; Seq2SeqConfig.max_target_len, TextTokenizer max_len) is "
+    "set in the recipes' model sections ('= data.init_args.fields.text.max_len') and not given by the data: "
+    "longer texts fail at the first step ('sequence of 119 positions is longer than the learned position table "
+    "(64 positions)'), naming neither option"))
+def test_text_length_follows_the_data(tmp_path: Path) -> None:
+    """The language model recipe over texts of up to 120 ids (its model section's max_len is 64)."""
+    rows = [{"sentence": " ".join(ENGLISH[(i + k) % len(ENGLISH)] for k in range(40))} for i in range(24)]
+    for split in SPLITS:
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _fits("language_model", manifest_data(tmp_path, {"sentence": {"type": "text", "max_len": 120}},
+                                                             {"target": "sentence"}), tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
+    "an image tokenizer's in_chans is set in the recipes' model sections and not given by the data: RGB data on "
+    "the Fashion-MNIST recipe fails at the first step ('expected images of shape (B, 1, H, W), got (8, 3, 32, "
+    "32)'), naming neither the data's channels nor the model's in_chans"))
+def test_image_channels_follow_the_data(swap_data: Path, tmp_path: Path) -> None:
+    """The Fashion-MNIST recipe over the 32x32 RGB images kept in colour (``channels: 3``)."""
+    _fits("image_classification", _image_classes(32, 3)(swap_data), tmp_path)
