@@ -155,6 +155,14 @@ def _vocab(size: int | None, attr: str) -> Callable[[Any], None]:
     return check
 
 
+def _vocab_and_ctc(size: int) -> Callable[[Any], None]:
+    """:func:`_vocab` of the target, and the encoder's CTC head has as many labels."""
+    def check(task: Any) -> None:
+        _vocab(size, "target_vocab_size")(task)
+        assert task.model_config.ctc_vocab_size == size == _out_features(task.model.ctc_head)
+    return check
+
+
 def _control_sizes(state: int, act: int, discrete: bool, context: int) -> Callable[[Any], None]:
     def check(task: Any) -> None:
         m = task.model
@@ -269,9 +277,9 @@ SWAPS: dict[str, Swap] = {
     "language_model": Swap(  # no vocab_size: the rule's size for the training text
         lambda d: manifest_data(d, {"sentence": {"type": "text", "max_len": 40}}, {"target": "sentence"}),
         _vocab(None, "vocab_size"), ("test/loss",), _written("predictions.tsv", None)),
-    "speech_recognition": Swap(_audio_text(44), _vocab(44, "target_vocab_size"), ("test/wer", "test/cer"),
+    "speech_recognition": Swap(_audio_text(44), _vocab_and_ctc(44), ("test/wer", "test/cer"),
                                _written("predictions.tsv", "audio")),
-    "speech_translation": Swap(_audio_text(46, "spanish"), _vocab(46, "target_vocab_size"),
+    "speech_translation": Swap(_audio_text(46, "spanish"), _vocab_and_ctc(46),
                                ("test/bleu", "test/chrf"), _written("predictions.tsv", "audio")),
     "translation": Swap(
         lambda d: manifest_data(d, {"sentence": {"type": "text", "max_len": 24}, "spanish": {"type": "text",
