@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from mmformer.cli import main
+from tests.data_free import build_without_data
 from tests.tokenizers.test_plugin import RECIPE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +58,9 @@ def test_speech_voices_overlay_composes_after_the_speech_recipe(capsys) -> None:
     cfg = _printed_config(["--config", str(ROOT / "tasks/speech_recognition.yaml"),
                            "--config", str(ROOT / "configs/data/speech_voices.yaml")], capsys)
     data = cfg["data"]["init_args"]
-    assert data["festival_fraction"] == overlay["festival_fraction"] > 0 and data["heldout_synthesizer"] == "flite"
+    corpus, settings = data["embedded"]["init_args"], overlay["embedded"]["init_args"]  # the builder's settings
+    assert corpus["festival_fraction"] == settings["festival_fraction"] > 0 and corpus["heldout_synthesizer"] == "flite"
+    assert corpus["num_train"] == 20000  # the recipe's corpus size survives the merge
     assert data["augment"]["lowpass_prob"] == overlay["augment"]["lowpass_prob"] > 0
     assert data["vocab_size"] == 256 and data["max_target_len"] == 64  # the recipe's own keys survive the merge
     # twice the recipe's schedule, with no time limit cutting it short; the recipe's other trainer keys kept
@@ -79,6 +82,7 @@ def test_every_recipe_builds_with_the_small_preset(recipe: Path) -> None:
     want = yaml.safe_load(preset.read_text())["model"]["init_args"]["backbone"]
     cli = main(["--config", str(recipe), "--config", str(preset), "--trainer.logger=false", "--trainer.callbacks=[]",
                 "--trainer.enable_checkpointing=false"], run=False)
+    build_without_data(cli.model)
     for backbone in _backbones(cli.model):
         c = backbone.config
         assert (c.dim, len(backbone.blocks), c.num_heads) == (want["dim"], want["depth"], want["num_heads"])

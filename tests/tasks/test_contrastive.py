@@ -20,6 +20,7 @@ from mmformer.retrieval import recall_at_k, zeroshot_classifier
 from mmformer.tasks.contrastive import ContrastiveTask
 from mmformer.tasks.optim import OptimConfig
 from mmformer.tokenizers import ImagePatchTokenizer, TextTokenizer
+from tests.data_free import build_without_data
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = str(ROOT / "tasks" / "clip.yaml")
@@ -154,7 +155,7 @@ def _tower_gradients_on_the_shared_encoder(recipe: str, *overrides: str) -> tupl
     """Gradient norms on the one encoder from the image path and from the text path, at initialization."""
     cli = main(["--config", recipe, *overrides, "--trainer.logger=false", "--trainer.callbacks=[]",
                 "--trainer.enable_checkpointing=false"], run=False)
-    model = cli.model.model
+    model = build_without_data(cli.model).model
     assert model.shared_backbone
     g = torch.Generator().manual_seed(0)
     images, ids = torch.randn(32, 3, 48, 48, generator=g), torch.randint(3, 128, (32, 20), generator=g)
@@ -180,8 +181,8 @@ def test_the_shared_tower_recipe_trains_both_sides_of_its_encoder() -> None:
 
 @pytest.mark.slow
 def test_recipe_fits_tests_and_predicts_through_the_cli(tmp_path: Path) -> None:
-    small = ["--data.init_args.data_dir", str(tmp_path / "data"), "--data.init_args.num_train=512",
-             "--data.init_args.num_eval=64", "--data.init_args.batch_size=32", "--trainer.enable_progress_bar=false",
+    small = ["--data.init_args.data_dir", str(tmp_path / "data"), "--data.init_args.embedded.init_args.num_train=512",
+             "--data.init_args.embedded.init_args.num_eval=64", "--data.init_args.batch_size=32", "--trainer.enable_progress_bar=false",
              "--trainer.default_root_dir", str(tmp_path), "--model.init_args.backbone.depth=1"]
     fit = main(["fit", "--config", RECIPE, *small, "--trainer.max_steps=3"])
     ckpt = fit.trainer.checkpoint_callback.last_model_path
@@ -201,6 +202,6 @@ def test_recipe_fits_tests_and_predicts_through_the_cli(tmp_path: Path) -> None:
     image, text = np.load(emb_dir / "image_embeddings.npy"), np.load(emb_dir / "text_embeddings.npy")
     assert image.shape == (64, 128) and text.shape == (2, 128)
 
-    with pytest.raises(ValueError, match="vocab_size is 99 .* set model.init_args.tokenizer_b"):
+    with pytest.raises(ValueError, match="vocab_size is 99 .* leave model.init_args.tokenizer_b.init_args.vocab_size out .* set it to 128"):
         main(["fit", "--config", RECIPE, *small, "--trainer.max_steps=1",
               "--model.init_args.tokenizer_b.init_args.vocab_size=99"])

@@ -93,8 +93,9 @@ def test_a_plugin_trajectory_tokenizer_is_injected_by_class_path_and_gets_the_da
 
 def test_a_tokenizer_that_does_not_fit_the_data_says_what_to_set(tmp_path: Path) -> None:
     cli = main(_config(tmp_path, "mmformer.tokenizers.trajectory.TrajectoryTokenizer", state_dim=3), run=False)
-    with pytest.raises(ValueError, match="tokenizer is set to state_dim=3.*set model.init_args.tokenizer.init_args to "
-                                         "state_dim: 4, act_dim: 2, discrete_actions: true"):
+    with pytest.raises(ValueError, match="tokenizer is set to state_dim=3.*leave these out of model.init_args.tokenizer"
+                                         ".init_args .they follow the data., or set state_dim: 4, act_dim: 2, "
+                                         "discrete_actions: true"):
         cli.trainer.fit(cli.model, cli.datamodule)
 
 
@@ -104,4 +105,4 @@ def test_a_tokenizer_without_the_trajectory_api_is_named() -> None:
     from mmformer.tokenizers import TextTokenizer
 
     with pytest.raises(TypeError, match="TextTokenizer lacks state_dim, act_dim, discrete_actions, set_state_stats"):
-        DecisionTransformerTask(lambda d: TextTokenizer(d, 16), BackboneConfig(dim=16, depth=1, num_heads=2))
+        DecisionTransformerTask(lambda d: TextTokenizer(d, 16), BackboneConfig(dim=16, depth=1, num_heads=2), context=4)

@@ -153,8 +153,8 @@ def _toy_translation_recipe(tmp_path: Path) -> tuple[Path, list[str]]:
 
     recipe = Path(__file__).resolve().parents[2] / "tasks" / "translation.yaml"
     return recipe, [
-        f"--data.init_args.train_path={toy_tsv(tmp_path / 'train.tsv', 300)}",
-        f"--data.init_args.test_path={toy_tsv(tmp_path / 'test.tsv', 20, 1)}",
+        f"--data.init_args.train={toy_tsv(tmp_path / 'train.tsv', 300)}",
+        f"--data.init_args.test={toy_tsv(tmp_path / 'test.tsv', 20, 1)}",
         f"--data.init_args.data_dir={tmp_path / 'data'}", "--data.init_args.vocab_size=300",
         "--model.init_args.target_vocab_size=300", "--model.init_args.source_tokenizer.init_args.vocab_size=300",
         "--model.init_args.backbone.dim=32", "--model.init_args.backbone.depth=1",
@@ -171,7 +171,7 @@ def test_translation_recipe_trains_and_predict_translates_a_file(tmp_path: Path,
     sentences.write_text("the cat sees a dog\n\nred house\n")
     capsys.readouterr()
     main(["predict", "--config", str(recipe), *small, f"--ckpt_path={ckpt}",
-          f"--data.init_args.predict_path={sentences}", "--model.init_args.generation.max_new_tokens=8"])
+          f"--data.init_args.predict={sentences}", "--model.init_args.generation.max_new_tokens=8"])
     printed = [line for line in capsys.readouterr().out.splitlines() if not line.startswith(("┃", "┏", "┡", "└"))]
     written = next((tmp_path / "runs").rglob("predictions.tsv")).read_text().splitlines()
     assert [w.split("\t")[0] for w in written] == ["1", "2", "3"]  # one line per input line, the empty one too
