@@ -50,8 +50,8 @@ MODEL_OVERRIDES = {
     "control_val_episodes": ("--model.init_args.tasks.control.init_args.val_episodes=1", "the same, in generalist"),
     "predict_labels_shapes": ("--model.init_args.predict_labels=[disc,bar,ring]",
                               "contrastive predict classifies against labels the user names at predict time (as "
-                              "the recipes' headers show); taking the data's zero-shot classes instead is "
-                              "test_contrastive_predict_takes_the_datas_classes (xfail)"),
+                              "the recipes' headers show; without them the data's zero-shot classes are taken: "
+                              "test_contrastive_predict_takes_the_datas_classes)"),
     "predict_labels_keywords": ("--model.init_args.predict_labels=[low,mid,high,top]", "the same, for audio"),
 }
 
@@ -353,9 +353,6 @@ def test_recipe_fits_tests_and_predicts_on_swapped_data(recipe: str, swap_data: 
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "ContrastiveTask.predict_step (mmformer/tasks/contrastive.py:289-291) needs model.init_args.predict_labels; "
-    "the data's zero-shot classes (DataSpec.eval_splits[0].zeroshot, the test's own) could be its default"))
 def test_contrastive_predict_takes_the_datas_classes(swap_data: Path, tmp_path: Path) -> None:
     """``mmformer predict`` of a swapped CLIP recipe whose data declares zero-shot classes names each image by one
     of them, with no ``predict_labels`` given (the untrained model: the labels, not their accuracy, are checked)."""
@@ -368,10 +365,6 @@ def test_contrastive_predict_takes_the_datas_classes(swap_data: Path, tmp_path: 
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "PrefixLMTask.predict_step (mmformer/tasks/prefix_lm.py:229) names rows by their index; Seq2SeqTask's "
-    "_row_names (mmformer/tasks/seq2seq.py:297-302) names them by the data's predict_names (docs/pairings.md: "
-    "by the input file, else manifest:line)"))
 def test_prefix_lm_predictions_are_named_by_their_input(swap_data: Path, tmp_path: Path) -> None:
     """The image-prefix captioner's predictions are named by their image files, as the encoder-decoder
     captioner's are (the untrained model: the names, not the captions, are checked)."""
