@@ -73,7 +73,7 @@ def main() -> None:
         st = dict(predict("tasks/speech_translation.yaml", args.st, work / "st", prec,
                           f"--data.init_args.predict={manifest}"))
         asr = dict(predict("tasks/speech_recognition.yaml", args.asr, work / "asr", prec,
-                           f"--data.init_args.predict_manifest={manifest}"))
+                           f"--data.init_args.predict={manifest}"))
         # Names are the clips' paths as each DataModule resolved them: match them by resolved path.
         st = {str(Path(k).resolve()): v for k, v in st.items()}
         asr = {str(Path(k).resolve()): v for k, v in asr.items()}
@@ -81,7 +81,7 @@ def main() -> None:
         lines = work / "transcripts.txt"
         lines.write_text("".join(t + "\n" for t in transcripts))
         mt = [t for _, t in predict("tasks/translation.yaml", args.mt, work / "mt", prec,
-                                    f"--data.init_args.predict_path={lines}")]
+                                    f"--data.init_args.predict={lines}")]
     if len(mt) != len(clips):
         raise RuntimeError(f"the translation recipe returned {len(mt)} lines for {len(clips)} transcripts")
     wer = METRICS["wer"]()

@@ -63,7 +63,8 @@ def quick_overrides(task: str | None, data_dir: Path) -> list[str]:
                     f"{di}.batch_size=16"]
         else:
             out += [f"{mi}.val_episodes=1", f"{mi}.target_returns=[500]", f"{mi}.val_targets=[500]",
-                    f"{di}.data_dir={data_dir}", f"{di}.episodes_per_level=2", f"{di}.eval_episodes=2",
+                    f"{di}.data_dir={data_dir}", f"{di}.embedded.init_args.episodes_per_level=2",
+                    f"{di}.eval_episodes=2",
                     f"{di}.batch_size=8"]
     return out
 

@@ -1,6 +1,6 @@
 """The translation recipe on a second corpus of another domain, beside a plain-PyTorch peer at equal minutes.
 
-The corpus is the system's gettext catalogs (:mod:`mmformer.data.builders.gettext_catalogs`: English software
+The corpus is the system's gettext catalogs (:mod:`corpora.gettext_catalogs`: English software
 messages and their human Spanish translations, ~28k training pairs). The recipe runs as a user would run it
 on their own pairs: ``tasks/translation.yaml`` unchanged except the data section (the three paths, and any
 ``--set`` overrides given), then ``mmformer test`` on ``best.ckpt`` (chosen by validation BLEU). The peer,
@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mmformer.data.builders import gettext_catalogs  # noqa: E402
+from corpora import gettext_catalogs  # noqa: E402
 from common import fit_and_test, run_logged  # noqa: E402
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
     root = Path(args.root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     paths = gettext_catalogs.build(ROOT / "data")
-    data = [f"--data.init_args.{split}_path={paths[split]}" for split in ("train", "val", "test")]
+    data = [f"--data.init_args.{split}={paths[split]}" for split in ("train", "val", "test")]
     done = fit_and_test(["--config", args.config, *data, *[f"--{kv}" for kv in args.set]], root, ROOT)
     ours, minutes = done.metrics["test/bleu"], done.fit_minutes
     print(f"recipe: test/bleu {ours:.1f}, chrf {done.metrics.get('test/chrf', float('nan')):.1f} "

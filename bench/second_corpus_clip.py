@@ -1,6 +1,6 @@
 """The CLIP recipe on a second corpus of another domain: small glyphs on coloured backgrounds.
 
-The corpus is :mod:`mmformer.data.builders.glyph_captions` (the ten digits, 12-20 px high in 48x48 images,
+The corpus is :mod:`corpora.glyph_captions` (the ten digits, 12-20 px high in 48x48 images,
 on jittered, noisy coloured backgrounds; captions name the digit and both colours). The recipe runs as a
 user would run it on their own image-caption manifests: ``tasks/clip.yaml`` unchanged except its data
 section, which becomes ``mmformer.data.ManifestData`` over the three JSONL manifests with ``zeroshot``
@@ -28,7 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mmformer.data.builders import glyph_captions  # noqa: E402
+from corpora import glyph_captions  # noqa: E402
 from common import fit_and_test  # noqa: E402
 
 BAR = 0.80  # the issue's zero-shot glyph identity bar

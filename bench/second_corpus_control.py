@@ -1,10 +1,10 @@
 """The decision-transformer recipe on a second corpus of another domain: Acrobot-v1 swing-up.
 
-The corpus is :mod:`mmformer.data.builders.acrobot` (an energy-pumping controller with ε-random torques,
+The corpus is :mod:`corpora.acrobot` (an energy-pumping controller with ε-random torques,
 ε from 0 to 1, 100 episodes per level; reward -1 per step until the tip clears the line, at most 500 steps),
 written as a D4RL ``.npz``. The recipe runs as a user would run it on their own D4RL file:
 ``tasks/decision_transformer.yaml`` with its data section swapped for ``mmformer.data.TrajectoryData`` over the
-file (``env_id: Acrobot-v1``, ``path``; context, batch size, validation fraction and test episodes as shipped).
+file (``env_id: Acrobot-v1``, ``train``; context, batch size, validation fraction and test episodes as shipped).
 
 What else has to change, and why it is the minimal honest swap: the model section states the environment's
 sizes and the returns it conditions on, and nothing links them to the data (the CLI has no
@@ -40,8 +40,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mmformer.data.builders import acrobot  # noqa: E402
-from mmformer.data.builders.control import run_episodes  # noqa: E402
+from corpora import acrobot  # noqa: E402
+from corpora.control import run_episodes  # noqa: E402
 from common import fit_and_test  # noqa: E402
 
 TARGETS = [-80.0, -100.0, -200.0, -300.0]  # fixed before any fit (see the docstring)
@@ -53,7 +53,7 @@ def data_section(path: Path, shipped: dict[str, Any]) -> dict[str, Any]:
     keep = {k: v for k, v in shipped.get("init_args", {}).items()
             if k in ("context", "batch_size", "val_fraction", "eval_episodes")}
     return {"class_path": "mmformer.data.TrajectoryData",
-            "init_args": {"env_id": acrobot.ENV_ID, "path": str(path), **keep}}
+            "init_args": {"env_id": acrobot.ENV_ID, "train": str(path), **keep}}
 
 
 def env_settings(model: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The image-classification recipe on a second corpus of another domain: printed letters in held-out fonts.
 
-The corpus is :mod:`mmformer.data.builders.printed_letters` (ten confusable lowercase letters, a b d e g h n p
+The corpus is :mod:`corpora.printed_letters` (ten confusable lowercase letters, a b d e g h n p
 q u, from 23 faces shipped inside matplotlib and Pillow; rotated, scaled, moved, thickened, blurred, noised,
 28x28 grayscale; the test split uses six faces never seen in training). The recipe runs as a user would run
 it on their own ImageFolder tree: ``tasks/image_classification.yaml`` unchanged except its data section,
@@ -29,7 +29,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mmformer.data.builders import printed_letters  # noqa: E402
+from corpora import printed_letters  # noqa: E402
 from common import fit_and_test  # noqa: E402
 
 

@@ -12,7 +12,7 @@ sys.path.insert(0, str(BENCH))
 from second_corpus_clip import PROMPTS, data_section  # noqa: E402
 
 from mmformer.data import ManifestData  # noqa: E402
-from mmformer.data.builders import glyph_captions as gc  # noqa: E402
+from corpora import glyph_captions as gc  # noqa: E402
 
 
 def test_only_the_data_section_changes_and_it_reads_the_glyph_manifests(tmp_path: Path) -> None:

@@ -58,7 +58,9 @@ def test_speech_voices_overlay_composes_after_the_speech_recipe(capsys) -> None:
     cfg = _printed_config(["--config", str(ROOT / "tasks/speech_recognition.yaml"),
                            "--config", str(ROOT / "configs/data/speech_voices.yaml")], capsys)
     data = cfg["data"]["init_args"]
-    assert data["festival_fraction"] == overlay["festival_fraction"] > 0 and data["heldout_synthesizer"] == "flite"
+    corpus, settings = data["embedded"]["init_args"], overlay["embedded"]["init_args"]  # the builder's settings
+    assert corpus["festival_fraction"] == settings["festival_fraction"] > 0 and corpus["heldout_synthesizer"] == "flite"
+    assert corpus["num_train"] == 20000  # the recipe's corpus size survives the merge
     assert data["augment"]["lowpass_prob"] == overlay["augment"]["lowpass_prob"] > 0
     assert data["vocab_size"] == 256 and data["max_target_len"] == 64  # the recipe's own keys survive the merge
     # twice the recipe's schedule, with no time limit cutting it short; the recipe's other trainer keys kept

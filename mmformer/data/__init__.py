@@ -1,5 +1,6 @@
-"""Data by role: :mod:`.readers` of users' formats, :mod:`.builders` of the offline embedded defaults,
-the LightningDataModules in :mod:`.modules`, and the machinery they share in :mod:`.common`.
+"""Data by role: :mod:`.readers` of users' formats, the LightningDataModules in :mod:`.modules`, and the
+machinery they share in :mod:`.common`. The offline embedded corpora are built by the ``corpora`` package
+beside this one, which recipes name by dotted path (``embedded:``) and mmformer never imports.
 :mod:`.spec` is the data→task contract every DataModule implements.
 
 The public names below are re-exported lazily: ``from mmformer.data import TranslationData`` imports
@@ -30,8 +31,6 @@ _EXPORTS = {
     "read_caption_table": "readers.caption_table",
     "read_table": "readers.manifest", "ManifestError": "readers.manifest",
     "read_d4rl": "readers.d4rl", "episodes_from_arrays": "readers.d4rl",
-    # builders
-    "build_control_dataset": "builders.control",
     # shared machinery
     "BucketBatchSampler": "common.batching",
     # the data→task contract
@@ -46,7 +45,6 @@ __getattr__, __dir__ = lazy_exports(__name__, {name: f"mmformer.data.{mod}" for 
 
 
 if TYPE_CHECKING:  # static analysers and IDEs see the names
-    from mmformer.data.builders.control import build_control_dataset
     from mmformer.data.common.batching import BucketBatchSampler
     from mmformer.data.modules.captions import CaptionDataModule, CsvCaptionData, ShapesCaptionData
     from mmformer.data.modules.images import (

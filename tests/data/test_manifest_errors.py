@@ -168,6 +168,6 @@ def test_an_image_that_fails_only_when_decoded_names_its_row_in_the_batch(tmp_pa
 def test_no_training_data_or_a_builder_that_does_not_import_is_explained(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"set data.init_args.train \(a manifest\), data.init_args.embedded \(a builder\) or data.init_args.shards"):
         ManifestData(fields=FIELDS, inputs=ROLES)
-    dm = ManifestData(fields=FIELDS, inputs=ROLES, embedded="mmformer.data.builders.nowhere.build", data_dir=str(tmp_path))
-    with pytest.raises(ValueError, match="embedded: cannot import builder 'mmformer.data.builders.nowhere.build'"):
+    dm = ManifestData(fields=FIELDS, inputs=ROLES, embedded="corpora.nowhere.build", data_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="embedded: cannot import builder 'corpora.nowhere.build'"):
         dm.prepare_data()

@@ -12,6 +12,8 @@ import pytorch_lightning as pl
 import torch
 
 import mmformer.data.modules
+from corpora.control import ControlCorpus
+from corpora.shapes import ShapesCorpus
 from mmformer.data import (
     CsvCaptionData, DigitsData, ShapesCaptionData, TrajectoryData, TranslationData,
 )
@@ -55,11 +57,11 @@ def test_image_classification_declares_its_class_names() -> None:
 
 def test_translation_declares_target_and_source_vocabularies(tmp_path: Path) -> None:
     train = toy_tsv(tmp_path / "train.tsv", n=120)
-    shared = TranslationData(train_path=train, data_dir=str(tmp_path), vocab_size=300, max_tokens=256)
+    shared = TranslationData(train=train, data_dir=str(tmp_path), vocab_size=300, max_tokens=256)
     shared.setup("fit")
     spec = shared.data_spec()
     assert spec.vocab is not None and spec.source_vocab is spec.vocab
-    split = TranslationData(train_path=train, data_dir=str(tmp_path), vocab_size=300, max_tokens=256,
+    split = TranslationData(train=train, data_dir=str(tmp_path), vocab_size=300, max_tokens=256,
                             shared_vocab=False)
     split.setup("fit")
     spec = split.data_spec()
@@ -93,7 +95,7 @@ def test_captions_declare_vocab_tokenize_splits_and_predict_names(tmp_path: Path
 
 
 def test_shapes_declare_their_zero_shot_splits(tmp_path: Path) -> None:
-    dm = ShapesCaptionData(data_dir=str(tmp_path), num_train=200, num_eval=40, batch_size=16)
+    dm = ShapesCaptionData(ShapesCorpus(num_train=200, num_eval=40), data_dir=str(tmp_path), batch_size=16)
     dm.setup("test")
     splits = dm.data_spec().eval_splits
     assert [(s.name, s.retrieval) for s in splits] == [("", True), ("", False), ("unseen_", False)]
@@ -103,7 +105,8 @@ def test_shapes_declare_their_zero_shot_splits(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("env_id, discrete, act_dim", [("CartPole-v1", True, 2), ("Pendulum-v1", False, 1)])
 def test_trajectories_declare_the_control_spec(tmp_path: Path, env_id: str, discrete: bool, act_dim: int) -> None:
-    dm = TrajectoryData(env_id=env_id, data_dir=str(tmp_path), episodes_per_level=2, context=5, batch_size=8)
+    dm = TrajectoryData(env_id=env_id, data_dir=str(tmp_path), embedded=ControlCorpus(env_id, episodes_per_level=2),
+                        context=5, batch_size=8)
     dm.setup("fit")
     control = dm.data_spec().control
     assert isinstance(control, ControlSpec)

@@ -46,8 +46,8 @@ def translation(folder: Path) -> Case:
         pairs = [f"{s}\t{' '.join(w.upper() for w in reversed(s.split()))}" for s in _sentences(n, seed)]
         (folder / f"{split}.tsv").write_text("\n".join(pairs) + "\n")
     return Case(["--config", str(TASKS / "translation.yaml"), *TINY,
-                 f"--data.init_args.train_path={folder / 'train.tsv'}",
-                 f"--data.init_args.test_path={folder / 'test.tsv'}",
+                 f"--data.init_args.train={folder / 'train.tsv'}",
+                 f"--data.init_args.test={folder / 'test.tsv'}",
                  f"--data.init_args.data_dir={folder / 'data'}", "--data.init_args.vocab_size=300",
                  "--data.init_args.max_source_len=16", "--data.init_args.max_target_len=16",
                  "--data.init_args.max_tokens=104", "--data.init_args.val_size=4",
@@ -67,7 +67,7 @@ def speech(folder: Path) -> Case:
                  "duration": s, "text": text} for i, text in enumerate(_sentences(n, len(split), 2))]
         (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return Case(["--config", str(TASKS / "speech_recognition.yaml"), *TINY,
-                 *[f"--data.init_args.{s}_manifest={folder / s}.jsonl" for s in ("train", "val", "test")],
+                 *[f"--data.init_args.{s}={folder / s}.jsonl" for s in ("train", "val", "test")],
                  f"--data.init_args.data_dir={folder / 'data'}", "--data.init_args.units=char",
                  "--data.init_args.batch_size=4", "--model.init_args.model.target_vocab_size=21",
                  "--model.init_args.model.decoder_depth=1", "--model.init_args.model.source_tokenizer.init_args.n_mels=16",
@@ -84,7 +84,7 @@ def captions(folder: Path) -> Case:
                 for i, w in enumerate(_sentences(n, n, 2))]
         (folder / f"{split}.tsv").write_text("filepath\ttitle\n" + "".join(f"{p}\t{c}\n" for p, c in rows))
     data = {"class_path": "mmformer.data.CsvCaptionData", "init_args": {
-        "train_file": str(folder / "train.tsv"), "val_file": str(folder / "val.tsv"), "data_dir": str(folder / "data"),
+        "train": str(folder / "train.tsv"), "val": str(folder / "val.tsv"), "data_dir": str(folder / "data"),
         "image_size": 8, "batch_size": 4, "vocab_size": 30, "max_caption_len": 16}}
     return Case(["--config", str(TASKS / "clip.yaml"), *TINY, "--data", _yaml(folder / "data.yaml", data),
                  "--model.init_args.model.tokenizer_a.init_args.image_size=8",
@@ -113,7 +113,7 @@ def trajectories(folder: Path) -> Case:
 
     folder.mkdir(parents=True, exist_ok=True)
     npz = cartpole_npz(folder / "d.npz")
-    return Case(["--config", str(TASKS / "decision_transformer.yaml"), *TINY, f"--data.init_args.path={npz}",
+    return Case(["--config", str(TASKS / "decision_transformer.yaml"), *TINY, f"--data.init_args.train={npz}",
                  f"--data.init_args.data_dir={folder}", "--data.init_args.context=5", "--data.init_args.batch_size=15",
                  "--data.init_args.val_fraction=0.2", "--data.init_args.eval_episodes=2",
                  "--model.init_args.model.context=5", "--model.init_args.val_episodes=2"], epoch_batches=5)

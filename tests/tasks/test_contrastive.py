@@ -179,8 +179,8 @@ def test_the_shared_tower_recipe_trains_both_sides_of_its_encoder(tmp_path: Path
 
 @pytest.mark.slow
 def test_recipe_fits_tests_and_predicts_through_the_cli(tmp_path: Path) -> None:
-    small = ["--data.init_args.data_dir", str(tmp_path / "data"), "--data.init_args.num_train=512",
-             "--data.init_args.num_eval=64", "--data.init_args.batch_size=32", "--trainer.enable_progress_bar=false",
+    small = ["--data.init_args.data_dir", str(tmp_path / "data"), "--data.init_args.embedded.init_args.num_train=512",
+             "--data.init_args.embedded.init_args.num_eval=64", "--data.init_args.batch_size=32", "--trainer.enable_progress_bar=false",
              "--trainer.default_root_dir", str(tmp_path), "--model.init_args.model.backbone.depth=1"]
     fit = main(["fit", "--config", RECIPE, *small, "--trainer.max_steps=3"])
     ckpt = fit.trainer.checkpoint_callback.last_model_path

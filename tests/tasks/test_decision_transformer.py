@@ -74,7 +74,7 @@ def test_model_and_environment_mismatches_are_named() -> None:
         rollout(_model(), "NotAnEnv-v3", 10.0, [0])
 
 
-SMALL = ["--data.init_args.episodes_per_level=6", "--data.init_args.eval_episodes=4",
+SMALL = ["--data.init_args.embedded.init_args.episodes_per_level=6", "--data.init_args.eval_episodes=4",
          "--model.init_args.model.backbone.dim=32", "--model.init_args.model.backbone.depth=1",
          "--model.init_args.target_returns=[500,150]", "--model.init_args.val_episodes=2",
          "--trainer.enable_progress_bar=false"]
@@ -119,7 +119,8 @@ def test_validate_rolls_out_on_the_validation_seeds_at_each_val_target(tmp_path:
 
     monkeypatch.setattr(dt, "rollout", spy)
     out = main(["validate", "--config", RECIPE, "--trainer.default_root_dir", str(tmp_path),
-                f"--data.init_args.data_dir={tmp_path / 'data'}", *SMALL, "--data.init_args.episodes_per_level=2",
+                f"--data.init_args.data_dir={tmp_path / 'data'}", *SMALL,
+                "--data.init_args.embedded.init_args.episodes_per_level=2",
                 "--trainer.limit_val_batches=1", "--model.init_args.val_rollout_every=3",
                 "--model.init_args.val_targets=[500,150]", "--model.init_args.temperature=0.7"])
     metrics = out.trainer.callback_metrics
@@ -127,10 +128,10 @@ def test_validate_rolls_out_on_the_validation_seeds_at_each_val_target(tmp_path:
     assert seen == [(500.0, [10_000, 10_001], 0.7), (150.0, [10_000, 10_001], 0.7)]  # VAL_SEED_START + 0, 1
 
 def test_the_tokenizer_follows_the_data_and_a_size_set_against_it_is_one_error(tmp_path: Path) -> None:
-    from mmformer.data.builders.control import ControlDatasetSpec, build_control_dataset
+    from corpora.control import ControlDatasetSpec, build_control_dataset
 
     pend = build_control_dataset(ControlDatasetSpec("Pendulum-v1", [0.5], episodes_per_level=2), tmp_path)
-    swap = [f"--data.init_args.path={pend}", "--data.init_args.env_id=Pendulum-v1", "--data.init_args.target_returns=null",
+    swap = [f"--data.init_args.train={pend}", "--data.init_args.env_id=Pendulum-v1", "--data.init_args.target_returns=null",
             "--data.init_args.val_targets=null", "--trainer.max_steps=1"]
     fit = main(["fit", "--config", RECIPE, "--trainer.default_root_dir", str(tmp_path / "a"), *SMALL, *swap])
     tok = fit.model.model.tokenizer  # the CartPole recipe's model, sized by Pendulum's data: 3 states, 1 continuous action

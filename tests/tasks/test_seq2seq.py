@@ -113,7 +113,7 @@ def test_hybrid_decoding_without_a_ctc_head_is_refused_before_training() -> None
 
 def test_vocab_size_mismatch_is_named(tmp_path: Path) -> None:
     data, task = ReverseData(tmp_path, n_train=32), _task(vocab_size=20)
-    with pytest.raises(ValueError, match="target_vocab_size=14"):
+    with pytest.raises(ValueError, match="has 14 pieces but the model was built for target_vocab_size=20.*set it to 14"):
         _trainer(tmp_path, 1).fit(task, datamodule=data)
 
 
@@ -150,8 +150,8 @@ def _toy_translation_recipe(tmp_path: Path) -> tuple[Path, list[str]]:
 
     recipe = Path(__file__).resolve().parents[2] / "tasks" / "translation.yaml"
     return recipe, [
-        f"--data.init_args.train_path={toy_tsv(tmp_path / 'train.tsv', 300)}",
-        f"--data.init_args.test_path={toy_tsv(tmp_path / 'test.tsv', 20, 1)}",
+        f"--data.init_args.train={toy_tsv(tmp_path / 'train.tsv', 300)}",
+        f"--data.init_args.test={toy_tsv(tmp_path / 'test.tsv', 20, 1)}",
         f"--data.init_args.data_dir={tmp_path / 'data'}", "--data.init_args.vocab_size=300",
         "--model.init_args.model.target_vocab_size=300", "--model.init_args.model.source_tokenizer.init_args.vocab_size=300",
         "--model.init_args.model.backbone.dim=32", "--model.init_args.model.backbone.depth=1",
@@ -168,7 +168,7 @@ def test_translation_recipe_trains_and_predict_translates_a_file(tmp_path: Path,
     sentences.write_text("the cat sees a dog\n\nred house\n")
     capsys.readouterr()
     main(["predict", "--config", str(recipe), *small, f"--ckpt_path={ckpt}",
-          f"--data.init_args.predict_path={sentences}", "--model.init_args.generation.max_new_tokens=8"])
+          f"--data.init_args.predict={sentences}", "--model.init_args.generation.max_new_tokens=8"])
     printed = [line for line in capsys.readouterr().out.splitlines() if not line.startswith(("┃", "┏", "┡", "└"))]
     written = next((tmp_path / "runs").rglob("predictions.tsv")).read_text().splitlines()
     assert [w.split("\t")[0] for w in written] == ["1", "2", "3"]  # one line per input line, the empty one too

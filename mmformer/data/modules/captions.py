@@ -1,6 +1,6 @@
 """Image–caption DataModules for contrastive training: the dataset, the shared machinery
 (:class:`CaptionDataModule`), CSV/TSV tables (:class:`CsvCaptionData`) and the rendered shapes
-default (:class:`ShapesCaptionData`).
+images of an embedded builder (:class:`ShapesCaptionData`).
 
 Batches are dicts keyed by the contrastive task's roles: ``a`` (images ``(B, C, H, W)`` float
 normalized), ``b`` (captions ``(B, T)`` long right-padded ids, pad 0, eos 3), ``index (B,)`` long row
@@ -11,16 +11,15 @@ trained on the training captions, cached by fingerprint), so a batch is a few te
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, ClassVar, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from mmformer.data.builders.shapes import (
-    COLOR_NAMES, SHAPES, ShapesConfig, cache_dir, combo_classes, ensure_rendered, load_split,
-)
+from mmformer.data.common.embedded import Builder, build_embedded
 from mmformer.data.common.loading import eval_loader, world_of
 from mmformer.data.common.sampling import ResumableDataModule, ResumableSampler
 from mmformer.data.readers.blob import Blob
@@ -254,7 +253,7 @@ class CsvCaptionData(CaptionDataModule):
     """Image–caption pairs from CSV/TSV tables (OpenCLIP's ``--csv-img-key/--csv-caption-key`` format).
 
     Args:
-        train_file, val_file, test_file: tables with a header row; ``test_file`` defaults to ``val_file``.
+        train, val, test: tables with a header row; ``test`` defaults to ``val``.
         image_column: column of image paths (relative to ``image_root`` or the table's folder).
         caption_column: column of captions.
         separator: field separator (``"\\t"`` for TSV, ``","`` for CSV).
@@ -266,17 +265,20 @@ class CsvCaptionData(CaptionDataModule):
         **kwargs: see :class:`CaptionDataModule`.
     """
 
-    def __init__(self, train_file: str | None = None, val_file: str | None = None, test_file: str | None = None, image_column: str = "filepath",
-                 caption_column: str = "title", separator: str = "\t", image_root: str | None = None,
+    renamed_args: ClassVar[dict[str, str]] = {"train_file": "train", "val_file": "val", "test_file": "test"}
+
+    def __init__(self, train: str | None = None, val: str | None = None, test: str | None = None,
+                 image_column: str = "filepath", caption_column: str = "title", separator: str = "\t",
+                 image_root: str | None = None,
                  predict_dir: str | None = None, data_dir: str = "data", image_size: int = 64, channels: int = 3,
                  batch_size: int = 128, vocab_size: int = 1000, vocab_model_type: str = "bpe",
                  max_caption_len: int = 64, num_workers: int = 0, seed: int = 0, shards: str | None = None) -> None:
         super().__init__(data_dir, image_size, channels, batch_size, vocab_size, vocab_model_type, max_caption_len,
                          num_workers, seed)
-        if (shards is None) == (train_file is None or val_file is None):
-            raise ValueError("set data.init_args.train_file and val_file (caption tables), or data.init_args.shards")
+        if (shards is None) == (train is None or val is None):
+            raise ValueError("set data.init_args.train and val (caption tables), or data.init_args.shards")
         self.shards = shards
-        self.files = {"train": train_file, "val": val_file, "test": test_file or val_file}
+        self.files = {"train": train, "val": val, "test": test or val}
         self.columns, self.separator, self.image_root = (image_column, caption_column), separator, image_root
         self.predict_dir = predict_dir
 
@@ -294,69 +296,80 @@ class CsvCaptionData(CaptionDataModule):
         return images, captions, None, rows
 
 
-# --- the rendered shapes default --------------------------------------------------------------------------
+# --- an embedded builder's scenes ---------------------------------------------------------------------------
 SHAPE_TEMPLATES = ["a {}", "a small {}", "a large {}"]
 COLOR_TEMPLATES = ["a {} shape", "a small {} shape", "a large {} shape"]
+EVAL_SPLITS = ("test", "zeroshot", "unseen")
 
 
 class ShapesCaptionData(CaptionDataModule):
-    """Rendered shape scenes with compositional captions (the contrastive recipe's embedded default).
+    """Images with captions and zero-shot labels from an embedded builder (the contrastive recipe's, the
+    rendered shape scenes of ``corpora.shapes.ShapesCorpus``).
 
-    ``test`` runs three splits: ``test`` (retrieval over unique captions), ``zeroshot`` (shape,
-    colour and colour+shape zero-shot accuracy on single-shape scenes of seen combinations) and
-    ``unseen`` (the same on held-out colour–shape combinations), metric prefixes "", "" and "unseen_".
+    The builder returns a folder per split (``train``, ``val``, ``test``, ``zeroshot``, ``unseen``), each with
+    ``images.npy`` (``(N, H, W, 3)`` uint8), ``captions.txt`` (one a line) and ``labels.npy`` (``(N, K)`` class
+    ids, -1 = none), and ``label_classes`` (label column name → class names, in column order). ``test`` runs
+    three splits: ``test`` (retrieval over unique captions), ``zeroshot`` (zero-shot accuracy per label column)
+    and ``unseen`` (the same on held-out combinations), metric prefixes "", "" and "unseen_".
 
     Args:
-        num_train: training scenes.
-        num_eval: scenes in each of val, test, zeroshot and unseen.
-        two_shape_fraction: share of scenes with two shapes.
-        partial_captions: share of training captions that name only some attributes.
-        shape_templates, color_templates: zero-shot prompts (``{}`` = class name); each class's
-            embedding is the mean of its prompts'.
+        embedded: the builder (:mod:`mmformer.data.common.embedded`).
+        image_size: side of the builder's square images (checked).
+        shape_templates, color_templates: zero-shot prompts (``{}`` = class name) of the ``color`` column and of
+            the others; each class's embedding is the mean of its prompts'.
         predict_dir: folder of images for ``mmformer predict`` (default: the test split's images).
         **kwargs: see :class:`CaptionDataModule`.
     """
 
-    def __init__(self, data_dir: str = "data", image_size: int = 48, num_train: int = 50_000, num_eval: int = 1_000,
-                 two_shape_fraction: float = 0.6, partial_captions: float = 0.5,
+    # options of earlier versions: a run's old config.yaml names its new place (cli/errors.py)
+    renamed_args: ClassVar[dict[str, str]] = {k: f"embedded.init_args.{k}" for k in (
+        "num_train", "num_eval", "two_shape_fraction", "partial_captions")}
+
+    def __init__(self, embedded: Builder | str, data_dir: str = "data", image_size: int = 48,
                  shape_templates: list[str] | None = None, color_templates: list[str] | None = None,
                  predict_dir: str | None = None, batch_size: int = 256, vocab_size: int = 64,
                  vocab_model_type: str = "bpe", max_caption_len: int = 48, num_workers: int = 0,
                  seed: int = 0) -> None:
         super().__init__(data_dir, image_size, 3, batch_size, vocab_size, vocab_model_type, max_caption_len,
                          num_workers, seed)
-        if not 0.0 <= two_shape_fraction <= 1.0 or not 0.0 <= partial_captions <= 1.0:
-            raise ValueError("two_shape_fraction and partial_captions are fractions in [0, 1]")
-        self.config = ShapesConfig(image_size, num_train, num_eval, two_shape_fraction, partial_captions, seed)
+        self.embedded = embedded
         self.shape_templates = shape_templates or SHAPE_TEMPLATES
         self.color_templates = color_templates or COLOR_TEMPLATES
         self.predict_dir = predict_dir
+        self._built: dict[str, Any] | None = None  # what the builder returned
         self._cache: dict[str, tuple] = {}
 
+    def _splits(self) -> dict[str, Any]:
+        if self._built is None:  # renders once; the builder caches the scenes
+            self._built = build_embedded(self.embedded, self.data_dir, ("train", "val", *EVAL_SPLITS, "label_classes"))
+        return self._built
+
     def vocab_prefix(self) -> Path:
-        return cache_dir(self.config, self.data_dir) / "captions_sp"
+        return Path(self._splits()["train"]).parent / "captions_sp"
 
     def prepare_data(self) -> None:
-        ensure_rendered(self.config, self.data_dir)
+        self._splits()
         super().prepare_data()
 
     def load_raw(self, split: str) -> tuple:
         if split not in self._cache:
-            folder = ensure_rendered(self.config, self.data_dir)  # a no-op once rendered
-            images, captions, labels = load_split(folder, split)
+            path = Path(self._splits()[split])
+            images = np.load(path / "images.npy")  # (N, H, W, 3) uint8
+            if images.shape[1] != self.image_size:
+                raise ValueError(f"{path}: the builder's images are {images.shape[1]} px, not data.init_args."
+                                 f"image_size={self.image_size}; set them equal")
+            captions = (path / "captions.txt").read_text().splitlines()
             self._cache[split] = (torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), captions,
-                                  torch.from_numpy(labels), None)
+                                  torch.from_numpy(np.load(path / "labels.npy")), None)
         return self._cache[split]
 
     def eval_splits(self) -> list[str]:
-        return ["test", "zeroshot", "unseen"]
+        return list(EVAL_SPLITS)
 
     def split_info(self, split: str) -> EvalSplit:
-        specs = {
-            "shape": ZeroShotSpec(0, list(SHAPES), self.shape_templates),
-            "color": ZeroShotSpec(1, list(COLOR_NAMES), self.color_templates),
-            "combo": ZeroShotSpec(2, combo_classes(), self.shape_templates),
-        }
         if split == "test":
             return EvalSplit("", retrieval=True)
+        classes: dict[str, list[str]] = self._splits()["label_classes"]
+        specs = {name: ZeroShotSpec(k, list(names), self.color_templates if name == "color" else self.shape_templates)
+                 for k, (name, names) in enumerate(classes.items())}
         return EvalSplit("unseen_" if split == "unseen" else "", retrieval=False, zeroshot=specs)

@@ -19,10 +19,6 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from mmformer.data.builders.images import (
-    DIGITS_CLASSES, FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, FASHION_MNIST_DOWNLOAD_DIR, download_fashion_mnist,
-    load_digits_split,
-)
 from mmformer.data.common.augment import CropFlipNormalize
 from mmformer.data.common.loading import eval_loader, world_of
 from mmformer.data.common.sampling import ResumableDataModule, ResumableSampler, seeded_call
@@ -32,6 +28,10 @@ from mmformer.data.modules.image_sources import (
 from mmformer.data.readers.idx import find_idx, read_idx
 from mmformer.data.readers.image_files import (
     ImageFileDataset, folder_classes, image_folder_files, list_images, load_image, read_image_folder,
+)
+from mmformer.data.readers.packaged import (
+    DIGITS_CLASSES, FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, FASHION_MNIST_DOWNLOAD_DIR, download_fashion_mnist,
+    load_digits_split,
 )
 from mmformer.data.shards.dataset import ShardView
 from mmformer.data.shards.format import ShardError

@@ -43,17 +43,17 @@ shards are disjoint and unpadded.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
 from mmformer.data.common.batching import BucketBatchSampler, EvalBatchSampler, TokenBudgetBatchSampler
+from mmformer.data.common.embedded import Builder, build_embedded, builder_name
 from mmformer.data.common.full_batches import FullBucketBatchSampler
 from mmformer.data.common.ids import Ragged, wrap_rows
 from mmformer.data.common.loading import world_of
@@ -85,11 +85,13 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
             label ``classes`` (default: the training split's labels, sorted); vector ``dim`` (required).
         inputs: task role → field (roles: ``input``/``label`` classification, ``source``/``target``
             sequence-to-text, ``a``/``b`` contrastive towers).
-        embedded: dotted path of a builder ``build(data_dir) -> {split: manifest path}``, called in
-            ``prepare_data`` (cached by the builder) to fill the splits left None; only when ``train`` is None.
+        embedded: a corpus builder ``build(data_dir) -> {split: manifest path}`` by dotted path, or a builder
+            class with its settings (``class_path``/``init_args``; :mod:`mmformer.data.common.embedded`), called
+            in ``prepare_data`` (cached by the builder) to fill the splits left None; only when ``train`` is None.
         data_dir: where the embedded data and the text vocabulary are cached.
         vocab_size: pieces of the sentencepiece model trained on the training split's text fields that roles
-            read (they share it; cached under ``data_dir/tokenizers``).
+            read (they share it; cached under ``data_dir/tokenizers``); None = the size the rule of
+            :mod:`mmformer.tokenizers.vocab_rules` gives the training text (printed).
         vocab_model: a trained sentencepiece ``.model`` to use instead (pad/unk/bos/eos = 0/1/2/3).
         vocab_model_type: sentencepiece algorithm (``bpe``, ``unigram``, ``char``, ``word``).
         byte_fallback: unseen characters encode as byte pieces (costs 256 ids) instead of ``<unk>``.
@@ -121,9 +123,9 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
         val: str | None = None,
         test: str | None = None,
         predict: str | None = None,
-        embedded: str | None = None,
+        embedded: Builder | str | None = None,
         data_dir: str = "data",
-        vocab_size: int = 1000,
+        vocab_size: int | None = None,
         vocab_model: str | None = None,
         vocab_model_type: Literal["bpe", "unigram", "char", "word"] = "bpe",
         byte_fallback: bool = False,
@@ -173,21 +175,14 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
     # --- reading -------------------------------------------------------------------------------
     def _path(self, split: str) -> str | None:
         if self.paths["train"] is None and not self._built:  # the embedded builder fills the splits left None
-            module, _, name = str(self.embedded).rpartition(".")
-            try:
-                build: Callable[..., dict[str, Any]] = getattr(importlib.import_module(module), name)
-            except (ImportError, AttributeError, ValueError) as err:
-                raise ValueError(f"data.init_args.embedded: cannot import builder {self.embedded!r} ({err})") from err
-            built = build(self.data_dir)
+            built = build_embedded(self.embedded, self.data_dir)  # type: ignore[arg-type]
             fill = [*SPLITS, *(e.name for e in self.extra)]
             self.paths.update({s: str(p) for s, p in built.items() if s in fill and self.paths.get(s) is None})
             self._built = True
-            if self.paths["train"] is None:
-                raise ValueError(f"builder {self.embedded} returned no train manifest (got {sorted(built)})")
             for e in self.extra:
                 if self.paths[e.name] is None:
-                    raise ManifestError(f"extra_test.{e.name}: builder {self.embedded} returned no {e.name!r} "
-                                        f"split (got {sorted(built)}); set extra_test.{e.name}.path")
+                    raise ManifestError(f"extra_test.{e.name}: builder {builder_name(self.embedded)} returned no "
+                                        f"{e.name!r} split (got {sorted(built)}); set extra_test.{e.name}.path")
         return self.paths[split]
 
     def _column(self, split: str, name: str) -> Column:
@@ -263,7 +258,7 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
         texts = [t for n in text for t in self._column("train", n).values]  # type: ignore[union-attr]
         vocab = SentencePieceVocab.train(texts, self._vocab_prefix(), self.vocab_size,
                                          model_type=self.vocab_model_type, byte_fallback=self.byte_fallback)
-        if vocab.vocab_size != self.vocab_size:
+        if self.vocab_size is not None and vocab.vocab_size != self.vocab_size:
             raise ValueError(f"the text vocabulary has {vocab.vocab_size} pieces, not vocab_size={self.vocab_size}")
         return vocab
 

@@ -58,7 +58,7 @@ class ExtraTest:
 
 def parse_extra_test(config: Mapping[str, Mapping[str, Any]] | None, fields: Mapping[str, FieldSpec],
                      inputs: Mapping[str, str], zeroshot: Mapping[str, Any], splits: Sequence[str],
-                     embedded: str | None, builder_used: bool) -> list[ExtraTest]:
+                     embedded: object, builder_used: bool) -> list[ExtraTest]:
     """Checks ``extra_test`` (name → options) against the recipe and returns the splits in order.
 
     A split without ``path`` is the embedded corpus's: when the recipe's corpus is replaced by manifests of
@@ -69,7 +69,7 @@ def parse_extra_test(config: Mapping[str, Mapping[str, Any]] | None, fields: Map
         fields: the recipe's declared fields; inputs: its role → field mapping.
         zeroshot: the main test split's zero-shot fields (their metric names must stay distinct).
         splits: the standard split names (an extra split may not reuse one).
-        embedded: the dotted path of the recipe's embedded builder, or None.
+        embedded: the recipe's embedded builder (or its dotted path), or None.
         builder_used: the builder fills the splits (``train`` is unset).
 
     Raises:

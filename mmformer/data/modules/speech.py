@@ -1,4 +1,4 @@
-"""Speech-recognition DataModule: NeMo-style JSONL manifests or the embedded espeak-ng corpus,
+"""Speech-recognition DataModule: NeMo-style JSONL manifests or an embedded corpus builder's splits,
 length-bucketed batches, optional waveform augmentation (:mod:`mmformer.data.common.wave_augment`), and
 the batches :class:`~mmformer.tasks.seq2seq.Seq2SeqTask` consumes.
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from mmformer.data.common.batching import BucketBatchSampler
+from mmformer.data.common.embedded import Builder, build_embedded
 from mmformer.data.common.ids import Ragged, wrap_rows
 from mmformer.data.common.loading import world_of
 from mmformer.data.common.packing import MarkPacked
@@ -122,14 +123,14 @@ def encode_targets(vocab: SentencePieceVocab, texts: list[str], max_len: int) ->
 
 
 class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
-    """Speech-recognition data: NeMo manifests, or the embedded espeak-ng corpus by default.
+    """Speech-recognition data: NeMo manifests, or the splits of an embedded corpus builder.
 
     Args:
         data_dir: where the embedded corpus and the trained vocabulary are cached.
-        train_manifest, val_manifest, test_manifest: NeMo-style JSONL manifests (WAV/FLAC files,
-            any rate/channels); all None = the embedded espeak-ng corpus.
-        num_train, num_val, num_test: utterances of the embedded corpus per split.
-        synth_workers: espeak-ng processes building the embedded corpus.
+        train, val, test: NeMo-style JSONL manifests (WAV/FLAC files, any rate/channels).
+        embedded: with ``train`` None, a corpus builder (:mod:`mmformer.data.common.embedded`; the recipe's is
+            ``corpora.speech.SpeechCorpus``) whose ``{split}.jsonl`` rows (``id``, ``text``, ``duration``,
+            ``offset``, ``num_samples``) index int16 16 kHz clips in ``{split}.npy`` beside them.
         units: sentencepiece model type of the output units (``bpe``, ``unigram``, ``char``, ``word``).
         vocab_size: pieces in the vocabulary (special ids included; ``char`` takes what it needs).
         batch_size: utterances per batch (batches are length-bucketed).
@@ -147,31 +148,29 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
         pack_len: pack each training batch's samples into rows of at most this many tokens (per side:
             source and target), each attending only within itself (:mod:`mmformer.data.common.packing`);
             no compute is spent on padding. None = padded batches (the default). Losses are unchanged.
-        seed: shuffling and corpus seed.
+        seed: shuffling seed.
         predict_files: audio files ``mmformer predict`` transcribes (in this order).
-        predict_manifest: or a manifest of them (``text`` optional).
+        predict: or a manifest of them (``text`` optional).
         shards: read ``<shards>/{train,val,test}`` prepared by ``mmformer prepare nemo`` (a folder or an
             ``s3://``/``gs://``... URI) instead of manifests: transcripts and durations are read in ``setup``
             (vocabulary, filtering, bucketing), clips are decoded per batch in the workers.
-        heldout_synthesizer: who speaks the embedded corpus's validation and test splits: ``espeak`` (espeak-ng
-            voice variants never heard in training; the default) or ``flite`` (CMU Flite's five voices, a
-            synthesizer never heard in training: :mod:`mmformer.data.builders.flite`).
-        festival_fraction: share of the embedded corpus's training clips spoken by Festival's recorded-diphone
-            voice (``ked``, at random rates and pitches) instead of espeak-ng, for voice variety; 0 = espeak-ng only.
     """
 
     _resume_unit = "batches"  # token/length-bucketed batches vary in size
+    # options of earlier versions: a run's old config.yaml names its new place (cli/errors.py)
+    renamed_args: ClassVar[dict[str, str]] = {
+        "train_manifest": "train", "val_manifest": "val", "test_manifest": "test", "predict_manifest": "predict",
+        "synth_workers": "embedded.init_args.workers",
+        **{k: f"embedded.init_args.{k}" for k in ("num_train", "num_val", "num_test", "heldout_synthesizer",
+                                                  "festival_fraction")}}
 
     def __init__(
         self,
         data_dir: str = "data",
-        train_manifest: str | None = None,
-        val_manifest: str | None = None,
-        test_manifest: str | None = None,
-        num_train: int = 20000,
-        num_val: int = 300,
-        num_test: int = 1000,
-        synth_workers: int = 2,
+        train: str | None = None,
+        val: str | None = None,
+        test: str | None = None,
+        embedded: Builder | str | None = None,
         units: Units = "bpe",
         vocab_size: int = 256,
         batch_size: int = 32,
@@ -187,19 +186,21 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
         pack_len: int | None = None,
         seed: int = 0,
         predict_files: list[str] | None = None,
-        predict_manifest: str | None = None,
+        predict: str | None = None,
         shards: str | None = None,
-        heldout_synthesizer: Literal["espeak", "flite"] = "espeak",
-        festival_fraction: float = 0.0,
     ) -> None:
         super().__init__()
-        manifests = (train_manifest, val_manifest, test_manifest)
+        manifests = (train, val, test)
         if any(manifests) and not all(manifests):
-            raise ValueError("give train_manifest, val_manifest and test_manifest together (or none: the embedded corpus)")
+            raise ValueError("give data.init_args.train, val and test together (or none: the embedded corpus)")
+        if shards is not None and train is not None:
+            raise ValueError("give shards or the manifests, not both")
         if unknown_chars not in ("error", "skip", "unk"):
             raise ValueError(f"unknown_chars must be error, skip or unk, got {unknown_chars!r}")
         self.data_dir, self.manifests = Path(data_dir), manifests if all(manifests) else None
-        self.sizes, self.synth_workers, self.seed = (num_train, num_val, num_test), synth_workers, seed
+        self.embedded = embedded
+        self._built: dict[str, Any] | None = None  # what the builder returned
+        self.seed = seed
         self.units, self.vocab_size, self.batch_size, self.bucket_batches = units, vocab_size, batch_size, bucket_batches
         self.sample_rate, self.min_duration, self.max_duration = sample_rate, min_duration, max_duration
         self.max_target_len, self.unknown_chars, self.num_workers = max_target_len, unknown_chars, num_workers
@@ -209,35 +210,22 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
                 raise ValueError(f"{name}.sample_rate {aug.sample_rate} differs from sample_rate {sample_rate}; set "
                                  f"them equal (the clips are resampled to sample_rate before augmentation)")
         self.augment, self.eval_augment = augment, eval_augment
-        self.predict_files, self.predict_manifest = predict_files, predict_manifest
+        self.predict_files, self.predict_manifest = predict_files, predict
         self.shards = shards
-        if shards is not None and self.manifests is not None:
-            raise ValueError("give shards or the manifests, not both")
-        if heldout_synthesizer not in ("espeak", "flite"):
-            raise ValueError(f"heldout_synthesizer must be espeak or flite, got {heldout_synthesizer!r}")
-        if heldout_synthesizer != "espeak" and (shards is not None or self.manifests is not None):
-            raise ValueError("heldout_synthesizer applies to the embedded corpus; your manifests or shards "
-                             "bring their own validation and test splits")
-        if not 0.0 <= festival_fraction <= 1.0:
-            raise ValueError(f"festival_fraction is a share of the training clips, in [0, 1]; got {festival_fraction}")
-        self.heldout_synthesizer, self.festival_fraction = heldout_synthesizer, festival_fraction
         self.vocab: SentencePieceVocab | None = None
         self._resume: tuple[int, int] | None = None
         self._ready = False
 
     # --- sources -------------------------------------------------------------------------------
-    def _corpus(self, split: str = "train") -> Path:
-        """The embedded corpus folder holding ``split``: espeak-ng's, or flite's for held-out synthesizer splits."""
-        if split != "train" and self.heldout_synthesizer == "flite":
-            from mmformer.data.builders import flite
-
-            fcfg = flite.FliteCorpusConfig(num_val=self.sizes[1], num_test=self.sizes[2], seed=self.seed)
-            return flite.build_corpus(self.data_dir, fcfg, workers=self.synth_workers)
-        from mmformer.data.builders.espeak import EspeakCorpusConfig, build_corpus
-
-        cfg = EspeakCorpusConfig(num_train=self.sizes[0], num_val=self.sizes[1], num_test=self.sizes[2], seed=self.seed,
-                                 festival_fraction=self.festival_fraction)
-        return build_corpus(self.data_dir, cfg, workers=self.synth_workers)
+    def _embedded_split(self, split: str) -> Path:
+        """The builder's ``{split}.jsonl`` (built once; the builder caches the corpus)."""
+        if self.embedded is None:  # no manifests, shards or builder
+            raise ValueError("no speech data: set data.init_args.train, val and test (manifests), data.init_args."
+                             "embedded (a corpus builder) or data.init_args.shards")
+        if self._built is None:
+            splits = ("train", "val", "test")
+            self._built = build_embedded(self.embedded, self.data_dir, splits)  # type: ignore[arg-type]
+        return Path(self._built[split])
 
     def _entries(self, split: str) -> list[dict[str, Any]]:
         """Manifest rows of a split: dicts with id, text, duration and either file or offset/num_samples."""
@@ -250,11 +238,11 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
             path = self.manifests[("train", "val", "test").index(split)]
             return [{"id": f"{e.manifest}:{e.line}", "text": e.text, "duration": e.duration, "file": e.audio_filepath}
                     for e in read_manifest(path)]
-        with open(self._corpus(split) / f"{split}.jsonl") as f:
+        with open(self._embedded_split(split)) as f:
             return [json.loads(line) for line in f]
 
     def _train_vocab(self, texts: list[str]) -> SentencePieceVocab:
-        name = "espeak" if self.manifests is None else Path(self.manifests[0]).stem
+        name = "espeak" if self.manifests is None else Path(self.manifests[0]).stem  # embedded: the cache path of old
         name = Path(self.shards.rstrip("/")).name if self.shards is not None else name
         return SentencePieceVocab.train(
             texts, self.data_dir / "asr_vocab" / f"{name}_{self.units}{self.vocab_size}", vocab_size=self.vocab_size,
@@ -269,9 +257,7 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
         needs neither: the checkpoint carries the vocabulary."""
         if self._predicting():
             return
-        self._train_vocab([normalize_text(e["text"]) for e in self._entries("train")])
-        if self.heldout_synthesizer == "flite":  # built here too, so DDP ranks find it in setup
-            self._corpus("val")
+        self._train_vocab([normalize_text(e["text"]) for e in self._entries("train")])  # builds every split
 
     def setup(self, stage: str | None = None) -> None:
         if self._ready or stage == "predict":
@@ -318,7 +304,7 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
                       augment=self.augment if split == "train" else self.eval_augment, seed=self.seed)
         if "file" in keep[0]:
             return SpeechDataset(**common, files=[r["file"] for r in keep])
-        audio = np.load(self._corpus(split) / f"{split}.npy", mmap_mode="r")
+        audio = np.load(self._embedded_split(split).with_suffix(".npy"), mmap_mode="r")
         return SpeechDataset(**common, audio=audio, offsets=torch.tensor([r["offset"] for r in keep]),
                              lengths=torch.tensor([r["num_samples"] for r in keep]))
 
@@ -347,7 +333,7 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
         entries: list[ManifestEntry] = read_manifest(self.predict_manifest, require_text=False) if self.predict_manifest else []
         files = [e.audio_filepath for e in entries] + list(self.predict_files or [])
         if not files:
-            raise ValueError("set data.init_args.predict_files (audio paths) or data.init_args.predict_manifest "
+            raise ValueError("set data.init_args.predict_files (audio paths) or data.init_args.predict (a manifest) "
                              "to transcribe with `mmformer predict`")
         missing = [f for f in files if not Path(f).is_file()]
         if missing:

@@ -7,13 +7,14 @@ for a whole batch with one indexing op.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from mmformer.data.common.embedded import Builder, build_embedded
 from mmformer.data.common.loading import eval_loader, world_of
 from mmformer.data.common.packing import MarkPacked
 from mmformer.data.common.sampling import ResumableDataModule, ResumableSampler
@@ -83,15 +84,16 @@ def _as_batch(batch: dict[str, Tensor]) -> dict[str, Tensor]:
 class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
     """Offline trajectories for decision transformers, plus the gymnasium env they are evaluated in.
 
-    Without ``path`` the embedded default is generated (scripted controller + ε-random actions,
-    cached under ``data_dir``). Test and predict batches are episode seeds ``(n,)``: the task runs
-    ``eval_episodes`` rollouts per target return.
+    Validation episodes are held out of ``train``. Test and predict batches are episode seeds ``(n,)``: the
+    task runs ``eval_episodes`` rollouts per target return.
 
     Args:
-        env_id: gymnasium id of the evaluation environment (and of the embedded dataset).
-        path: a ``.npz``/``.hdf5`` file with D4RL keys; None = the embedded scripted dataset.
+        env_id: gymnasium id of the evaluation environment.
+        train: a ``.npz``/``.hdf5`` file with D4RL keys.
+        embedded: with ``train`` None, a corpus builder whose ``train`` is such a file
+            (:mod:`mmformer.data.common.embedded`; the recipes' is ``corpora.control.ControlCorpus``, a scripted
+            controller + ε-random actions).
         data_dir: cache folder of the embedded dataset.
-        episodes_per_level: episodes per ε level of the embedded dataset (None = its default).
         context: segment length K in timesteps.
         batch_size: segments per batch.
         val_fraction: share of episodes held out for the validation loss (seeded).
@@ -108,16 +110,20 @@ class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
             timestep), each attending only within itself (:mod:`mmformer.data.common.packing`);
             no compute is spent on padding. None = padded batches (the default). Losses are unchanged.
         shards: read the episodes from shards of ``mmformer prepare d4rl`` (a folder or an ``s3://``/``gs://``...
-            URI) instead of ``path``; trajectories are small arrays, so they are gathered into memory in ``setup``
+            URI) instead of ``train``; trajectories are small arrays, so they are gathered into memory in ``setup``
             (segments start at any step of any episode), giving the batches of the file.
     """
+
+    # options of earlier versions: a run's old config.yaml names its new place (cli/errors.py)
+    renamed_args: ClassVar[dict[str, str]] = {"path": "train",
+                                              "episodes_per_level": "embedded.init_args.episodes_per_level"}
 
     def __init__(
         self,
         env_id: str = "CartPole-v1",
-        path: str | None = None,
+        train: str | None = None,
+        embedded: Builder | str | None = None,
         data_dir: str = "data",
-        episodes_per_level: int | None = None,
         context: int = 20,
         batch_size: int = 64,
         val_fraction: float = 0.05,
@@ -139,7 +145,9 @@ class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
         if eval_episodes > MAX_TEST_EPISODES:
             raise ValueError(f"eval_episodes={eval_episodes} would reach the validation seeds; at most "
                              f"{MAX_TEST_EPISODES} (see mmformer.rollout.VAL_SEED_START)")
-        self.env_id, self.path, self.data_dir, self.episodes_per_level = env_id, path, data_dir, episodes_per_level
+        if shards is not None and train is not None:
+            raise ValueError("give data.init_args.train or data.init_args.shards, not both")
+        self.env_id, self.path, self.embedded, self.data_dir = env_id, train, embedded, data_dir
         self.context, self.batch_size, self.val_fraction = context, batch_size, val_fraction
         self.eval_episodes = eval_episodes
         self.random_return, self.expert_return = random_return, expert_return
@@ -147,17 +155,20 @@ class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
         self.val_targets = tuple(float(t) for t in val_targets or ())
         self.num_workers, self.seed = num_workers, seed
         self.pack_len, self.shards = pack_len, shards
-        if shards is not None and path is not None:
-            raise ValueError("give path or shards, not both")
         self._resume: tuple[int, int] | None = None
 
     def dataset_path(self) -> Path:
-        """The file read: ``path``, or the embedded dataset (built on first use)."""
-        if self.path is not None:
-            return Path(self.path)
-        from mmformer.data.builders.control import build_control_dataset, default_spec
-
-        return build_control_dataset(default_spec(self.env_id, self.episodes_per_level, self.seed), self.data_dir)
+        """The file read: ``train``, or the embedded builder's (built on first use)."""
+        if self.path is None and self.embedded is None:
+            raise ValueError("no trajectories: set data.init_args.train (a D4RL file), data.init_args.embedded (a "
+                             "corpus builder) or data.init_args.shards")
+        if self.path is None:
+            built: dict[str, Any] = build_embedded(self.embedded, self.data_dir)  # type: ignore[arg-type]
+            if built.get("env_id", self.env_id) != self.env_id:
+                raise ValueError(f"data.init_args.env_id={self.env_id!r} but the embedded builder's episodes are of "
+                                 f"{built['env_id']!r}; set them equal")
+            self.path = str(built["train"])
+        return Path(self.path)
 
     def prepare_data(self) -> None:
         if self.shards is not None:

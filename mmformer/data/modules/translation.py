@@ -22,14 +22,14 @@ import hashlib
 import json
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from mmformer.data.builders.apertium import build_wordnet_corpus
 from mmformer.data.common.batching import EvalBatchSampler, TokenBudgetBatchSampler
+from mmformer.data.common.embedded import Builder, build_embedded
 from mmformer.data.common.ids import Ragged, wrap_rows
 from mmformer.data.common.loading import world_of
 from mmformer.data.common.packing import MarkPacked
@@ -99,15 +99,15 @@ def _file_identity(path: PathLike) -> list:
 
 
 class TranslationData(ResumableDataModule, ProvidesDataSpec):
-    """Parallel text for sequence-to-sequence training; the embedded English→Spanish corpus by default.
+    """Parallel text for sequence-to-sequence training: files, shards, or an embedded corpus builder's splits.
 
     Args:
-        train_path, val_path, test_path: a ``.tsv`` (``source<TAB>target``) or ``.jsonl`` file, or a
+        train, val, test: a ``.tsv`` (``source<TAB>target``) or ``.jsonl`` file, or a
             ``[source_file, target_file]`` pair of line-aligned text files (see
-            :mod:`mmformer.data.readers.text_pairs`). ``train_path=None`` uses the embedded WordNet/Apertium
-            corpus (built once under ``data_dir``), whose val/test splits fill in a None val/test
-            path. With a user ``train_path`` and no ``val_path``, ``val_size`` pairs (at most a tenth)
-            are held out from it (seeded; pairs sharing their sources are removed from training).
+            :mod:`mmformer.data.readers.text_pairs`). With a ``train`` and no ``val``, ``val_size`` pairs (at
+            most a tenth) are held out from it (seeded; pairs sharing their sources are removed from training).
+        embedded: with ``train`` None, a corpus builder (:mod:`mmformer.data.common.embedded`; the recipe's is
+            ``corpora.apertium.WordNetCorpus``) whose ``.tsv`` splits fill in a None val/test.
         src_key, tgt_key: JSONL keys (and the TSV header row that is skipped).
         data_dir: cache folder for the embedded corpus and the sentencepiece models.
         vocab_size: pieces per sentencepiece model (byte fallback included, so any character encodes).
@@ -117,28 +117,31 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
         max_tokens: padded tokens per training batch (``B * max(S, T)``); batches are length-bucketed.
         batch_size: sentences per validation/test/predict batch.
         limit_train: use only the first N training pairs (smoke tests); the tokenizer sees only them.
-        predict_path: source sentences to translate, one per line, or ``-`` for stdin.
+        predict: source sentences to translate, one per line, or ``-`` for stdin.
         num_workers: DataLoader worker processes.
         pack_len: pack each training batch's samples into rows of at most this many tokens (per side:
             source and target), each attending only within itself (:mod:`mmformer.data.common.packing`);
             no compute is spent on padding. None = padded batches (the default). Losses are unchanged.
-        seed: training order and the held-out validation of a user ``train_path``; epoch ``e``'s order
+        seed: training order and the held-out validation of a user ``train``; epoch ``e``'s order
             depends only on (seed, e). The embedded corpus and its splits do not depend on it.
-        max_sentences: embedded corpus only: translate just a seeded sample of this many WordNet
-            sentences (a quick build; None = all ~150k, a few minutes once).
-        val_size, test_size: embedded corpus split sizes (and the held-out validation size).
+        val_size: pairs held out of ``train`` for validation when ``val`` is None.
         shards: read ``<shards>/{train,val,test}`` prepared by ``mmformer prepare pairs`` (a folder or an
             ``s3://``/``gs://``... URI) instead of the paths; without ``<shards>/val`` validation is held out of
-            train as for a ``train_path`` alone. The same pairs give the same vocabulary and batches.
+            train as for a ``train`` alone. The same pairs give the same vocabulary and batches.
     """
 
     _resume_unit = "batches"  # token/length-bucketed batches vary in size
+    # options of earlier versions: a run's old config.yaml names its new place (cli/errors.py)
+    renamed_args: ClassVar[dict[str, str]] = {
+        "train_path": "train", "val_path": "val", "test_path": "test", "predict_path": "predict",
+        "max_sentences": "embedded.init_args.max_sentences", "test_size": "embedded.init_args.test_size"}
 
     def __init__(
         self,
-        train_path: str | list[str] | None = None,
-        val_path: str | list[str] | None = None,
-        test_path: str | list[str] | None = None,
+        train: str | list[str] | None = None,
+        val: str | list[str] | None = None,
+        test: str | list[str] | None = None,
+        embedded: Builder | str | None = None,
         src_key: str = "src",
         tgt_key: str = "tgt",
         data_dir: str = "data",
@@ -150,13 +153,11 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
         max_tokens: int = 4096,
         batch_size: int = 64,
         limit_train: int | None = None,
-        predict_path: str | None = None,
+        predict: str | None = None,
         num_workers: int = 0,
         pack_len: int | None = None,
         seed: int = 0,
-        max_sentences: int | None = None,
         val_size: int = 1000,
-        test_size: int = 1000,
         shards: str | None = None,
     ) -> None:
         super().__init__()
@@ -164,20 +165,25 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
             raise ValueError(f"truncation must be 'right' or 'error', got {truncation!r}")
         if min(max_source_len, max_target_len) < 3:
             raise ValueError("max_source_len and max_target_len must be at least 3 (bos, a piece, eos)")
-        for name, value in (("batch_size", batch_size), ("limit_train", limit_train), ("max_sentences", max_sentences)):
+        for name, value in (("batch_size", batch_size), ("limit_train", limit_train)):
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
         if max_tokens < max(max_source_len, max_target_len):
             raise ValueError(f"max_tokens={max_tokens} cannot hold one pair of max_source_len={max_source_len} / "
                              f"max_target_len={max_target_len} tokens; raise max_tokens or lower the lengths")
-        self.train_path, self.val_path, self.test_path = train_path, val_path, test_path
+        if train is None and embedded is None and shards is None:
+            raise ValueError("set data.init_args.train (a file), data.init_args.embedded (a corpus builder) or "
+                             "data.init_args.shards")
+        self.train_path, self.val_path, self.test_path = train, val, test
+        self.embedded = embedded
+        self._built: dict[str, Any] | None = None  # what the builder returned
         self.src_key, self.tgt_key, self.data_dir = src_key, tgt_key, data_dir
         self._vocab_size, self.shared_vocab = vocab_size, shared_vocab
         self.max_source_len, self.max_target_len, self.truncation = max_source_len, max_target_len, truncation
         self.max_tokens, self.batch_size, self.limit_train = max_tokens, batch_size, limit_train
-        self.predict_path, self.num_workers, self.seed = predict_path, num_workers, seed
+        self.predict_path, self.num_workers, self.seed = predict, num_workers, seed
         self.pack_len, self.shards = pack_len, shards
-        self.max_sentences, self.val_size, self.test_size = max_sentences, val_size, test_size
+        self.val_size = val_size
         self.vocab: SentencePieceVocab | None = None
         self.source_vocab: SentencePieceVocab | None = None
         self.datasets: dict[str, EncodedPairs] = {}
@@ -194,9 +200,12 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
         return self._vocab_size if self.source_vocab is None else len(self.source_vocab)
 
     # --- reading ------------------------------------------------------------------------------
-    def _corpus(self) -> Path:
-        # the corpus (and so its test set) does not depend on ``seed``: runs with different seeds compare
-        return build_wordnet_corpus(self.data_dir, self.max_sentences, self.val_size, self.test_size)
+    def _embedded(self, split: str) -> str:
+        """The builder's file of ``split`` (built once; the builder caches the corpus)."""
+        if self._built is None:
+            splits = ("train", "val", "test")
+            self._built = build_embedded(self.embedded, self.data_dir, splits)  # type: ignore[arg-type]
+        return str(self._built[split])
 
     def _split(self, split: str) -> TextPairs:
         """The pairs of ``split`` in {"train", "val", "test"} (train after the held-out carve and limit_train)."""
@@ -218,9 +227,9 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
             return pairs.head(self.limit_train) if split == "train" else pairs
         path = {"train": self.train_path, "val": self.val_path, "test": self.test_path}[split]
         if path is None and self.train_path is None:
-            path = str(self._corpus() / f"{split}.tsv")  # the embedded corpus fills any split left None
+            path = self._embedded(split)  # the embedded corpus fills any split left None
         if path is None and split == "test":
-            raise ValueError("no test data: set data.init_args.test_path (a .tsv/.jsonl file or a "
+            raise ValueError("no test data: set data.init_args.test (a .tsv/.jsonl file or a "
                              "[source, target] pair of text files)")
         if self._carved() and split != "test":
             pairs = self._held_out(split)
@@ -235,12 +244,12 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
         what = f"{name}: the {split} split has no pairs (the file is empty, or every row is blank or has an empty side)"
         if split == "val" and self.val_path is None:  # held out from a user training file
             return (f"{what}: the training file is too small to hold out validation (a tenth of it, at most "
-                    f"val_size={self.val_size}); add rows or set data.init_args.val_path")
+                    f"val_size={self.val_size}); add rows or set data.init_args.val")
         how = {"train": "put source<TAB>target rows in it (or a .jsonl/[source, target] pair), or leave "
-                        "data.init_args.train_path unset for the embedded corpus",
-               "val": "put source<TAB>target rows in it, or leave data.init_args.val_path unset to hold validation "
+                        "data.init_args.train unset for the embedded corpus",
+               "val": "put source<TAB>target rows in it, or leave data.init_args.val unset to hold validation "
                       "out of the training file",
-               "test": "put source<TAB>target rows in it, or point data.init_args.test_path at a non-empty file"}[split]
+               "test": "put source<TAB>target rows in it, or point data.init_args.test at a non-empty file"}[split]
         return f"{what}; {how}"
 
     def _held_out(self, split: str) -> TextPairs:
@@ -268,7 +277,8 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
         if self.shards is not None:  # the prepared source's fingerprint
             ident: list = [split_view(self.shards, "train", "text_pairs").info.source]
         else:
-            ident = _file_identity(self.train_path) if self.train_path is not None else [self._corpus().name]
+            ident = (_file_identity(self.train_path) if self.train_path is not None
+                     else [Path(self._embedded("train")).parent.name])  # the corpus folder's (settings-hashed) name
         carved = self._carved()  # then seed/val_size pick the training pairs
         key = json.dumps([ident, [self.seed, self.val_size] if carved else None, self.limit_train, self._vocab_size,
                           self.src_key, self.tgt_key])
@@ -317,7 +327,7 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
                 self.datasets[split] = self._encode(train if split == "train" else self._split(split))
         if stage == "predict" and "predict" not in self.datasets:
             if self.predict_path is None:
-                raise ValueError("set data.init_args.predict_path to a file of source sentences (one a line), "
+                raise ValueError("set data.init_args.predict to a file of source sentences (one a line), "
                                  "or - for stdin")
             self.datasets["predict"] = self._encode(read_sources(self.predict_path), with_target=False)
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from corpora.shapes import ShapesCorpus
 from mmformer.data.modules.captions import CsvCaptionData, ShapesCaptionData
 from mmformer.data.readers.caption_table import read_caption_table
 
@@ -90,7 +91,7 @@ def test_non_image_file_names_the_row_when_read(tmp_path: Path) -> None:
 
 
 def test_shapes_datamodule_batches_and_vocab(tmp_path: Path) -> None:
-    dm = ShapesCaptionData(data_dir=str(tmp_path), num_train=400, num_eval=120, batch_size=16)
+    dm = ShapesCaptionData(ShapesCorpus(num_train=400, num_eval=120), data_dir=str(tmp_path), batch_size=16)
     dm.prepare_data()
     dm.setup("fit")
     assert dm.vocab is not None and dm.vocab.vocab_size == 64

@@ -17,7 +17,7 @@ from mmformer.models.config import Seq2SeqConfig
 
 
 def test_translation_batches_are_marked_and_plan_every_sample_once(tmp_path: Path) -> None:
-    kw = dict(train_path=toy_tsv(tmp_path / "train.tsv"), data_dir=str(tmp_path / "data"), vocab_size=300,
+    kw = dict(train=toy_tsv(tmp_path / "train.tsv"), data_dir=str(tmp_path / "data"), vocab_size=300,
               max_tokens=200, batch_size=16)
     plain, packed = TranslationData(**kw), TranslationData(**kw, pack_len=80)
     plain.setup("fit")

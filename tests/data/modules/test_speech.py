@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmformer.data.builders.espeak import EspeakCorpusConfig, build_corpus
+from corpora.espeak import EspeakCorpusConfig, build_corpus
 from mmformer.data.common.batching import BucketBatchSampler
 from mmformer.data.modules.speech import SpeechRecognitionData
 from mmformer.data.readers.audio import AudioFileError, load_audio, read_manifest, write_wav
@@ -92,8 +92,8 @@ def _data(tmp_path: Path, **kw) -> SpeechRecognitionData:
                                           ("too long", 3.0, ""), ("tiny", 0.01, "")])
     val = _manifest(tmp_path, "val", [("hello", 0.4, "silent"), ("world", 0.2, "")])
     test = _manifest(tmp_path, "test", [("hello world!", 0.5, ""), ("hello", 0.0, "")])  # an empty clip
-    return SpeechRecognitionData(data_dir=str(tmp_path / "cache"), train_manifest=train, val_manifest=val,
-                                 test_manifest=test, units="char", vocab_size=32, batch_size=2, max_duration=2.0,
+    return SpeechRecognitionData(data_dir=str(tmp_path / "cache"), train=train, val=val,
+                                 test=test, units="char", vocab_size=32, batch_size=2, max_duration=2.0,
                                  **kw)
 
 

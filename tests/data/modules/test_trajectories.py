@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmformer.data.builders.control import (
-    ControlDatasetSpec, build_control_dataset, cartpole_controller, pendulum_controller, run_episodes,
+from corpora.control import (
+    ControlCorpus, ControlDatasetSpec, build_control_dataset, cartpole_controller, pendulum_controller, run_episodes,
 )
 from mmformer.data.modules.trajectories import TrajectoryData, gather_segments
 from mmformer.data.readers.d4rl import episodes_from_arrays, read_d4rl
@@ -115,7 +115,8 @@ def test_controllers_beat_random_actions() -> None:
 
 
 def _module(tmp_path: Path, **kw) -> TrajectoryData:
-    return TrajectoryData(data_dir=str(tmp_path), episodes_per_level=4, context=5, batch_size=8, **kw)
+    return TrajectoryData(data_dir=str(tmp_path), embedded=ControlCorpus(episodes_per_level=4), context=5, batch_size=8,
+                          **kw)
 
 
 def test_datamodule_statistics_come_from_training_episodes(tmp_path: Path) -> None:
@@ -132,6 +133,17 @@ def test_datamodule_statistics_come_from_training_episodes(tmp_path: Path) -> No
 def test_action_space_mismatch_and_missing_env_are_named(tmp_path: Path) -> None:
     pend = build_control_dataset(ControlDatasetSpec("Pendulum-v1", [0.5], episodes_per_level=2), tmp_path)
     with pytest.raises(ValueError, match="continuous actions of size 1, but the environment has 2 discrete"):
-        _module(tmp_path, path=str(pend), env_id="CartPole-v1").setup("fit")
+        _module(tmp_path, train=str(pend), env_id="CartPole-v1").setup("fit")
     with pytest.raises(ValueError, match="'NoSuchEnv-v0' is not available"):
-        _module(tmp_path, path=str(pend), env_id="NoSuchEnv-v0").setup("fit")
+        _module(tmp_path, train=str(pend), env_id="NoSuchEnv-v0").setup("fit")
+
+
+def test_an_embedded_builder_of_another_env_is_one_error_naming_both(tmp_path: Path) -> None:
+    def build(data_dir: Path) -> dict:  # what corpora.control.ControlCorpus("Pendulum-v1") returns
+        return {"train": data_dir / "pendulum.npz", "env_id": "Pendulum-v1"}
+
+    dm = TrajectoryData(env_id="CartPole-v1", embedded=build, data_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="'CartPole-v1' but the embedded builder's episodes are of 'Pendulum-v1'"):
+        dm.prepare_data()
+    with pytest.raises(ValueError, match="no trajectories: set data.init_args.train"):
+        TrajectoryData(data_dir=str(tmp_path)).prepare_data()

@@ -11,7 +11,6 @@ import torch
 
 from mmformer.data.common.batching import EvalBatchSampler, TokenBudgetBatchSampler, token_budget_batches
 from mmformer.data.common.ids import Ragged
-from mmformer.data.modules import translation
 from mmformer.data.modules.translation import TranslationData
 from mmformer.tokenizers.sentencepiece_vocab import BOS_ID, EOS_ID, pad_rows
 
@@ -30,7 +29,7 @@ def toy_tsv(path: Path, n: int = 400, seed: int = 0, max_words: int = 14) -> str
 
 @pytest.fixture
 def dm(tmp_path: Path) -> TranslationData:
-    data = TranslationData(train_path=toy_tsv(tmp_path / "train.tsv"), test_path=toy_tsv(tmp_path / "test.tsv", 50, 1),
+    data = TranslationData(train=toy_tsv(tmp_path / "train.tsv"), test=toy_tsv(tmp_path / "test.tsv", 50, 1),
                            data_dir=str(tmp_path / "data"), vocab_size=300, max_tokens=200, batch_size=16)
     data.setup()
     return data
@@ -106,7 +105,7 @@ def test_ddp_ranks_get_disjoint_equally_long_shards() -> None:
 @pytest.mark.filterwarnings("ignore:.*truncated")  # the other side and split warn too
 def test_truncation_right_cuts_and_warns_error_names_the_row(tmp_path: Path) -> None:
     path = toy_tsv(tmp_path / "long.tsv", 200, max_words=30)
-    kw = dict(train_path=path, data_dir=str(tmp_path / "data"), vocab_size=300, max_source_len=10, max_target_len=12)
+    kw = dict(train=path, data_dir=str(tmp_path / "data"), vocab_size=300, max_source_len=10, max_target_len=12)
     cut = TranslationData(**kw)
     with pytest.warns(UserWarning, match=r"truncated \d+ source\(s\) to max_source_len=10"):
         cut.setup("fit")
@@ -126,7 +125,7 @@ def test_bad_settings_are_explained() -> None:
 
 
 def test_separate_vocabularies_encode_each_side_with_its_own_model(tmp_path: Path) -> None:
-    data = TranslationData(train_path=toy_tsv(tmp_path / "t.tsv"), data_dir=str(tmp_path / "data"), vocab_size=300,
+    data = TranslationData(train=toy_tsv(tmp_path / "t.tsv"), data_dir=str(tmp_path / "data"), vocab_size=300,
                            shared_vocab=False)
     data.setup("fit")
     assert data.vocab is not data.source_vocab and data.vocab.path != data.source_vocab.path
@@ -150,12 +149,16 @@ def test_embedded_corpus_fills_every_split(tmp_path: Path, monkeypatch: pytest.M
     for split, n in (("train", 300), ("val", 20), ("test", 30)):
         toy_tsv(corpus / f"{split}.tsv", n, seed=len(split))
     calls = []
-    monkeypatch.setattr(translation, "build_wordnet_corpus", lambda *a, **k: calls.append(a) or corpus)
-    data = TranslationData(data_dir=str(tmp_path / "data"), vocab_size=300, limit_train=100, max_sentences=999)
+
+    def build(data_dir: Path) -> dict[str, Path]:  # a builder as a recipe names one: data_dir -> split paths
+        calls.append(data_dir)
+        return {split: corpus / f"{split}.tsv" for split in ("train", "val", "test")}
+
+    data = TranslationData(embedded=build, data_dir=str(tmp_path / "data"), vocab_size=300, limit_train=100)
     data.prepare_data()
     data.setup()
     assert {k: len(v) for k, v in data.datasets.items()} == {"train": 100, "val": 20, "test": 30}
-    assert calls[0][1] == 999, "max_sentences reaches the corpus builder"
+    assert calls == [tmp_path / "data"], "the builder runs once, into data_dir"
 
 
 class Recorder(pl.LightningModule):
@@ -191,7 +194,7 @@ def test_a_run_resumed_from_a_mid_epoch_checkpoint_sees_the_same_batches(dm: Tra
 
     full = fit(dm)
     for step in (cut_at, 2 * cut_at):  # a checkpoint written mid-epoch 0, and one at its last batch
-        fresh = TranslationData(train_path=dm.train_path, data_dir=dm.data_dir, vocab_size=300, max_tokens=200)
+        fresh = TranslationData(train=dm.train_path, data_dir=dm.data_dir, vocab_size=300, max_tokens=200)
         rest = fit(fresh, str(tmp_path / "ckpt" / f"step={step}.ckpt"))
         assert rest.seen == full.seen[step:], step
 
@@ -203,13 +206,13 @@ def test_jsonl_and_parallel_files_feed_the_splits_and_a_missing_test_split_is_ex
     (tmp_path / "train.jsonl").write_text("".join(json.dumps({"en": s, "es": t}) + "\n" for s, t in rows))
     (tmp_path / "val.en").write_text("the cat runs\nbig red house\n")
     (tmp_path / "val.es").write_text("RUNS CAT THE\nHOUSE RED BIG\n")
-    data = TranslationData(train_path=str(tmp_path / "train.jsonl"), src_key="en", tgt_key="es",
-                           val_path=[str(tmp_path / "val.en"), str(tmp_path / "val.es")],
+    data = TranslationData(train=str(tmp_path / "train.jsonl"), src_key="en", tgt_key="es",
+                           val=[str(tmp_path / "val.en"), str(tmp_path / "val.es")],
                            data_dir=str(tmp_path / "data"), vocab_size=300)
     data.setup("fit")
     assert len(data.datasets["train"]) == 300
     assert data.datasets["val"].pairs.targets == ["RUNS CAT THE", "HOUSE RED BIG"]
-    with pytest.raises(ValueError, match="no test data: set data.init_args.test_path"):
+    with pytest.raises(ValueError, match="no test data: set data.init_args.test"):
         data.setup("test")
 
 
@@ -218,15 +221,15 @@ def test_jsonl_and_parallel_files_feed_the_splits_and_a_missing_test_split_is_ex
 def test_an_empty_split_fails_in_setup_naming_the_file(tmp_path: Path, split: str) -> None:
     paths = {s: toy_tsv(tmp_path / f"{s}.tsv", 100, i) for i, s in enumerate(("train", "val", "test"))}
     Path(paths[split]).write_text("\n\n" if split == "val" else "")  # blank lines count as empty too
-    data = TranslationData(train_path=paths["train"], val_path=paths["val"], test_path=paths["test"],
+    data = TranslationData(train=paths["train"], val=paths["val"], test=paths["test"],
                            data_dir=str(tmp_path / "data"), vocab_size=100)
     stage = "test" if split == "test" else "fit"
-    with pytest.raises(ValueError, match=rf"{split}.tsv: the {split} split has no pairs .*data.init_args.{split}_path"):
+    with pytest.raises(ValueError, match=rf"{split}.tsv: the {split} split has no pairs .*data.init_args.{split}\b"):
         data.setup(stage)
 
 
 def test_a_training_file_too_small_to_hold_out_validation_is_explained(tmp_path: Path) -> None:
-    data = TranslationData(train_path=toy_tsv(tmp_path / "tiny.tsv", 8), data_dir=str(tmp_path / "data"),
+    data = TranslationData(train=toy_tsv(tmp_path / "tiny.tsv", 8), data_dir=str(tmp_path / "data"),
                            vocab_size=60)
-    with pytest.raises(ValueError, match=r"tiny.tsv \(held-out validation\): .*too small to hold out .*val_path"):
+    with pytest.raises(ValueError, match=r"tiny.tsv \(held-out validation\): .*too small to hold out .*data.init_args.val"):
         data.setup("fit")

@@ -21,7 +21,7 @@ def test_speech_shards_give_the_manifest_batches(tmp_path: Path, monkeypatch: py
              "test": _manifest(tmp_path, "test", [("hello world!", 0.5, ""), ("old world", 0.3, "")])}
     shards = prepare_splits("nemo", {s: Path(p) for s, p in files.items()}, tmp_path / "shards", "16KB")
     kw = dict(units="char", vocab_size=32, batch_size=2, max_duration=2.0, unknown_chars="skip", seed=2)
-    memory = SpeechRecognitionData(data_dir=str(tmp_path / "d1"), **{f"{s}_manifest": p for s, p in files.items()},
+    memory = SpeechRecognitionData(data_dir=str(tmp_path / "d1"), **{s: p for s, p in files.items()},
                                    **kw)
     streamed = SpeechRecognitionData(data_dir=str(tmp_path / "d2"), shards=shards, **kw)
     memory.setup("fit")

@@ -19,7 +19,7 @@ def test_translation_shards_give_the_file_batches(tmp_path: Path, with_val: bool
     if with_val:
         files["val"] = Path(toy_tsv(tmp_path / "val.tsv", 20, 2))
     shards = prepare_splits("pairs", files, tmp_path / "shards")
-    paths = {f"{s}_path": str(p) for s, p in files.items()}
+    paths = {s: str(p) for s, p in files.items()}
     memory = TranslationData(**paths, data_dir=str(tmp_path / "d1"), **KW)
     streamed = TranslationData(shards=shards, data_dir=str(tmp_path / "d2"), **KW)
     for dm in (memory, streamed):

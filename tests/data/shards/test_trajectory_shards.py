@@ -30,7 +30,7 @@ def test_trajectory_shards_give_the_file_batches(tmp_path: Path) -> None:
     npz = cartpole_npz(tmp_path / "d.npz")
     prepare("d4rl", npz, tmp_path / "shards", chunk_bytes="1KB", progress=False)
     kw = dict(context=5, batch_size=8, val_fraction=0.25, seed=4, data_dir=str(tmp_path))
-    memory, streamed = TrajectoryData(path=str(npz), **kw), TrajectoryData(shards=str(tmp_path / "shards"), **kw)
+    memory, streamed = TrajectoryData(train=str(npz), **kw), TrajectoryData(shards=str(tmp_path / "shards"), **kw)
     for dm in (memory, streamed):
         dm.setup("fit")
     a, b = memory.data_spec().control, streamed.data_spec().control
