@@ -107,7 +107,8 @@ def test_a_text_tokenizer_of_another_size_than_the_data_vocabulary_fails_at_star
     text = task(lambda d: TextTokenizer(d, vocab_size=24, max_len=8))
     before = [p.detach().clone() for p in text.parameters()]
     with pytest.raises(ValueError, match=r"vocabulary has 40 pieces but the text tokenizer was built for "
-                                         r"vocab_size=24; set --model.init_args.model.tokenizer.init_args.vocab_size=40"):
+                                         r"vocab_size=24; leave the tokenizer's vocab_size out of the model section "
+                                         r"\(it follows the data\), or set it to 40"):
         _trainer(tmp_path, 1).fit(text, datamodule=data(40, _text_rows(32, 0)))
     assert all(torch.equal(a, b) for a, b in zip(before, text.parameters())), "it failed before any step"
     trainer = _trainer(tmp_path, 1)

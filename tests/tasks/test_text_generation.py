@@ -10,7 +10,7 @@ import pytest
 from mmformer.cli import main
 from mmformer.tasks.best_checkpoint import BestCheckpoint
 from mmformer.tasks.text_generation import fit_headline, short_share
-from tests.test_pairings import FAST, TINY_SEQ2SEQ, write_pairing_manifests
+from tests.test_pairings import FAST, TINY, TINY_SEQ2SEQ, write_pairing_manifests
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,8 +40,9 @@ def test_captioning_on_three_word_captions_chooses_best_by_exact_match(tmp_path:
             *[f"--data.init_args.{s}={data / f'{s}.jsonl'}" for s in ("train", "val", "test")],
             f"--data.init_args.data_dir={data / 'data'}", "--data.init_args.batch_size=12",
             "--data.init_args.vocab_size=24", "--model.init_args.model.target_vocab_size=24",
-            *[f"--model.init_args.{k}={v}" for k, v in TINY_SEQ2SEQ.items() if k != "backbone" and k != "generation"],
-            *[f"--model.init_args.model.backbone.{k}={v}" for k, v in TINY_SEQ2SEQ["backbone"].items()]]
+            *[f"--model.init_args.{k}={v}" for k, v in TINY_SEQ2SEQ.items() if k != "generation"],
+            "--model.init_args.model.decoder_depth=1",
+            *[f"--model.init_args.model.backbone.{k}={v}" for k, v in TINY.items()]]
     cli = main(args)
     best = next(c for c in cli.trainer.callbacks if isinstance(c, BestCheckpoint))
     assert (best.monitor, best.mode) == ("val/exact", "max")
