@@ -127,8 +127,8 @@ class CaptionDataModule(ResumableDataModule, ProvidesDataSpec):
         image_size: side of the square images the model sees.
         channels: image channels (3 = RGB).
         batch_size: per-process batch size (the contrastive batch is this times the world size).
-        vocab_size: pieces of the caption sentencepiece model; the text tokenizer's ``vocab_size``
-            must equal it.
+        vocab_size: pieces of the caption sentencepiece model (the text tokenizer follows it); None = the size
+            the vocabulary rule gives the training captions (:mod:`mmformer.tokenizers.vocab_rules`).
         vocab_model_type: sentencepiece algorithm for captions (``bpe``, ``unigram``, ``word``).
         max_caption_len: longest caption in ids (eos included); longer ones are cut.
         num_workers: DataLoader worker processes.
@@ -138,7 +138,7 @@ class CaptionDataModule(ResumableDataModule, ProvidesDataSpec):
     predict_dir: str | None = None  # folder of images for ``mmformer predict`` (subclasses take it as an argument)
 
     def __init__(self, data_dir: str = "data", image_size: int = 48, channels: int = 3, batch_size: int = 256,
-                 vocab_size: int = 64, vocab_model_type: str = "bpe", max_caption_len: int = 64,
+                 vocab_size: int | None = None, vocab_model_type: str = "bpe", max_caption_len: int = 64,
                  num_workers: int = 0, seed: int = 0) -> None:
         super().__init__()
         self.data_dir, self.image_size, self.channels = Path(data_dir), image_size, channels
@@ -173,7 +173,7 @@ class CaptionDataModule(ResumableDataModule, ProvidesDataSpec):
     def _train_vocab(self, captions: list[str]) -> SentencePieceVocab:
         vocab = SentencePieceVocab.train(captions, self.vocab_prefix(), self.vocab_size,  # type: ignore[arg-type]
                                          model_type=self.vocab_model_type, byte_fallback=False)
-        if vocab.vocab_size != self.vocab_size:
+        if self.vocab_size is not None and vocab.vocab_size != self.vocab_size:
             raise ValueError(f"the caption vocabulary has {vocab.vocab_size} pieces, not vocab_size={self.vocab_size}")
         return vocab
 
@@ -271,7 +271,7 @@ class CsvCaptionData(CaptionDataModule):
                  image_column: str = "filepath", caption_column: str = "title", separator: str = "\t",
                  image_root: str | None = None,
                  predict_dir: str | None = None, data_dir: str = "data", image_size: int = 64, channels: int = 3,
-                 batch_size: int = 128, vocab_size: int = 1000, vocab_model_type: str = "bpe",
+                 batch_size: int = 128, vocab_size: int | None = None, vocab_model_type: str = "bpe",
                  max_caption_len: int = 64, num_workers: int = 0, seed: int = 0, shards: str | None = None) -> None:
         super().__init__(data_dir, image_size, channels, batch_size, vocab_size, vocab_model_type, max_caption_len,
                          num_workers, seed)

@@ -90,7 +90,8 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
             in ``prepare_data`` (cached by the builder) to fill the splits left None; only when ``train`` is None.
         data_dir: where the embedded data and the text vocabulary are cached.
         vocab_size: pieces of the sentencepiece model trained on the training split's text fields that roles
-            read (they share it; cached under ``data_dir/tokenizers``).
+            read (they share it; cached under ``data_dir/tokenizers``); None = the size the vocabulary rule
+            gives that text (:mod:`mmformer.tokenizers.vocab_rules`).
         vocab_model: a trained sentencepiece ``.model`` to use instead (pad/unk/bos/eos = 0/1/2/3).
         vocab_model_type: sentencepiece algorithm (``bpe``, ``unigram``, ``char``, ``word``).
         byte_fallback: unseen characters encode as byte pieces (costs 256 ids) instead of ``<unk>``.
@@ -124,7 +125,7 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
         predict: str | None = None,
         embedded: Builder | str | None = None,
         data_dir: str = "data",
-        vocab_size: int = 1000,
+        vocab_size: int | None = None,
         vocab_model: str | None = None,
         vocab_model_type: Literal["bpe", "unigram", "char", "word"] = "bpe",
         byte_fallback: bool = False,
@@ -257,7 +258,7 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
         texts = [t for n in text for t in self._column("train", n).values]  # type: ignore[union-attr]
         vocab = SentencePieceVocab.train(texts, self._vocab_prefix(), self.vocab_size,
                                          model_type=self.vocab_model_type, byte_fallback=self.byte_fallback)
-        if vocab.vocab_size != self.vocab_size:
+        if self.vocab_size is not None and vocab.vocab_size != self.vocab_size:
             raise ValueError(f"the text vocabulary has {vocab.vocab_size} pieces, not vocab_size={self.vocab_size}")
         return vocab
 

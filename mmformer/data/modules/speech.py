@@ -132,7 +132,8 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
             ``corpora.speech.SpeechCorpus``) whose ``{split}.jsonl`` rows (``id``, ``text``, ``duration``,
             ``offset``, ``num_samples``) index int16 16 kHz clips in ``{split}.npy`` beside them.
         units: sentencepiece model type of the output units (``bpe``, ``unigram``, ``char``, ``word``).
-        vocab_size: pieces in the vocabulary (special ids included; ``char`` takes what it needs).
+        vocab_size: pieces in the vocabulary (special ids included; ``char`` takes what it needs); None = the
+            size the vocabulary rule gives the training transcripts (:mod:`mmformer.tokenizers.vocab_rules`).
         batch_size: utterances per batch (batches are length-bucketed).
         bucket_batches: batches per sorting window of the bucketing sampler.
         sample_rate: rate the model hears; every clip is resampled to it.
@@ -172,7 +173,7 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
         test: str | None = None,
         embedded: Builder | str | None = None,
         units: Units = "bpe",
-        vocab_size: int = 256,
+        vocab_size: int | None = None,
         batch_size: int = 32,
         bucket_batches: int = 50,
         sample_rate: int = 16000,
@@ -244,8 +245,9 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
     def _train_vocab(self, texts: list[str]) -> SentencePieceVocab:
         name = "espeak" if self.manifests is None else Path(self.manifests[0]).stem  # embedded: the cache path of old
         name = Path(self.shards.rstrip("/")).name if self.shards is not None else name
+        size = "auto" if self.vocab_size is None else self.vocab_size  # None: the rule's size
         return SentencePieceVocab.train(
-            texts, self.data_dir / "asr_vocab" / f"{name}_{self.units}{self.vocab_size}", vocab_size=self.vocab_size,
+            texts, self.data_dir / "asr_vocab" / f"{name}_{self.units}{size}", vocab_size=self.vocab_size,
             model_type=self.units, byte_fallback=False, character_coverage=1.0)
 
     def _predicting(self) -> bool:
