@@ -214,7 +214,6 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
         self.predict_files, self.predict_manifest = predict_files, predict
         self.shards = shards
         self.vocab: SentencePieceVocab | None = None
-        self._resume: tuple[int, int] | None = None
         self._ready = False
 
     # --- sources -------------------------------------------------------------------------------
@@ -312,15 +311,10 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
 
     # --- loaders -------------------------------------------------------------------------------
     def _loader(self, ds: SpeechDataset, shuffle: bool) -> DataLoader:
-        world, rank = world_of(self.trainer)
-        sampler = BucketBatchSampler(ds.durations, self.batch_size, shuffle, self.seed, world, rank, self.bucket_batches,
-                                     virtual=ds.augment is not None)  # training: epoch-counting indices seed it
-        if shuffle:
-            self._resume_sampler(sampler)
-        # batch_size=None: the sampler yields index lists and the dataset returns whole batches.
-        extra = {"collate_fn": MarkPacked(self.pack_len)} if shuffle and self.pack_len is not None else {}
-        return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, **extra)
+        sampler = BucketBatchSampler(ds.durations, self.batch_size, shuffle, self.seed, *world_of(self.trainer),
+                                     self.bucket_batches, virtual=ds.augment is not None)  # augmented: seeds per epoch
+        packed = shuffle and self.pack_len is not None
+        return self._batch_loader(ds, sampler, MarkPacked(self.pack_len) if packed else None, train=shuffle)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.datasets["train"], shuffle=True)
@@ -342,7 +336,7 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
             raise FileNotFoundError(f"audio file(s) to transcribe do not exist: {missing[:5]}")
         ds = SpeechDataset(files, [""] * len(files), None, torch.zeros(len(files)), self.sample_rate, files=files)
         batches = [list(range(i, min(i + self.batch_size, len(files)))) for i in range(0, len(files), self.batch_size)]
-        return DataLoader(ds, sampler=batches, batch_size=None, num_workers=self.num_workers)  # type: ignore[arg-type]
+        return self._batch_loader(ds, batches)
 
     # --- what a task must match -----------------------------------------------------------------
     def data_spec(self) -> DataSpec:

@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from mmformer.data.common.batching import EvalBatchSampler, TokenBudgetBatchSampler
 from mmformer.data.common.embedded import Builder, build_embedded
@@ -190,7 +190,6 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
         self.source_vocab: SentencePieceVocab | None = None
         self.datasets: dict[str, EncodedPairs] = {}
         self._pairs: dict[str, TextPairs] = {}
-        self._resume: tuple[int, int] | None = None
 
     @property
     def vocab_size(self) -> int | None:
@@ -340,23 +339,16 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
             self.datasets["predict"] = self._encode(read_sources(self.predict_path), with_target=False)
 
     # --- loaders ------------------------------------------------------------------------------
-    def _loader(self, ds: EncodedPairs, sampler: DistributedSampler, pack: bool = False) -> DataLoader:
-        # batch_size=None: the sampler yields whole batches and the dataset collates them in one gather
-        extra = {"collate_fn": MarkPacked(self.pack_len)} if pack and self.pack_len is not None else {}
-        return DataLoader(ds, batch_size=None, sampler=sampler, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, **extra)
-
     def train_dataloader(self) -> DataLoader:
         ds = self.datasets["train"]
-        world, rank = world_of(self.trainer)
-        sampler = TokenBudgetBatchSampler(ds.lengths(), self.max_tokens, self.seed, world, rank)
-        self._resume_sampler(sampler)
-        return self._loader(ds, sampler, pack=True)
+        sampler = TokenBudgetBatchSampler(ds.lengths(), self.max_tokens, self.seed, *world_of(self.trainer))
+        return self._batch_loader(ds, sampler, MarkPacked(self.pack_len) if self.pack_len is not None else None,
+                                  train=True)
 
     def _eval_loader(self, split: str, sort: bool = True) -> DataLoader:
         ds = self.datasets[split]
-        world, rank = world_of(self.trainer)
-        return self._loader(ds, EvalBatchSampler(len(ds), self.batch_size, ds.lengths() if sort else None, world, rank))
+        sampler = EvalBatchSampler(len(ds), self.batch_size, ds.lengths() if sort else None, *world_of(self.trainer))
+        return self._batch_loader(ds, sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")
