@@ -3,7 +3,7 @@
     mmformer prepare imagefolder data/pets shards/pets          # -> shards/pets/{train,test}
     mmformer prepare idx /usr/share/datasets/fashion-mnist shards/fmnist
     mmformer prepare imagefolder data/digits shards/digits --decode   # small images: store pixels
-    mmformer prepare manifest data/kw/train.jsonl shards/kw-train   # nemo, pairs, captions, d4rl alike
+    mmformer prepare manifest data/kw/train.jsonl shards/kw-train   # nemo, pairs, d4rl alike
 
 Each split is written to ``<out>/<split>`` (``<out>`` itself for single-file sources) through a
 ``.partial`` folder renamed when complete: rerunning on finished output is a no-op (the index records
@@ -34,7 +34,7 @@ def prepare(kind: str, source: str | Path, out: str | Path, chunk_bytes: str = "
 
     Args:
         kind: one of :data:`~mmformer.data.shards.sources.SOURCES` (``imagefolder``, ``idx``, ``nemo``,
-            ``pairs``, ``captions``, ``d4rl``, ``manifest``).
+            ``pairs``, ``d4rl``, ``manifest``).
         source: the folder or file to read.
         out: output folder.
         chunk_bytes: litdata chunk size (64MB suits object storage; smaller chunks shuffle finer).
