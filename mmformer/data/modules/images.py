@@ -66,19 +66,6 @@ class TensorImageDataset(Dataset):
         return {"input": x, "label": self.labels[i], "index": torch.tensor(i)}
 
 
-class _IndexedFiles(Dataset):
-    """Image files for prediction as role dicts ``{"input": image, "index": i}`` (names: ``predict_names``)."""
-
-    def __init__(self, files: ImageFileDataset) -> None:
-        self.files = files
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> dict[str, Tensor]:
-        return {"input": self.files[i][0], "index": torch.tensor(i)}
-
-
 def check_labels(labels: Tensor, num_classes: int, source: str) -> None:
     """Labels must lie in ``[0, num_classes)``; the message names the first bad value and its index."""
     bad = ((labels < 0) | (labels >= num_classes)).nonzero()
@@ -257,7 +244,7 @@ class ImageClassificationData(ResumableDataModule, ProvidesDataSpec):
 
     def predict_dataloader(self) -> DataLoader:
         ds = ImageFileDataset(self._predict_files(), self.channels, self.image_size, self.transforms(train=False))
-        return self._eval_loader(_IndexedFiles(ds))
+        return self._eval_loader(ds)  # file i of the batches' index is predict_names[i]
 
     def data_spec(self) -> DataSpec:
         """``class_names``; after ``setup("predict")``, ``predict_names``: the files of ``predict_dir`` in order."""
