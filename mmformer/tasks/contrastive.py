@@ -86,7 +86,8 @@ class ContrastiveTask(TaskModule):
             settle on a shortcut that leaves many negatives as close as the positive. 0 = plain InfoNCE.
             Validation loss is always the plain one.
         optim: AdamW and warm-up/cosine schedule.
-        predict_labels: class names for ``mmformer predict``.
+        predict_labels: class names for ``mmformer predict``; None = the data's first zero-shot classes (and
+            their templates), when it declares any.
         predict_templates: prompts for ``predict_labels`` (``{}`` = the label).
         predict_embeddings_dir: where ``predict`` writes embeddings as ``.npy`` (None = not written).
         heatmap_size: pairs shown in the similarity-matrix plot.
@@ -165,6 +166,10 @@ class ContrastiveTask(TaskModule):
                              f"has retrieval or zeroshot): its data_spec() must declare at least one, e.g. "
                              f"eval_splits=[EvalSplit('')] for retrieval over the test pairs")
         self._predict_names = spec.predict_names
+        if not self.predict_labels:  # predict against the data's own zero-shot classes
+            zeroshot = next((z for split in self._eval_splits for z in split.zeroshot.values()), None)
+            if zeroshot is not None:
+                self.predict_labels, self.predict_templates = list(zeroshot.classes), list(zeroshot.templates)
 
     def _prompts(self, texts: Sequence[str]) -> Tensor:
         if self._tokenize is None:
@@ -288,7 +293,8 @@ class ContrastiveTask(TaskModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
         if not self.predict_labels:
             raise ValueError(f"set the labels to classify {self.names[0]} inputs against: "
-                             f"--model.init_args.predict_labels='[circle,square]'")
+                             f"--model.init_args.predict_labels='[circle,square]' (the data declares no zero-shot "
+                             f"classes to use)")
         if not hasattr(self, "_label_embeds"):
             self._label_embeds = self._class_embeddings(list(self.predict_labels), list(self.predict_templates))
         embeds = self.model.encode_a(tower_inputs(batch, "a"), normalize=True)  # (B, E)

@@ -80,8 +80,10 @@ class DecisionTransformerTask(TaskModule):
         super().__init__()
         self._given_targets = [float(t) for t in target_returns or ()]
         self._given_val_targets = [float(t) for t in val_targets or ()]
-        self.targets: list[float] = []  # set from the arguments or the data when it is bound
+        self.targets: list[float] = []  # set from the arguments, or the data's when it is bound
         self.val_targets: list[float] = []
+        if self._given_targets:
+            self._set_targets(None)
         self.sample_actions, self.temperature = sample_actions, temperature
         if val_episodes < 0 or temperature <= 0:
             raise ValueError(f"val_episodes must be >= 0 and temperature > 0, got {val_episodes} and {temperature}")
@@ -93,10 +95,12 @@ class DecisionTransformerTask(TaskModule):
         # (random, expert) returns for normalized scores and the dataset's mean/max return (for the plot).
         self.register_buffer("return_stats", torch.tensor([0.0, 1.0, 0.0, 0.0]))
 
-    def _set_targets(self, c: ControlSpec) -> None:
+    def _set_targets(self, c: ControlSpec | None) -> None:
         """The returns conditioned on: the task's own when given, else the data's (in its environment's scale)."""
-        self.targets = self._given_targets or [float(t) for t in c.target_returns] or [float(c.ref_returns[1])]
-        self.val_targets = self._given_val_targets or [float(t) for t in c.val_targets] or self.targets[:1]
+        data = [float(t) for t in c.target_returns] or [float(c.ref_returns[1])] if c is not None else []
+        self.targets = self._given_targets or data
+        data_val = [float(t) for t in c.val_targets] if c is not None else []
+        self.val_targets = self._given_val_targets or data_val or self.targets[:1]
         self.test_means = nn.ModuleList(MeanMetric() for _ in self.targets).to(self.device)
         self.test_squares = nn.ModuleList(MeanMetric() for _ in self.targets).to(self.device)
         self.val_means = nn.ModuleList(MeanMetric() for _ in self.val_targets).to(self.device)

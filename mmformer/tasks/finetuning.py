@@ -62,8 +62,8 @@ class FineTuning(pl.Callback):
         # Before the optimizer is built and a checkpoint restored: which parameters train, and the LoRA layers.
         if stage != "fit":
             return
-        if isinstance(pl_module, TaskModule):  # callbacks are set up first: the model may wait for the data
-            pl_module.bind_trainer_data(stage)
+        if isinstance(pl_module, TaskModule) and pl_module.model_pending():  # callbacks are set up first: the
+            pl_module.bind_trainer_data(stage)                                  # model may wait for the data
         summary = apply_finetune(pl_module, self.config, load=False)
         self._frozen_bn = frozen_batchnorms(pl_module)
         rank_zero_info(f"fine-tuning: {len(summary.lora)} LoRA layers, {summary.frozen} parameter tensors frozen; "

@@ -114,6 +114,7 @@ class PrefixLMTask(TextGenerationTask):
 
     # ---- data ------------------------------------------------------------------------------
     def bind_data(self, spec: DataSpec, stage: str) -> None:
+        self._predict_names = spec.predict_names
         if spec.vocab is None or self.model is None:
             return
         self.check_vocab(spec.vocab, self.vocab_size, "vocab_size")
@@ -226,7 +227,7 @@ class PrefixLMTask(TextGenerationTask):
         if prompt is not None:  # ids + eos → the ids (the continuation must not start after an eos)
             prompt = prompt.masked_fill(prompt == EOS_ID, PAD_ID)
         texts = self._decode(self._prefix(batch, rows), self.generation, prompt)
-        names = batch.get("id") or [str(int(i)) for i in batch.get("index", torch.arange(rows))]
+        names = batch.get("id") or self.row_names(batch.get("index"), batch_idx, rows)
         for name, text in zip(names, texts):
             print(text, flush=True)
             self._predictions.append((str(name), text))

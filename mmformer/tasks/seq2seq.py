@@ -288,18 +288,11 @@ class Seq2SeqTask(TextGenerationTask):
 
     def predict_step(self, batch: Batch, batch_idx: int) -> list[str]:
         hyps = self.vocab.decode(self._generate(self.model.encode(batch["source"]), self.generation))
-        ids = batch.get("id") or self._row_names(batch.get("index"), batch_idx, len(hyps))
+        ids = batch.get("id") or self.row_names(batch.get("index"), batch_idx, len(hyps))
         for id_, hyp in zip(ids, hyps):
             print(hyp, flush=True)
             self._predictions.append((str(id_), hyp))
         return hyps
-
-    def _row_names(self, index: Any, batch_idx: int, n: int) -> list[str]:
-        """Names of a predict batch's rows: the data's ``predict_names`` at ``index``, else the row numbers."""
-        if not isinstance(index, Tensor):
-            return [str(batch_idx * n + i) for i in range(n)]
-        names = self._predict_names
-        return [str(names[i]) if names is not None else str(i) for i in index.tolist()]
 
 
 def ctc_greedy(model: Seq2Seq, memory: BackboneOutput) -> list[list[int]]:

@@ -77,6 +77,7 @@ class TextGenerationTask(TaskModule):
         self._headline_names: list[str] | None = None  # the metrics reordered by fit_headline, once bound
         self._val_refs = [0, 0]  # (short, all) references decoded at validation since the last check
         self._headline_warned = False
+        self._predict_names: Sequence[str] | None = None  # the data's name of each predict row
 
     @staticmethod
     def build_metrics(names: list[str]) -> nn.ModuleDict:
@@ -176,13 +177,23 @@ class TextGenerationTask(TaskModule):
                 self.log(f"{stage}/{name}{suffix}", metric.compute() * 100, prog_bar=name in ("bleu", "wer"))
             metric.reset()
 
+    def row_names(self, index: Any, batch_idx: int, n: int) -> list[str]:
+        """Names of a predict batch's ``n`` rows: the data's ``predict_names`` at ``index`` (file names, manifest
+        lines), else the row numbers."""
+        if not isinstance(index, Tensor):
+            return [str(batch_idx * n + i) for i in range(n)]
+        names = self._predict_names
+        return [str(names[i]) if names is not None else str(i) for i in index.tolist()]
+
     def on_predict_epoch_end(self) -> None:
-        """Writes ``predictions.tsv`` (``name<TAB>text`` per row) in the run's log folder."""
+        """Writes ``predictions.tsv`` (``name<TAB>text`` per row; ``predictions_<task>.tsv`` for a task in a
+        composite, so that two text tasks keep both) in the run's log folder."""
         if not self._predictions:
             return
         folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "predictions.tsv").write_text("".join(f"{i}\t{t}\n" for i, t in self._predictions))
+        name = f"predictions_{self.task_context.name}.tsv" if self.task_context is not None else "predictions.tsv"
+        (folder / name).write_text("".join(f"{i}\t{t}\n" for i, t in self._predictions))
         self._predictions = []
 
     def configure_optimizers(self) -> dict:

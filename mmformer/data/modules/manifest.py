@@ -90,8 +90,8 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
             in ``prepare_data`` (cached by the builder) to fill the splits left None; only when ``train`` is None.
         data_dir: where the embedded data and the text vocabulary are cached.
         vocab_size: pieces of the sentencepiece model trained on the training split's text fields that roles
-            read (they share it; cached under ``data_dir/tokenizers``); None = the size the vocabulary rule
-            gives that text (:mod:`mmformer.tokenizers.vocab_rules`).
+            read (they share it; cached under ``data_dir/tokenizers``); None = the size the rule of
+            :mod:`mmformer.tokenizers.vocab_rules` gives the training text (printed).
         vocab_model: a trained sentencepiece ``.model`` to use instead (pad/unk/bos/eos = 0/1/2/3).
         vocab_model_type: sentencepiece algorithm (``bpe``, ``unigram``, ``char``, ``word``).
         byte_fallback: unseen characters encode as byte pieces (costs 256 ids) instead of ``<unk>``.
