@@ -36,3 +36,30 @@ def test_an_unset_vocab_size_trains_the_rules_size_and_the_model_follows(tmp_pat
     assert dm.vocab is not None and dm.vocab.vocab_size == rule
     config = cli.model.complete_model_config(dm.data_spec())
     assert config.vocab_size == rule
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_translation_with_an_unset_vocab_size_trains_the_rules_size_per_side(tmp_path: Path) -> None:
+    from mmformer.data import TranslationData
+    from mmformer.data.readers.text_pairs import read_pairs
+    from tests.data.modules.test_translation import toy_tsv
+
+    train, test = toy_tsv(tmp_path / "train.tsv", 600), toy_tsv(tmp_path / "test.tsv", 20, 1)
+    dm = TranslationData(train=train, test=test, data_dir=str(tmp_path / "data"), shared_vocab=False, val_size=20)
+    dm.prepare_data()
+    dm.setup("fit")
+    pairs = dm._split("train")  # the training pairs after the held-out validation
+    assert dm.source_vocab is not None and dm.vocab is not None
+    assert dm.source_vocab.vocab_size == resolve_vocab_size(None, pairs.sources)
+    assert dm.vocab.vocab_size == resolve_vocab_size(None, pairs.targets)
+    assert dm.data_spec().vocab is dm.vocab and len(read_pairs(train)) == 600
+
+
+def test_translation_refuses_an_impossible_size_before_reading_the_other_splits(tmp_path: Path) -> None:
+    from mmformer.data import TranslationData
+    from tests.data.modules.test_translation import toy_tsv
+
+    dm = TranslationData(train=toy_tsv(tmp_path / "train.tsv", 50), val=str(tmp_path / "missing.tsv"),
+                         test=str(tmp_path / "missing.tsv"), data_dir=str(tmp_path / "data"), vocab_size=100_000)
+    with pytest.raises(ValueError, match="vocab_size=100000 is more than this training text can fill"):
+        dm.prepare_data()

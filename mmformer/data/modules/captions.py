@@ -90,9 +90,9 @@ def concat_splits(parts: Sequence[CaptionDataset]) -> CaptionDataset:
     k = max((p.labels.shape[1] for p in parts if p.labels is not None), default=0)
     labels = torch.cat([p.labels if p.labels is not None else torch.full((len(p), k), -1) for p in parts])
     groups = torch.cat([torch.full((len(p),), i, dtype=torch.long) for i, p in enumerate(parts)])
-    return CaptionDataset(torch.cat([p.images for p in parts]), ids, first.mean.flatten().tolist(),  # type: ignore[misc]
-                          first.std.flatten().tolist(), labels if k else None, first.image_size, first.channels,
-                          groups)
+    images = torch.cat([p.images for p in parts])  # type: ignore[misc]
+    return CaptionDataset(images, ids, first.mean.flatten().tolist(), first.std.flatten().tolist(),
+                          labels if k else None, first.image_size, first.channels, groups)
 
 
 def _identity(batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -143,7 +143,8 @@ class ShapesCaptionData(ResumableDataModule, ProvidesDataSpec):
                  vocab_model_type: str = "bpe", max_caption_len: int = 48, num_workers: int = 0,
                  seed: int = 0) -> None:
         super().__init__()
-        self.embedded, self.data_dir, self.image_size, self.predict_dir = embedded, Path(data_dir), image_size, predict_dir
+        self.embedded, self.data_dir, self.image_size = embedded, Path(data_dir), image_size
+        self.predict_dir = predict_dir
         self.shape_templates = shape_templates or SHAPE_TEMPLATES
         self.color_templates = color_templates or COLOR_TEMPLATES
         self.batch_size, self.vocab_size, self.vocab_model_type = batch_size, vocab_size, vocab_model_type
@@ -189,8 +190,8 @@ class ShapesCaptionData(ResumableDataModule, ProvidesDataSpec):
 
     def _train_vocab(self, captions: list[str]) -> SentencePieceVocab:
         prefix = Path(self._splits()["train"]).parent / "captions_sp"
-        vocab = SentencePieceVocab.train(captions, prefix, self.vocab_size,
-                                         model_type=self.vocab_model_type, byte_fallback=False)  # type: ignore[arg-type]
+        vocab = SentencePieceVocab.train(captions, prefix, self.vocab_size,  # type: ignore[arg-type]
+                                         model_type=self.vocab_model_type, byte_fallback=False)
         if self.vocab_size is not None and vocab.vocab_size != self.vocab_size:
             raise ValueError(f"the caption vocabulary has {vocab.vocab_size} pieces, not vocab_size={self.vocab_size}")
         return vocab
@@ -288,5 +289,6 @@ class CsvCaptionData(ManifestData):
         fields = {image_column: {"type": "image", "size": image_size, "channels": channels},
                   caption_column: {"type": "text", "max_len": max_caption_len}}
         super().__init__(fields, {"a": image_column, "b": caption_column}, train, val, test or val, predict,
-                         data_dir=data_dir, vocab_size=vocab_size, vocab_model_type=vocab_model_type,  # type: ignore[arg-type]
+                         data_dir=data_dir, vocab_size=vocab_size,
+                         vocab_model_type=vocab_model_type,  # type: ignore[arg-type]
                          batch_size=batch_size, drop_last=True, num_workers=num_workers, seed=seed, shards=shards)
