@@ -116,7 +116,7 @@ def test_hybrid_decoding_without_a_ctc_head_is_refused_before_training() -> None
 
 def test_vocab_size_mismatch_is_named(tmp_path: Path) -> None:
     data, task = ReverseData(tmp_path, n_train=32), _task(vocab_size=20)
-    with pytest.raises(ValueError, match="target_vocab_size=14"):
+    with pytest.raises(ValueError, match="has 14 pieces but the model was built for target_vocab_size=20.*set it to 14"):
         _trainer(tmp_path, 1).fit(task, datamodule=data)
 
 
