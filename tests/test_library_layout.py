@@ -16,7 +16,7 @@ from tests.layering import find_modules, imports_of
 ROOT = Path(__file__).resolve().parents[1]
 SHARE = 0.30
 # Until the DataModules are thinned into ManifestData configurations, data/ may not grow past today's share.
-DATA_CEILING = 0.34
+DATA_CEILING = 0.32  # 31.5 % after the loaders and CsvCaptionData joined ManifestData's machinery and the commands moved to cli
 
 
 def corpus_imports(root: Path, package: str = "mmformer") -> list[str]:

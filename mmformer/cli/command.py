@@ -49,11 +49,11 @@ SUBCOMMANDS = (
     Subcommand("convert", "a peer checkpoint (Hugging Face, timm, open_clip) -> mmformer weights",
                "mmformer.pretrained", argparse=True),
     Subcommand("prepare", "a dataset -> streaming shards (litdata) that DataModules read with shards=",
-               "mmformer.data.shards.prepare", argparse=True),
+               "mmformer.cli.prepare", argparse=True),
     Subcommand("average", "the mean of several checkpoints' weights (e.g. the last N of a run)",
                "mmformer.cli.average", argparse=True),
     Subcommand("train-tokenizer", "a sentencepiece model trained on text files",
-               "mmformer.data.train_tokenizer", argparse=True),
+               "mmformer.cli.train_tokenizer", argparse=True),
 )
 _BY_NAME = {s.name: s for s in SUBCOMMANDS}
 

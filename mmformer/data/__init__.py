@@ -20,15 +20,13 @@ _EXPORTS = {
     "ImageFolderData": "modules.images", "TensorImageDataset": "modules.images",
     "TranslationData": "modules.translation",
     "SpeechRecognitionData": "modules.speech",
-    "CaptionDataModule": "modules.captions", "CsvCaptionData": "modules.captions",
-    "ShapesCaptionData": "modules.captions",
+    "CsvCaptionData": "modules.captions", "ShapesCaptionData": "modules.captions",
     "TrajectoryData": "modules.trajectories",
     "ManifestData": "modules.manifest",
     "MultiTaskData": "modules.multitask",
     # readers
     "load_image": "readers.image_files", "read_pairs": "readers.text_pairs",
     "load_audio": "readers.audio", "read_manifest": "readers.audio",
-    "read_caption_table": "readers.caption_table",
     "read_table": "readers.manifest", "ManifestError": "readers.manifest",
     "read_d4rl": "readers.d4rl", "episodes_from_arrays": "readers.d4rl",
     # shared machinery
@@ -46,7 +44,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {name: f"mmformer.data.{mod}" for 
 
 if TYPE_CHECKING:  # static analysers and IDEs see the names
     from mmformer.data.common.batching import BucketBatchSampler
-    from mmformer.data.modules.captions import CaptionDataModule, CsvCaptionData, ShapesCaptionData
+    from mmformer.data.modules.captions import CsvCaptionData, ShapesCaptionData
     from mmformer.data.modules.images import (
         DigitsData, FashionMNISTData, IdxImageData, ImageClassificationData, ImageFolderData, TensorImageDataset,
         TorchvisionImageData,
@@ -57,7 +55,6 @@ if TYPE_CHECKING:  # static analysers and IDEs see the names
     from mmformer.data.modules.trajectories import TrajectoryData
     from mmformer.data.modules.translation import TranslationData
     from mmformer.data.readers.audio import load_audio, read_manifest
-    from mmformer.data.readers.caption_table import read_caption_table
     from mmformer.data.readers.d4rl import episodes_from_arrays, read_d4rl
     from mmformer.data.readers.image_files import load_image
     from mmformer.data.readers.manifest import ManifestError, read_table

@@ -83,7 +83,7 @@ def test_captions_declare_vocab_tokenize_splits_and_predict_names(tmp_path: Path
     names = _images(tmp_path, 6)
     train = _table(tmp_path, list(zip(names, CAPTIONS)))
     dm = CsvCaptionData(str(train), str(train), data_dir=str(tmp_path / "cache"), image_size=16, batch_size=4,
-                        vocab_size=24, predict_dir=str(tmp_path))
+                        vocab_size=24, predict=str(train))
     dm.prepare_data()
     dm.setup("fit")
     spec = dm.data_spec()

@@ -75,7 +75,7 @@ def speech(folder: Path) -> Case:
 
 
 def captions(folder: Path) -> Case:
-    """CsvCaptionData from a TSV of PNGs (ResumableSampler, drop_last): 20 pairs, 5 batches of 4."""
+    """CsvCaptionData (ManifestData, drop_last: full buckets) from a TSV of PNGs: 20 pairs, 5 batches of 4."""
     from tests.data.manifests import COLORS, png
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mmformer.data.train_tokenizer import main as train_tokenizer
+from mmformer.cli.train_tokenizer import main as train_tokenizer
 from mmformer.tokenizers.sentencepiece_vocab import SentencePieceVocab
 from mmformer.tokenizers.vocab_rules import MIN_WORDS_PER_PIECE, suggested_vocab_size, vocab_size_warning
 

@@ -1,4 +1,4 @@
-"""The evaluation loader every DataModule shares, and the DDP world it shards over."""
+"""The evaluation loader every DataModule shares (and :func:`world_of`, the DDP world it shards over)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,9 @@ from typing import Any, Callable, Sized
 
 from torch.utils.data import DataLoader, Dataset
 
-from mmformer.data.common.sampling import UnpaddedDistributedSampler
+from mmformer.data.common.sampling import UnpaddedDistributedSampler, world_of
 
-
-def world_of(trainer: Any) -> tuple[int, int]:
-    """``(world_size, global_rank)`` of a Lightning trainer; ``(1, 0)`` without one."""
-    return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+__all__ = ["eval_loader", "world_of"]
 
 
 def eval_loader(dataset: Dataset | Sized, batch_size: int, trainer: Any = None, num_workers: int = 0,

@@ -7,14 +7,13 @@ whether the run was interrupted or not (and whatever the global RNG went through
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sized, TypeVar
-
 import math
+from typing import Any, Callable, Iterator, Sized, TypeVar
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from mmformer.data.common.epochs import EpochSampler
 
@@ -123,14 +122,21 @@ class UnpaddedDistributedSampler(DistributedSampler):
         return self.num_samples
 
 
+def world_of(trainer: Any) -> tuple[int, int]:
+    """``(world_size, global_rank)`` of a Lightning trainer; ``(1, 0)`` without one."""
+    return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+
 class ResumableDataModule(pl.LightningDataModule):
     """A DataModule whose training loader can restart mid-epoch: checkpoints record where in the
-    epoch training stood, and a resumed run continues there (subclasses hand a new training sampler to
-    :meth:`_resume_sampler`). The position is counted in samples (``batch_size`` a batch, for
-    :class:`ResumableSampler`) or, with ``_resume_unit = "batches"``, in batches (for batch samplers
-    whose batches vary in size)."""
+    epoch training stood, and a resumed run continues there (subclasses build their training loader with
+    :meth:`_shuffled_loader` or hand a new training sampler to :meth:`_resume_sampler`). The position is
+    counted in samples (``batch_size`` a batch, for :class:`ResumableSampler`) or, with
+    ``_resume_unit = "batches"``, in batches (for batch samplers whose batches vary in size)."""
 
     batch_size: int
+    seed: int
+    num_workers: int
     _resume: tuple[int, int] | None = None
     _resume_unit: str = "samples"  # "samples" or "batches"
     _train_sampler: EpochSampler | None = None  # the last training sampler built: its epoch is the data's
@@ -155,6 +161,26 @@ class ResumableDataModule(pl.LightningDataModule):
         if self._resume is not None:
             sampler.resume_at(*self._resume)
             self._resume = None
+
+    def _shuffled_loader(self, ds: Dataset, collate_fn: Callable | None = None, drop_last: bool = False,
+                         chunks: Tensor | None = None, window: int = 1) -> DataLoader:
+        """The training loader of a per-sample dataset: a :class:`ResumableSampler` (order by (seed, epoch), DDP
+        shards, exact mid-epoch resume) and ``batch_size`` samples a batch; ``drop_last`` keeps full batches only."""
+        sampler = ResumableSampler(len(ds), self.seed, True, *world_of(self.trainer),  # type: ignore[arg-type]
+                                   chunks=chunks, window=window)
+        self._resume_sampler(sampler)
+        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                          collate_fn=collate_fn, drop_last=drop_last, persistent_workers=self.num_workers > 0)
+
+    def _batch_loader(self, ds: Dataset, sampler: Sampler | list, collate_fn: Callable | None = None,
+                      train: bool = False) -> DataLoader:
+        """A loader whose sampler yields index lists that the dataset builds whole batches of (``batch_size=None``);
+        ``train``: the sampler is the training one (it resumes where the checkpoint stood)."""
+        if train:
+            self._resume_sampler(sampler)  # type: ignore[arg-type]
+        extra = {"collate_fn": collate_fn} if collate_fn is not None else {}
+        return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, **extra)
 
 
 def training_position(trainer: pl.Trainer, sampler: EpochSampler | None = None) -> tuple[int, int]:

@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from mmformer.data.common.augment import CropFlipNormalize
-from mmformer.data.common.loading import eval_loader, world_of
-from mmformer.data.common.sampling import ResumableDataModule, ResumableSampler, seeded_call
+from mmformer.data.common.loading import eval_loader
+from mmformer.data.common.sampling import ResumableDataModule, seeded_call
 from mmformer.data.modules.image_sources import (
     FolderImages, ImageReader, LazyImageDataset, ShardImages, image_stats, match_channels,
 )
@@ -64,19 +64,6 @@ class TensorImageDataset(Dataset):
         if self.transform is not None:
             x = self.transform(x) if self.seed is None else seeded_call(self.transform, x, self.seed + v)
         return {"input": x, "label": self.labels[i], "index": torch.tensor(i)}
-
-
-class _IndexedFiles(Dataset):
-    """Image files for prediction as role dicts ``{"input": image, "index": i}`` (names: ``predict_names``)."""
-
-    def __init__(self, files: ImageFileDataset) -> None:
-        self.files = files
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> dict[str, Tensor]:
-        return {"input": self.files[i][0], "index": torch.tensor(i)}
 
 
 def check_labels(labels: Tensor, num_classes: int, source: str) -> None:
@@ -134,7 +121,6 @@ class ImageClassificationData(ResumableDataModule, ProvidesDataSpec):
         self.val_fraction, self.augment, self.crop_padding, self.hflip = val_fraction, augment, crop_padding, hflip
         self.num_workers, self.seed, self.predict_dir = num_workers, seed, predict_dir
         self.shards, self.chunk_window = shards, chunk_window
-        self._resume: tuple[int, int] | None = None
         self.mean: Sequence[float] = (0.5,) * channels
         self.std: Sequence[float] = (0.5,) * channels
 
@@ -219,13 +205,9 @@ class ImageClassificationData(ResumableDataModule, ProvidesDataSpec):
         return eval_loader(ds, self.batch_size, self.trainer, self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
-        chunks = self.train_set.chunks() if isinstance(self.train_set, LazyImageDataset) else None
-        window = self.chunk_window
-        sampler = ResumableSampler(len(self.train_set), self.seed, True, *world_of(self.trainer),
-                                   chunks=chunks if window is not None else None, window=window or 1)
-        self._resume_sampler(sampler)
-        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        lazy, window = isinstance(self.train_set, LazyImageDataset), self.chunk_window
+        chunks = self.train_set.chunks() if lazy and window is not None else None  # type: ignore[union-attr]
+        return self._shuffled_loader(self.train_set, chunks=chunks, window=window or 1)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self.val_set)
@@ -262,7 +244,7 @@ class ImageClassificationData(ResumableDataModule, ProvidesDataSpec):
 
     def predict_dataloader(self) -> DataLoader:
         ds = ImageFileDataset(self._predict_files(), self.channels, self.image_size, self.transforms(train=False))
-        return self._eval_loader(_IndexedFiles(ds))
+        return self._eval_loader(ds)  # file i of the batches' index is predict_names[i]
 
     def data_spec(self) -> DataSpec:
         """``class_names``; after ``setup("predict")``, ``predict_names``: the files of ``predict_dir`` in order."""

@@ -170,7 +170,6 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
         self._tables: dict[str, ManifestTable] = {}
         self._columns: dict[tuple[str, str], Column] = {}
         self._built = False
-        self._resume: tuple[int, int] | None = None
 
     # --- reading -------------------------------------------------------------------------------
     def _path(self, split: str) -> str | None:
@@ -358,19 +357,15 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
             cls = FullBucketBatchSampler if self.drop_last else BucketBatchSampler
             sampler = cls(lengths if lengths is not None else torch.zeros(len(ds)), self.batch_size, True,
                           self.seed, world, rank, self.bucket_batches)
-        self._resume_sampler(sampler)
-        # batch_size=None: the sampler yields index lists and the dataset builds whole batches
-        return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        return self._batch_loader(ds, sampler, train=True)
 
     def _eval_loader(self, split: str, sort: bool = True) -> DataLoader:
         """Disjoint, unpadded shards (rank ``r`` of ``w`` takes samples ``r::w``), longest first (less
         padding) or, for prediction, in manifest order."""
         ds = self._split_dataset(split)
         world, rank = world_of(self.trainer)
-        sampler = EvalBatchSampler(len(ds), self.batch_size, ds.lengths() if sort else None, world, rank)
-        return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        return self._batch_loader(ds, EvalBatchSampler(len(ds), self.batch_size, ds.lengths() if sort else None,
+                                                       world, rank))
 
     def val_dataloader(self) -> DataLoader | list:
         return self._eval_loader("val") if self._path("val") is not None else []  # no val manifest: no validation
@@ -380,9 +375,7 @@ class ManifestData(ResumableDataModule, ProvidesDataSpec):
         if not self.extra:
             return self._eval_loader("test")
         ds = EvalSplitsDataset([self._split_dataset(s) for s in ("test", *(e.name for e in self.extra))])
-        sampler = SplitEvalBatchSampler(ds, self.batch_size, *world_of(self.trainer))
-        return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        return self._batch_loader(ds, SplitEvalBatchSampler(ds, self.batch_size, *world_of(self.trainer)))
 
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader("predict" if "predict" in self.datasets else "test", sort=False)

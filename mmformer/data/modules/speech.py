@@ -132,7 +132,8 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
             ``corpora.speech.SpeechCorpus``) whose ``{split}.jsonl`` rows (``id``, ``text``, ``duration``,
             ``offset``, ``num_samples``) index int16 16 kHz clips in ``{split}.npy`` beside them.
         units: sentencepiece model type of the output units (``bpe``, ``unigram``, ``char``, ``word``).
-        vocab_size: pieces in the vocabulary (special ids included; ``char`` takes what it needs).
+        vocab_size: pieces in the vocabulary (special ids included; ``char`` takes what it needs); None = the
+            size the vocabulary rule gives the training transcripts (:mod:`mmformer.tokenizers.vocab_rules`).
         batch_size: utterances per batch (batches are length-bucketed).
         bucket_batches: batches per sorting window of the bucketing sampler.
         sample_rate: rate the model hears; every clip is resampled to it.
@@ -172,7 +173,7 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
         test: str | None = None,
         embedded: Builder | str | None = None,
         units: Units = "bpe",
-        vocab_size: int = 256,
+        vocab_size: int | None = None,
         batch_size: int = 32,
         bucket_batches: int = 50,
         sample_rate: int = 16000,
@@ -213,7 +214,6 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
         self.predict_files, self.predict_manifest = predict_files, predict
         self.shards = shards
         self.vocab: SentencePieceVocab | None = None
-        self._resume: tuple[int, int] | None = None
         self._ready = False
 
     # --- sources -------------------------------------------------------------------------------
@@ -244,8 +244,9 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
     def _train_vocab(self, texts: list[str]) -> SentencePieceVocab:
         name = "espeak" if self.manifests is None else Path(self.manifests[0]).stem  # embedded: the cache path of old
         name = Path(self.shards.rstrip("/")).name if self.shards is not None else name
+        size = "auto" if self.vocab_size is None else self.vocab_size  # None: the rule's size
         return SentencePieceVocab.train(
-            texts, self.data_dir / "asr_vocab" / f"{name}_{self.units}{self.vocab_size}", vocab_size=self.vocab_size,
+            texts, self.data_dir / "asr_vocab" / f"{name}_{self.units}{size}", vocab_size=self.vocab_size,
             model_type=self.units, byte_fallback=False, character_coverage=1.0)
 
     def _predicting(self) -> bool:
@@ -310,15 +311,10 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
 
     # --- loaders -------------------------------------------------------------------------------
     def _loader(self, ds: SpeechDataset, shuffle: bool) -> DataLoader:
-        world, rank = world_of(self.trainer)
-        sampler = BucketBatchSampler(ds.durations, self.batch_size, shuffle, self.seed, world, rank, self.bucket_batches,
-                                     virtual=ds.augment is not None)  # training: epoch-counting indices seed it
-        if shuffle:
-            self._resume_sampler(sampler)
-        # batch_size=None: the sampler yields index lists and the dataset returns whole batches.
-        extra = {"collate_fn": MarkPacked(self.pack_len)} if shuffle and self.pack_len is not None else {}
-        return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, **extra)
+        sampler = BucketBatchSampler(ds.durations, self.batch_size, shuffle, self.seed, *world_of(self.trainer),
+                                     self.bucket_batches, virtual=ds.augment is not None)  # augmented: seeds per epoch
+        packed = shuffle and self.pack_len is not None
+        return self._batch_loader(ds, sampler, MarkPacked(self.pack_len) if packed else None, train=shuffle)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.datasets["train"], shuffle=True)
@@ -340,7 +336,7 @@ class SpeechRecognitionData(ResumableDataModule, ProvidesDataSpec):
             raise FileNotFoundError(f"audio file(s) to transcribe do not exist: {missing[:5]}")
         ds = SpeechDataset(files, [""] * len(files), None, torch.zeros(len(files)), self.sample_rate, files=files)
         batches = [list(range(i, min(i + self.batch_size, len(files)))) for i in range(0, len(files), self.batch_size)]
-        return DataLoader(ds, sampler=batches, batch_size=None, num_workers=self.num_workers)  # type: ignore[arg-type]
+        return self._batch_loader(ds, batches)
 
     # --- what a task must match -----------------------------------------------------------------
     def data_spec(self) -> DataSpec:

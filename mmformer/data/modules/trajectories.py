@@ -15,9 +15,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from mmformer.data.common.embedded import Builder, build_embedded
-from mmformer.data.common.loading import eval_loader, world_of
+from mmformer.data.common.loading import eval_loader
 from mmformer.data.common.packing import MarkPacked
-from mmformer.data.common.sampling import ResumableDataModule, ResumableSampler
+from mmformer.data.common.sampling import ResumableDataModule
 from mmformer.data.readers.d4rl import Episodes, episodes_from_arrays, read_d4rl
 from mmformer.data.shards.dataset import ShardView
 from mmformer.data.shards.reading import read_columns
@@ -155,7 +155,6 @@ class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
         self.val_targets = tuple(float(t) for t in val_targets or ())
         self.num_workers, self.seed = num_workers, seed
         self.pack_len, self.shards = pack_len, shards
-        self._resume: tuple[int, int] | None = None
 
     def dataset_path(self) -> Path:
         """The file read: ``train``, or the embedded builder's (built on first use)."""
@@ -222,11 +221,8 @@ class TrajectoryData(ResumableDataModule, ProvidesDataSpec):
         return self.train_episodes.observations.shape[1]
 
     def train_dataloader(self) -> DataLoader:
-        sampler = ResumableSampler(len(self.train_set), self.seed, True, *world_of(self.trainer))
-        self._resume_sampler(sampler)
-        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler,
-                          collate_fn=_as_batch if self.pack_len is None else MarkPacked(self.pack_len, _as_batch),
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0, drop_last=True)
+        collate = _as_batch if self.pack_len is None else MarkPacked(self.pack_len, _as_batch)
+        return self._shuffled_loader(self.train_set, collate_fn=collate, drop_last=True)
 
     def _eval_loader(self, ds: Dataset | Tensor, batch_size: int, collate: Callable = _as_batch) -> DataLoader:
         return eval_loader(ds, batch_size, self.trainer, collate_fn=collate)

@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from mmformer.data.common.batching import EvalBatchSampler, TokenBudgetBatchSampler
 from mmformer.data.common.embedded import Builder, build_embedded
@@ -38,6 +38,7 @@ from mmformer.data.readers.text_pairs import TextPairs, read_pairs, read_sources
 from mmformer.data.shards.reading import has_split, read_columns, split_view
 from mmformer.data.spec import DataSpec, ProvidesDataSpec
 from mmformer.tokenizers.sentencepiece_vocab import SentencePieceVocab
+from mmformer.tokenizers.vocab_rules import check_vocab_size
 
 PathLike = str | list[str] | None
 
@@ -110,7 +111,8 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
             ``corpora.apertium.WordNetCorpus``) whose ``.tsv`` splits fill in a None val/test.
         src_key, tgt_key: JSONL keys (and the TSV header row that is skipped).
         data_dir: cache folder for the embedded corpus and the sentencepiece models.
-        vocab_size: pieces per sentencepiece model (byte fallback included, so any character encodes).
+        vocab_size: pieces per sentencepiece model (byte fallback included, so any character encodes); None =
+            the size the vocabulary rule gives the training text (:mod:`mmformer.tokenizers.vocab_rules`).
         shared_vocab: one model trained on both sides; else one per side (``source_vocab`` ≠ ``vocab``).
         max_source_len, max_target_len: longest rows in tokens, eos (and bos) included.
         truncation: ``right`` cuts longer rows (with a warning giving the count); ``error`` raises.
@@ -145,7 +147,7 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
         src_key: str = "src",
         tgt_key: str = "tgt",
         data_dir: str = "data",
-        vocab_size: int = 8000,
+        vocab_size: int | None = None,
         shared_vocab: bool = True,
         max_source_len: int = 128,
         max_target_len: int = 128,
@@ -188,15 +190,14 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
         self.source_vocab: SentencePieceVocab | None = None
         self.datasets: dict[str, EncodedPairs] = {}
         self._pairs: dict[str, TextPairs] = {}
-        self._resume: tuple[int, int] | None = None
 
     @property
-    def vocab_size(self) -> int:
+    def vocab_size(self) -> int | None:
         """Target vocabulary size (the configured one until the model is trained, then the model's)."""
         return self._vocab_size if self.vocab is None else len(self.vocab)
 
     @property
-    def source_vocab_size(self) -> int:
+    def source_vocab_size(self) -> int | None:
         return self._vocab_size if self.source_vocab is None else len(self.source_vocab)
 
     # --- reading ------------------------------------------------------------------------------
@@ -280,10 +281,11 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
             ident = (_file_identity(self.train_path) if self.train_path is not None
                      else [Path(self._embedded("train")).parent.name])  # the corpus folder's (settings-hashed) name
         carved = self._carved()  # then seed/val_size pick the training pairs
-        key = json.dumps([ident, [self.seed, self.val_size] if carved else None, self.limit_train, self._vocab_size,
+        size = "auto" if self._vocab_size is None else self._vocab_size  # None: the rule's size per model
+        key = json.dumps([ident, [self.seed, self.val_size] if carved else None, self.limit_train, size,
                           self.src_key, self.tgt_key])
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-        prefix = Path(self.data_dir) / "tokenizers" / f"spm{self._vocab_size}-{digest}"
+        prefix = Path(self.data_dir) / "tokenizers" / f"spm{size}-{digest}"
         if self.shared_vocab:
             self.vocab = self.source_vocab = SentencePieceVocab.train(
                 train.sources + train.targets, f"{prefix}-shared", self._vocab_size)
@@ -302,9 +304,14 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
 
         The splits the run needs are read first, so an empty one fails before tokenizer training."""
         fn = self.trainer.state.fn if self.trainer is not None else None
+        train = self._split("train")
+        if self._vocab_size is not None:  # a size the text cannot train fails before the other splits are read
+            sides = [train.sources + train.targets] if self.shared_vocab else [train.sources, train.targets]
+            for texts in sides:
+                check_vocab_size(self._vocab_size, texts)
         for split in self._needed(fn.value if fn is not None else None):
             self._split(split)
-        self._train_vocabs(self._split("train"))
+        self._train_vocabs(train)
 
     def _encode(self, pairs: TextPairs, with_target: bool = True) -> EncodedPairs:
         assert self.vocab is not None and self.source_vocab is not None
@@ -332,23 +339,16 @@ class TranslationData(ResumableDataModule, ProvidesDataSpec):
             self.datasets["predict"] = self._encode(read_sources(self.predict_path), with_target=False)
 
     # --- loaders ------------------------------------------------------------------------------
-    def _loader(self, ds: EncodedPairs, sampler: DistributedSampler, pack: bool = False) -> DataLoader:
-        # batch_size=None: the sampler yields whole batches and the dataset collates them in one gather
-        extra = {"collate_fn": MarkPacked(self.pack_len)} if pack and self.pack_len is not None else {}
-        return DataLoader(ds, batch_size=None, sampler=sampler, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, **extra)
-
     def train_dataloader(self) -> DataLoader:
         ds = self.datasets["train"]
-        world, rank = world_of(self.trainer)
-        sampler = TokenBudgetBatchSampler(ds.lengths(), self.max_tokens, self.seed, world, rank)
-        self._resume_sampler(sampler)
-        return self._loader(ds, sampler, pack=True)
+        sampler = TokenBudgetBatchSampler(ds.lengths(), self.max_tokens, self.seed, *world_of(self.trainer))
+        return self._batch_loader(ds, sampler, MarkPacked(self.pack_len) if self.pack_len is not None else None,
+                                  train=True)
 
     def _eval_loader(self, split: str, sort: bool = True) -> DataLoader:
         ds = self.datasets[split]
-        world, rank = world_of(self.trainer)
-        return self._loader(ds, EvalBatchSampler(len(ds), self.batch_size, ds.lengths() if sort else None, world, rank))
+        sampler = EvalBatchSampler(len(ds), self.batch_size, ds.lengths() if sort else None, *world_of(self.trainer))
+        return self._batch_loader(ds, sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")

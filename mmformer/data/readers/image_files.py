@@ -144,7 +144,7 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 class ImageFileDataset(Dataset):
-    """Image files → ``(image tensor, path string)`` for prediction."""
+    """Image files for prediction as role dicts ``{"input": image, "index": i}`` (file ``i`` is ``paths[i]``)."""
 
     def __init__(self, paths: list[Path], channels: int, size: int, transform: Callable[[Tensor], Tensor]) -> None:
         self.paths, self.channels, self.size, self.transform = paths, channels, size, transform
@@ -152,8 +152,8 @@ class ImageFileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[Tensor, str]:
-        return self.transform(load_image(self.paths[i], self.channels, self.size)), str(self.paths[i])
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        return {"input": self.transform(load_image(self.paths[i], self.channels, self.size)), "index": torch.tensor(i)}
 
 
 def folder_classes(folder: str | Path) -> list[str]:

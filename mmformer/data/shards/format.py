@@ -39,7 +39,7 @@ class ShardInfo:
 
     Attributes:
         kind: source kind (``image_classification``, ``manifest``, ``speech``, ``text_pairs``,
-            ``captions``, ``trajectories``): a reader of another kind refuses the shards.
+            ``trajectories``): a reader of another kind refuses the shards.
         fields: sample field → how it is stored (``encoded`` file bytes, ``array``, ``int``, ``str``,
             ``float``): a reader needing a field the shards lack refuses them.
         count: samples written.

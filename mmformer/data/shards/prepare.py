@@ -1,9 +1,4 @@
-"""``mmformer prepare``: converts a source into streaming shards, once.
-
-    mmformer prepare imagefolder data/pets shards/pets          # -> shards/pets/{train,test}
-    mmformer prepare idx /usr/share/datasets/fashion-mnist shards/fmnist
-    mmformer prepare imagefolder data/digits shards/digits --decode   # small images: store pixels
-    mmformer prepare manifest data/kw/train.jsonl shards/kw-train   # nemo, pairs, captions, d4rl alike
+"""Converts a source into streaming shards, once (the ``mmformer prepare`` command is :mod:`mmformer.cli.prepare`).
 
 Each split is written to ``<out>/<split>`` (``<out>`` itself for single-file sources) through a
 ``.partial`` folder renamed when complete: rerunning on finished output is a no-op (the index records
@@ -13,10 +8,9 @@ finished folder to object storage (``s3://...``) to train from it on many nodes.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 from mmformer.data.shards.format import finished, write_shards
 from mmformer.data.shards.sources import SOURCES, fingerprint, image_folder
@@ -34,7 +28,7 @@ def prepare(kind: str, source: str | Path, out: str | Path, chunk_bytes: str = "
 
     Args:
         kind: one of :data:`~mmformer.data.shards.sources.SOURCES` (``imagefolder``, ``idx``, ``nemo``,
-            ``pairs``, ``captions``, ``d4rl``, ``manifest``).
+            ``pairs``, ``d4rl``, ``manifest``).
         source: the folder or file to read.
         out: output folder.
         chunk_bytes: litdata chunk size (64MB suits object storage; smaller chunks shuffle finer).
@@ -61,26 +55,3 @@ def prepare(kind: str, source: str | Path, out: str | Path, chunk_bytes: str = "
                          _progress if progress else None)
         done[split.name] = folder
     return done
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The options of ``mmformer prepare`` (also read from ``--config`` files by :mod:`mmformer.cli`)."""
-    parser = argparse.ArgumentParser(prog="mmformer prepare", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("kind", choices=sorted(SOURCES), help="source format")
-    parser.add_argument("source", help="the source folder or file")
-    parser.add_argument("out", help="output folder of the shards")
-    parser.add_argument("--chunk-bytes", default="64MB", help="target chunk size (default 64MB)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--decode", action="store_true",
-                        help="imagefolder: store decoded pixels, not the files (small images: workers skip decoding)")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``mmformer prepare KIND SOURCE OUT [--chunk-bytes 64MB]``."""
-    args = build_parser().parse_args(argv)
-    for name, folder in prepare(args.kind, args.source, args.out, args.chunk_bytes, not args.no_progress,
-                                args.decode).items():
-        print(f"{name}: {folder}")
-    return 0

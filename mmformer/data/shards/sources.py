@@ -111,16 +111,6 @@ def text_pairs(path: Path) -> list[Split]:
         {"src": s, "tgt": t, "row": r} for s, t, r in zip(pairs.sources, pairs.targets, pairs.rows)))]
 
 
-def caption_table(path: Path) -> list[Split]:
-    """An OpenCLIP-style caption table (``filepath``/``title`` columns): image bytes, captions and ``table:line``."""
-    from mmformer.data.readers.caption_table import read_caption_table
-
-    images, captions, rows = read_caption_table(path, separator="," if path.suffix == ".csv" else "\t")
-    info = ShardInfo("captions", {"image": "encoded", "caption": "str", "row": "str"})
-    return [Split("all", info, len(images), lambda: (
-        {"image": Path(p).read_bytes(), "caption": c, "row": r} for p, c, r in zip(images, captions, rows)))]
-
-
 def d4rl(path: Path) -> list[Split]:
     """A D4RL ``.npz``/HDF5 file: one sample per episode (its observations, actions, rewards); the file's
     reference scores go to the index."""
@@ -174,5 +164,5 @@ def manifest(path: Path) -> list[Split]:
 
 SOURCES: dict[str, Callable[[Path], list[Split]]] = {
     "imagefolder": image_folder, "idx": idx_files, "nemo": nemo_manifest, "pairs": text_pairs,
-    "captions": caption_table, "d4rl": d4rl, "manifest": manifest,
+    "d4rl": d4rl, "manifest": manifest,
 }

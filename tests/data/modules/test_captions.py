@@ -1,4 +1,4 @@
-"""OpenCLIP-style CSV/TSV caption tables: reading, batching, and errors that name the row."""
+"""Caption DataModules: OpenCLIP-style CSV/TSV tables (a ManifestData configuration) and the shapes scenes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from PIL import Image
 
 from corpora.shapes import ShapesCorpus
 from mmformer.data.modules.captions import CsvCaptionData, ShapesCaptionData
-from mmformer.data.readers.caption_table import read_caption_table
+from mmformer.data.readers.manifest import ManifestError
 
 CAPTIONS = ["a red square", "a blue square", "a green circle", "a red circle", "a blue circle", "a green square"]
 
@@ -31,17 +31,6 @@ def _images(tmp_path: Path, n: int) -> list[str]:
     return names
 
 
-def test_tsv_and_csv_tables_read_with_configurable_columns(tmp_path: Path) -> None:
-    names = _images(tmp_path, 3)
-    tsv = _table(tmp_path, list(zip(names, CAPTIONS)))
-    images, caps, rows = read_caption_table(tsv)
-    assert caps == CAPTIONS[:3] and Path(images[1]) == tmp_path / "img1.png" and rows[0].endswith("train.tsv:2")
-    csv_path = _table(tmp_path, [(c, n) for n, c in zip(names, CAPTIONS)], sep=",", name="t.csv",
-                      header=("caption", "image"))
-    images, caps, _ = read_caption_table(csv_path, image_column="image", caption_column="caption", separator=",")
-    assert caps == CAPTIONS[:3] and len(images) == 3
-
-
 def test_datamodule_batches_images_with_their_captions(tmp_path: Path) -> None:
     names = _images(tmp_path, 6)
     train = _table(tmp_path, list(zip(names, CAPTIONS)))
@@ -57,24 +46,16 @@ def test_datamodule_batches_images_with_their_captions(tmp_path: Path) -> None:
         assert level.item() == pytest.approx(40 * row / 255, abs=0.02)
 
 
-def test_missing_image_names_the_row(tmp_path: Path) -> None:
-    names = _images(tmp_path, 2)
-    path = _table(tmp_path, [(names[0], "a cat"), ("gone.png", "a dog")])
-    with pytest.raises(ValueError, match=r"train\.tsv:3: image file .*gone\.png does not exist"):
-        read_caption_table(path)
-
-
-def test_empty_caption_names_the_row(tmp_path: Path) -> None:
-    names = _images(tmp_path, 2)
-    path = _table(tmp_path, [(names[0], "a cat"), (names[1], "  ")])
-    with pytest.raises(ValueError, match=r"train\.tsv:3: empty caption"):
-        read_caption_table(path)
-
-
-def test_missing_column_lists_the_header(tmp_path: Path) -> None:
-    path = _table(tmp_path, [("a.png", "x")], header=("path", "text"))
-    with pytest.raises(ValueError, match="no column 'filepath'.*'path', 'text'"):
-        read_caption_table(path)
+def test_a_csv_table_with_other_columns_reads_alike(tmp_path: Path) -> None:
+    names = _images(tmp_path, 6)
+    csv_path = _table(tmp_path, [(c, n) for n, c in zip(names, CAPTIONS)], sep=",", name="t.csv",
+                      header=("caption", "image"))
+    dm = CsvCaptionData(str(csv_path), str(csv_path), image_column="image", caption_column="caption",
+                        data_dir=str(tmp_path / "cache"), image_size=16, batch_size=3, vocab_size=24)
+    dm.prepare_data()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert dm.vocab.decode(batch["b"][:1])[0] == CAPTIONS[int(batch["index"][0])]
 
 
 def test_non_image_file_names_the_row_when_read(tmp_path: Path) -> None:
@@ -84,14 +65,13 @@ def test_non_image_file_names_the_row_when_read(tmp_path: Path) -> None:
     train = _table(tmp_path, rows)
     dm = CsvCaptionData(str(train), str(train), data_dir=str(tmp_path / "cache"), image_size=16, batch_size=6,
                         vocab_size=24)
-    dm.prepare_data()
-    dm.setup("fit")
-    with pytest.raises(ValueError, match=r"train\.tsv:7: .*notes\.png is not a readable image"):
-        dm.val_set.__getitems__(list(range(6)))
+    with pytest.raises(ManifestError, match=r"train\.tsv:7, field 'filepath': .*notes\.png is not a readable image"):
+        dm.prepare_data()  # checked before any step runs
 
 
 def test_shapes_datamodule_batches_and_vocab(tmp_path: Path) -> None:
-    dm = ShapesCaptionData(ShapesCorpus(num_train=400, num_eval=120), data_dir=str(tmp_path), batch_size=16)
+    dm = ShapesCaptionData(ShapesCorpus(num_train=400, num_eval=120), data_dir=str(tmp_path), batch_size=16,
+                           vocab_size=64)
     dm.prepare_data()
     dm.setup("fit")
     assert dm.vocab is not None and dm.vocab.vocab_size == 64

@@ -212,30 +212,6 @@ def nemo_cases(root: Path) -> st.SearchStrategy[Case]:
     )
 
 
-# --- OpenCLIP caption tables ----------------------------------------------------------------------------------------
-
-def caption_cases(root: Path) -> st.SearchStrategy[Case]:
-    from mmformer.data.readers.caption_table import read_caption_table
-
-    image, _ = _media(root)
-    cells = [["filepath", "title"], [image, "a red square"], [image, "another, with a comma"], [image, 'quote " in it']]
-
-    def check(result: tuple[list[str], list[str], list[str]]) -> str | None:
-        images, captions, rows = result
-        if not (len(images) == len(captions) == len(rows) > 0):
-            return f"lengths {len(images)}, {len(captions)}, {len(rows)}"
-        return _first([_text_ok(c) for c in captions] + [None if Path(p).is_file() else f"{p} no file" for p in images])
-
-    def of(sep: str) -> st.SearchStrategy[Case]:
-        path = root / ("table.tsv" if sep == "\t" else "table.csv")
-        read = lambda p: read_caption_table(p, separator=sep)  # noqa: E731
-        base = [_table_bytes(cells, sep, True), _table_bytes(cells, sep, False)]
-        fields = st.tuples(_cell_edit(cells), st.booleans()).map(lambda e: (_table_bytes(e[0][0], sep, e[1]), e[0][1]))
-        return st.one_of(corrupted(base), fields).map(lambda d: _case(path, d[0], read, check, d[1]))
-
-    return st.one_of([of(sep) for sep in ("\t", ",")])
-
-
 # --- parallel text (TSV pairs, and JSONL pairs) ------------------------------------------------------------------------
 
 def pairs_cases(root: Path) -> st.SearchStrategy[Case]:
@@ -408,7 +384,7 @@ def idx_cases(root: Path) -> st.SearchStrategy[Case]:
 
 
 FORMATS: dict[str, Cases] = {
-    "manifest (JSONL/CSV/TSV)": manifest_cases, "NeMo manifest": nemo_cases, "OpenCLIP table": caption_cases,
+    "manifest (JSONL/CSV/TSV)": manifest_cases, "NeMo manifest": nemo_cases,
     "text pairs (TSV/JSONL)": pairs_cases, "D4RL npz": d4rl_cases, "image files": image_cases,
     "audio files": audio_cases, "IDX files": idx_cases,
 }

@@ -13,11 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from mmformer.cli.errors import _raised_by_mmformer
 from mmformer.data.readers.audio import read_manifest
-from mmformer.data.readers.caption_table import read_caption_table
 from mmformer.data.readers.d4rl import episodes_from_arrays, read_d4rl
 from mmformer.data.readers.idx import read_idx
 from mmformer.data.readers.image_files import load_image
@@ -70,17 +68,6 @@ def test_nemo_values_of_the_wrong_type_name_the_line(tmp_path: Path, row: object
     with pytest.raises(ValueError, match=rf"m\.jsonl:2: {message}") as info:
         read_manifest(tmp_path / "m.jsonl")
     assert _ours(info)
-
-
-def test_caption_table_errors_name_the_line(tmp_path: Path) -> None:
-    Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
-    (tmp_path / "t.tsv").write_bytes(b"filepath\ttitle\na.png\tfine\na.png\t\xff bad\n")
-    with pytest.raises(ValueError, match=r"t\.tsv:3: not valid UTF-8") as info:
-        read_caption_table(tmp_path / "t.tsv")
-    assert _ours(info)
-    (tmp_path / "t.tsv").write_text("path\ttitle\na.png\tfine\n")
-    with pytest.raises(ValueError, match=r"t\.tsv:1: no column 'filepath'"):
-        read_caption_table(tmp_path / "t.tsv")
 
 
 def test_a_json_integer_past_pythons_digit_limit_names_the_row(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mmformer.data.readers.text_pairs import read_pairs, read_sources
-from mmformer.data.train_tokenizer import main as train_tokenizer
+from mmformer.cli.train_tokenizer import main as train_tokenizer
 from mmformer.tokenizers.sentencepiece_vocab import SentencePieceVocab
 
 

@@ -1,4 +1,4 @@
-"""CsvCaptionData from ``mmformer prepare captions`` shards: the tables' vocabulary and batches."""
+"""CsvCaptionData from ``mmformer prepare manifest`` shards of its tables: the tables' vocabulary and batches."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def test_caption_shards_give_the_table_batches(tmp_path: Path) -> None:
     caps = [CAPTIONS[i % len(CAPTIONS)] + f" number {i}" for i in range(10)]
     train = _table(tmp_path, list(zip(names[:7], caps[:7])))
     val = _table(tmp_path, list(zip(names[7:], caps[7:])), name="val.tsv")
-    shards = prepare_splits("captions", {"train": train, "val": val}, tmp_path / "shards", "2KB")
+    shards = prepare_splits("manifest", {"train": train, "val": val}, tmp_path / "shards", "2KB")
     kw = dict(image_size=16, batch_size=3, vocab_size=40, seed=1)
     memory = CsvCaptionData(str(train), str(val), data_dir=str(tmp_path / "d1"), **kw)
     streamed = CsvCaptionData(shards=shards, data_dir=str(tmp_path / "d2"), **kw)
@@ -28,4 +28,3 @@ def test_caption_shards_give_the_table_batches(tmp_path: Path) -> None:
     for e in (0, 1):
         assert_equal(epoch(memory.train_dataloader(), e), epoch(streamed.train_dataloader(), e))
     assert_equal(list(memory.val_dataloader()), list(streamed.val_dataloader()))
-    assert_equal(list(memory.test_dataloader()), list(streamed.test_dataloader()))

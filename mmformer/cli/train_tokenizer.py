@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input", nargs="+", required=True, metavar="FILE",
                         help="text files (one sentence a line) and/or .tsv/.jsonl parallel files (both sides used)")
     parser.add_argument("--output", required=True, metavar="PREFIX", help="writes PREFIX.model and PREFIX.json")
-    parser.add_argument("--vocab-size", type=int, default=8000, help="pieces in the vocabulary (default 8000)")
+    parser.add_argument("--vocab-size", type=int, default=None,
+                        help="pieces in the vocabulary (default: the size the vocabulary rule gives the text)")
     parser.add_argument("--model-type", choices=["bpe", "unigram", "char", "word"], default="bpe",
                         help="sentencepiece algorithm (default bpe)")
     parser.add_argument("--src-key", default="src", help="JSONL source key (default src)")
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (errors in the inputs print a message and return 2)."""
     args = build_parser().parse_args(argv)
-    if args.vocab_size < 8:
+    if args.vocab_size is not None and args.vocab_size < 8:
         print(f"mmformer train-tokenizer: error: --vocab-size must be at least 8, got {args.vocab_size}",
               file=sys.stderr)
         return 2
