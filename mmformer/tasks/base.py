@@ -92,6 +92,17 @@ class TaskModule(Composable, pl.LightningModule):
         """The task's model config with the sizes it leaves to the data taken from ``spec``."""
         return complete_config(self.model_config, spec, provider)
 
+    def build_from_data(self, spec: DataSpec, stage: str, provider: str) -> None:
+        """Builds the waiting model from its config completed by ``spec``; at ``test``/``predict``, data that
+        cannot size it leaves the build to the checkpoint's stored config (:meth:`on_load_checkpoint`)."""
+        try:
+            config = self.complete_model_config(spec, provider)
+        except ValueError:
+            if stage == "fit":
+                raise
+            return
+        self.build_model(config)
+
     def checkpoint_spec(self, checkpoint: dict[str, Any]) -> DataSpec:
         """What a checkpoint without a stored model config tells about its data (a text task's vocabulary)."""
         return DataSpec()
@@ -117,13 +128,7 @@ class TaskModule(Composable, pl.LightningModule):
             raise TypeError(f"{provider}.data_spec() returned {type(spec).__name__}, not a DataSpec")
         spec.require(self.required_data_for(stage), provider, type(self).__name__)
         if self.model_pending():
-            try:
-                config = self.complete_model_config(spec, provider)
-            except ValueError:
-                if stage == "fit":
-                    raise
-                return  # test/predict data that cannot size the model: the checkpoint's stored config will
-            self.build_model(config)
+            self.build_from_data(spec, stage, provider)
         self.bind_data(spec, stage)
 
     def teardown(self, stage: str) -> None:
@@ -203,14 +208,15 @@ class TaskModule(Composable, pl.LightningModule):
         """Lightning calls this before loading ``checkpoint["state_dict"]``: older keys are upgraded here."""
         self.upgrade_checkpoint(checkpoint)
         if self.model_pending():  # no data sized it (export, predict): the checkpoint's own config does
-            self._build_from_checkpoint(checkpoint)
+            self.build_from_checkpoint(checkpoint)
         restore_lora(self, checkpoint.get(LORA_KEY, {}))  # LoRA layers before their weights load
         # FSDP's loader (mmformer.tasks.fsdp) has loaded the weights into the shards and removed them already
         if "state_dict" in checkpoint:
             check_fits(self, checkpoint)  # a clear error instead of Lightning's Missing key(s)/size mismatch
         self._rng_to_restore = checkpoint.get("mmformer_rng")
 
-    def _build_from_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+    def build_from_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Builds the waiting model with the sizes the checkpoint's stored config records (its data's in training)."""
         stored = checkpoint.get(MODEL_CONFIG_KEY)
         if isinstance(stored, dict):  # the sizes the data gave in training; the rest stays the recipe's
             self.build_model(fill_unset(self.model_config, config_from_dict(stored)))

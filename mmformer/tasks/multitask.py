@@ -29,11 +29,11 @@ from torch import Tensor, nn
 
 from mmformer.backbone import BackboneConfig
 from mmformer.data.spec import DataSpec
-from mmformer.models.builders import build
 from mmformer.models.config import ModelConfig, MultiTaskConfig, multitask_config
-from mmformer.models.data_fields import unset_fields
+from mmformer.models.builders import build, config_from_dict
+from mmformer.models.data_fields import fill_unset, unset_fields
 from mmformer.models.multitask import MultiTaskModel
-from mmformer.tasks.base import TaskModule
+from mmformer.tasks.base import MODEL_CONFIG_KEY, TaskModule
 from mmformer.tasks.composition import TaskContext, composing
 from mmformer.tasks.optim import OptimConfig, build_optimizer
 
@@ -177,10 +177,43 @@ class MultiTaskTask(TaskModule):
             if name in have:
                 have[name].require(child.required_data_for(stage), f"the data of task {name!r}", type(child).__name__)
         if self.model is None:
-            self._build({name: self._completed_config(name, have.get(name)) for name in self.tasks}, self.tasks)
+            try:
+                configs = {name: self._completed_config(name, have.get(name)) for name in self.tasks}
+            except ValueError:
+                if stage == "fit":
+                    raise
+                self._unbound = (have, stage)  # predict of some tasks: the checkpoint's config sizes the rest
+                return
+            self._build(configs, self.tasks)
+        self._bind_children(have, stage)
+
+    def _bind_children(self, have: Mapping[str, DataSpec], stage: str) -> None:
         for name, child in self.tasks.items():
             if name in have:
                 child.bind_data(have[name], stage)
+
+    # ---- built from the data in bind_data, or from a checkpoint's stored config ----------------
+    def model_pending(self) -> bool:
+        return self._modules.get("model") is None
+
+    def build_from_data(self, spec: DataSpec, stage: str, provider: str) -> None:
+        """Nothing here: :meth:`bind_data` builds from every task's data."""
+
+    def build_from_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Builds the model with the sizes each task's data gave in training (the checkpoint's stored config),
+        then binds the tasks whose data this run has."""
+        stored = checkpoint.get(MODEL_CONFIG_KEY)
+        if not isinstance(stored, dict):
+            raise ValueError("this checkpoint stores no model config, and the run's data does not size every task: "
+                             "run with every task's data")
+        built = config_from_dict(stored)
+        if not isinstance(built, MultiTaskConfig) or set(built.models) != set(self.tasks):
+            raise ValueError(f"the checkpoint's model is not a multi-task model of the tasks {self.task_names}")
+        self._build({name: fill_unset(self.tasks[name].model_config, built.models[name]) for name in self.tasks},
+                    self.tasks)
+        unbound = self.__dict__.pop("_unbound", None)
+        if unbound is not None:
+            self._bind_children(*unbound)
 
     def _completed_config(self, name: str, spec: DataSpec | None) -> ModelConfig:
         """Task ``name``'s model config with the sizes its data gives (``complete_model_config``, when it has one)."""

@@ -11,8 +11,8 @@ Image data: the PNGs are 32x32 RGB; each data section decodes them at their own 
 were set for 16, 28 or 48: the position table is resized to the data's grid) and converts them to the
 tokenizer's channels (``channels: 1``), since the image channels are not yet among the sizes the data gives.
 
-What cannot be swapped yet is a strict xfail naming where the fix is: the generalist recipe (:data:`NOT_YET`),
-contrastive predict labels, prefix-LM prediction names, text lengths and image channels (the tests at the end).
+What cannot be swapped yet is a strict xfail naming where the fix is (:data:`NOT_YET`, empty now, and the tests at
+the end: text lengths and image channels, which the recipes' model sections still set).
 """
 
 from __future__ import annotations
@@ -292,14 +292,7 @@ SWAPS: dict[str, Swap] = {
 
 
 # Recipes that cannot be swapped yet: why, and where the fix is.
-NOT_YET = {
-    "generalist": (
-        "tasks/generalist.yaml's model section still sets the data-given sizes of its children (fmnist "
-        "num_classes: 10; translation vocab_size: 8000 and its prefix tokenizer's; speech vocab_size: 256; control "
-        "state_dim/act_dim/discrete_actions, context, target_returns, val_targets), so 3 classes are refused "
-        "(without them it fits and tests); and its two text tasks' predict both write predictions.tsv "
-        "(mmformer/tasks/text_generation.py:180-185), so one task's predictions overwrite the other's"),
-}
+NOT_YET: dict[str, str] = {}
 PARAMS = [pytest.param(r, marks=pytest.mark.xfail(strict=True, raises=(ValueError, AssertionError),
                                                   reason=NOT_YET[r])) if r in NOT_YET else r for r in RECIPES]
 

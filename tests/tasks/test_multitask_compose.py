@@ -91,9 +91,16 @@ def test_a_size_left_to_the_data_builds_the_model_when_the_data_is_bound() -> No
 
     assert task.tasks["a"].metrics["val_acc"].num_classes == 4  # the task's own metrics follow the built size
     unsized = MultiTaskTask({"a": sized_by_data, "b": partial(ClassificationTask, model=ClassifierConfig(IMAGE, 3))}, model=SharedBackbone(TINY))
-    with pytest.raises(ValueError, match=r"task 'a' leaves \['num_classes'\] of its model to its data, but its data "
-                                         r"gives none"):
-        unsized.bind_data(DataSpec(tasks={"b": DataSpec()}), "predict")
+    unsized.bind_data(DataSpec(tasks={"b": DataSpec()}), "predict")  # task a has no data to predict on:
+    assert unsized.model is None  # the model waits for the checkpoint's stored config (on_load_checkpoint)
+    checkpoint: dict = {}
+    task.on_save_checkpoint(checkpoint)
+    unsized.build_from_checkpoint(checkpoint)
+    assert unsized.model("a", torch.rand(2, 1, 8, 8)).shape == (2, 4)  # task a's 4 classes, from training's data
+    with pytest.raises(ValueError, match=r"the model's num_classes is not set and the data does not declare "
+                                         r"class_names"):
+        MultiTaskTask({"a": sized_by_data}, model=SharedBackbone(TINY)).bind_data(
+            DataSpec(tasks={"a": DataSpec()}), "fit")
 
 
 def test_the_command_line_builds_every_task_at_the_shared_width(tmp_path: Path) -> None:
