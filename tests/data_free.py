@@ -29,6 +29,12 @@ def stand_in_spec(vocab_size: int = 128, num_classes: int = 10, state_dim: int =
 
 def build_without_data(task: TaskModule, **sizes: int) -> TaskModule:
     """``task`` with its model built, stand-in sizes filling what it leaves to its data."""
-    if task.model_pending():
+    from mmformer.tasks.multitask import MultiTaskTask
+
+    if isinstance(task, MultiTaskTask):  # each task's sizes from a stand-in of its own data
+        if task.model is None:
+            task._build({name: task._completed_config(name, stand_in_spec(**sizes)) for name in task.tasks},
+                        task.tasks)
+    elif task.model_pending():
         task.build_model(task.complete_model_config(stand_in_spec(**sizes), "stand-in data"))
     return task
