@@ -20,7 +20,8 @@ def test_only_the_data_section_changes_and_it_reads_the_glyph_manifests(tmp_path
     section = data_section(paths, "val")
     assert section["init_args"]["test"] == str(paths["val"])  # choosing on validation leaves test unseen
     recipe = yaml.safe_load((BENCH.parent / "tasks/clip.yaml").read_text())
-    assert section["init_args"]["vocab_size"] == recipe["model"]["init_args"]["model"]["tokenizer_b"]["init_args"]["vocab_size"]
+    assert section["init_args"]["vocab_size"] == recipe["data"]["init_args"]["vocab_size"]  # the model follows the data
+    assert "vocab_size" not in recipe["model"]["init_args"]["model"]["tokenizer_b"]["init_args"]
     args = {**section["init_args"], "data_dir": str(tmp_path / "data"), "vocab_size": 64, "batch_size": 8}
     dm = ManifestData(**args)
     dm.prepare_data()
