@@ -246,9 +246,9 @@ def test_readme_own_files_walkthrough_reads_them_and_names_a_bad_row(tmp_path: P
 
     section = _pairing_section()
     writer = re.search(r"```py\n(.*?)```", section, re.S)
-    mine = re.search(r"```yaml\n(model:.*?)```", section, re.S)
-    assert writer and mine
-    keywords = [f"word{k:02d}" for k in range(yaml.safe_load(mine[1])["model"]["init_args"]["model"]["num_classes"])]
+    mine = re.search(r"```yaml\n(data:.*?)```", section, re.S)
+    assert writer and mine and "model" not in yaml.safe_load(mine[1])  # only the data section changes
+    keywords = [f"word{k:02d}" for k in range(12)]
     monkeypatch.chdir(tmp_path)
     for k, word in enumerate(keywords):
         for i in range(5):
@@ -261,6 +261,7 @@ def test_readme_own_files_walkthrough_reads_them_and_names_a_bad_row(tmp_path: P
     cli = main(args, run=False)
     cli.datamodule.setup("fit")
     assert cli.datamodule.data_spec().class_names == keywords
+    assert cli.model.complete_model_config(cli.datamodule.data_spec()).num_classes == 12  # the model follows
     assert {s: len(d) for s, d in cli.datamodule.datasets.items()} == {"train": 48, "val": 6, "test": 6}
 
     rows = (tmp_path / "my_audio" / "train.jsonl").read_text().splitlines()
