@@ -80,9 +80,9 @@ def test_export_layers_config_files_like_fit(run: tuple[Path, Path, Any], tmp_pa
     """``mmformer export --config recipe --config mine.yaml``: the second file overrides the first."""
     _, ckpt, expected = run
     mine = tmp_path / "mine.yaml"
-    mine.write_text("model:\n  init_args:\n    backbone:\n      depth: 3\n")  # not the trained size...
+    mine.write_text("model:\n  init_args:\n    model:\n      backbone:\n        depth: 3\n")  # not the trained size...
     back = tmp_path / "back.yaml"
-    back.write_text("model:\n  init_args:\n    backbone:\n      depth: 2\n")  # ...and back again
+    back.write_text("model:\n  init_args:\n    model:\n      backbone:\n        depth: 2\n")  # ...and back again
     res = subprocess.run([sys.executable, "-m", "mmformer.cli", "export", "--config", DIGITS, "--config", str(mine),
                           "--config", str(back), "--ckpt_path", str(ckpt), "--out", str(tmp_path / "out")],
                          env=ENV, cwd=tmp_path, capture_output=True, text=True, timeout=300)
