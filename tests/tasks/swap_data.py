@@ -10,13 +10,12 @@ of samples) so that fit, test and predict of every recipe take seconds.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mmformer.data.readers.audio import write_wav
+from tests.data.manifests import tone
 
 SPLITS = {"train": (24, 0), "val": (6, 1), "test": (6, 2)}  # rows, seed
 SHAPES = {"disc": (220, 40, 40), "bar": (40, 200, 60), "ring": (40, 60, 220)}  # 3 classes, one colour each
@@ -46,14 +45,6 @@ def _image(path: Path, shape: str, rng: np.random.Generator) -> str:
     return str(path)
 
 
-def _tone(path: Path, freq: float, seconds: float, rate: int = 8000) -> str:
-    """A mono sine WAV at 8 kHz (the recipes' 16 kHz fields resample it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    t = np.arange(round(seconds * rate)) / rate
-    write_wav(path, 0.4 * np.sin(2 * math.pi * freq * t), rate)
-    return str(path)
-
-
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -73,7 +64,7 @@ def _rows(folder: Path, n: int, seed: int) -> list[dict[str, Any]]:
             "image": str(Path(_image(folder / "media" / f"{seed}_{i}.png", shape, rng)).relative_to(folder)),
             "shape": shape,
             "caption": f"a {colour} {shape} at the {place}",
-            "audio": str(Path(_tone(folder / "media" / f"{seed}_{i}.wav", KEYWORDS[keyword],
+            "audio": str(Path(_tone8k(folder / "media" / f"{seed}_{i}.wav", KEYWORDS[keyword],
                                     float(rng.uniform(0.3, 0.6)))).relative_to(folder)),
             "keyword": keyword,
             "sentence": " ".join(words),
@@ -138,3 +129,8 @@ def write_episodes(path: Path, env_id: str, episodes: int, max_steps: int, seed:
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)
     return str(path)
+
+
+def _tone8k(path: Path, freq: float, seconds: float) -> str:
+    """A mono sine WAV at 8 kHz (the recipes' 16 kHz fields resample it)."""
+    return tone(path, freq, seconds, rate=8000)
