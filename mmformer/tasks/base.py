@@ -131,6 +131,22 @@ class TaskModule(Composable, pl.LightningModule):
             self.build_from_data(spec, stage, provider)
         self.bind_data(spec, stage)
 
+    def _require_model(self) -> None:
+        if self.model_pending():
+            missing = ", ".join(unset_fields(self.model_config))
+            raise ValueError(f"{type(self).__name__}'s model was never built: its {missing} come from the data or a "
+                             f"checkpoint, and this run has neither; give --ckpt_path (a checkpoint of this recipe) or "
+                             f"data that declares them")
+
+    def on_validation_start(self) -> None:
+        self._require_model()
+
+    def on_test_start(self) -> None:
+        self._require_model()
+
+    def on_predict_start(self) -> None:
+        self._require_model()
+
     def teardown(self, stage: str) -> None:
         # the next run (another trainer.test with other data, say) binds its own data again
         super().teardown(stage)

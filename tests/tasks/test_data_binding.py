@@ -108,3 +108,18 @@ def test_no_task_reads_the_datamodule_itself() -> None:
             assert text.count("trainer.datamodule") == 1, path
         else:
             assert not hits, (path.name, hits)
+
+
+def test_a_model_left_to_data_that_never_comes_is_one_error_at_predict() -> None:
+    """Sizes left to the data, predict without data that declares them and without a checkpoint: one error
+    naming what is missing and the two ways to give it, not a NoneType error at the first batch."""
+    from functools import partial
+
+    from mmformer.models.config import ClassifierConfig
+
+    task = ClassificationTask(ClassifierConfig(partial(ImagePatchTokenizer, image_size=8, patch_size=4, in_chans=1),
+                                               backbone=BackboneConfig(dim=16, depth=1, num_heads=2)))
+    assert task.model is None  # num_classes waits for the data
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False)
+    with pytest.raises(ValueError, match="model was never built: its num_classes come from the data or a checkpoint"):
+        trainer.predict(task, DataLoader([torch.rand(1, 8, 8)] * 2, batch_size=2))
