@@ -133,7 +133,7 @@ class TaskModule(Composable, pl.LightningModule):
 
     def _require_model(self) -> None:
         if self.model_pending():
-            missing = ", ".join(unset_fields(self.model_config))
+            missing = ", ".join(unset_fields(self.model_config)) if self.model_config is not None else "sizes"
             raise ValueError(f"{type(self).__name__}'s model was never built: its {missing} come from the data or a "
                              f"checkpoint, and this run has neither; give --ckpt_path (a checkpoint of this recipe) or "
                              f"data that declares them")
