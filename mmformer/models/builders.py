@@ -49,16 +49,25 @@ def _seq2seq(cfg: Seq2SeqConfig) -> Seq2Seq:
     model = Seq2Seq(make_tokenizer(cfg.source_tokenizer, enc.dim), Encoder(enc), target, Decoder(dec),
                     cfg.tie_embeddings, ctc_vocab_size=cfg.ctc_vocab_size, logits_bias=cfg.logits_bias)
     if cfg.share_source_embedding:
-        src = model.source_tokenizer
-        if not isinstance(src, TextTokenizer) or src.vocab_size != cfg.target_vocab_size or enc.dim != dec.dim:
-            raise ValueError("share_source_embedding needs a TextTokenizer source over the target vocabulary "
-                             "and equal encoder/decoder widths")
-        if (src.scale != 1.0) != cfg.target_scale:
-            raise ValueError(f"share_source_embedding: the source tokenizer's scale={src.scale != 1.0} but "
-                             f"target_scale={cfg.target_scale}; one shared table needs one scale: set both "
-                             f"(model.init_args.model.source_tokenizer.init_args.scale and model.init_args.model.target_scale)")
-        src.embed.weight = target.embed.weight
+        if enc.dim != dec.dim:
+            raise ValueError("share_source_embedding needs equal encoder/decoder widths")
+        _share_table(model.source_tokenizer, target, cfg.target_scale, "share_source_embedding", "source_tokenizer",
+                     "target_scale")
     return model
+
+
+def _share_table(tokenizer: object, text: TextTokenizer, scale: bool, option: str, tok_name: str,
+                 scale_name: str) -> None:
+    """An input text tokenizer reads with ``text``'s embedding table (one table for input, text and output): it must
+    be a TextTokenizer over the same vocabulary, scaled alike (``option`` and the other names are for the errors)."""
+    if not isinstance(tokenizer, TextTokenizer) or tokenizer.vocab_size != text.vocab_size:
+        raise ValueError(f"{option} needs a TextTokenizer {tok_name.removesuffix('_tokenizer')} over the text's "
+                         f"vocabulary (vocab_size={text.vocab_size}), got {type(tokenizer).__name__}")
+    if (tokenizer.scale != 1.0) != scale:
+        raise ValueError(f"{option}: the {tok_name.replace('_', ' ')}'s scale={tokenizer.scale != 1.0} but "
+                         f"{scale_name}={scale}; one shared table needs one scale: set both "
+                         f"(model.init_args.model.{tok_name}.init_args.scale and model.init_args.model.{scale_name})")
+    tokenizer.embed.weight = text.embed.weight
 
 
 def _prefix_lm(cfg: PrefixLMConfig) -> PrefixLM:
@@ -68,14 +77,7 @@ def _prefix_lm(cfg: PrefixLMConfig) -> PrefixLM:
     prefix = make_tokenizer(cfg.prefix_tokenizer, b.dim) if cfg.prefix_tokenizer is not None else None
     model = PrefixLM(text, Encoder(b), prefix, cfg.tie_embeddings, cfg.logits_bias, ctc_vocab_size=cfg.ctc_vocab_size)
     if cfg.share_prefix_embedding:
-        if not isinstance(prefix, TextTokenizer) or prefix.vocab_size != cfg.vocab_size:
-            raise ValueError("share_prefix_embedding needs a TextTokenizer prefix over the text's vocabulary "
-                             f"(vocab_size={cfg.vocab_size}), got {type(prefix).__name__}")
-        if (prefix.scale != 1.0) != cfg.text_scale:
-            raise ValueError(f"share_prefix_embedding: the prefix tokenizer's scale={prefix.scale != 1.0} but "
-                             f"text_scale={cfg.text_scale}; one shared table needs one scale: set both "
-                             f"(model.init_args.model.prefix_tokenizer.init_args.scale and model.init_args.model.text_scale)")
-        prefix.embed.weight = text.embed.weight
+        _share_table(prefix, text, cfg.text_scale, "share_prefix_embedding", "prefix_tokenizer", "text_scale")
     return model
 
 
